@@ -1,0 +1,1 @@
+"""servesim's simulation core: scenario -> SimPy model of serving replicas -> flat records -> metrics."""

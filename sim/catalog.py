@@ -1,0 +1,152 @@
+"""GPU and model catalogs: plain data files (sim/catalog/*.yaml), each number with its source.
+
+A scenario names a catalog entry (``gpu: a100-80gb-sxm``) or defines one inline
+with the same keys. Adding a GPU or a model is a data edit, not a code edit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from .configio import ConfigError, build, require
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """One GPU model. Rates are dense (no structured sparsity), per GPU."""
+
+    name: str
+    memory_bytes: int
+    hbm_bandwidth_bytes_per_s: float
+    bf16_tflops: float  # dense bf16/fp16 tensor-core rate, 1e12 FLOP/s
+    fp8_tflops: float | None  # None: the GPU has no fp8 tensor cores
+    int8_tops: float | None  # None: no int8 tensor cores
+    interconnect: str  # e.g. "NVLink 3 (600 GB/s bidirectional)", "PCIe Gen4 x16"
+    interconnect_bw_bytes_per_s: float  # per-GPU, one direction: what a ring all-reduce sees
+    price_usd_per_gpu_hour: float  # on-demand list price
+    price_source: str  # provider, instance type, date seen
+    spec_source: str  # datasheet the hardware numbers come from
+    notes: str = ""
+
+    def validate(self, path: str) -> None:
+        require(self.memory_bytes > 0, f"{path}.memory_bytes", self.memory_bytes, "must be > 0")
+        require(self.hbm_bandwidth_bytes_per_s > 0, f"{path}.hbm_bandwidth_bytes_per_s",
+                self.hbm_bandwidth_bytes_per_s, "must be > 0")
+        require(self.bf16_tflops > 0, f"{path}.bf16_tflops", self.bf16_tflops, "must be > 0")
+        require(self.interconnect_bw_bytes_per_s > 0, f"{path}.interconnect_bw_bytes_per_s",
+                self.interconnect_bw_bytes_per_s, "must be > 0")
+        require(self.price_usd_per_gpu_hour >= 0, f"{path}.price_usd_per_gpu_hour",
+                self.price_usd_per_gpu_hour, "must be >= 0")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A decoder-only transformer's shape. MoE models set num_experts > 1."""
+
+    name: str
+    num_layers: int
+    hidden_size: int
+    num_attention_heads: int
+    num_kv_heads: int
+    head_dim: int
+    ffn_size: int  # intermediate size of one (expert) MLP; gated (SwiGLU): 3 matrices
+    vocab_size: int
+    num_params: int  # published total parameter count
+    max_context_tokens: int
+    tied_embeddings: bool = False
+    num_experts: int = 1
+    experts_per_token: int = 1
+    source: str = ""
+
+    def validate(self, path: str) -> None:
+        for field in ("num_layers", "hidden_size", "num_attention_heads", "num_kv_heads", "head_dim",
+                      "ffn_size", "vocab_size", "num_params", "max_context_tokens", "num_experts",
+                      "experts_per_token"):
+            value = getattr(self, field)
+            require(value > 0, f"{path}.{field}", value, "must be a positive integer")
+        require(self.num_attention_heads % self.num_kv_heads == 0, f"{path}.num_kv_heads", self.num_kv_heads,
+                f"must divide num_attention_heads ({self.num_attention_heads})")
+        require(self.experts_per_token <= self.num_experts, f"{path}.experts_per_token",
+                self.experts_per_token, f"must be <= num_experts ({self.num_experts})")
+
+    # Parameter counts derived from the shape (used for FLOPs; num_params for memory).
+    @property
+    def attention_params_per_layer(self) -> int:
+        q_and_o = 2 * self.hidden_size * self.num_attention_heads * self.head_dim
+        k_and_v = 2 * self.hidden_size * self.num_kv_heads * self.head_dim
+        return q_and_o + k_and_v
+
+    @property
+    def expert_params(self) -> int:
+        """Parameters of one gated MLP (gate, up, down)."""
+        return 3 * self.hidden_size * self.ffn_size
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab_size * self.hidden_size * (1 if self.tied_embeddings else 2)
+
+    @property
+    def derived_num_params(self) -> int:
+        """Total parameters from the shape (norms and router neglected, < 0.1 %)."""
+        per_layer = self.attention_params_per_layer + self.num_experts * self.expert_params
+        return self.num_layers * per_layer + self.embedding_params
+
+    @property
+    def active_linear_params(self) -> int:
+        """Matmul parameters one token passes through, excluding the LM head and embedding."""
+        per_layer = self.attention_params_per_layer + self.experts_per_token * self.expert_params
+        return self.num_layers * per_layer
+
+    @property
+    def lm_head_params(self) -> int:
+        return self.vocab_size * self.hidden_size
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 1
+
+
+def _load(filename: str) -> dict[str, dict[str, Any]]:
+    text = resources.files("sim").joinpath("catalog", filename).read_text()
+    return yaml.safe_load(text) or {}
+
+
+@lru_cache(maxsize=None)
+def gpu_catalog() -> dict[str, GpuSpec]:
+    """All catalog GPUs by lower-case name. Cached: the files are package data and never change."""
+    return {name: build(GpuSpec, {"name": name, **entry}, f"gpus.yaml:{name}") for name, entry in _load("gpus.yaml").items()}
+
+
+@lru_cache(maxsize=None)
+def model_catalog() -> dict[str, ModelSpec]:
+    return {name: build(ModelSpec, {"name": name, **entry}, f"models.yaml:{name}")
+            for name, entry in _load("models.yaml").items()}
+
+
+def resolve_gpu(value: str | dict, path: str) -> GpuSpec:
+    """A catalog name (case-insensitive) or an inline mapping with GpuSpec's keys."""
+    if isinstance(value, dict):
+        return build(GpuSpec, {"name": "inline", **value}, path)
+    catalog = gpu_catalog()
+    key = str(value).lower()
+    if key not in catalog:
+        raise ConfigError(f"{path}: unknown GPU {value!r}; catalog GPUs: {sorted(catalog)} "
+                          "(or give an inline mapping with GpuSpec's keys)")
+    return catalog[key]
+
+
+def resolve_model(value: str | dict, path: str) -> ModelSpec:
+    if isinstance(value, dict):
+        return build(ModelSpec, {"name": "inline", **value}, path)
+    catalog = model_catalog()
+    key = str(value).lower()
+    if key not in catalog:
+        raise ConfigError(f"{path}: unknown model {value!r}; catalog models: {sorted(catalog)} "
+                          "(or give an inline mapping with ModelSpec's keys)")
+    return catalog[key]
