@@ -1,0 +1,1 @@
+"""Calibration: measure real engine steps, fit cost curves, write profiles with provenance."""

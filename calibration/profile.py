@@ -1,0 +1,125 @@
+"""Calibration profiles: fitted cost-curve coefficients + the measurements behind them + provenance.
+
+A profile is a folder:
+
+    <name>/profile.json       coefficients, fit error, provenance, what was measured
+    <name>/measurements.csv   one row per measured step (optional for imported profiles)
+
+`load_profile("h100-sxm_llama-3.1-8b_tp1_bf16")` finds a shipped profile by name
+(calibration/profiles/), `load_profile("profiles/my_gpu")` a folder on disk. Every
+malformed field is a ProfileError naming the file and the field.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sim.configio import ConfigError
+from sim.cost_model import PROFILE_COEFFICIENTS, ProfileCostModel
+
+SHIPPED_DIR = "profiles"
+PROFILE_FILE = "profile.json"
+MEASUREMENTS_FILE = "measurements.csv"
+
+
+class ProfileError(ConfigError):
+    """A profile file is missing or malformed; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    coefficients: dict[str, float]  # PROFILE_COEFFICIENTS, seconds per unit
+    model: str  # catalog model name (or architecture description for custom configs)
+    device: str  # what was measured, as the engine/driver reported it
+    gpu: str | None  # catalog GPU name this profile stands for (None: not a catalog GPU, e.g. a CPU)
+    tensor_parallel: int
+    weight_dtype: str
+    kv_dtype: str
+    block_size_tokens: int
+    num_kv_blocks: int | None  # KV blocks the engine actually allocated (None if not measured)
+    provenance: dict[str, Any]  # source, engine, engine_version, date, command, ...
+    fit: dict[str, Any] = field(default_factory=dict)  # per-phase MAPE / worst error on held-out points
+    path: str | None = None  # folder it was loaded from
+
+    def cost_model(self) -> ProfileCostModel:
+        return ProfileCostModel(self.coefficients)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("path")
+        return d
+
+
+_REQUIRED = {"name": str, "coefficients": dict, "model": str, "device": str, "tensor_parallel": int,
+             "weight_dtype": str, "kv_dtype": str, "block_size_tokens": int, "provenance": dict}
+
+
+def _parse(data: Any, where: str) -> Profile:
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where}: expected a JSON object at the top level")
+    for key, tp in _REQUIRED.items():
+        if key not in data:
+            raise ProfileError(f"{where}: field {key!r} is missing")
+        if not isinstance(data[key], tp) or isinstance(data[key], bool) and tp is int:
+            raise ProfileError(f"{where}: field {key!r} must be {tp.__name__}, got {data[key]!r}")
+    coeffs = data["coefficients"]
+    for key in PROFILE_COEFFICIENTS:
+        value = coeffs.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise ProfileError(f"{where}: field 'coefficients.{key}' must be a number >= 0, got {value!r} "
+                               f"(needed: {list(PROFILE_COEFFICIENTS)})")
+    unknown = sorted(set(coeffs) - set(PROFILE_COEFFICIENTS))
+    if unknown:
+        raise ProfileError(f"{where}: field 'coefficients.{unknown[0]}' is unknown; allowed {list(PROFILE_COEFFICIENTS)}")
+    if "source" not in data["provenance"]:
+        raise ProfileError(f"{where}: field 'provenance.source' is missing (where do these numbers come from?)")
+    blocks = data.get("num_kv_blocks")
+    if blocks is not None and (not isinstance(blocks, int) or blocks < 1):
+        raise ProfileError(f"{where}: field 'num_kv_blocks' must be a positive integer or null, got {blocks!r}")
+    known = {f for f in Profile.__dataclass_fields__} - {"path"}
+    extra = sorted(set(data) - known)
+    if extra:
+        raise ProfileError(f"{where}: field {extra[0]!r} is unknown; allowed {sorted(known)}")
+    return Profile(**{**data, "coefficients": {k: float(coeffs[k]) for k in PROFILE_COEFFICIENTS}})
+
+
+def shipped_profiles_dir() -> Path:
+    return Path(str(resources.files("calibration").joinpath(SHIPPED_DIR)))
+
+
+def list_shipped_profiles() -> list[str]:
+    root = shipped_profiles_dir()
+    return sorted(p.parent.name for p in root.glob(f"*/{PROFILE_FILE}")) if root.is_dir() else []
+
+
+def load_profile(name_or_path: str | Path, base_dir: Path | None = None) -> Profile:
+    """A shipped profile by name, or a profile folder (or its profile.json) by path."""
+    candidates = []
+    p = Path(name_or_path)
+    if base_dir is not None and not p.is_absolute():
+        candidates.append(base_dir / p)
+    candidates += [p, shipped_profiles_dir() / str(name_or_path)]
+    for c in candidates:
+        f = c if c.suffix == ".json" else c / PROFILE_FILE
+        if f.is_file():
+            try:
+                data = json.loads(f.read_text())
+            except json.JSONDecodeError as exc:
+                raise ProfileError(f"{f}: not valid JSON ({exc})") from None
+            prof = _parse(data, str(f))
+            return Profile(**{**prof.__dict__, "path": str(f.parent)})
+    raise ProfileError(f"cost_model.profile: no profile {str(name_or_path)!r} (looked for {PROFILE_FILE} in "
+                       f"{[str(c) for c in candidates]}); shipped profiles: {list_shipped_profiles()}")
+
+
+def save_profile(profile: Profile, folder: str | Path) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _parse(profile.to_json(), str(folder / PROFILE_FILE))  # never write what we could not read back
+    out = folder / PROFILE_FILE
+    out.write_text(json.dumps(profile.to_json(), indent=2, sort_keys=True) + "\n")
+    return out

@@ -1,0 +1,91 @@
+"""Paged KV-cache block manager of one replica: a pool of fixed-size blocks, counted per request.
+
+Memory answers yes or no: `allocate` either gives a request enough blocks for its
+tokens or changes nothing and returns False; callers never count blocks. No prefix
+caching, so a block is owned by exactly one request and only counts matter.
+
+Invariant: 0 <= num_free_blocks and sum(held) + num_free_blocks == num_blocks.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class KVCache:
+    def __init__(self, num_blocks: int, block_size_tokens: int, num_requests: int):
+        if num_blocks < 1 or block_size_tokens < 1:
+            raise ValueError("KVCache needs at least one block of at least one token")
+        self.num_blocks = int(num_blocks)
+        self.block_size_tokens = int(block_size_tokens)
+        self.num_free_blocks = int(num_blocks)
+        self._held = np.zeros(num_requests, dtype=np.int64)  # blocks held, by request id
+
+    # --- queries -------------------------------------------------------------
+    @property
+    def num_used_blocks(self) -> int:
+        return self.num_blocks - self.num_free_blocks
+
+    def held_blocks(self, req: int) -> int:
+        return int(self._held[req])
+
+    def _blocks(self, num_tokens):
+        return -(-num_tokens // self.block_size_tokens)
+
+    def can_allocate(self, req: int, num_tokens: int) -> bool:
+        """Could `req` hold `num_tokens` tokens in total?"""
+        return self._blocks(num_tokens) - self._held[req] <= self.num_free_blocks
+
+    def fits_alone(self, num_tokens: int) -> bool:
+        """Could a request with `num_tokens` tokens ever be held, with the cache otherwise empty?"""
+        return self._blocks(num_tokens) <= self.num_blocks
+
+    # --- changes -------------------------------------------------------------
+    def allocate(self, req: int, num_tokens: int) -> bool:
+        """Grow `req` to hold `num_tokens` tokens in total. False (and no change) if blocks are short."""
+        extra = self._blocks(num_tokens) - int(self._held[req])
+        if extra <= 0:
+            return True
+        if extra > self.num_free_blocks:
+            return False
+        self._held[req] += extra
+        self.num_free_blocks -= extra
+        return True
+
+    def allocate_many(self, reqs: np.ndarray, num_tokens: np.ndarray) -> bool:
+        """All-or-nothing `allocate` for several requests."""
+        extra = np.maximum(self._blocks(num_tokens) - self._held[reqs], 0)
+        total = int(extra.sum())
+        if total > self.num_free_blocks:
+            return False
+        self._held[reqs] += extra
+        self.num_free_blocks -= total
+        return True
+
+    def free(self, req: int) -> None:
+        self.num_free_blocks += int(self._held[req])
+        self._held[req] = 0
+
+    def free_many(self, reqs: np.ndarray) -> None:
+        self.num_free_blocks += int(self._held[reqs].sum())
+        self._held[reqs] = 0
+
+    # --- bulk look-ahead -----------------------------------------------------
+    def steps_that_fit(self, reqs: np.ndarray, tokens_now: np.ndarray, steps_left: np.ndarray,
+                       tokens_per_step: int, horizon: int) -> int:
+        """How many of the next `horizon` decode steps fit without running out of blocks.
+
+        Before step i (0-based) request j needs room for tokens_now[j] + i * tokens_per_step
+        tokens, as long as it is still running (i < steps_left[j]); a finished request frees
+        its blocks. Returns the largest n <= horizon such that steps 0..n-1 all fit.
+        """
+        if horizon <= 0 or len(reqs) == 0:
+            return max(horizon, 0)
+        capacity = self.num_free_blocks + int(self._held[reqs].sum())
+        last = np.minimum(steps_left, horizon) - 1  # last step each request runs in the horizon
+        if int(self._blocks(tokens_now + np.maximum(last, 0) * tokens_per_step).sum()) <= capacity:
+            return horizon  # even the peak (everyone at their last step) fits: the common case
+        steps = np.arange(horizon)
+        active = steps[:, None] < steps_left[None, :]
+        need = (self._blocks(tokens_now[None, :] + steps[:, None] * tokens_per_step) * active).sum(axis=1)
+        over = np.flatnonzero(need > capacity)
+        return int(over[0]) if len(over) else horizon
