@@ -1,0 +1,446 @@
+"""Workloads: who arrives when, with how many prompt and output tokens, at what priority.
+
+`WorkloadConfig` is the typed scenario section; `generate_workload` turns it into a
+`Workload`, a struct of numpy arrays sorted by arrival time. Generation is vectorised
+(a million requests in well under a second) and draws from one named random stream per
+source ("arrivals", "prompt_tokens", "output_tokens", "priority"), so changing, say, the
+output-length distribution never moves an arrival time or a prompt length.
+"""
+from __future__ import annotations
+
+import math
+import pathlib
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from .configio import ConfigError, require
+from .rng import stream
+
+SECONDS_PER_HOUR = 3600.0
+
+# Which optional fields each kind reads; a field set for a kind that ignores it is an error
+# (it is almost always a typo or a leftover from switching kinds).
+_LENGTH_FIELDS = {
+    "constant": {"value"},
+    "uniform": {"min", "max"},
+    "lognormal": {"min", "max", "mean", "sigma"},
+    "empirical": {"values"},
+}
+_ARRIVAL_FIELDS = {
+    "poisson": {"rate_per_s"},
+    "gamma": {"rate_per_s", "cv"},
+    "daily": {"queries_per_day", "hourly_weights", "hours"},
+    "trace": {"path", "time_scale"},
+    "closed_loop": {"concurrency", "think_time_s"},
+}
+# Fields with a non-None default: "set" means "differs from the default".
+_ARRIVAL_DEFAULTS = {"time_scale": 1.0, "think_time_s": 0.0}
+
+TRACE_COLUMNS = ("timestamp", "prompt_tokens", "output_tokens")  # timestamp: float seconds
+AZURE_TRACE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")  # TIMESTAMP: datetime string
+
+
+def _require_only(obj: object, kind: str, used: set[str], candidates: dict[str, set[str]], path: str,
+                  defaults: dict[str, object] | None = None) -> None:
+    defaults = defaults or {}
+    for name in sorted(set().union(*candidates.values()) - used):
+        value = getattr(obj, name)
+        if value != defaults.get(name):
+            users = sorted(k for k, fields in candidates.items() if name in fields)
+            require(False, f"{path}.{name}", value, f"not used by kind {kind!r} (only by {users}); remove it")
+
+
+def _require_set(value: object, path: str, kind: str) -> None:
+    require(value is not None, path, value, f"required for kind {kind!r}")
+
+
+def _normal_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+@dataclass(frozen=True)
+class LengthDist:
+    """A token-length distribution; every draw is an integer in [1, upper_bound].
+
+    constant: always `value`. uniform: integers in [min, max], both inclusive.
+    lognormal: round(X) clipped to [min (default 1), max] with log X ~ Normal(mu, sigma) and
+    mu = ln(mean) - sigma^2/2, so `mean` is the arithmetic mean in tokens before clipping.
+    empirical: draws from `values` with replacement, each entry equally likely.
+    """
+
+    kind: Literal["constant", "uniform", "lognormal", "empirical"]
+    value: int | None = None
+    min: int | None = None
+    max: int | None = None
+    mean: float | None = None
+    sigma: float | None = None
+    values: tuple[int, ...] | None = None
+
+    def validate(self, path: str) -> None:
+        _require_only(self, self.kind, _LENGTH_FIELDS[self.kind], _LENGTH_FIELDS, path)
+        if self.kind == "constant":
+            _require_set(self.value, f"{path}.value", self.kind)
+            require(self.value >= 1, f"{path}.value", self.value, "must be >= 1 token")
+        elif self.kind == "uniform":
+            _require_set(self.min, f"{path}.min", self.kind)
+            _require_set(self.max, f"{path}.max", self.kind)
+            require(self.min >= 1, f"{path}.min", self.min, "must be >= 1 token")
+            require(self.max >= self.min, f"{path}.max", self.max, f"must be >= min ({self.min})")
+        elif self.kind == "lognormal":
+            _require_set(self.mean, f"{path}.mean", self.kind)
+            _require_set(self.sigma, f"{path}.sigma", self.kind)
+            _require_set(self.max, f"{path}.max", self.kind)
+            require(self.mean > 0, f"{path}.mean", self.mean, "must be > 0 tokens")
+            require(self.sigma >= 0, f"{path}.sigma", self.sigma, "must be >= 0")
+            lo = 1 if self.min is None else self.min
+            require(lo >= 1, f"{path}.min", self.min, "must be >= 1 token")
+            require(self.max >= lo, f"{path}.max", self.max, f"must be >= min ({lo})")
+        else:
+            _require_set(self.values, f"{path}.values", self.kind)
+            require(len(self.values) > 0, f"{path}.values", self.values, "must list at least one length")
+            bad = [v for v in self.values if v < 1]
+            require(not bad, f"{path}.values", bad, "every length must be >= 1 token")
+
+    @property
+    def upper_bound(self) -> int:
+        """The largest length this distribution can produce, in tokens."""
+        if self.kind == "constant":
+            return self.value
+        if self.kind == "empirical":
+            return max(self.values)
+        return self.max
+
+    @property
+    def mean_tokens(self) -> float:
+        """Expected length in tokens.
+
+        For lognormal this is the exact mean of the continuous lognormal clipped to
+        [min, max]; the rounding to whole tokens is ignored (its bias is far below a token).
+        """
+        if self.kind == "constant":
+            return float(self.value)
+        if self.kind == "uniform":
+            return (self.min + self.max) / 2.0
+        if self.kind == "empirical":
+            return float(np.mean(self.values))
+        lo, hi, s = float(1 if self.min is None else self.min), float(self.max), self.sigma
+        if s == 0:
+            return min(max(self.mean, lo), hi)
+        mu = math.log(self.mean) - s * s / 2.0
+        z_lo, z_hi = (math.log(lo) - mu) / s, (math.log(hi) - mu) / s
+        # E[X; lo <= X <= hi] for a lognormal = mean * (Phi(z_hi - s) - Phi(z_lo - s)).
+        inside = self.mean * (_normal_cdf(z_hi - s) - _normal_cdf(z_lo - s))
+        return lo * _normal_cdf(z_lo) + inside + hi * (1.0 - _normal_cdf(z_hi))
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """`n` int64 lengths drawn from `rng`."""
+        if self.kind == "constant":
+            return np.full(n, self.value, dtype=np.int64)
+        if self.kind == "uniform":
+            return rng.integers(self.min, self.max, endpoint=True, size=n, dtype=np.int64)
+        if self.kind == "empirical":
+            return rng.choice(np.asarray(self.values, dtype=np.int64), size=n)
+        mu = math.log(self.mean) - self.sigma**2 / 2.0
+        lo = 1 if self.min is None else self.min
+        return np.clip(np.rint(rng.lognormal(mu, self.sigma, size=n)), lo, self.max).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class ArrivalConfig:
+    """When requests arrive.
+
+    poisson: exponential gaps at `rate_per_s`. gamma: gamma gaps with mean 1/rate_per_s and
+    coefficient of variation `cv` (1 is Poisson, > 1 bursty, < 1 regular).
+    daily: an hourly Poisson process with `queries_per_day * w_h / sum(w)` expected arrivals in
+    hour h (sum over all 24 weights, so simulating a subset of `hours` gives that subset's share
+    of the day). The listed `hours` (sorted, any subset) are laid back to back in simulated
+    time: the k-th listed hour covers [k*3600, (k+1)*3600) s, whatever its clock hour.
+    trace: replay a CSV (see `read_trace`); `time_scale` multiplies the gaps (0.5 = twice as fast).
+    closed_loop: `concurrency` clients, each with one request in flight, waiting `think_time_s`
+    between a response and its next request; the simulator issues the arrivals.
+    """
+
+    kind: Literal["poisson", "gamma", "daily", "trace", "closed_loop"]
+    rate_per_s: float | None = None
+    cv: float | None = None
+    queries_per_day: float | None = None
+    hourly_weights: tuple[float, ...] | None = None
+    hours: tuple[int, ...] | None = None
+    path: str | None = None
+    time_scale: float = 1.0
+    concurrency: int | None = None
+    think_time_s: float = 0.0
+
+    def validate(self, path: str) -> None:
+        _require_only(self, self.kind, _ARRIVAL_FIELDS[self.kind], _ARRIVAL_FIELDS, path, _ARRIVAL_DEFAULTS)
+        if self.kind in ("poisson", "gamma"):
+            _require_set(self.rate_per_s, f"{path}.rate_per_s", self.kind)
+            require(self.rate_per_s > 0, f"{path}.rate_per_s", self.rate_per_s, "must be > 0 requests/s")
+        if self.kind == "gamma":
+            _require_set(self.cv, f"{path}.cv", self.kind)
+            require(self.cv > 0, f"{path}.cv", self.cv, "must be > 0 (1 is Poisson)")
+        if self.kind == "daily":
+            _require_set(self.queries_per_day, f"{path}.queries_per_day", self.kind)
+            require(self.queries_per_day > 0, f"{path}.queries_per_day", self.queries_per_day, "must be > 0")
+            if self.hourly_weights is not None:
+                w = self.hourly_weights
+                require(len(w) == 24, f"{path}.hourly_weights", w, f"must have 24 entries (hours 0..23), not {len(w)}")
+                require(all(x >= 0 for x in w) and sum(w) > 0, f"{path}.hourly_weights", w,
+                        "weights must be >= 0 with a positive sum")
+            if self.hours is not None:
+                h = self.hours
+                require(len(h) > 0, f"{path}.hours", h, "must list at least one hour")
+                require(all(0 <= x <= 23 for x in h), f"{path}.hours", h, "hours must be in 0..23")
+                require(all(a < b for a, b in zip(h, h[1:])), f"{path}.hours", h,
+                        "must be strictly increasing (sorted, no repeats)")
+        if self.kind == "trace":
+            _require_set(self.path, f"{path}.path", self.kind)
+            require(self.path.strip() != "", f"{path}.path", self.path, "must name a CSV file")
+            require(self.time_scale > 0, f"{path}.time_scale", self.time_scale, "must be > 0")
+        if self.kind == "closed_loop":
+            _require_set(self.concurrency, f"{path}.concurrency", self.kind)
+            require(self.concurrency >= 1, f"{path}.concurrency", self.concurrency, "must be >= 1 client")
+            require(self.think_time_s >= 0, f"{path}.think_time_s", self.think_time_s, "must be >= 0 s")
+
+
+@dataclass(frozen=True)
+class PriorityClass:
+    """A share of the requests with one priority level (0 is the most urgent)."""
+
+    name: str
+    share: float
+    level: int
+
+    def validate(self, path: str) -> None:
+        require(self.name.strip() != "", f"{path}.name", self.name, "must be a non-empty name")
+        require(0 <= self.share <= 1, f"{path}.share", self.share, "must be a fraction in [0, 1]")
+        require(self.level >= 0, f"{path}.level", self.level, "must be >= 0 (0 is most urgent)")
+
+
+@dataclass(frozen=True)
+class WorkloadConfig:
+    """The workload section of a scenario.
+
+    Arrivals stop at `num_requests` or at `duration_s` of simulated time, whichever comes
+    first. poisson/gamma need at least one of them; closed_loop needs `num_requests`;
+    daily defaults to the listed hours and trace to the whole file. Traces carry their own
+    lengths, so `prompt_tokens`/`output_tokens` are required for every other kind and
+    must be omitted for trace.
+    """
+
+    arrival: ArrivalConfig
+    prompt_tokens: LengthDist | None = None
+    output_tokens: LengthDist | None = None
+    num_requests: int | None = None
+    duration_s: float | None = None
+    priorities: tuple[PriorityClass, ...] = ()
+
+    def validate(self, path: str) -> None:
+        kind = self.arrival.kind
+        for name in ("prompt_tokens", "output_tokens"):
+            value = getattr(self, name)
+            if kind == "trace":
+                require(value is None, f"{path}.{name}", value, "must be omitted for trace arrivals (the trace carries lengths)")
+            else:
+                require(value is not None, f"{path}.{name}", value, f"required for {kind!r} arrivals")
+        if self.num_requests is not None:
+            require(self.num_requests >= 1, f"{path}.num_requests", self.num_requests, "must be >= 1")
+        if self.duration_s is not None:
+            require(self.duration_s > 0, f"{path}.duration_s", self.duration_s, "must be > 0 s")
+        if kind in ("poisson", "gamma"):
+            require(self.num_requests is not None or self.duration_s is not None, f"{path}.num_requests",
+                    None, f"{kind!r} arrivals need num_requests or duration_s (or both)")
+        if kind == "closed_loop":
+            require(self.num_requests is not None, f"{path}.num_requests", None, "required for closed_loop arrivals")
+        if self.priorities:
+            shares = [p.share for p in self.priorities]
+            require(abs(sum(shares) - 1.0) <= 1e-6, f"{path}.priorities", shares,
+                    f"shares must sum to 1 (they sum to {sum(shares):.9g})")
+            names = [p.name for p in self.priorities]
+            require(len(set(names)) == len(names), f"{path}.priorities", names, "names must be unique")
+            levels = [p.level for p in self.priorities]
+            require(len(set(levels)) == len(levels), f"{path}.priorities", levels, "levels must be unique")
+
+
+@dataclass
+class Workload:
+    """Requests as a struct of arrays, sorted by arrival time (row i is request i).
+
+    `duration_s` is the arrival window in seconds: the configured duration when arrivals were
+    cut by it, the last arrival time when cut by num_requests (or, for trace, the span of the
+    file), and listed-hours * 3600 for daily. closed_loop: arrival_s is all NaN (the simulator
+    issues requests) and duration_s is the configured limit, inf when none.
+    `notes` lists adjustments made while loading (e.g. clamped trace rows).
+    """
+
+    arrival_s: np.ndarray  # float64 seconds from t=0
+    prompt_tokens: np.ndarray  # int64 >= 1
+    output_tokens: np.ndarray  # int64 >= 1
+    priority: np.ndarray  # int64 level, 0 most urgent
+    priority_names: dict[int, str]
+    duration_s: float
+    concurrency: int | None = None
+    think_time_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+    @property
+    def offered_rate_per_s(self) -> float:
+        """Arrivals per second over the window; NaN for closed loop (the rate is an outcome)."""
+        if self.concurrency is not None or self.duration_s <= 0:
+            return math.nan
+        return len(self) / self.duration_s
+
+
+def _renewal_arrivals(rng: np.random.Generator, rate_per_s: float, cv: float,
+                      n_max: int | None, t_max: float | None) -> np.ndarray:
+    """Arrival times of a renewal process with gamma gaps (cv=1: exponential), cut at n_max / t_max."""
+    shape = 1.0 / cv**2
+    scale = cv**2 / rate_per_s  # shape * scale = 1 / rate
+    chunks, count, t0 = [], 0, 0.0
+    while True:
+        if t_max is None:
+            size = n_max - count
+        else:
+            expected = rate_per_s * (t_max - t0)
+            size = int(expected + 6.0 * cv * math.sqrt(expected) + 16)  # almost always one chunk
+            if n_max is not None:
+                size = min(size, n_max - count)
+        gaps = rng.exponential(1.0 / rate_per_s, size) if cv == 1.0 else rng.gamma(shape, scale, size)
+        times = t0 + np.cumsum(gaps)
+        chunks.append(times)
+        count, t0 = count + size, float(times[-1])
+        if (n_max is not None and count >= n_max) or (t_max is not None and t0 >= t_max):
+            break
+    arrivals = np.concatenate(chunks)
+    return arrivals if t_max is None else arrivals[arrivals < t_max]
+
+
+def _daily_arrivals(rng: np.random.Generator, cfg: ArrivalConfig) -> tuple[np.ndarray, float]:
+    weights = np.asarray(cfg.hourly_weights if cfg.hourly_weights is not None else [1.0] * 24, dtype=float)
+    hours = np.asarray(cfg.hours if cfg.hours is not None else range(24), dtype=np.int64)
+    expected = cfg.queries_per_day * weights[hours] / weights.sum()
+    counts = rng.poisson(expected)
+    starts = np.repeat(np.arange(len(hours)) * SECONDS_PER_HOUR, counts)
+    arrivals = np.sort(starts + rng.uniform(0.0, SECONDS_PER_HOUR, size=int(counts.sum())))
+    return arrivals, len(hours) * SECONDS_PER_HOUR
+
+
+def _trace_error(file: pathlib.Path, msg: str) -> ConfigError:
+    return ConfigError(f"workload.arrival.path: {file}: {msg}")
+
+
+def _token_column(df: pd.DataFrame, column: str, file: pathlib.Path) -> np.ndarray:
+    values = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float)
+    bad = np.flatnonzero(~np.isfinite(values) | (values != np.floor(values)))
+    if bad.size:
+        i = int(bad[0])
+        raise _trace_error(file, f"line {i + 2}, column {column}: got {df[column].iloc[i]!r}; expected a whole number of tokens")
+    return values.astype(np.int64)
+
+
+def read_trace(file: pathlib.Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(arrival_s from the first arrival, prompt_tokens, output_tokens, notes), sorted by time.
+
+    The CSV has a header with either `timestamp,prompt_tokens,output_tokens` (timestamp in
+    float seconds) or the Azure LLM inference trace's `TIMESTAMP,ContextTokens,GeneratedTokens`
+    (TIMESTAMP a datetime string such as "2023-11-16 18:15:46.6805900"); other columns are
+    ignored. A prompt below 1 token is an error; an output of 0 tokens (present in real traces)
+    becomes 1, counted in the notes.
+    """
+    accepted = f"accepted column sets: {list(TRACE_COLUMNS)} or {list(AZURE_TRACE_COLUMNS)}"
+    if not file.is_file():
+        raise _trace_error(file, f"no such file; expected a CSV with a header ({accepted})")
+    try:
+        df = pd.read_csv(file)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise _trace_error(file, f"not a readable CSV ({exc}); {accepted}") from exc
+    if set(TRACE_COLUMNS) <= set(df.columns):
+        time_col, prompt_col, output_col = TRACE_COLUMNS
+        times = pd.to_numeric(df[time_col], errors="coerce").to_numpy(dtype=float)
+    elif set(AZURE_TRACE_COLUMNS) <= set(df.columns):
+        time_col, prompt_col, output_col = AZURE_TRACE_COLUMNS
+        stamps = pd.to_datetime(df[time_col], format="ISO8601", errors="coerce")
+        times = (stamps - stamps.min()).dt.total_seconds().to_numpy(dtype=float)
+    else:
+        raise _trace_error(file, f"columns {list(df.columns)} lack the required ones; {accepted}")
+    if len(df) == 0:
+        raise _trace_error(file, "has a header but no rows")
+    bad = np.flatnonzero(~np.isfinite(times))
+    if bad.size:
+        i = int(bad[0])
+        raise _trace_error(file, f"line {i + 2}, column {time_col}: got {df[time_col].iloc[i]!r}; "
+                                 "expected seconds (float) or a datetime such as 2023-11-16 18:15:46.6805900")
+    prompt = _token_column(df, prompt_col, file)
+    output = _token_column(df, output_col, file)
+    for values, column, least in ((prompt, prompt_col, 1), (output, output_col, 0)):
+        bad = np.flatnonzero(values < least)
+        if bad.size:
+            i = int(bad[0])
+            raise _trace_error(file, f"line {i + 2}, column {column}: got {int(values[i])}; must be >= {least} tokens")
+    notes = []
+    zero_output = int(np.count_nonzero(output == 0))
+    if zero_output:
+        output = np.maximum(output, 1)
+        notes.append(f"{file.name}: {zero_output} of {len(output)} rows had {output_col} 0; replayed as 1 token")
+    order = np.argsort(times, kind="stable")
+    times = times[order]
+    return times - times[0], prompt[order], output[order], notes
+
+
+def generate_workload(cfg: WorkloadConfig, seed: int, base_dir: pathlib.Path | None = None) -> Workload:
+    """Draw the requests of `cfg` for run `seed`. Relative trace paths resolve against `base_dir`
+    (the scenario file's folder; the working directory when None)."""
+    arrival = cfg.arrival
+    rng = stream(seed, "arrivals")
+    notes: list[str] = []
+    prompt = output = None
+    if arrival.kind == "closed_loop":
+        arrival_s, window_s = np.full(cfg.num_requests, np.nan), math.inf  # the simulator issues them
+    elif arrival.kind == "trace":
+        file = pathlib.Path(arrival.path)
+        if not file.is_absolute() and base_dir is not None:
+            file = pathlib.Path(base_dir) / file
+        arrival_s, prompt, output, notes = read_trace(file)
+        arrival_s = arrival_s * arrival.time_scale
+        window_s = float(arrival_s[-1])
+    elif arrival.kind == "daily":
+        arrival_s, window_s = _daily_arrivals(rng, arrival)
+    else:
+        cv = arrival.cv if arrival.kind == "gamma" else 1.0
+        arrival_s = _renewal_arrivals(rng, arrival.rate_per_s, cv, cfg.num_requests, cfg.duration_s)
+        window_s = math.nan  # set by the cuts below
+
+    if arrival.kind == "closed_loop":
+        window_s = math.inf if cfg.duration_s is None else cfg.duration_s
+    else:
+        if cfg.duration_s is not None and not cfg.duration_s >= window_s:  # also when window_s is NaN
+            arrival_s, window_s = arrival_s[arrival_s < cfg.duration_s], cfg.duration_s
+        if cfg.num_requests is not None and len(arrival_s) >= cfg.num_requests:
+            arrival_s = arrival_s[: cfg.num_requests]
+            window_s = float(arrival_s[-1])
+
+    n = len(arrival_s)
+    if prompt is None:
+        prompt = cfg.prompt_tokens.sample(stream(seed, "prompt_tokens"), n)
+        output = cfg.output_tokens.sample(stream(seed, "output_tokens"), n)
+    else:
+        prompt, output = prompt[:n], output[:n]
+
+    if cfg.priorities:
+        levels = np.asarray([p.level for p in cfg.priorities], dtype=np.int64)
+        shares = np.asarray([p.share for p in cfg.priorities], dtype=float)
+        priority = stream(seed, "priority").choice(levels, size=n, p=shares / shares.sum())
+        names = {p.level: p.name for p in cfg.priorities}
+    else:
+        priority, names = np.zeros(n, dtype=np.int64), {0: "default"}
+
+    return Workload(arrival_s=arrival_s, prompt_tokens=prompt, output_tokens=output, priority=priority,
+                    priority_names=names, duration_s=window_s,
+                    concurrency=arrival.concurrency if arrival.kind == "closed_loop" else None,
+                    think_time_s=arrival.think_time_s, notes=notes)
