@@ -1,0 +1,47 @@
+"""The running batch of one replica, as parallel arrays (one slot per running sequence).
+
+Slots are kept in admission order (newest last), so "preempt the newest" is the last
+slot. State that changes every step (computed tokens, tokens known) lives here in
+arrays so the engine can advance many decode steps with a few numpy operations.
+
+Progress follows vLLM: `num_tokens` = prompt + tokens generated so far, `computed` =
+tokens whose KV is cached. A step computes `chunk` tokens; when `computed` reaches
+`num_tokens` the step samples the next token. Decode is the case num_tokens - computed == 1.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_FIELDS = ("req", "prompt", "output", "computed", "num_tokens", "level", "chunk")
+
+
+class RunningBatch:
+    def __init__(self, capacity: int):
+        self.n = 0
+        for name in _FIELDS:
+            setattr(self, name, np.zeros(capacity, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def add(self, req: int, prompt: int, output: int, num_tokens: int, level: int, chunk: int) -> int:
+        i = self.n
+        if i == len(self.req):  # grow (a static batch may be bigger than max_num_seqs)
+            for name in _FIELDS:
+                arr = getattr(self, name)
+                setattr(self, name, np.concatenate([arr, np.zeros(len(arr), dtype=np.int64)]))
+        self.req[i], self.prompt[i], self.output[i] = req, prompt, output
+        self.computed[i], self.num_tokens[i], self.level[i], self.chunk[i] = 0, num_tokens, level, chunk
+        self.n = i + 1
+        return i
+
+    def remove(self, keep: np.ndarray) -> None:
+        """Keep only the slots where `keep` (length n) is True, preserving order."""
+        k = int(keep.sum())
+        for name in _FIELDS:
+            arr = getattr(self, name)
+            arr[:k] = arr[:self.n][keep]
+        self.n = k
+
+    def view(self, name: str) -> np.ndarray:
+        return getattr(self, name)[:self.n]

@@ -1,0 +1,312 @@
+"""Scenario files (YAML): workload, model, hardware and prices, serving config, cost model, SLOs.
+
+`load_scenario(path, overrides)` reads a file with the safe loader, applies
+``--set a.b.c=value`` overrides, and builds the frozen `Scenario`; every problem is
+one ConfigError naming the field. Nothing here simulates.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .catalog import GIB, GpuSpec, ModelSpec, resolve_gpu, resolve_model
+from .configio import ConfigError, build, require, to_dict
+from .cost_model import RooflineParams
+from .quantization import KvDtype, WeightDtype
+from .workload import WorkloadConfig
+
+DEFAULT_SCENARIO = "chat_llama3_8b_a100.yaml"
+
+SchedulerName = Literal["fifo", "static", "continuous", "priority"]
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Scheduling policy and its knobs (vLLM's names where vLLM has the knob)."""
+
+    policy: SchedulerName = "continuous"
+    max_num_seqs: int = 256  # continuous/priority: sequences in one step
+    max_num_batched_tokens: int = 8192  # continuous/priority: token budget of one step
+    chunked_prefill: bool = True  # continuous/priority: split long prompts across steps
+    batch_size: int = 8  # static: requests per batch
+    batch_timeout_s: float = 0.05  # static: wait this long for a full batch
+
+    def validate(self, path: str) -> None:
+        for name in ("max_num_seqs", "max_num_batched_tokens", "batch_size"):
+            value = getattr(self, name)
+            require(value >= 1, f"{path}.{name}", value, "must be >= 1")
+        require(self.batch_timeout_s >= 0, f"{path}.batch_timeout_s", self.batch_timeout_s, "must be >= 0")
+
+
+@dataclass(frozen=True)
+class QuantizationConfig:
+    weights: WeightDtype = "bf16"
+    kv_cache: KvDtype = "bf16"
+
+
+@dataclass(frozen=True)
+class SpeculativeConfig:
+    draft_model: str | dict[str, Any]  # catalog name or inline ModelSpec mapping
+    num_speculative_tokens: int = 4  # k draft tokens proposed per step
+    acceptance_rate: float = 0.7  # alpha: probability each draft token is accepted (given the previous one was)
+
+    def validate(self, path: str) -> None:
+        require(1 <= self.num_speculative_tokens <= 16, f"{path}.num_speculative_tokens",
+                self.num_speculative_tokens, "allowed 1..16")
+        require(0.0 <= self.acceptance_rate < 1.0, f"{path}.acceptance_rate", self.acceptance_rate,
+                "allowed 0 <= alpha < 1")
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    replicas: int = 1
+    tensor_parallel: int = 1
+    router: Literal["round_robin", "least_outstanding"] = "least_outstanding"
+    scheduler: SchedulerConfig = SchedulerConfig()
+    quantization: QuantizationConfig = QuantizationConfig()
+    speculative: SpeculativeConfig | None = None
+    block_size_tokens: int = 16
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int | None = None  # default: the model's context, capped at 8192 tokens
+    overhead_gib: float = 1.0  # non-activation reserve per GPU: CUDA context, CUDA graphs, NCCL buffers
+    num_kv_blocks: int | None = None  # override the memory estimate with a measured block count
+
+    def validate(self, path: str) -> None:
+        require(self.replicas >= 1, f"{path}.replicas", self.replicas, "must be >= 1")
+        require(self.tensor_parallel in (1, 2, 4, 8, 16), f"{path}.tensor_parallel", self.tensor_parallel,
+                "allowed 1, 2, 4, 8, 16")
+        require(self.block_size_tokens in (1, 8, 16, 32, 64, 128), f"{path}.block_size_tokens",
+                self.block_size_tokens, "allowed 1, 8, 16, 32, 64, 128")
+        require(0.05 <= self.gpu_memory_utilization <= 1.0, f"{path}.gpu_memory_utilization",
+                self.gpu_memory_utilization, "allowed 0.05 .. 1.0")
+        require(self.max_model_len is None or self.max_model_len >= 2, f"{path}.max_model_len",
+                self.max_model_len, "must be >= 2 tokens")
+        require(self.overhead_gib >= 0, f"{path}.overhead_gib", self.overhead_gib, "must be >= 0")
+        require(self.num_kv_blocks is None or self.num_kv_blocks >= 1, f"{path}.num_kv_blocks",
+                self.num_kv_blocks, "must be >= 1")
+
+
+@dataclass(frozen=True)
+class CostModelConfig:
+    """`kind: roofline` (analytic, from catalog numbers) or `profile: NAME|PATH` (fitted on measurements)."""
+
+    kind: Literal["roofline", "profile"] = "roofline"
+    profile: str | None = None
+    compute_efficiency: float = RooflineParams.compute_efficiency
+    attention_efficiency: float = RooflineParams.attention_efficiency
+    memory_efficiency: float = RooflineParams.memory_efficiency
+    step_overhead_s: float = RooflineParams.step_overhead_s
+    per_seq_overhead_s: float = RooflineParams.per_seq_overhead_s
+    allreduce_latency_s: float = RooflineParams.allreduce_latency_s
+
+    def validate(self, path: str) -> None:
+        if self.profile is not None and self.kind == "roofline":
+            object.__setattr__(self, "kind", "profile")  # `profile: x` alone means kind profile
+        require(self.kind != "profile" or bool(self.profile), f"{path}.profile", self.profile,
+                "kind: profile needs a profile name or folder")
+        for name in ("compute_efficiency", "attention_efficiency", "memory_efficiency"):
+            value = getattr(self, name)
+            require(0 < value <= 1, f"{path}.{name}", value, "allowed 0 < x <= 1")
+        for name in ("step_overhead_s", "per_seq_overhead_s", "allreduce_latency_s"):
+            value = getattr(self, name)
+            require(value >= 0, f"{path}.{name}", value, "must be >= 0")
+
+    def roofline_params(self) -> RooflineParams:
+        return RooflineParams(**{f.name: getattr(self, f.name) for f in dataclasses.fields(RooflineParams)})
+
+
+@dataclass(frozen=True)
+class SloConfig:
+    """Service-level objectives; None disables a bound. Goodput counts requests meeting all bounds."""
+
+    ttft_s: float | None = None  # per-request bound on time to first token
+    tpot_s: float | None = None  # per-request bound on time per output token
+    e2e_s: float | None = None  # per-request bound on end-to-end latency
+    percentile: float = 99.0  # the headline percentile the planner checks against the bounds
+
+    def validate(self, path: str) -> None:
+        for name in ("ttft_s", "tpot_s", "e2e_s"):
+            value = getattr(self, name)
+            require(value is None or value > 0, f"{path}.{name}", value, "must be > 0 seconds or null")
+        require(0 < self.percentile < 100, f"{path}.percentile", self.percentile, "allowed 0 < p < 100")
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    gpu: str | dict[str, Any] = "a100-80gb-sxm"
+    price_usd_per_gpu_hour: float | None = None  # override the catalog's on-demand price
+    price_discount: float = 0.0  # e.g. 0.6 for spot, 0.3 for a reservation; applied to the price
+
+    def validate(self, path: str) -> None:
+        require(self.price_usd_per_gpu_hour is None or self.price_usd_per_gpu_hour >= 0,
+                f"{path}.price_usd_per_gpu_hour", self.price_usd_per_gpu_hour, "must be >= 0")
+        require(0 <= self.price_discount < 1, f"{path}.price_discount", self.price_discount, "allowed 0 <= d < 1")
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    max_queue_requests: int | None = None  # abort as unstable beyond this backlog (default: derived)
+    max_sim_time_s: float | None = None  # hard stop on simulated time (default: arrival window x 20 + 1 h)
+    record_timeseries: bool = True
+
+    def validate(self, path: str) -> None:
+        require(self.max_queue_requests is None or self.max_queue_requests >= 1, f"{path}.max_queue_requests",
+                self.max_queue_requests, "must be >= 1")
+        require(self.max_sim_time_s is None or self.max_sim_time_s > 0, f"{path}.max_sim_time_s",
+                self.max_sim_time_s, "must be > 0")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    workload: WorkloadConfig
+    model: str | dict[str, Any] = "llama-3.1-8b"
+    hardware: HardwareConfig = HardwareConfig()
+    serving: ServingConfig = ServingConfig()
+    cost_model: CostModelConfig = CostModelConfig()
+    slo: SloConfig = SloConfig()
+    sim: SimConfig = SimConfig()
+    seed: int = 0
+    name: str = "scenario"
+    description: str = ""
+    base_dir: str | None = field(default=None, compare=False)  # folder relative paths resolve against
+
+    def validate(self, path: str) -> None:
+        model, gpu = self.model_spec, self.gpu_spec  # resolve now: unknown names fail at load
+        tp = self.serving.tensor_parallel
+        divisors = [d for d in (1, 2, 4, 8, 16) if model.num_attention_heads % d == 0]
+        require(model.num_attention_heads % tp == 0, "serving.tensor_parallel", tp,
+                f"must divide {model.name}'s {model.num_attention_heads} attention heads: allowed {divisors}")
+        spec = self.serving.speculative
+        if spec is not None:
+            draft = resolve_model(spec.draft_model, "serving.speculative.draft_model")
+            require(draft.vocab_size == model.vocab_size, "serving.speculative.draft_model", draft.name,
+                    f"needs the target's vocabulary ({model.vocab_size} tokens), has {draft.vocab_size}")
+            require(draft.num_attention_heads % tp == 0, "serving.speculative.draft_model", draft.name,
+                    f"its {draft.num_attention_heads} heads must divide by tensor_parallel {tp}")
+        max_len = self.max_model_len
+        require(max_len <= model.max_context_tokens, "serving.max_model_len", max_len,
+                f"must be <= {model.name}'s context ({model.max_context_tokens})")
+        w = self.workload
+        if w.prompt_tokens is not None and w.output_tokens is not None:
+            longest = w.prompt_tokens.upper_bound + w.output_tokens.upper_bound
+            require(longest <= max_len, "workload.prompt_tokens.max + workload.output_tokens.max", longest,
+                    f"must be <= serving.max_model_len ({max_len}); raise max_model_len or clip the lengths")
+        sched = self.serving.scheduler
+        if sched.policy in ("continuous", "priority") and not sched.chunked_prefill:
+            require(sched.max_num_batched_tokens >= max_len, "serving.scheduler.max_num_batched_tokens",
+                    sched.max_num_batched_tokens,
+                    f"without chunked prefill must be >= max_model_len ({max_len}) so every prompt fits a step")
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        return resolve_model(self.model, "model")
+
+    @property
+    def gpu_spec(self) -> GpuSpec:
+        return resolve_gpu(self.hardware.gpu, "hardware.gpu")
+
+    @property
+    def draft_spec(self) -> ModelSpec | None:
+        spec = self.serving.speculative
+        return None if spec is None else resolve_model(spec.draft_model, "serving.speculative.draft_model")
+
+    @property
+    def max_model_len(self) -> int:
+        if self.serving.max_model_len is not None:
+            return self.serving.max_model_len
+        return min(self.model_spec.max_context_tokens, 8192)
+
+    @property
+    def price_usd_per_gpu_hour(self) -> float:
+        base = self.hardware.price_usd_per_gpu_hour
+        if base is None:
+            base = self.gpu_spec.price_usd_per_gpu_hour
+        return base * (1.0 - self.hardware.price_discount)
+
+    @property
+    def num_gpus(self) -> int:
+        return self.serving.replicas * self.serving.tensor_parallel
+
+    @property
+    def overhead_bytes(self) -> int:
+        return int(self.serving.overhead_gib * GIB)
+
+
+def _parse_value(text: str) -> Any:
+    """`--set` values are YAML scalars or flow collections: 4, 0.5, true, null, fp8, [1, 2], {a: 1}."""
+    return yaml.safe_load(text)
+
+
+def apply_override(data: dict, assignment: str) -> dict:
+    """Apply one ``dotted.path=value`` to a nested dict (copying what it touches)."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected path.to.key=value")
+    key, text = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {assignment!r}: empty key segment in {key!r}")
+    root = dict(data)
+    node = root
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = {}
+        elif not isinstance(child, dict):
+            # A catalog name being refined inline is not supported; say so.
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:i + 1])} is {child!r}, not a mapping")
+        node[part] = dict(child)
+        node = node[part]
+    node[parts[-1]] = _parse_value(text)
+    return root
+
+
+def scenario_from_dict(data: dict, overrides: tuple[str, ...] | list[str] = (), base_dir: Path | None = None) -> Scenario:
+    for assignment in overrides:
+        data = apply_override(data, assignment)
+    if base_dir is not None and "base_dir" not in data:
+        data = {**data, "base_dir": str(base_dir)}
+    return build(Scenario, data, "")
+
+
+def read_scenario_file(path: str | Path) -> dict:
+    """The raw mapping of a scenario file (YAML, safe loader)."""
+    p = Path(path)
+    if not p.is_file():
+        shipped = Path(str(resources.files("scenarios").joinpath(str(path))))
+        if shipped.is_file():
+            p = shipped
+        else:
+            raise ConfigError(f"scenario: no file {str(path)!r}; shipped scenarios: {shipped_scenarios()}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level (workload:, model:, ...)")
+    return data
+
+
+def load_scenario(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> Scenario:
+    data = read_scenario_file(path)
+    p = Path(path)
+    base = p.parent if p.is_file() else Path(str(resources.files("scenarios")))
+    try:
+        return scenario_from_dict(data, overrides, base_dir=base.resolve())
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def shipped_scenarios() -> list[str]:
+    root = Path(str(resources.files("scenarios")))
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*.yaml"))
+
+
+def scenario_to_yaml(scenario: Scenario) -> str:
+    d = to_dict(scenario)
+    d.pop("base_dir", None)
+    return yaml.safe_dump(d, sort_keys=False)

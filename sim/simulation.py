@@ -1,0 +1,245 @@
+"""run(scenario) -> Results: build the replicas from a scenario, drive them with SimPy, collect records.
+
+Data flow: Scenario -> Workload (arrays) -> Simulation (SimPy: arrivals process,
+router, one engine process per replica) -> RequestTable + per-replica time series
+-> Results (flat records). Metrics are computed from Results elsewhere (metrics.py).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from .configio import ConfigError
+from .cost_model import CostModel, RooflineCostModel, RooflineParams
+from .engine import Replica
+from .histogram import LogHistogram
+from .kv_cache import KVCache
+from .memory import MemoryPlan, plan_memory
+from .requests import RequestTable
+from .rng import stream
+from .router import ROUTERS
+from .scenario import Scenario
+from .schedulers import SCHEDULERS
+from .speculative import Speculation
+from .workload import Workload, generate_workload
+
+DRAFT_STEP_OVERHEAD_S = 5e-4  # a draft forward pass inside the target's step: launches only, no scheduling
+
+
+@dataclass
+class Results:
+    """Everything a run produced. `requests` is one flat record per request."""
+
+    scenario: Scenario
+    seed: int
+    requests: pd.DataFrame
+    timeseries: pd.DataFrame  # replica, time_s, waiting, running, kv_blocks_used
+    itl: LogHistogram
+    replica_busy_s: np.ndarray
+    memory: MemoryPlan
+    cost_model_name: str
+    arrival_window_s: float  # time over which requests arrived
+    end_s: float  # simulated time when the run ended
+    stable: bool
+    status: str  # "ok" or why the run is unstable
+    offered_rate_per_s: float
+    sustained_rate_per_s: float
+    wall_s: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def num_gpus(self) -> int:
+        return self.scenario.num_gpus
+
+
+def build_cost_model(scenario: Scenario) -> tuple[CostModel, str, int | None]:
+    """The scenario's cost model, a short description, and a measured KV block count if the profile has one."""
+    cm = scenario.cost_model
+    s = scenario.serving
+    if cm.kind == "profile":
+        from calibration.profile import load_profile  # calibration is part of the core install
+
+        base = Path(scenario.base_dir) if scenario.base_dir else None
+        prof = load_profile(cm.profile, base_dir=base)
+        model = scenario.model_spec
+        if prof.tensor_parallel != s.tensor_parallel:
+            raise ConfigError(f"cost_model.profile: {prof.name} was measured at tensor_parallel "
+                              f"{prof.tensor_parallel}, the scenario uses {s.tensor_parallel}")
+        if prof.model.lower() != model.name.lower() and model.name != "inline":
+            raise ConfigError(f"cost_model.profile: {prof.name} was measured for model {prof.model!r}, "
+                              f"the scenario serves {model.name!r}")
+        return prof.cost_model(), f"profile {prof.name} ({prof.provenance.get('source')})", prof.num_kv_blocks
+    cost = RooflineCostModel(scenario.model_spec, scenario.gpu_spec, tp=s.tensor_parallel,
+                             weight_dtype=s.quantization.weights, kv_dtype=s.quantization.kv_cache,
+                             params=cm.roofline_params())
+    return cost, "roofline", None
+
+
+def build_memory(scenario: Scenario, measured_blocks: int | None = None) -> MemoryPlan:
+    s = scenario.serving
+    sched = s.scheduler
+    return plan_memory(model=scenario.model_spec, gpu=scenario.gpu_spec, tp=s.tensor_parallel,
+                       weight_dtype=s.quantization.weights, kv_dtype=s.quantization.kv_cache,
+                       gpu_memory_utilization=s.gpu_memory_utilization, block_size_tokens=s.block_size_tokens,
+                       max_num_batched_tokens=sched.max_num_batched_tokens, max_num_seqs=sched.max_num_seqs,
+                       max_model_len=scenario.max_model_len, overhead_bytes=scenario.overhead_bytes,
+                       draft=scenario.draft_spec,
+                       num_kv_blocks_override=s.num_kv_blocks if s.num_kv_blocks is not None else measured_blocks)
+
+
+class Simulation:
+    """The SimPy world of one run: arrivals, router, replicas, and the stop rules."""
+
+    def __init__(self, scenario: Scenario, workload: Workload, seed: int):
+        self.scenario = scenario
+        self.workload = workload
+        self.env = simpy.Environment()
+        self.table = RequestTable(workload)
+        self.itl = LogHistogram()
+        self.queued = 0  # arrived, never yet scheduled (the backlog)
+        self.completed = 0
+        self.next_req = 0  # closed loop: next request id to hand to a client
+        self.aborted_reason: str | None = None
+        s = scenario.serving
+        self.cost, self.cost_name, measured_blocks = build_cost_model(scenario)
+        self.memory = build_memory(scenario, measured_blocks)
+        n = len(workload)
+        longest = int((workload.prompt_tokens + workload.output_tokens).max(initial=0))
+        if longest > scenario.max_model_len:
+            bad = int(((workload.prompt_tokens + workload.output_tokens) > scenario.max_model_len).sum())
+            raise ConfigError(f"workload: {bad} request(s) need up to {longest} tokens (prompt + output) but "
+                              f"serving.max_model_len is {scenario.max_model_len}; raise it or clip the lengths")
+        draft_cost = None
+        if s.speculative is not None:
+            draft_cost = RooflineCostModel(scenario.draft_spec, scenario.gpu_spec, tp=s.tensor_parallel,
+                                           weight_dtype="bf16", kv_dtype=s.quantization.kv_cache,
+                                           params=RooflineParams(step_overhead_s=DRAFT_STEP_OVERHEAD_S,
+                                                                 per_seq_overhead_s=0.0))
+        sched_cfg = s.scheduler
+        capacity = max(sched_cfg.max_num_seqs, sched_cfg.batch_size, 1)
+        self.replicas = []
+        for i in range(s.replicas):
+            spec = None
+            if s.speculative is not None:
+                spec = Speculation(s.speculative.num_speculative_tokens, s.speculative.acceptance_rate,
+                                   draft_cost, stream(seed, "acceptance", i))
+            kv = KVCache(self.memory.num_kv_blocks, s.block_size_tokens, n)
+            self.replicas.append(Replica(i, self, SCHEDULERS[sched_cfg.policy](sched_cfg), kv, self.cost, spec,
+                                         capacity, scenario.sim.record_timeseries))
+        self.route = ROUTERS[s.router]()
+        total_seqs = s.replicas * (sched_cfg.max_num_seqs if sched_cfg.policy in ("continuous", "priority")
+                                   else sched_cfg.batch_size)
+        self.max_queue = scenario.sim.max_queue_requests or max(2000, 8 * total_seqs)
+        window = workload.duration_s if np.isfinite(workload.duration_s) else 0.0
+        self.max_time_s = scenario.sim.max_sim_time_s or (20.0 * window + 3600.0)
+        self.done = self.env.event()
+
+    # --- arrivals ------------------------------------------------------------
+    def _issue(self, req: int) -> None:
+        self.table.arrival_s[req] = self.env.now
+        self.queued += 1
+        self.replicas[self.route(self.replicas, req)].submit(req)
+        if self.queued > self.max_queue and self.aborted_reason is None:
+            self.aborted_reason = (f"backlog reached {self.queued} waiting requests "
+                                   f"(sim.max_queue_requests = {self.max_queue})")
+            if not self.done.triggered:
+                self.done.succeed()
+
+    def _open_loop(self):
+        arrivals = self.table.arrival_s
+        for req in range(len(arrivals)):
+            delay = arrivals[req] - self.env.now
+            if delay > 0:
+                yield self.env.timeout(delay)
+            if self.aborted_reason is not None:
+                return
+            self._issue(req)
+
+    def _closed_loop(self):
+        # Each client has one request in flight; a response (plus think time) triggers its next request.
+        for _ in range(min(self.workload.concurrency, len(self.table))):
+            self._issue(self.next_req)
+            self.next_req += 1
+        yield self.env.timeout(0)
+
+    def on_finish(self, count: int) -> None:
+        self.completed += count
+        if self.workload.concurrency is not None:
+            for _ in range(min(count, len(self.table) - self.next_req)):
+                req = self.next_req
+                self.next_req += 1
+                if self.workload.think_time_s > 0:
+                    self.env.timeout(self.workload.think_time_s).callbacks.append(lambda _e, r=req: self._issue(r))
+                else:
+                    self._issue(req)
+        if self.completed == len(self.table) and not self.done.triggered:
+            self.done.succeed()
+
+    def _watchdog(self):
+        yield self.env.timeout(self.max_time_s)
+        if not self.done.triggered:
+            self.aborted_reason = f"simulated time reached sim.max_sim_time_s = {self.max_time_s:.0f} s"
+            self.done.succeed()
+
+    def run(self) -> None:
+        if len(self.table) == 0:
+            return
+        self.env.process(self._closed_loop() if self.workload.concurrency is not None else self._open_loop())
+        self.env.process(self._watchdog())
+        self.env.run(until=self.done)
+
+
+def _stability(table: RequestTable, window_s: float, end_s: float, aborted: str | None) -> tuple[bool, str, float, float]:
+    """Offered vs sustained request rate, and whether the backlog kept growing."""
+    arrived = np.isfinite(table.arrival_s)
+    n_arrived = int(arrived.sum())
+    finished = np.isfinite(table.finish_s)
+    span = window_s if window_s > 0 else max(end_s, 1e-9)
+    offered = n_arrived / span if span > 0 else float("nan")
+    if aborted:
+        sustained = finished.sum() / max(end_s, 1e-9)
+        return False, f"unstable: {aborted}; offered {offered:.2f} req/s, sustained ~{sustained:.2f} req/s", offered, sustained
+    # Completions during the arrival window vs arrivals: a queue that is still growing when
+    # arrivals stop leaves a backlog worth many seconds of work.
+    done_in_window = int((table.finish_s <= window_s).sum()) if window_s > 0 else int(finished.sum())
+    sustained = done_in_window / span if window_s > 0 else finished.sum() / max(end_s, 1e-9)
+    backlog = n_arrived - done_in_window
+    drain_s = end_s - window_s
+    if window_s > 0 and backlog > max(50, 0.1 * n_arrived) and drain_s > 0.25 * window_s:
+        return (False, f"unstable: offered {offered:.2f} req/s, sustained ~{sustained:.2f} req/s "
+                       f"({backlog} requests still queued when arrivals stopped; draining took {drain_s:.0f} s)",
+                offered, sustained)
+    return True, "ok", offered, sustained
+
+
+def run(scenario: Scenario, seed: int | None = None, workload: Workload | None = None) -> Results:
+    """Simulate `scenario` (with `seed`, default the scenario's) and return its records."""
+    seed = scenario.seed if seed is None else int(seed)
+    wall0 = time.perf_counter()
+    if workload is None:
+        base = Path(scenario.base_dir) if scenario.base_dir else None
+        workload = generate_workload(scenario.workload, seed, base)
+    sim = Simulation(scenario, workload, seed)
+    sim.run()
+    table = sim.table
+    end_s = float(sim.env.now)
+    window = workload.duration_s if np.isfinite(workload.duration_s) else end_s
+    stable, status, offered, sustained = _stability(table, window, end_s, sim.aborted_reason)
+    ts = []
+    for r in sim.replicas:
+        ts.append(pd.DataFrame({"replica": r.index, "time_s": np.frombuffer(r.ts_time_s, dtype=np.float64),
+                                "waiting": np.asarray(r.ts_waiting, dtype=np.int64),
+                                "running": np.asarray(r.ts_running, dtype=np.int64),
+                                "kv_blocks_used": np.asarray(r.ts_kv_blocks, dtype=np.int64)}))
+    sim.itl.flush()
+    return Results(scenario=scenario, seed=seed, requests=table.to_frame(),
+                   timeseries=pd.concat(ts, ignore_index=True), itl=sim.itl,
+                   replica_busy_s=np.array([r.busy_s for r in sim.replicas]), memory=sim.memory,
+                   cost_model_name=sim.cost_name, arrival_window_s=float(window), end_s=end_s, stable=stable,
+                   status=status, offered_rate_per_s=offered, sustained_rate_per_s=sustained,
+                   wall_s=time.perf_counter() - wall0, notes=list(workload.notes))
