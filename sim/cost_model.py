@@ -30,6 +30,17 @@ class CostModel(Protocol):
         """Seconds per step for each step described by the (broadcast) feature arrays."""
         ...
 
+    def step_time_s(self, new_tokens: int, sampled: int, attn_pairs: int, kv_read_tokens: int, num_seqs: int) -> float:
+        """One step, as a float (the engine's per-decision call)."""
+        ...
+
+
+class _ScalarFromArrays:
+    """`step_time_s` for cost models that only define the vectorised form."""
+
+    def step_time_s(self, new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs) -> float:
+        return float(self.step_times_s(new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs))
+
 
 @dataclass(frozen=True)
 class StepFeatures:
@@ -67,7 +78,7 @@ class RooflineParams:
     allreduce_latency_s: float = 1.0e-5  # per all-reduce call (NCCL small-message latency)
 
 
-class RooflineCostModel:
+class RooflineCostModel(_ScalarFromArrays):
     """max(compute, memory) per operator group, from catalog numbers alone.
 
     Linear layers: FLOPs 2 * active params per token vs. streaming the weights once per
@@ -89,27 +100,36 @@ class RooflineCostModel:
         self._kv_bytes_per_token = kv_bytes_per_token(model, kv_dtype, tp)
         self._attn_flops_per_pair = 4.0 * model.num_layers * model.num_attention_heads * model.head_dim / tp
 
-    def _weight_bytes_read(self, new_tokens):
+        # Seconds per unit of each feature (precomputed: the engine prices millions of steps).
+        self._s_per_token = 2.0 * model.active_linear_params / tp / self._linear_flops_per_s
+        self._s_per_sample = 2.0 * model.lm_head_params / tp / self._linear_flops_per_s
+        self._s_per_pair = self._attn_flops_per_pair / self._attn_flops_per_s
+        self._s_per_kv_token = self._kv_bytes_per_token / self._bytes_per_s
+        self._dense_weights_s = (self._attn_weight_bytes + self._expert_weight_bytes + self._head_bytes) / self._bytes_per_s
+        if tp > 1:  # two ring all-reduces of the step's activations per layer
+            self._comm_s_per_token = (2 * model.num_layers * 2.0 * (tp - 1) / tp * model.hidden_size * 2.0
+                                      / gpu.interconnect_bw_bytes_per_s)
+            self._comm_fixed_s = 2 * model.num_layers * params.allreduce_latency_s
+        else:
+            self._comm_s_per_token = self._comm_fixed_s = 0.0
+
+    def _weights_s(self, T):
         m = self.model
         if not m.is_moe:
-            experts = 1.0
-        else:
-            # Expected distinct experts touched per layer when each token picks k of E uniformly.
-            experts = m.num_experts * (1.0 - (1.0 - m.experts_per_token / m.num_experts) ** np.asarray(new_tokens))
-        return self._attn_weight_bytes + experts * self._expert_weight_bytes + self._head_bytes
+            return self._dense_weights_s
+        # Expected distinct experts touched per layer when each token picks k of E uniformly.
+        experts = m.num_experts * (1.0 - (1.0 - m.experts_per_token / m.num_experts) ** T)
+        return (self._attn_weight_bytes + experts * self._expert_weight_bytes + self._head_bytes) / self._bytes_per_s
 
     def step_times_s(self, new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs) -> np.ndarray:
-        m, p = self.model, self.params
+        p = self.params
         T = np.asarray(new_tokens, dtype=np.float64)
-        linear_flops = 2.0 * m.active_linear_params * T / self.tp + 2.0 * m.lm_head_params * np.asarray(sampled) / self.tp
-        t_linear = np.maximum(linear_flops / self._linear_flops_per_s, self._weight_bytes_read(T) / self._bytes_per_s)
-        t_attn = np.maximum(self._attn_flops_per_pair * np.asarray(attn_pairs, dtype=np.float64) / self._attn_flops_per_s,
-                            self._kv_bytes_per_token * np.asarray(kv_read_tokens, dtype=np.float64) / self._bytes_per_s)
-        t = p.step_overhead_s + p.per_seq_overhead_s * np.asarray(num_seqs) + t_linear + t_attn
+        t_linear = np.maximum(self._s_per_token * T + self._s_per_sample * np.asarray(sampled), self._weights_s(T))
+        t_attn = np.maximum(self._s_per_pair * np.asarray(attn_pairs, dtype=np.float64),
+                            self._s_per_kv_token * np.asarray(kv_read_tokens, dtype=np.float64))
+        t = (p.step_overhead_s + p.per_seq_overhead_s * np.asarray(num_seqs) + t_linear + t_attn)
         if self.tp > 1:
-            message_bytes = T * m.hidden_size * 2.0
-            ring = 2.0 * (self.tp - 1) / self.tp * message_bytes / self.gpu.interconnect_bw_bytes_per_s
-            t = t + 2 * m.num_layers * (ring + p.allreduce_latency_s)
+            t = t + self._comm_fixed_s + self._comm_s_per_token * T
         return t
 
 
@@ -118,7 +138,7 @@ PROFILE_COEFFICIENTS = ("overhead_s", "per_seq_s", "weights_s", "per_token_s", "
                         "per_sample_s")
 
 
-class ProfileCostModel:
+class ProfileCostModel(_ScalarFromArrays):
     """A cost curve fitted on measured steps (calibration/fit.py), all coefficients >= 0:
 
         t = overhead_s + per_seq_s * num_seqs

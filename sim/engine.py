@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 IDLE, BUSY, FAST_FORWARD = "idle", "busy", "fast_forward"
 MIN_HORIZON, MAX_HORIZON = 16, 4096
+_NONE = np.empty(0)
 
 
 class Replica:
@@ -45,7 +47,8 @@ class Replica:
         self.spec = speculation
         self.decode_lookahead = speculation.k if speculation else 0
         self.running = RunningBatch(batch_capacity)
-        self.outstanding = 0  # requests routed here and not finished (waiting + running)
+        self._outstanding = 0  # requests routed here and not yet retired by the engine loop
+        self._finishing_s = _NONE  # finish times (s) planned in the step run now in flight
         self.state = IDLE
         self.busy_s = 0.0
         self._wake: simpy.Event | None = None
@@ -54,6 +57,14 @@ class Replica:
         self.ts_time_s, self.ts_waiting, self.ts_running, self.ts_kv_blocks = (array("d"), array("l"), array("l"), array("l"))
         self.itl = sim.itl  # shared inter-token-latency histogram
         self.process = self.env.process(self._loop())
+
+    @property
+    def outstanding(self) -> int:
+        """Requests routed here and not finished by now (waiting + running)."""
+        f = self._finishing_s
+        if not len(f):
+            return self._outstanding
+        return self._outstanding - int(np.searchsorted(f, self.env.now, side="right"))
 
     # --- mechanisms the scheduler calls -------------------------------------
     @property
@@ -87,7 +98,7 @@ class Replica:
     # --- arrivals ------------------------------------------------------------
     def submit(self, req: int) -> None:
         self.table.replica[req] = self.index
-        self.outstanding += 1
+        self._outstanding += 1
         self.scheduler.add(self, req)
         if self.state == IDLE:
             if self._wake is not None and not self._wake.triggered:
@@ -122,198 +133,187 @@ class Replica:
             yield from self._execute(action)
 
     def _execute(self, plan: StepPlan):
-        env, b = self.env, self.running
+        env, b, t = self.env, self.running, self.table
         start = env.now
         n = b.n
-        chunk = b.view("chunk").copy()
-        computed = b.view("computed").copy()
-        num_tokens = b.view("num_tokens").copy()
-        output, prompt = b.view("output"), b.view("prompt")
+        reqs = b.req[:n]
+        chunk, computed, num_tokens = b.chunk[:n], b.computed[:n], b.num_tokens[:n]
+        output, prompt = b.output[:n], b.prompt[:n]
+        generated = num_tokens - prompt
         todo = num_tokens - computed
-        is_decode = (todo == 1) & (chunk > 0)
-        completes = (computed + chunk == num_tokens) & (chunk > 0)  # these sample a token this step
+        completes = chunk == todo  # the step reaches the last known token: it samples the next one
+        decode = completes & (todo == 1)
+        n_decode = int(np.count_nonzero(decode))
 
         # ---- step 0: the scheduled step -----------------------------------
         emitted = completes.astype(np.int64)
-        advance = chunk.copy()
-        samples = completes.astype(np.int64)
-        if self.spec is not None and is_decode.any():
+        samples, chunk_cost = emitted, chunk
+        spec = self.spec
+        if spec is not None and n_decode:
             # Decoding sequences verify k draft tokens (k+1 positions); 1..k+1 tokens come out.
-            accepted = self.spec.sample_tokens(int(is_decode.sum()))
-            emitted[is_decode] = accepted
-            advance[is_decode] = accepted
-            chunk_cost = np.where(is_decode, self.spec.k + 1, chunk)
-            samples = np.where(is_decode, self.spec.k + 1, samples)
-        else:
-            chunk_cost = chunk
+            emitted = emitted.copy()
+            emitted[decode] = spec.sample_tokens(n_decode)
+            chunk_cost = np.where(decode, spec.k + 1, chunk)
+            samples = np.where(decode, spec.k + 1, samples)
+        ctx_cost = computed
         if plan.padded:
             # Padded static batch: every sequence costs as much as the longest.
-            sched = chunk > 0
-            chunk_cost = np.where(sched, chunk_cost[sched].max(initial=0), 0)
-            ctx_cost = np.where(sched, computed[sched].max(initial=0), 0)
-        else:
-            ctx_cost = computed
+            chunk_cost = np.full(n, chunk_cost.max())
+            ctx_cost = np.full(n, computed.max())
         f = step_features(chunk_cost, ctx_cost, samples)
-        t0 = float(self.cost.step_times_s(f.new_tokens, f.sampled, f.attn_pairs, f.kv_read_tokens, f.num_seqs))
-        if self.spec is not None and is_decode.any():
-            t0 += self.spec.draft_time_s(int(is_decode.sum()), int((computed[is_decode] + 1).sum()))
-        remaining_out = output - (num_tokens - prompt)  # tokens still to emit before step 0
-        emitted = np.minimum(emitted, remaining_out)
+        t0 = self.cost.step_time_s(f.new_tokens, f.sampled, f.attn_pairs, f.kv_read_tokens, f.num_seqs)
+        if spec is not None and n_decode:
+            t0 += spec.draft_time_s(n_decode, int(computed[decode].sum()) + n_decode)
+        emitted = np.minimum(emitted, output - generated)
+        advance = np.where(decode, emitted, chunk) if spec is not None else chunk
         computed_1 = computed + advance
         num_tokens_1 = num_tokens + emitted
-        remaining_1 = remaining_out - emitted
-        finished_0 = (remaining_1 == 0) & (emitted > 0)
+        remaining_1 = output - generated - emitted
+        finished_0 = remaining_1 == 0
 
         # ---- fast-forward: plain decode steps ------------------------------
-        alive = ~finished_0
-        ff_ok = plan.follow != "none" and alive.any() and bool((num_tokens_1[alive] - computed_1[alive] == 1).all())
-        if plan.padded:
-            alive_slots = np.flatnonzero(alive | ~alive)  # padding keeps finished sequences in the batch
-        else:
-            alive_slots = np.flatnonzero(alive)
         ff = None
-        if ff_ok:
-            ff = self._plan_fast_forward(plan, alive_slots, computed_1, remaining_1)
-        ends = np.array([t0]) if ff is None else np.concatenate([[t0], t0 + np.cumsum(ff["times"])])
-        total = float(ends[-1])
+        if plan.follow != "none" and completes.all() and not finished_0.all():
+            slots = np.arange(n) if plan.padded or not finished_0.any() else np.flatnonzero(~finished_0)
+            follow = "until_completion" if self.sim.closed_loop else plan.follow  # clients react to each response
+            ff = self._plan_fast_forward(plan, follow, slots, computed_1[slots], remaining_1[slots])
+        finish_at = np.where(finished_0, t0, np.inf)  # seconds after `start` each slot emits its last token
+        if ff is None:
+            ends = np.array([t0])
+        else:
+            ends = np.empty(len(ff.times) + 1)
+            ends[0] = t0
+            np.cumsum(ff.times, out=ends[1:])
+            ends[1:] += t0
+            within = ff.finish_step < len(ff.times)
+            finish_at[ff.slots[within]] = ends[1 + ff.finish_step[within]]
+        # Finishes inside the fast-forward happen at their own times, before the engine wakes:
+        # `outstanding` counts them as they pass so the router sees the true load.
+        self._finishing_s = np.sort(start + finish_at[np.isfinite(finish_at)])
 
         # ---- let time pass; an arrival may cut the fast-forward short ---------
         if ff is not None and plan.interruptible:
             self.state = FAST_FORWARD
         try:
-            yield env.timeout(total)
+            yield env.timeout(float(ends[-1]))
             steps_done = len(ends)  # step 0 + every fast-forward step
         except simpy.Interrupt:
             elapsed = env.now - start
-            i = int(np.searchsorted(ends, elapsed, side="left"))  # the step in flight ends at ends[i]
-            i = min(i, len(ends) - 1)
+            i = min(int(np.searchsorted(ends, elapsed, side="left")), len(ends) - 1)  # step in flight ends at ends[i]
             steps_done = i + 1
             yield env.timeout(float(ends[i]) - elapsed)
         self.state = BUSY
         self.busy_s += float(ends[steps_done - 1])
 
         # ---- apply step 0 ---------------------------------------------------
-        t = self.table
-        reqs = b.view("req")
-        first = completes & (num_tokens - prompt == 0)
-        t.first_token_s[reqs[first]] = start + t0
-        itl_weight = int((is_decode & (emitted > 0)).sum())
-        if itl_weight:
-            self.itl.add(np.array([t0]), np.array([itl_weight]))
-        finish_time = np.full(n, np.nan)
-        finish_time[finished_0] = start + t0
-        final_computed, final_tokens = computed_1, num_tokens_1
+        first = completes & (generated == 0)
+        if first.any():
+            t.first_token_s[reqs[first]] = start + t0
+        if n_decode:
+            self.itl.add(ends[:1], np.array([n_decode]))
+        b.computed[:n] = computed_1
+        b.num_tokens[:n] = num_tokens_1
+        b.chunk[:n] = 0
 
         # ---- apply the fast-forward steps that happened ----------------------
         m = steps_done - 1
-        if ff is not None and m > 0:
-            slots = ff["slots"]
-            emitted_ff = ff["emitted_by_step"](m)  # tokens each slot emitted in the first m steps
-            final_computed = computed_1.copy()
-            final_tokens = num_tokens_1.copy()
-            final_computed[slots] += emitted_ff
-            final_tokens[slots] += emitted_ff
-            done_step = ff["finish_step"]  # step index (0-based) at which each slot emits its last token
-            done = done_step < m
-            finish_time[slots[done]] = start + ends[1 + done_step[done]]
-            active = ff["active"][:m]
-            if active.any():
-                self.itl.add(ff["times"][:m], active)
-        b.computed[:n] = final_computed
-        b.num_tokens[:n] = final_tokens
-        b.chunk[:n] = 0
+        if m > 0:
+            emitted_ff = ff.emitted_after(m)
+            b.computed[ff.slots] += emitted_ff
+            b.num_tokens[ff.slots] += emitted_ff
+            self.itl.add(ff.times[:m], ff.active[:m])
+            # Adapt how far ahead fast-forwards are priced to how far they usually get.
+            self._horizon = min(MAX_HORIZON, self._horizon * 2) if m == len(ff.times) else max(MIN_HORIZON, 2 * m)
 
-        finished = ~np.isnan(finish_time)
-        if plan.padded and ff is not None and m < len(ff["times"]):
-            raise RuntimeError("a static batch was interrupted")
         if plan.padded:
-            # Static batch: everybody leaves when the batch ends (steps are never interrupted).
-            finished = np.ones(n, dtype=bool)
+            if ff is not None and m < len(ff.times):
+                raise RuntimeError("a static batch was interrupted")
+            finished = np.ones(n, dtype=bool)  # everybody leaves when the batch ends
+        else:
+            finished = finish_at <= ends[steps_done - 1]
+        self._finishing_s = _NONE
         if finished.any():
             done_reqs = reqs[finished]
-            t.finish_s[done_reqs] = finish_time[finished]
-            t.generated[done_reqs] = final_tokens[finished] - prompt[finished]
+            t.finish_s[done_reqs] = start + finish_at[finished]
+            t.generated[done_reqs] = b.num_tokens[:n][finished] - prompt[finished]
             self.kv.free_many(done_reqs)
-            self.outstanding -= len(done_reqs)
+            self._outstanding -= len(done_reqs)
             b.remove(~finished)
-            self.sim.on_finish(len(done_reqs))
-        if not plan.padded and b.n:
-            # Hold blocks for everything computed (the fast-forward checked they fit).
-            if not self.kv.allocate_many(b.view("req"), b.view("computed")):
-                raise RuntimeError("KV look-ahead admitted steps that do not fit")
-        # Adapt how far ahead fast-forwards are priced to how far they usually get.
-        if ff is not None:
-            used, planned = m, len(ff["times"])
-            self._horizon = min(MAX_HORIZON, self._horizon * 2) if used == planned else max(MIN_HORIZON, 2 * used)
+            self.sim.on_finish(t.finish_s[done_reqs])
+        # Blocks for tokens computed in the fast-forward are taken by the scheduler's next
+        # allocation; the look-ahead already checked that they fit.
 
-    def _plan_fast_forward(self, plan: StepPlan, slots: np.ndarray, computed: np.ndarray, remaining: np.ndarray):
+    def _plan_fast_forward(self, plan: StepPlan, follow: str, slots: np.ndarray, c: np.ndarray,
+                           r: np.ndarray) -> "FastForward | None":
         """Price the run of plain decode steps that may follow step 0.
 
-        Returns per-step times and, for the applying code, how many tokens each slot
-        has emitted after m steps and at which step each slot finishes."""
-        c = computed[slots]
-        r = remaining[slots]
-        real = r > 0  # padding slots (finished, static) have r == 0
+        Slot j has c[j] tokens cached and r[j] tokens left to emit; in each step it computes
+        one token (attending c[j] + i + 1 tokens in step i) until its output is complete."""
         if self.spec is not None:
-            return self._plan_speculative(plan, slots, c, r)
-        r_steps = r  # one token per step
+            return self._plan_speculative(follow, slots, c, r)
         if plan.padded:
             horizon = int(r.max())
-        elif plan.follow == "until_completion":
-            horizon = int(r[real].min())
+        elif follow == "until_completion":
+            horizon = int(r[r > 0].min())
         else:
             horizon = min(int(r.max()), self._horizon)
         if not plan.padded:
-            reqs = self.running.req[slots]
-            horizon = self.kv.steps_that_fit(reqs, c + 1, r_steps, 1, horizon)
+            horizon = self.kv.steps_that_fit(self.running.req[slots], c + 1, r, 1, horizon)
         if horizon <= 0:
             return None
         steps = np.arange(horizon)
         if plan.padded:
+            # Finished sequences stay as padding: the batch size and longest context set the cost.
             B = np.full(horizon, len(slots), dtype=np.int64)
             ctx = len(slots) * (int(c.max()) + steps + 1)
             active = (r[None, :] > steps[:, None]).sum(axis=1)
+            times = self.cost.step_times_s(B, B, ctx, ctx, B)
         else:
             order = np.argsort(r, kind="stable")
-            r_sorted = r[order]
-            c_prefix = np.concatenate([[0], np.cumsum(c[order])])
-            gone = np.searchsorted(r_sorted, steps, side="right")  # slots finished before step i
-            B = len(slots) - gone
-            ctx = (c_prefix[-1] - c_prefix[gone]) + B * (steps + 1)
-            active = B
-        times = self.cost.step_times_s(B, B, ctx, ctx, B)
-        finish_step = r - 1  # emits its last token in step r-1
-        if plan.padded:
-            finish_step = np.where(real, r - 1, -1)
-        return {"times": np.asarray(times, dtype=np.float64), "slots": slots, "active": active,
-                "finish_step": finish_step,
-                "emitted_by_step": lambda m: np.minimum(r, m)}
+            c_prefix = np.concatenate(([0], np.cumsum(c[order])))
+            gone = np.searchsorted(r[order], steps, side="right")  # slots finished before step i
+            active = len(slots) - gone
+            ctx = (c_prefix[-1] - c_prefix[gone]) + active * (steps + 1)
+            times = self.cost.step_times_s(active, active, ctx, ctx, active)
+        return FastForward(times=np.asarray(times, dtype=np.float64), slots=slots, active=active,
+                           finish_step=r - 1, cum_tokens=None, remaining=r)
 
-    def _plan_speculative(self, plan: StepPlan, slots: np.ndarray, c: np.ndarray, r: np.ndarray):
+    def _plan_speculative(self, follow: str, slots: np.ndarray, c: np.ndarray, r: np.ndarray) -> "FastForward | None":
         """Speculative decoding: each step emits a random 1..k+1 tokens per sequence."""
         k = self.spec.k
-        if plan.follow == "until_completion":
-            horizon = int(r.min())  # enough steps for the first to finish even at one token per step
-        else:
-            horizon = min(int(r.max()), self._horizon)
-        reqs = self.running.req[slots]
-        horizon = self.kv.steps_that_fit(reqs, c + 1 + k, r, k + 1, horizon)
+        # Enough steps for the first to finish even at one token per step.
+        horizon = int(r.min()) if follow == "until_completion" else min(int(r.max()), self._horizon)
+        horizon = self.kv.steps_that_fit(self.running.req[slots], c + 1 + k, r, k + 1, horizon)
         if horizon <= 0:
             return None
-        acc = self.spec.sample_tokens((horizon, len(slots)))
-        cum = np.cumsum(acc, axis=0)
-        before = np.vstack([np.zeros((1, len(slots)), dtype=np.int64), cum[:-1]])
-        active_m = before < r[None, :]
-        if plan.follow == "until_completion":
-            first_done = int(np.argmax((cum >= r[None, :]).any(axis=1))) if (cum >= r[None, :]).any() else horizon - 1
-            horizon = first_done + 1
-            active_m, cum, before = active_m[:horizon], cum[:horizon], before[:horizon]
-        B = active_m.sum(axis=1)
-        ctx = ((c[None, :] + before + 1) * active_m).sum(axis=1)
-        times = self.cost.step_times_s(B * (k + 1), B * (k + 1), ctx * (k + 1), ctx, B) + self.spec.draft_times_s(B, ctx)
-        keep = B > 0
+        cum = np.cumsum(self.spec.sample_tokens((horizon, len(slots))), axis=0)
         finished_by = cum >= r[None, :]
-        finish_step = np.where(finished_by.any(axis=0), np.argmax(finished_by, axis=0), len(B) + 1)
-        return {"times": np.where(keep, times, 0.0), "slots": slots, "active": B,
-                "finish_step": finish_step,
-                "emitted_by_step": lambda m: np.minimum(cum[m - 1], r)}
+        if follow == "until_completion" and finished_by.any():
+            horizon = int(np.argmax(finished_by.any(axis=1))) + 1
+            cum, finished_by = cum[:horizon], finished_by[:horizon]
+        before = np.vstack([np.zeros((1, len(slots)), dtype=np.int64), cum[:-1]])
+        running = before < r[None, :]
+        B = running.sum(axis=1)
+        ctx = ((c[None, :] + before + 1) * running).sum(axis=1)
+        times = self.cost.step_times_s(B * (k + 1), B * (k + 1), ctx * (k + 1), ctx, B) + self.spec.draft_times_s(B, ctx)
+        finish_step = np.where(finished_by.any(axis=0), np.argmax(finished_by, axis=0), horizon + 1)
+        return FastForward(times=np.where(B > 0, times, 0.0), slots=slots, active=B, finish_step=finish_step,
+                           cum_tokens=cum, remaining=r)
+
+
+@dataclass
+class FastForward:
+    """A priced run of decode steps: step i takes times[i] s and `active[i]` sequences emit."""
+
+    times: np.ndarray
+    slots: np.ndarray  # running-batch slots taking part
+    active: np.ndarray
+    finish_step: np.ndarray  # per slot: the step in which it emits its last token
+    cum_tokens: np.ndarray | None  # speculative: tokens emitted per slot after each step
+    remaining: np.ndarray  # per slot: tokens left to emit before the run
+
+    def emitted_after(self, m: int) -> np.ndarray:
+        """Tokens each slot emitted in the first m steps."""
+        if self.cum_tokens is None:
+            return np.minimum(self.remaining, m)
+        return np.minimum(self.cum_tokens[m - 1], self.remaining)

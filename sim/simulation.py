@@ -138,6 +138,7 @@ class Simulation:
         window = workload.duration_s if np.isfinite(workload.duration_s) else 0.0
         self.max_time_s = scenario.sim.max_sim_time_s or (20.0 * window + 3600.0)
         self.done = self.env.event()
+        self.closed_loop = workload.concurrency is not None
 
     # --- arrivals ------------------------------------------------------------
     def _issue(self, req: int) -> None:
@@ -167,14 +168,19 @@ class Simulation:
             self.next_req += 1
         yield self.env.timeout(0)
 
-    def on_finish(self, count: int) -> None:
-        self.completed += count
-        if self.workload.concurrency is not None:
-            for _ in range(min(count, len(self.table) - self.next_req)):
+    def on_finish(self, finish_s: np.ndarray) -> None:
+        """The engine retired requests that finished at `finish_s` (<= now)."""
+        self.completed += len(finish_s)
+        if self.closed_loop:
+            # Each finished client sends its next request after its think time. Continuous
+            # batching wakes at every completion in closed loop, so finish == now there; a
+            # static batch retires its members when the batch ends (a documented lag).
+            for f in finish_s[: len(self.table) - self.next_req]:
                 req = self.next_req
                 self.next_req += 1
-                if self.workload.think_time_s > 0:
-                    self.env.timeout(self.workload.think_time_s).callbacks.append(lambda _e, r=req: self._issue(r))
+                delay = max(float(f) + self.workload.think_time_s - self.env.now, 0.0)
+                if delay > 0:
+                    self.env.timeout(delay).callbacks.append(lambda _e, r=req: self._issue(r))
                 else:
                     self._issue(req)
         if self.completed == len(self.table) and not self.done.triggered:
