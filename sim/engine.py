@@ -89,6 +89,8 @@ class Replica:
         req = int(b.req[slot])
         self.table.generated[req] = b.num_tokens[slot] - b.prompt[slot]
         self.table.preemptions[req] += 1
+        # A running sequence emitted its last token when the previous step ended, i.e. now.
+        self.table.last_token_s[req] = self.env.now
         self.kv.free(req)
         keep = np.ones(b.n, dtype=bool)
         keep[slot] = False
@@ -118,8 +120,8 @@ class Replica:
     def _loop(self):
         env = self.env
         while True:
-            self._record()
             action = self.scheduler.schedule(self)
+            self._record()  # after scheduling: KV blocks now include this step's allocation
             if action is None or isinstance(action, Wait):
                 self.state = IDLE
                 self._wake = env.event()
@@ -211,6 +213,10 @@ class Replica:
             t.first_token_s[reqs[first]] = start + t0
         if n_decode:
             self.itl.add(ends[:1], np.array([n_decode]))
+        resumed = completes & ~decode & (generated > 0)  # a preempted sequence's recompute finished
+        if resumed.any():
+            gap = start + t0 - t.last_token_s[reqs[resumed]]
+            self.itl.add(gap, np.ones(len(gap), dtype=np.int64))
         b.computed[:n] = computed_1
         b.num_tokens[:n] = num_tokens_1
         b.chunk[:n] = 0

@@ -81,9 +81,13 @@ def plan_memory(*, model: ModelSpec, gpu: GpuSpec, tp: int, weight_dtype: str, k
     kv_budget = usable - weights - reserve
     block_bytes = block_size_tokens * per_token
     blocks = max(kv_budget, 0) // block_bytes
+    needed_for_one_seq = -(-max_model_len // block_size_tokens)
     if num_kv_blocks_override is not None:
         blocks = num_kv_blocks_override  # measured by the engine (calibration): trust it over the estimate
-    needed_for_one_seq = -(-max_model_len // block_size_tokens)
+        if blocks < needed_for_one_seq:
+            raise ConfigError(f"serving.num_kv_blocks: got {blocks}; {blocks} blocks x {block_size_tokens} tokens "
+                              f"cannot hold one max_model_len sequence ({max_model_len} tokens): needs >= "
+                              f"{needed_for_one_seq}, or lower serving.max_model_len")
     if blocks < needed_for_one_seq:
         need = weights + reserve + needed_for_one_seq * block_bytes
         hints = []

@@ -21,6 +21,7 @@ class RequestTable:
         self.first_token_s = np.full(n, np.nan)
         self.finish_s = np.full(n, np.nan)
         self.preemptions = np.zeros(n, dtype=np.int64)
+        self.last_token_s = np.full(n, np.nan)  # set on preemption: when its last token came out
         self.replica = np.full(n, -1, dtype=np.int64)
 
     def __len__(self) -> int:
