@@ -40,6 +40,8 @@ class SchedulerConfig:
         for name in ("max_num_seqs", "max_num_batched_tokens", "batch_size"):
             value = getattr(self, name)
             require(value >= 1, f"{path}.{name}", value, "must be >= 1")
+        require(self.max_num_batched_tokens >= self.max_num_seqs, f"{path}.max_num_batched_tokens",
+                self.max_num_batched_tokens, f"must be >= max_num_seqs ({self.max_num_seqs}), as vLLM requires")
         require(self.batch_timeout_s >= 0, f"{path}.batch_timeout_s", self.batch_timeout_s, "must be >= 0")
 
 
@@ -182,6 +184,9 @@ class Scenario:
         require(model.num_attention_heads % tp == 0, "serving.tensor_parallel", tp,
                 f"must divide {model.name}'s {model.num_attention_heads} attention heads: allowed {divisors}")
         spec = self.serving.speculative
+        sched = self.serving.scheduler
+        require(spec is None or sched.policy in ("continuous", "priority"), "serving.speculative",
+                "set", f"needs scheduler policy continuous or priority (got {sched.policy!r})")
         if spec is not None:
             draft = resolve_model(spec.draft_model, "serving.speculative.draft_model")
             require(draft.vocab_size == model.vocab_size, "serving.speculative.draft_model", draft.name,
