@@ -121,6 +121,17 @@ class RooflineCostModel(_ScalarFromArrays):
         experts = m.num_experts * (1.0 - (1.0 - m.experts_per_token / m.num_experts) ** T)
         return (self._attn_weight_bytes + experts * self._expert_weight_bytes + self._head_bytes) / self._bytes_per_s
 
+    def step_time_s(self, new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs) -> float:
+        """The same formula as step_times_s on plain floats (the per-decision call; numpy is slow on scalars)."""
+        p = self.params
+        T = float(new_tokens)
+        t = (p.step_overhead_s + p.per_seq_overhead_s * num_seqs
+             + max(self._s_per_token * T + self._s_per_sample * sampled, float(self._weights_s(T)))
+             + max(self._s_per_pair * attn_pairs, self._s_per_kv_token * kv_read_tokens))
+        if self.tp > 1:
+            t += self._comm_fixed_s + self._comm_s_per_token * T
+        return t
+
     def step_times_s(self, new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs) -> np.ndarray:
         p = self.params
         T = np.asarray(new_tokens, dtype=np.float64)

@@ -166,8 +166,11 @@ class Replica:
         t0 = self.cost.step_time_s(f.new_tokens, f.sampled, f.attn_pairs, f.kv_read_tokens, f.num_seqs)
         if spec is not None and n_decode:
             t0 += spec.draft_time_s(n_decode, int(computed[decode].sum()) + n_decode)
-        emitted = np.minimum(emitted, output - generated)
-        advance = np.where(decode, emitted, chunk) if spec is not None else chunk
+        if spec is not None:
+            emitted = np.minimum(emitted, output - generated)  # a verify may accept past the end
+            advance = np.where(decode, emitted, chunk)
+        else:
+            advance = chunk
         computed_1 = computed + advance
         num_tokens_1 = num_tokens + emitted
         remaining_1 = output - generated - emitted

@@ -71,17 +71,23 @@ class ContinuousScheduler:
         # 1. Running sequences: decodes take one token each, partial prefills their next chunk.
         #    If KV blocks run short, preempt victims until the rest fit.
         while b.n:
-            todo = b.view("num_tokens") - b.view("computed")
+            n = b.n
+            computed = b.computed[:n]
+            todo = b.num_tokens[:n] - computed
             decode = todo == 1
-            chunk = b.view("chunk")
-            chunk[:] = np.where(decode, 1, 0)
-            budget = self.max_tokens - int(decode.sum())
-            for i in np.flatnonzero(~decode):  # partial prefills, oldest first
-                c = min(int(todo[i]), budget)
-                chunk[i] = c
-                budget -= c
-            need = b.view("computed") + chunk + np.where(decode, lookahead, 0)
-            if kv.allocate_many(b.view("req"), need):
+            chunk = b.chunk[:n]
+            chunk[:] = decode
+            n_decode = int(np.count_nonzero(decode))
+            budget = self.max_tokens - n_decode
+            if n_decode < n:
+                for i in np.flatnonzero(~decode):  # partial prefills, oldest first
+                    c = min(int(todo[i]), budget)
+                    chunk[i] = c
+                    budget -= c
+            need = computed + chunk
+            if lookahead:
+                need = need + decode * lookahead
+            if kv.allocate_many(b.req[:n], need):
                 break
             self._preempt(replica, self._victim(replica))
             preempted = True
