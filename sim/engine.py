@@ -178,7 +178,8 @@ class Replica:
 
         # ---- fast-forward: plain decode steps ------------------------------
         ff = None
-        if plan.follow != "none" and completes.all() and not finished_0.all():
+        closed_loop_reply = self.sim.closed_loop and not plan.padded and finished_0.any()  # its client acts now
+        if plan.follow != "none" and completes.all() and not finished_0.all() and not closed_loop_reply:
             slots = np.arange(n) if plan.padded or not finished_0.any() else np.flatnonzero(~finished_0)
             follow = "until_completion" if self.sim.closed_loop else plan.follow  # clients react to each response
             ff = self._plan_fast_forward(plan, follow, slots, computed_1[slots], remaining_1[slots])

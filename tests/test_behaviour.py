@@ -147,3 +147,21 @@ def test_latency_definitions_follow_vllm_bench():
     s = summarize(res)
     assert s["ttft_s_p50"] <= s["ttft_s_p90"] <= s["ttft_s_p99"]
     assert s["cost_usd_per_hour"] == pytest.approx(res.scenario.price_usd_per_gpu_hour * res.num_gpus)
+
+
+def test_closed_loop_keeps_concurrency_and_think_time():
+    sc = make_scenario({"workload": {"arrival": {"kind": "closed_loop", "concurrency": 4, "think_time_s": 0.5},
+                                     "num_requests": 60}})
+    r = run(sc).requests.sort_values("arrival_s")
+    assert r["finish_s"].notna().all()
+    events = sorted([(t, 1) for t in r["arrival_s"]] + [(t, -1) for t in r["finish_s"]], key=lambda e: (e[0], e[1]))
+    in_flight, peak = 0, 0
+    for _, d in events:
+        in_flight += d
+        peak = max(peak, in_flight)
+    assert peak == 4
+    # every request after the first wave is sent exactly think_time_s after some response
+    later = r["arrival_s"].to_numpy()[4:]
+    finishes = np.sort(r["finish_s"].to_numpy())
+    gaps = later[:, None] - finishes[None, :]
+    assert np.all(np.isclose(gaps, 0.5, atol=1e-9).any(axis=1))
