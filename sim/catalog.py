@@ -129,24 +129,20 @@ def model_catalog() -> dict[str, ModelSpec]:
             for name, entry in _load("models.yaml").items()}
 
 
-def resolve_gpu(value: str | dict, path: str) -> GpuSpec:
-    """A catalog name (case-insensitive) or an inline mapping with GpuSpec's keys."""
+def _resolve(value: str | dict, path: str, cls: type, catalog: dict, noun: str):
+    """A catalog name (case-insensitive) or an inline mapping with `cls`'s keys."""
     if isinstance(value, dict):
-        return build(GpuSpec, {"name": "inline", **value}, path)
-    catalog = gpu_catalog()
+        return build(cls, {"name": "inline", **value}, path)
     key = str(value).lower()
     if key not in catalog:
-        raise ConfigError(f"{path}: unknown GPU {value!r}; catalog GPUs: {sorted(catalog)} "
-                          "(or give an inline mapping with GpuSpec's keys)")
+        raise ConfigError(f"{path}: unknown {noun} {value!r}; catalog {noun}s: {sorted(catalog)} "
+                          f"(or give an inline mapping with {cls.__name__}'s keys)")
     return catalog[key]
+
+
+def resolve_gpu(value: str | dict, path: str) -> GpuSpec:
+    return _resolve(value, path, GpuSpec, gpu_catalog(), "GPU")
 
 
 def resolve_model(value: str | dict, path: str) -> ModelSpec:
-    if isinstance(value, dict):
-        return build(ModelSpec, {"name": "inline", **value}, path)
-    catalog = model_catalog()
-    key = str(value).lower()
-    if key not in catalog:
-        raise ConfigError(f"{path}: unknown model {value!r}; catalog models: {sorted(catalog)} "
-                          "(or give an inline mapping with ModelSpec's keys)")
-    return catalog[key]
+    return _resolve(value, path, ModelSpec, model_catalog(), "model")
