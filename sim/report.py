@@ -47,6 +47,14 @@ def format_summary(results: Results, s: dict[str, Any]) -> str:
         lines.append(f"  {label:<6} {fmt(s[key + '_mean']):>11} {fmt(s[key + '_p50']):>10} {fmt(s[key + '_p90']):>10} "
                      f"{fmt(s[key + '_p99']):>10}")
     lines.append("")
+    if sc.workload.priorities:
+        from .metrics import by_class
+
+        lines.append("  by class       TTFT p50   TTFT p99   TPOT p99    E2E p99   requests")
+        for _, row in by_class(results).iterrows():
+            lines.append(f"  {str(row['priority_class']):<12} {_s(row['ttft_s_p50']):>10} {_s(row['ttft_s_p99']):>10} "
+                         f"{_ms(row['tpot_s_p99']):>10} {_s(row['e2e_s_p99']):>10} {int(row['requests']):>10,}")
+        lines.append("")
     if "goodput_per_s" in s:
         slo = sc.slo
         bounds = ", ".join(f"{n} <= {v}" for n, v in (("TTFT", slo.ttft_s), ("TPOT", slo.tpot_s), ("E2E", slo.e2e_s))
