@@ -1,0 +1,304 @@
+"""What the UI pages share: loading scenarios, the cached run, field-level errors, cards and charts.
+
+No simulation logic lives here: a page builds a scenario dict, `check` turns it into a
+`Scenario` with the core's own validation, and `simulate` calls `sim.simulation.run` and
+`sim.metrics.summarize` exactly as the CLI does, caching the outcome by (scenario YAML, seed).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+import yaml
+
+from sim.configio import ConfigError
+from sim.scenario import Scenario, read_scenario_file, scenario_from_dict, scenario_to_yaml, shipped_scenarios
+
+UI_MAX_REQUESTS = 2000  # default request count in the UI: a run takes well under a second
+PROFILES_DIR_ENV = "SERVESIM_PROFILES_DIR"  # where the Calibrate page saves profiles (default ./profiles)
+CHART_POINTS = 400  # points per series in line charts: enough to look smooth, small to send
+
+
+# --- scenarios ---------------------------------------------------------------
+
+def shipped_dir() -> Path:
+    return Path(str(resources.files("scenarios")))
+
+
+def load_shipped(name: str) -> dict:
+    """The raw mapping of a shipped scenario (a fresh copy the page may edit)."""
+    return copy.deepcopy(read_scenario_file(shipped_dir() / name))
+
+
+def parse_uploaded_yaml(data: bytes, filename: str) -> dict:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{filename}: not a text file (expected scenario YAML in UTF-8)") from None
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{filename}: not valid YAML: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"{filename}: expected a mapping at the top level (workload:, model:, ...)")
+    return parsed
+
+
+def preflight(scenario: Scenario) -> Any:
+    """The core's load-time checks that need the catalog numbers (quantization support,
+    memory fit, profile match), run without simulating. Returns the memory plan."""
+    from sim.simulation import build_cost_model, build_memory
+
+    _cost, _name, measured_blocks = build_cost_model(scenario)
+    return build_memory(scenario, measured_blocks)
+
+
+def check(data: dict, base_dir: str | None) -> tuple[Scenario, Any]:
+    """(Scenario, memory plan) for a scenario mapping; ConfigError names the field on failure."""
+    scenario = scenario_from_dict(data, base_dir=Path(base_dir) if base_dir else None)
+    return scenario, preflight(scenario)
+
+
+def scenario_yaml(scenario: Scenario) -> str:
+    return scenario_to_yaml(scenario)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def simulate(yaml_text: str, base_dir: str | None, seed: int) -> dict[str, Any]:
+    """Run one scenario (given as YAML) and return its records and summary, cached by the inputs.
+
+    Returns plain data (DataFrames, dicts) so the cache can pickle it.
+    """
+    from sim.metrics import by_class, latency_table, summarize
+    from sim.simulation import run
+
+    scenario = scenario_from_dict(yaml.safe_load(yaml_text), base_dir=Path(base_dir) if base_dir else None)
+    results = run(scenario, seed=seed)
+    return {"summary": summarize(results), "requests": results.requests, "timeseries": results.timeseries,
+            "latency": latency_table(results.requests), "by_class": by_class(results),
+            "num_kv_blocks": results.memory.num_kv_blocks, "stable": results.stable, "status": results.status,
+            "notes": list(results.notes)}
+
+
+def yaml_to_dict(text: str) -> dict:
+    return yaml.safe_load(text)
+
+
+def scenario_from_dict_yaml(text: str, base_dir: str | None) -> Scenario:
+    return scenario_from_dict(yaml.safe_load(text), base_dir=Path(base_dir) if base_dir else None)
+
+
+def variant_yaml(base: dict, base_dir: str | None, overrides: list[str]) -> str:
+    """The YAML of `base` with `--set`-style overrides applied (validated)."""
+    return scenario_yaml(scenario_from_dict(base, overrides, base_dir=Path(base_dir) if base_dir else None))
+
+
+# --- errors next to the field that caused them --------------------------------
+
+def error_field(message: str) -> str:
+    """The field path a ConfigError message starts with ("serving.tensor_parallel: got 3; ...")."""
+    head = message.split(":", 1)[0].strip()
+    return head.split(" ")[0]
+
+
+class FieldErrors:
+    """Placeholders under input widgets, keyed by the scenario field they edit.
+
+    A page registers a slot right after each widget (`slot(path)`); after building the
+    scenario it hands the ConfigError to `show`, which writes it under the widget whose
+    path is the longest prefix of the error's field (else under `fallback`).
+    """
+
+    def __init__(self) -> None:
+        self.slots: dict[str, Any] = {}
+        self.fallback: Any = None
+
+    def slot(self, path: str) -> None:
+        self.slots[path] = st.empty()
+
+    def general(self) -> None:
+        self.fallback = st.empty()
+
+    def where(self, message: str) -> str | None:
+        field = error_field(message)
+        matches = [p for p in self.slots if field == p or field.startswith(p + ".")]
+        return max(matches, key=len) if matches else None
+
+    def show(self, exc: Exception) -> str | None:
+        """Write the error next to its field; return that field path (None: shown in the fallback)."""
+        message = str(exc)
+        path = self.where(message)
+        target = self.slots[path] if path else (self.fallback or st.empty())
+        target.error(message, icon="⚠️")
+        return path
+
+
+# --- formatting ----------------------------------------------------------------
+
+def _bad(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and (math.isnan(v) or math.isinf(v)))
+
+
+def fmt_s(v: Any) -> str:
+    if _bad(v):
+        return "—"
+    return f"{v * 1e3:,.0f} ms" if v < 1 else f"{v:,.2f} s"
+
+
+def fmt_ms(v: Any) -> str:
+    return "—" if _bad(v) else f"{v * 1e3:,.1f} ms"
+
+
+def fmt_rate(v: Any, unit: str, digits: int = 2) -> str:
+    return "—" if _bad(v) else f"{v:,.{digits}f} {unit}"
+
+
+def fmt_usd(v: Any, digits: int = 2) -> str:
+    return "—" if _bad(v) else f"${v:,.{digits}f}"
+
+
+def headline_cards(s: dict[str, Any]) -> None:
+    """The headline numbers of one run as metric cards (three rows of four)."""
+    rows = [
+        [("TTFT p50", fmt_s(s["ttft_s_p50"])), ("TTFT p99", fmt_s(s["ttft_s_p99"])),
+         ("TPOT p50", fmt_ms(s["tpot_s_p50"])), ("TPOT p99", fmt_ms(s["tpot_s_p99"]))],
+        [("E2E p50", fmt_s(s["e2e_s_p50"])), ("E2E p99", fmt_s(s["e2e_s_p99"])),
+         ("Throughput", fmt_rate(s["request_throughput_per_s"], "req/s")),
+         ("Output tokens", fmt_rate(s["output_token_throughput_per_s"], "tok/s", 0))],
+        [("Goodput", fmt_rate(s.get("goodput_per_s"), "req/s") if "goodput_per_s" in s else "no SLO"),
+         ("SLO met", "—" if "slo_attained_fraction" not in s else f"{s['slo_attained_fraction'] * 100:.1f} %"),
+         ("$ / 1M output tokens", fmt_usd(s["cost_usd_per_1m_output_tokens"], 3)),
+         ("$ / month", fmt_usd(s["cost_usd_per_month"], 0))],
+    ]
+    for row in rows:
+        for col, (label, value) in zip(st.columns(len(row)), row):
+            col.metric(label, value)
+
+
+def summary_row(label: str, s: dict[str, Any]) -> dict[str, Any]:
+    """One comparison-table row: the headline numbers in display units."""
+    return {"variant": label, "stable": bool(s["stable"]),
+            "TTFT p50 (s)": s["ttft_s_p50"], "TTFT p99 (s)": s["ttft_s_p99"],
+            "TPOT p99 (ms)": s["tpot_s_p99"] * 1e3, "E2E p99 (s)": s["e2e_s_p99"],
+            "throughput (req/s)": s["request_throughput_per_s"],
+            "output (tok/s)": s["output_token_throughput_per_s"],
+            "goodput (req/s)": s.get("goodput_per_s", math.nan),
+            "$/1M tokens": s["cost_usd_per_1m_output_tokens"], "$/month": s["cost_usd_per_month"]}
+
+
+# --- charts ------------------------------------------------------------------------
+
+LATENCY_METRICS = {"TTFT": "ttft_s", "TPOT": "tpot_s", "E2E": "e2e_s", "queueing": "queue_s"}
+
+
+def cdf_frame(values: pd.Series | np.ndarray, points: int = CHART_POINTS) -> pd.DataFrame:
+    """An empirical CDF thinned to `points` quantiles (exact at the ends)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return pd.DataFrame({"value": [], "fraction": []})
+    q = np.linspace(0.0, 1.0, min(points, len(v)))
+    return pd.DataFrame({"value": np.quantile(v, q), "fraction": q})
+
+
+def cdf_chart(series: dict[str, pd.Series], metric_label: str, log_x: bool) -> alt.Chart:
+    """Overlaid latency CDFs, one line per entry of `series` (seconds in, shown in seconds)."""
+    frames = [cdf_frame(v).assign(series=name) for name, v in series.items()]
+    df = pd.concat(frames, ignore_index=True)
+    if log_x:
+        df = df[df["value"] > 0]
+    scale = alt.Scale(type="log") if log_x else alt.Scale(zero=True)
+    return alt.Chart(df).mark_line(interpolate="step-after").encode(
+        x=alt.X("value:Q", title=f"{metric_label} (s)", scale=scale),
+        y=alt.Y("fraction:Q", title="fraction of requests", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("series:N", title=None),
+        tooltip=["series", alt.Tooltip("value:Q", format=".3f"), alt.Tooltip("fraction:Q", format=".2f")],
+    ).properties(height=300)
+
+
+def sample_timeseries(ts: pd.DataFrame, num_kv_blocks: int, points: int = CHART_POINTS) -> pd.DataFrame:
+    """Each replica's state (queue, batch, KV %) at `points` evenly spaced times.
+
+    The engine records the state whenever it changes, so the value at time t is the last
+    record at or before t; sampling that way keeps the chart exact at the sample times.
+    """
+    if ts.empty:
+        return pd.DataFrame(columns=["replica", "time_s", "waiting", "running", "kv_used_pct"])
+    grid = np.linspace(float(ts["time_s"].min()), float(ts["time_s"].max()), points)
+    out = []
+    for replica, g in ts.groupby("replica", sort=True):
+        t = g["time_s"].to_numpy()
+        idx = np.clip(np.searchsorted(t, grid, side="right") - 1, 0, len(t) - 1)
+        out.append(pd.DataFrame({"replica": f"replica {replica}", "time_s": grid,
+                                 "waiting": g["waiting"].to_numpy()[idx], "running": g["running"].to_numpy()[idx],
+                                 "kv_used_pct": 100.0 * g["kv_blocks_used"].to_numpy()[idx] / max(num_kv_blocks, 1)}))
+    return pd.concat(out, ignore_index=True)
+
+
+TIMESERIES = {"queue length (waiting requests)": "waiting", "batch size (running requests)": "running",
+              "KV cache used (%)": "kv_used_pct"}
+
+
+def timeseries_chart(sampled: pd.DataFrame, column: str, title: str) -> alt.Chart:
+    return alt.Chart(sampled).mark_line(interpolate="step-after").encode(
+        x=alt.X("time_s:Q", title="simulated time (s)"),
+        y=alt.Y(f"{column}:Q", title=title),
+        color=alt.Color("replica:N", title=None),
+    ).properties(height=220)
+
+
+def utilisation_chart(busy: list[float]) -> alt.Chart:
+    df = pd.DataFrame({"replica": [f"replica {i}" for i in range(len(busy))],
+                       "busy_pct": [100.0 * b for b in busy]})
+    return alt.Chart(df).mark_bar().encode(
+        x=alt.X("replica:N", title=None, sort=None),
+        y=alt.Y("busy_pct:Q", title="GPU busy (% of the run)", scale=alt.Scale(domain=[0, 100])),
+        tooltip=["replica", alt.Tooltip("busy_pct:Q", format=".1f")],
+    ).properties(height=220)
+
+
+# --- profiles ----------------------------------------------------------------------
+
+def profiles_dir() -> Path:
+    """Folder the Calibrate page saves profiles to (env SERVESIM_PROFILES_DIR, default ./profiles)."""
+    return Path(os.environ.get(PROFILES_DIR_ENV) or "profiles").resolve()
+
+
+def available_profiles() -> dict[str, str]:
+    """Label -> what to put in `cost_model.profile`: shipped names, then saved folders (absolute paths)."""
+    from calibration.profile import PROFILE_FILE, list_shipped_profiles
+
+    out = {name: name for name in list_shipped_profiles()}
+    root = profiles_dir()
+    if root.is_dir():
+        for f in sorted(root.glob(f"*/{PROFILE_FILE}")):
+            out[f"{f.parent.name} (saved)"] = str(f.parent)
+    return out
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def cached_fit(measurements_csv: str) -> dict[str, Any]:
+    """calibration.fit.fit_profile on a measurements table (given as CSV text), as plain data."""
+    import io
+
+    from calibration.fit import fit_profile, format_report
+
+    result = fit_profile(pd.read_csv(io.StringIO(measurements_csv)))
+    report = result.report
+    pred = result.predictions
+    return {"coefficients": {k: float(v) for k, v in result.coefficients.items()}, "text": format_report(result),
+            "predictions": pd.DataFrame({"phase": pred["phase"].astype(str), "step_time_s": pred["step_time_s"],
+                                         "predicted_s": pred["predicted_s"]}),
+            "fit": report if isinstance(report, dict) else {}}
+
+
+def shipped_scenario_names() -> list[str]:
+    return shipped_scenarios()

@@ -1,0 +1,115 @@
+"""Scenario page: load and edit one scenario, run it, see its headline numbers and charts."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+import yaml
+
+from app_pages import common as c
+from app_pages.scenario_form import edit_scenario, scenario_source
+from sim.catalog import GIB
+from sim.configio import ConfigError
+
+st.title("Scenario")
+st.caption("Pick or upload a scenario, edit it, run it. The form builds the same scenario file the CLI reads "
+           "(`servesim run FILE`); download it below.")
+
+fe = c.FieldErrors()
+form_col, out_col = st.columns([2, 3], gap="large")
+with form_col:
+    base, base_dir, label = scenario_source(fe)
+    data = edit_scenario(base, fe)
+
+scenario = memory = None
+try:
+    scenario, memory = c.check(data, base_dir)
+except ConfigError as exc:
+    with out_col:
+        fe.fallback = fe.fallback or st.empty()
+    fe.show(exc)
+
+if scenario is not None:
+    # The Compare page starts from whatever is valid here.
+    st.session_state["scenario.current"] = {"data": data, "base_dir": base_dir, "label": label}
+
+with out_col:
+    cols = st.columns([1, 1, 2])
+    run_clicked = cols[0].button("Run simulation", type="primary", disabled=scenario is None, key="run")
+    if scenario is not None:
+        edited_yaml = yaml.safe_dump(data, sort_keys=False)
+        cols[1].download_button("Scenario (YAML)", edited_yaml, file_name=f"{scenario.name}.yaml",
+                                mime="application/x-yaml", key="download.scenario")
+        cols[2].caption(f"{scenario.num_gpus} × {scenario.gpu_spec.name} · {scenario.model_spec.name} · "
+                        f"KV cache {memory.num_kv_blocks:,} blocks = {memory.kv_capacity_tokens:,} tokens per replica · "
+                        f"weights {memory.weights_bytes / GIB:.1f} GiB per GPU")
+    else:
+        cols[2].error("Fix the highlighted field to run.", icon="⚠️")
+    run_error = st.empty()
+
+    if run_clicked and scenario is not None:
+        st.session_state["scenario.run"] = {"yaml": c.scenario_yaml(scenario), "base_dir": base_dir,
+                                            "seed": scenario.seed}
+    job = st.session_state.get("scenario.run")
+    out = None
+    if job is not None:
+        try:
+            with st.spinner("Simulating…"):
+                out = c.simulate(job["yaml"], job["base_dir"], job["seed"])
+        except ConfigError as exc:
+            if fe.show(exc) is None:
+                run_error.error(str(exc), icon="⚠️")
+            st.session_state.pop("scenario.run", None)
+
+    if out is None:
+        st.info("Press **Run simulation** to see latency, throughput and cost.")
+    else:
+        s = out["summary"]
+        if scenario is not None and c.scenario_yaml(scenario) != job["yaml"]:
+            st.caption("The form has changed since this run; press Run to update.")
+        if out["stable"]:
+            st.success(f"Stable: {s['requests_finished']:,} of {s['requests_total']:,} requests finished "
+                       f"in {s['duration_s']:,.1f} s of simulated time (offered {s['offered_rate_per_s']:.2f} req/s).")
+        else:
+            st.warning(f"{out['status']}. The latency percentiles describe a queue that kept growing: "
+                       "add replicas or lower the rate.")
+        c.headline_cards(s)
+        st.caption(f"{s['num_gpus']} GPUs × ${s['price_usd_per_gpu_hour']:.2f}/h = ${s['cost_usd_per_hour']:.2f}/h · "
+                   f"cost model: {s['cost_model']} · preemptions: {s['preemptions']} · "
+                   f"simulated in {s['wall_s']:.2f} s")
+        for note in out["notes"]:
+            st.caption(f"Note: {note}")
+
+        lat_tab, time_tab, util_tab, class_tab = st.tabs(["Latency", "Over time", "Utilisation", "Per class"])
+        with lat_tab:
+            cols = st.columns([3, 1])
+            metric = cols[0].radio("Latency", list(c.LATENCY_METRICS), horizontal=True, key="chart.cdf_metric")
+            log_x = cols[1].checkbox("log scale", key="chart.cdf_log")
+            column = c.LATENCY_METRICS[metric]
+            st.altair_chart(c.cdf_chart({metric: out["latency"][column]}, metric, log_x), width="stretch")
+            table = pd.DataFrame({name: [s.get(f"{col}_p{p}", float("nan")) for p in (50, 90, 95, 99)]
+                                  for name, col in (("TTFT (s)", "ttft_s"), ("TPOT (s)", "tpot_s"),
+                                                    ("ITL (s)", "itl_s"), ("E2E (s)", "e2e_s"),
+                                                    ("queueing (s)", "queue_s"))},
+                                 index=["p50", "p90", "p95", "p99"])
+            st.dataframe(table.style.format("{:.4f}"), width="stretch")
+        with time_tab:
+            sampled = c.sample_timeseries(out["timeseries"], out["num_kv_blocks"])
+            for title, column in c.TIMESERIES.items():
+                st.altair_chart(c.timeseries_chart(sampled, column, title), width="stretch")
+        with util_tab:
+            cols = st.columns(3)
+            cols[0].metric("GPU busy (mean)", f"{s['gpu_busy_fraction_mean'] * 100:.1f} %")
+            cols[1].metric("KV cache used (mean)", f"{s['kv_utilisation_mean'] * 100:.1f} %")
+            cols[2].metric("KV cache used (peak)", f"{s['kv_utilisation_peak'] * 100:.1f} %")
+            st.altair_chart(c.utilisation_chart(s["gpu_busy_fraction_by_replica"]), width="stretch")
+        with class_tab:
+            if len(out["by_class"]) > 1:
+                st.dataframe(out["by_class"], width="stretch", hide_index=True)
+            else:
+                st.caption("One traffic class; add a priority mix to the workload to compare classes.")
+        cols = st.columns(2)
+        cols[0].download_button("Per-request results (CSV)", out["requests"].to_csv(index=False),
+                                file_name="requests.csv", mime="text/csv", key="download.requests")
+        summary = {k: (v if not isinstance(v, list) else str(v)) for k, v in s.items()}
+        cols[1].download_button("Summary (CSV)", pd.DataFrame([summary]).to_csv(index=False),
+                                file_name="summary.csv", mime="text/csv", key="download.summary")
