@@ -7,13 +7,13 @@ The pages live in app_pages/; this file only sets up the navigation.
 """
 import streamlit as st
 
-st.set_page_config(page_title="servesim", page_icon="⏱️", layout="wide")
+st.set_page_config(page_title="servesim", page_icon=":material/speed:", layout="wide")
 
 PAGES = [
-    st.Page("app_pages/scenario.py", title="Scenario", icon="▶️", url_path="scenario", default=True),
-    st.Page("app_pages/compare.py", title="Compare", icon="⚖️", url_path="compare"),
-    st.Page("app_pages/plan.py", title="Plan", icon="📐", url_path="plan"),
-    st.Page("app_pages/calibrate.py", title="Calibrate", icon="🎯", url_path="calibrate"),
+    st.Page("app_pages/scenario.py", title="Scenario", icon=":material/play_arrow:", url_path="scenario", default=True),
+    st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
+    st.Page("app_pages/plan.py", title="Plan", icon=":material/calculate:", url_path="plan"),
+    st.Page("app_pages/calibrate.py", title="Calibrate", icon=":material/tune:", url_path="calibrate"),
 ]
 
 st.navigation(PAGES).run()

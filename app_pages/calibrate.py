@@ -106,7 +106,7 @@ with st.container(border=True):
     if table.empty:
         st.info(f"No profiles yet: none shipped, none saved in {c.profiles_dir()}.")
     else:
-        st.dataframe(table, hide_index=True, width="stretch")
+        st.dataframe(table, hide_index=True, width="stretch", key="cal.profiles")
 
 source = st.radio("Fit from", ["an uploaded measurements file", "a profile's measurements"], horizontal=True,
                   key="cal.source")
@@ -129,7 +129,8 @@ else:
         chosen = st.selectbox("Profile", list(profiles), key="cal.profile")
         fe.slot("measurements")
         prof = load_profile(profiles[chosen])
-        st.json({"provenance": prof.provenance, "fit": prof.fit, "coefficients": prof.coefficients}, expanded=False)
+        with st.expander("Provenance, fit and coefficients of this profile"):
+            st.json({"provenance": prof.provenance, "fit": prof.fit, "coefficients": prof.coefficients})
         path = Path(prof.path) / MEASUREMENTS_FILE if prof.path else None
         if path is not None and path.is_file():
             df = read_measurements(path.read_bytes(), str(path))
@@ -156,7 +157,7 @@ if df is not None:
             cols = st.columns([1, 2])
             cols[0].dataframe(pd.DataFrame({"coefficient": list(result["coefficients"]),
                                             "value": list(result["coefficients"].values())}),
-                              hide_index=True, width="stretch",
+                              hide_index=True, width="stretch", key="cal.coefficients",
                               column_config={"value": st.column_config.NumberColumn(format="%.3e")})
             cols[1].code(result["text"], language=None)
             error_charts(result["predictions"])
@@ -201,4 +202,4 @@ if df is not None:
                         save_slot.success(f"Saved to {folder}. Pick **{name} (saved)** as the cost model on the "
                                           "Scenario page (it must match the scenario's model and TP).")
                     except (ConfigError, OSError) as exc:
-                        save_slot.error(str(exc), icon="⚠️")
+                        save_slot.error(str(exc), icon=":material/error:")

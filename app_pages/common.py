@@ -137,7 +137,7 @@ class FieldErrors:
         message = str(exc)
         path = self.where(message)
         target = self.slots[path] if path else (self.fallback or st.empty())
-        target.error(message, icon="⚠️")
+        target.error(message, icon=":material/error:")
         return path
 
 
@@ -157,8 +157,8 @@ def fmt_ms(v: Any) -> str:
     return "—" if _bad(v) else f"{v * 1e3:,.1f} ms"
 
 
-def fmt_rate(v: Any, unit: str, digits: int = 2) -> str:
-    return "—" if _bad(v) else f"{v:,.{digits}f} {unit}"
+def fmt_num(v: Any, digits: int) -> str:
+    return "—" if _bad(v) else f"{v:,.{digits}f}"
 
 
 def fmt_usd(v: Any, digits: int = 2) -> str:
@@ -171,9 +171,9 @@ def headline_cards(s: dict[str, Any]) -> None:
         [("TTFT p50", fmt_s(s["ttft_s_p50"])), ("TTFT p99", fmt_s(s["ttft_s_p99"])),
          ("TPOT p50", fmt_ms(s["tpot_s_p50"])), ("TPOT p99", fmt_ms(s["tpot_s_p99"]))],
         [("E2E p50", fmt_s(s["e2e_s_p50"])), ("E2E p99", fmt_s(s["e2e_s_p99"])),
-         ("Throughput", fmt_rate(s["request_throughput_per_s"], "req/s")),
-         ("Output tokens", fmt_rate(s["output_token_throughput_per_s"], "tok/s", 0))],
-        [("Goodput", fmt_rate(s.get("goodput_per_s"), "req/s") if "goodput_per_s" in s else "no SLO"),
+         ("Throughput (req/s)", fmt_num(s["request_throughput_per_s"], 2)),
+         ("Output tokens/s", fmt_num(s["output_token_throughput_per_s"], 0))],
+        [("Goodput (req/s)", fmt_num(s.get("goodput_per_s"), 2) if "goodput_per_s" in s else "no SLO"),
          ("SLO met", "—" if "slo_attained_fraction" not in s else f"{s['slo_attained_fraction'] * 100:.1f} %"),
          ("$ / 1M output tokens", fmt_usd(s["cost_usd_per_1m_output_tokens"], 3)),
          ("$ / month", fmt_usd(s["cost_usd_per_month"], 0))],
@@ -219,7 +219,7 @@ def cdf_chart(series: dict[str, pd.Series], metric_label: str, log_x: bool) -> a
     return alt.Chart(df).mark_line(interpolate="step-after").encode(
         x=alt.X("value:Q", title=f"{metric_label} (s)", scale=scale),
         y=alt.Y("fraction:Q", title="fraction of requests", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("series:N", title=None),
+        color=alt.Color("series:N", title=None, legend=alt.Legend(orient="bottom", columns=2, labelLimit=400)),
         tooltip=["series", alt.Tooltip("value:Q", format=".3f"), alt.Tooltip("fraction:Q", format=".2f")],
     ).properties(height=300)
 
@@ -272,16 +272,30 @@ def profiles_dir() -> Path:
     return Path(os.environ.get(PROFILES_DIR_ENV) or "profiles").resolve()
 
 
-def available_profiles() -> dict[str, str]:
-    """Label -> what to put in `cost_model.profile`: shipped names, then saved folders (absolute paths)."""
-    from calibration.profile import PROFILE_FILE, list_shipped_profiles
+def available_profiles(model: str | None = None, tensor_parallel: int | None = None) -> dict[str, str]:
+    """Label -> what to put in `cost_model.profile`: shipped names, then saved folders (absolute paths).
+
+    With `model` / `tensor_parallel`, only the profiles measured for them (the ones a scenario can use).
+    """
+    from calibration.profile import PROFILE_FILE, ProfileError, list_shipped_profiles, load_profile
 
     out = {name: name for name in list_shipped_profiles()}
     root = profiles_dir()
     if root.is_dir():
         for f in sorted(root.glob(f"*/{PROFILE_FILE}")):
             out[f"{f.parent.name} (saved)"] = str(f.parent)
-    return out
+    if model is None and tensor_parallel is None:
+        return out
+    keep = {}
+    for label, ref in out.items():
+        try:
+            p = load_profile(ref)
+        except ProfileError:
+            continue
+        if (model is None or p.model.lower() == model.lower()) and \
+                (tensor_parallel is None or p.tensor_parallel == tensor_parallel):
+            keep[label] = ref
+    return keep
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -119,12 +119,12 @@ for name, sets in variants(base, policies, flip_quant, flip_spec).items():
     except ConfigError as exc:
         errors[name] = str(exc)
 if not runs and not errors:
-    fe.slots["variants"].error("Pick at least one scheduler or option to compare.", icon="⚠️")
+    fe.slots["variants"].error("Pick at least one scheduler or option to compare.", icon=":material/error:")
 for name, message in errors.items():
     if message.startswith("workload.num_requests"):
         fe.show(ConfigError(message))
         break
-    st.warning(f"{name}: skipped — {message}", icon="⚠️")
+    st.warning(f"{name}: skipped — {message}", icon=":material/error:")
 
 seed = int(base.get("seed", 0))
 tab_side, tab_load = st.tabs(["Side by side", "Offered load sweep"])
@@ -152,9 +152,11 @@ with tab_side:
         cols = st.columns(2)
         with cols[0]:
             metric = st.selectbox("Bar chart", list(METRICS), key="cmp.bar_metric")
+            log = "(s)" in metric or "(ms)" in metric  # latencies span orders of magnitude across policies
             chart = alt.Chart(table).mark_bar().encode(
-                x=alt.X(f"{METRICS[metric]}:Q", title=metric),
-                y=alt.Y("variant:N", title=None, sort=None),
+                x=alt.X(f"{METRICS[metric]}:Q", title=metric + (" — log scale" if log else ""),
+                        scale=alt.Scale(type="log") if log else alt.Scale()),
+                y=alt.Y("variant:N", title=None, sort=None, axis=alt.Axis(labelLimit=300)),
                 color=alt.Color("stable:N", scale=alt.Scale(domain=[True, False], range=["#4c78a8", "#e45756"])),
                 tooltip=["variant", alt.Tooltip(f"{METRICS[metric]}:Q", format=".3f")],
             ).properties(height=40 * len(table) + 40)

@@ -15,9 +15,9 @@ st.caption("Pick or upload a scenario, edit it, run it. The form builds the same
            "(`servesim run FILE`); download it below.")
 
 fe = c.FieldErrors()
+base, base_dir, label = scenario_source(fe)
 form_col, out_col = st.columns([2, 3], gap="large")
 with form_col:
-    base, base_dir, label = scenario_source(fe)
     data = edit_scenario(base, fe)
 
 scenario = memory = None
@@ -43,7 +43,7 @@ with out_col:
                         f"KV cache {memory.num_kv_blocks:,} blocks = {memory.kv_capacity_tokens:,} tokens per replica · "
                         f"weights {memory.weights_bytes / GIB:.1f} GiB per GPU")
     else:
-        cols[2].error("Fix the highlighted field to run.", icon="⚠️")
+        cols[2].error("Fix the highlighted field to run.", icon=":material/error:")
     run_error = st.empty()
 
     if run_clicked and scenario is not None:
@@ -57,7 +57,7 @@ with out_col:
                 out = c.simulate(job["yaml"], job["base_dir"], job["seed"])
         except ConfigError as exc:
             if fe.show(exc) is None:
-                run_error.error(str(exc), icon="⚠️")
+                run_error.error(str(exc), icon=":material/error:")
             st.session_state.pop("scenario.run", None)
 
     if out is None:

@@ -85,7 +85,7 @@ def scenario_source(fe: c.FieldErrors) -> tuple[dict, str | None, str]:
             base_dir, label = None, upload.name
             source_id = "upload:" + hashlib.sha1(raw).hexdigest()
         except ConfigError as exc:
-            fe.slots["source"].error(f"{exc} — showing {pick} instead", icon="⚠️")
+            fe.slots["source"].error(f"{exc} — showing {pick} instead", icon=":material/error:")
     if data is None:
         data = c.load_shipped(pick)
         source_id = "shipped:" + pick
@@ -151,7 +151,7 @@ def _length(label: str, path: str, base: dict | None, fe: c.FieldErrors) -> dict
     hi = int(base.get("max") or max(int(2 * mean), 1))
     lo = int(base.get("min") or 1)
     if kind == "constant":
-        return {"kind": kind, "value": _number(f"{label}: tokens", int(base.get("value") or round(mean)),
+        return {"kind": kind, "value": _number("tokens", int(base.get("value") or round(mean)),
                                                path + ".value", fe, min_value=0, step=1)}
     if kind == "empirical":
         st.caption(f"{len(base.get('values') or [])} lengths from the file.")
@@ -160,14 +160,14 @@ def _length(label: str, path: str, base: dict | None, fe: c.FieldErrors) -> dict
     out: dict[str, Any] = {"kind": kind}
     if kind == "lognormal":
         with cols[2]:
-            out["mean"] = _number(f"{label} mean", mean, path + ".mean", fe, min_value=0.0, step=16.0, format="%.0f")
+            out["mean"] = _number("mean", mean, path + ".mean", fe, min_value=0.0, step=16.0, format="%.0f")
         with cols[3]:
-            out["sigma"] = _number(f"{label} sigma", float(base.get("sigma") or 0.6), path + ".sigma", fe,
+            out["sigma"] = _number("sigma", float(base.get("sigma") or 0.6), path + ".sigma", fe,
                                    min_value=0.0, step=0.1)
     with cols[0]:
-        out["min"] = _number(f"{label} min", lo, path + ".min", fe, min_value=0, step=1)
+        out["min"] = _number("min", lo, path + ".min", fe, min_value=0, step=1)
     with cols[1]:
-        out["max"] = _number(f"{label} max", hi, path + ".max", fe, min_value=0, step=64)
+        out["max"] = _number("max", hi, path + ".max", fe, min_value=0, step=64)
     return out
 
 
@@ -232,15 +232,14 @@ def _model_and_hardware(base: dict, data: dict, fe: c.FieldErrors) -> None:
     if isinstance(gpu, dict):
         gpus = ["(inline, from the file)"] + gpus
         gpu = gpus[0]
-    cols = st.columns(3)
-    with cols[0]:
-        chosen = _select("GPU", gpus, str(gpu).lower(), "hardware.gpu", fe)
+    chosen = _select("GPU", gpus, str(gpu).lower(), "hardware.gpu", fe)
     hw["gpu"] = hw["gpu"] if chosen.startswith("(inline") else chosen
     serving = data["serving"]
-    with cols[1]:
+    cols = st.columns(2)
+    with cols[0]:
         serving["replicas"] = _number("Replicas", int(serving.get("replicas", 1)), "serving.replicas", fe,
                                       min_value=0, step=1)
-    with cols[2]:
+    with cols[1]:
         serving["tensor_parallel"] = _select("GPUs per replica (TP)", TP_SIZES, int(serving.get("tensor_parallel", 1)),
                                              "serving.tensor_parallel", fe)
     data["hardware"] = hw
@@ -325,7 +324,9 @@ def _quant_and_spec(data: dict, fe: c.FieldErrors) -> None:
 
 def _cost_and_slo(base: dict, data: dict, fe: c.FieldErrors) -> None:
     cm = dict(base.get("cost_model") or {"kind": "roofline"})
-    profiles = c.available_profiles()
+    model = data.get("model")
+    profiles = c.available_profiles(model if isinstance(model, str) else None,
+                                    int(data["serving"].get("tensor_parallel", 1)))
     current = cm.get("profile")
     options = ["roofline (analytic, from catalog numbers)"] + list(profiles)
     if current and current not in profiles.values():
@@ -333,7 +334,8 @@ def _cost_and_slo(base: dict, data: dict, fe: c.FieldErrors) -> None:
         options.append(f"{current} (from the file)")
     default = next((label for label, value in profiles.items() if value == current), options[0])
     chosen = _select("Cost model", options, default, "cost_model", fe,
-                     help="Profiles are fitted on measured steps (Calibrate page); the roofline needs no measurements.")
+                     help="Profiles are fitted on measured steps (Calibrate page); the roofline needs no "
+                          "measurements. Listed: the profiles measured for this model and TP size.")
     if chosen == options[0]:
         cm.pop("profile", None)
         cm["kind"] = "roofline"

@@ -63,6 +63,11 @@ def button(at: AppTest, label: str):
     return next(b for b in at.button if b.label == label)
 
 
+def frame_with(at: AppTest, column: str) -> pd.DataFrame:
+    """The (first) dataframe on the page that has `column`."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
 def metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
@@ -81,7 +86,7 @@ def expected_summary(overrides=(), name=DEFAULT_SCENARIO) -> dict:
 # --- Scenario page --------------------------------------------------------------------
 
 def test_scenario_default_run_shows_the_cli_numbers(app):
-    from app_pages.common import fmt_ms, fmt_rate, fmt_s, fmt_usd
+    from app_pages.common import fmt_ms, fmt_num, fmt_s, fmt_usd
 
     ok(app)
     assert app.button(key="run").disabled is False
@@ -93,8 +98,9 @@ def test_scenario_default_run_shows_the_cli_numbers(app):
     assert shown["TTFT p99"] == fmt_s(s["ttft_s_p99"])
     assert shown["TPOT p99"] == fmt_ms(s["tpot_s_p99"])
     assert shown["E2E p99"] == fmt_s(s["e2e_s_p99"])
-    assert shown["Throughput"] == fmt_rate(s["request_throughput_per_s"], "req/s")
-    assert shown["Goodput"] == fmt_rate(s["goodput_per_s"], "req/s")
+    assert shown["Throughput (req/s)"] == fmt_num(s["request_throughput_per_s"], 2)
+    assert shown["Output tokens/s"] == fmt_num(s["output_token_throughput_per_s"], 0)
+    assert shown["Goodput (req/s)"] == fmt_num(s["goodput_per_s"], 2)
     assert shown["$ / 1M output tokens"] == fmt_usd(s["cost_usd_per_1m_output_tokens"], 3)
     assert shown["$ / month"] == fmt_usd(s["cost_usd_per_month"], 0)
     assert any("Stable" in m.value for m in app.success)
@@ -262,7 +268,7 @@ def test_calibrate_fit_save_and_use_the_profile(app, tmp_path):
     csv = synthetic_measurements().to_csv(index=False).encode()
     app.file_uploader(key="cal.upload").upload("a100_run.csv", csv, "text/csv").run()
     ok(app)
-    coeffs = app.dataframe[0].value
+    coeffs = frame_with(app, "coefficient")
     assert set(coeffs["coefficient"]) >= {"overhead_s", "weights_s", "per_token_s"}
     assert "held-out error" in app.code[0].value
     button(app, "Save profile").click().run()  # no source yet
@@ -275,7 +281,7 @@ def test_calibrate_fit_save_and_use_the_profile(app, tmp_path):
     saved = tmp_path / "profiles" / "a100_run"
     assert (saved / "profile.json").is_file() and (saved / "measurements.csv").is_file()
     app.run()
-    provenance = app.dataframe[0].value
+    provenance = frame_with(app, "profile")
     row = provenance[provenance["profile"] == "a100_run (saved)"].iloc[0]
     assert row["source"].startswith("synthetic roofline") and row["gpu"] == "a100-80gb-sxm"
 
@@ -295,17 +301,68 @@ def test_calibrate_rejects_a_bad_file(app):
     assert "lacks column(s) ['attn_pairs']" in error_next_to(app, "cal.upload")
 
 
-def test_calibrate_profile_from_another_model_is_refused_at_run(app, tmp_path):
-    """A profile measured for one model cannot price another: the message lands on the cost model field."""
-    from calibration.profile import Profile, save_profile
+def test_a_profile_from_another_model_is_refused_next_to_the_cost_model(app, tmp_path):
+    """Only matching profiles are offered; a file naming another model's profile gets the core's message."""
+    from calibration.profile import PROFILE_FILE, Profile, save_profile
+    from sim.cost_model import PROFILE_COEFFICIENTS
 
-    save_profile(Profile(name="other", coefficients={k: 1e-4 for k in ("overhead_s", "per_seq_s", "weights_s",
-                                                                        "per_token_s", "per_pair_s", "per_kv_token_s",
-                                                                        "per_sample_s")},
-                         model="llama-3.1-70b", device="test", gpu=None, tensor_parallel=1, weight_dtype="bf16",
-                         kv_dtype="bf16", block_size_tokens=16, num_kv_blocks=None, provenance={"source": "test"}),
-                 tmp_path / "profiles" / "other")
+    folder = tmp_path / "profiles" / "other"
+    save_profile(Profile(name="other", coefficients={k: 1e-4 for k in PROFILE_COEFFICIENTS}, model="llama-3.1-70b",
+                         device="test", gpu=None, tensor_parallel=1, weight_dtype="bf16", kv_dtype="bf16",
+                         block_size_tokens=16, num_kv_blocks=None, provenance={"source": "test"}), folder)
     app.run()
-    app.selectbox(key="f.cost_model").set_value("other (saved)").run()
+    assert "other (saved)" not in app.selectbox(key="f.cost_model").options
+    data = read_scenario_file(DEFAULT_SCENARIO)
+    data["cost_model"] = {"profile": str(folder)}
+    app.file_uploader(key="source.upload").upload("prof.yaml", yaml.safe_dump(data).encode()).run()
     ok(app)
+    assert (folder / PROFILE_FILE).is_file()
     assert "was measured for model 'llama-3.1-70b'" in error_next_to(app, "f.cost_model")
+
+
+# --- Plan page --------------------------------------------------------------------------
+
+def test_plan_answers_in_a_sentence_with_a_ranked_table(app):
+    pytest.importorskip("sim.planner")
+    from sim.planner import plan
+
+    go(app, "plan")
+    ok(app)
+    app.number_input(key="plan.qpd").set_value(200_000.0).run()
+    app.multiselect(key="plan.gpus").set_value(["a100-80gb-sxm", "l4"]).run()
+    app.number_input(key="plan.rpp").set_value(200).run()
+    app.button(key="plan.run").click().run()
+    ok(app)
+    headline = app.success[0].value
+    table = app.dataframe[0].value
+    assert set(table["name"]) == {"a100-80gb-sxm", "l4"}
+    best = table.iloc[0]
+    assert headline.startswith(f"Cheapest: {best['name']} — {int(best['GPUs at peak'])} × ")
+    assert f"${best['$/month autoscaled']:,.0f}/month" in headline and "per 1k queries" in headline
+    # The same answer as the planner called directly with the form's inputs.
+    from app_pages.plan import base_scenario
+
+    base, _ = base_scenario()
+    base["workload"]["arrival"]["queries_per_day"] = 200_000.0
+    base["slo"] = {"percentile": 99.0, **{k: v for k, v in base["slo"].items() if k in ("ttft_s", "tpot_s")}}
+    expected = plan(base, config={**(base.get("plan") or {}), "requests_per_point": 200, "min_duration_s": 120.0,
+                                  "candidates": [{"name": "a100-80gb-sxm", "model": "llama-3.1-8b",
+                                                  "gpu": "a100-80gb-sxm", "tensor_parallel": 1, "weights": "bf16"},
+                                                 {"name": "l4", "model": "llama-3.1-8b", "gpu": "l4",
+                                                  "tensor_parallel": 1, "weights": "bf16"}]})
+    assert headline == expected.headline()
+
+
+def test_plan_bad_input_is_shown_next_to_the_field(app):
+    pytest.importorskip("sim.planner")
+    go(app, "plan")
+    app.number_input(key="plan.qpd").set_value(0.0).run()
+    ok(app)
+    assert "workload.arrival.queries_per_day: got 0.0; must be > 0" in error_next_to(app, "plan.qpd")
+    assert app.button(key="plan.run").disabled
+    app.number_input(key="plan.qpd").set_value(1000.0).run()
+    app.multiselect(key="plan.gpus").set_value([]).run()
+    assert "plan.candidates: none" in error_next_to(app, "plan.quants")
+    app.multiselect(key="plan.gpus").set_value(["l4"]).run()
+    app.number_input(key="plan.prompt").set_value(0.0).run()
+    assert "workload.prompt_tokens.mean: got 0.0; must be > 0" in error_next_to(app, "plan.prompt")

@@ -1,0 +1,251 @@
+"""Plan page: the capacity question as a form, answered by `sim.planner.plan` as a sentence, a table and a chart."""
+from __future__ import annotations
+
+import copy
+import inspect
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+import yaml
+
+from app_pages import common as c
+from app_pages.scenario_form import DAILY_SHAPES
+from sim.catalog import gpu_catalog, model_catalog, resolve_gpu, resolve_model
+from sim.configio import ConfigError
+
+PLAN_SCENARIO = "customer_support_1m_per_day.yaml"
+UI_REQUESTS_PER_POINT = 1000  # the CLI's default is 3000; the UI trades some tail accuracy for speed
+UI_MIN_DURATION_S = 120.0
+FALLBACK_BASE = {  # used when the shipped planning scenario is absent
+    "name": "capacity-plan", "seed": 11,
+    "workload": {"arrival": {"kind": "daily", "queries_per_day": 1_000_000},
+                 "prompt_tokens": {"kind": "lognormal", "mean": 350, "sigma": 0.9, "min": 32, "max": 6144},
+                 "output_tokens": {"kind": "lognormal", "mean": 220, "sigma": 0.4, "min": 16, "max": 1024}},
+    "model": "llama-3.1-8b", "hardware": {"gpu": "a100-80gb-sxm"},
+    "serving": {"scheduler": {"policy": "continuous"}, "max_model_len": 8192},
+    "slo": {"ttft_s": 2.0, "tpot_s": 0.1, "percentile": 99},
+}
+
+try:
+    from sim.planner import plan as _plan
+except ImportError:  # the planner ships separately; the page says so instead of failing
+    _plan = None
+
+
+def base_scenario() -> tuple[dict, str]:
+    try:
+        return c.load_shipped(PLAN_SCENARIO), PLAN_SCENARIO
+    except ConfigError:
+        return copy.deepcopy(FALLBACK_BASE), "built-in defaults"
+
+
+def reports_progress() -> bool:
+    """Whether this planner can call back with (done, total) simulations."""
+    return "on_progress" in inspect.signature(_plan).parameters
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def cached_plan(planning_yaml: str, seed: int, _progress=None) -> dict:
+    """plan() on a planning mapping (given as YAML), as plain data; cached by (YAML, seed)."""
+    kwargs = {"seed": seed}
+    if _progress is not None and reports_progress():
+        kwargs["on_progress"] = _progress
+    p = _plan(yaml.safe_load(planning_yaml), **kwargs)
+    return {"headline": p.headline(), "table": p.to_frame(), "pareto": p.pareto_frame(), "plan": p.to_dict()}
+
+
+st.title("Plan")
+st.caption("How many GPUs, of which kind, and what it costs: each candidate's fleet is found by simulating the "
+           "peak hour until the SLO holds, then hour by hour for autoscaling (the same `plan` as "
+           "`servesim plan FILE`).")
+
+if _plan is None:
+    st.warning("The capacity planner (sim/planner.py) is not part of this checkout yet, so this page cannot "
+               "answer; the Scenario and Compare pages work without it.")
+    st.stop()
+
+fe = c.FieldErrors()
+base, base_label = base_scenario()
+w = base["workload"]
+arr = w["arrival"]
+st.caption(f"Starting from {base_label}.")
+
+form_col, out_col = st.columns([2, 3], gap="large")
+with form_col:
+    with st.container(border=True):
+        st.subheader("Traffic")
+        qpd = st.number_input("Queries per day", value=float(arr.get("queries_per_day") or 1_000_000), min_value=0.0,
+                              step=100_000.0, format="%.0f", key="plan.qpd")
+        fe.slot("workload.arrival.queries_per_day")
+        shapes = (["from the file"] if arr.get("hourly_weights") else []) + list(DAILY_SHAPES)
+        shape = st.selectbox("Daily shape", shapes, key="plan.shape")
+        fe.slot("workload.arrival.hourly_weights")
+        weights = arr.get("hourly_weights") if shape == "from the file" else DAILY_SHAPES[shape]
+        curve = pd.DataFrame({"hour": range(24), "pct": [100 * x / sum(weights) for x in weights] if weights
+                              else [100 / 24] * 24})
+        st.altair_chart(alt.Chart(curve).mark_bar().encode(x=alt.X("hour:O"), y=alt.Y("pct:Q", title="% of day"))
+                        .properties(height=150), width="stretch")
+        cols = st.columns(2)
+        with cols[0]:
+            prompt_mean = st.number_input("Mean prompt tokens", value=float(w["prompt_tokens"].get("mean", 350)),
+                                          min_value=0.0, step=50.0, format="%.0f", key="plan.prompt")
+            fe.slot("workload.prompt_tokens")
+        with cols[1]:
+            output_mean = st.number_input("Mean output tokens", value=float(w["output_tokens"].get("mean", 220)),
+                                          min_value=0.0, step=50.0, format="%.0f", key="plan.output")
+            fe.slot("workload.output_tokens")
+    with st.container(border=True):
+        st.subheader("SLO")
+        slo = base.get("slo") or {}
+        cols = st.columns(3)
+        with cols[0]:
+            pct = st.selectbox("Percentile", [99.0, 95.0, 90.0, 50.0], key="plan.pct",
+                               index=[99.0, 95.0, 90.0, 50.0].index(float(slo.get("percentile", 99))))
+            fe.slot("slo.percentile")
+        with cols[1]:
+            ttft = st.number_input("TTFT bound (s)", value=slo.get("ttft_s"), min_value=0.0, step=0.1, key="plan.ttft",
+                                   help="Empty: no bound")
+            fe.slot("slo.ttft_s")
+        with cols[2]:
+            tpot = st.number_input("TPOT bound (s)", value=slo.get("tpot_s"), min_value=0.0, step=0.01,
+                                   key="plan.tpot", help="Empty: no bound")
+            fe.slot("slo.tpot_s")
+        fe.slot("slo")
+    with st.container(border=True):
+        st.subheader("Candidates")
+        models = sorted(model_catalog())
+        model = st.selectbox("Model", models, index=models.index(base.get("model", "llama-3.1-8b")), key="plan.model")
+        fe.slot("model")
+        gpus = st.multiselect("Candidate GPUs", sorted(gpu_catalog()), default=["a100-80gb-sxm", "h100-sxm", "l40s"],
+                              key="plan.gpus")
+        cols = st.columns(2)
+        tps = cols[0].multiselect("GPUs per replica (TP)", [1, 2, 4, 8], default=[1], key="plan.tps")
+        with cols[1]:
+            quants = st.multiselect("Weights", ["bf16", "fp8", "int8", "int4"], default=["bf16"], key="plan.quants",
+                                    help="fp8 and int8 candidates are made only on GPUs with those tensor cores")
+            fe.slot("plan.candidates")
+    with st.expander("Search settings"):
+        cols = st.columns(3)
+        rpp = cols[0].number_input("Requests per simulated point", value=UI_REQUESTS_PER_POINT, min_value=0, step=500,
+                                   key="plan.rpp")
+        margin = cols[1].number_input("Autoscaling margin", value=0.2, min_value=0.0, step=0.05, key="plan.margin")
+        discount = cols[2].number_input("Price discount (0.6 = spot)", value=0.0, min_value=0.0, max_value=0.99,
+                                        step=0.1, key="plan.discount")
+        fe.slot("plan.requests_per_point")
+        fe.slot("plan")
+
+model_spec = resolve_model(model, "model")
+candidates = []
+for gpu in gpus:
+    spec = resolve_gpu(gpu, "gpu")
+    for tp in tps:
+        if model_spec.num_attention_heads % tp:
+            continue
+        for q in quants:
+            if (q == "fp8" and not spec.fp8_tflops) or (q == "int8" and not spec.int8_tops):
+                continue
+            name = f"{gpu}" + (f"-tp{tp}" if tp > 1 else "") + (f"-{q}" if q != "bf16" else "")
+            cand = {"name": name, "model": model, "gpu": gpu, "tensor_parallel": tp, "weights": q}
+            if q != "bf16":
+                cand["kv_cache"] = "fp8" if spec.fp8_tflops else "int8"
+            candidates.append(cand)
+
+planning = copy.deepcopy(base)
+planning["model"] = model
+planning["workload"]["arrival"] = {"kind": "daily", "queries_per_day": qpd,
+                                   **({"hourly_weights": [float(x) for x in weights]} if weights else {})}
+planning["workload"]["prompt_tokens"]["mean"] = prompt_mean
+planning["workload"]["output_tokens"]["mean"] = output_mean
+planning["slo"] = {"percentile": pct, **({"ttft_s": ttft} if ttft is not None else {}),
+                   **({"tpot_s": tpot} if tpot is not None else {})}
+planning.setdefault("hardware", {})["price_discount"] = discount
+planning["plan"] = {**(base.get("plan") or {}), "candidates": candidates, "requests_per_point": int(rpp),
+                    "min_duration_s": UI_MIN_DURATION_S, "max_requests_per_point": max(int(rpp), 30000),
+                    "scale_up_margin": margin}
+planning.pop("base_dir", None)
+
+valid = True
+if not candidates:
+    fe.slots["plan.candidates"].error("plan.candidates: none; pick at least one GPU, TP size and weight format "
+                                      "that fit this model", icon=":material/error:")
+    valid = False
+else:
+    try:  # the scenario part checked now; each candidate is checked when planned
+        c.check({k: v for k, v in planning.items() if k != "plan"}, None)
+    except ConfigError as exc:
+        fe.show(exc)
+        valid = False
+
+with out_col:
+    cols = st.columns([1, 3])
+    clicked = cols[0].button("Plan", type="primary", disabled=not valid, key="plan.run")
+    cols[1].caption(f"{len(candidates)} candidate(s) × peak-hour and hourly searches; a few seconds to a minute.")
+    planning_yaml = yaml.safe_dump(planning, sort_keys=False)
+    if valid:
+        st.download_button("Planning scenario (YAML)", planning_yaml, file_name="plan.yaml",
+                           mime="application/x-yaml", key="plan.download")
+    if clicked and valid:
+        st.session_state["plan.job"] = {"yaml": planning_yaml, "seed": int(planning.get("seed", 0))}
+    job = st.session_state.get("plan.job")
+    result = None
+    if job is not None:
+        bar = st.progress(0.0, text="Planning…") if reports_progress() else None
+
+        def progress(done: int, total: int) -> None:
+            bar.progress(min(done / max(total, 1), 1.0), text=f"Planning: {done} of {total} simulations")
+
+        try:
+            with st.spinner("Simulating candidate fleets…", show_time=True):
+                result = cached_plan(job["yaml"], job["seed"], _progress=progress)
+        except ConfigError as exc:
+            if fe.show(exc) is None:
+                st.error(str(exc), icon=":material/error:")
+            st.session_state.pop("plan.job", None)
+        if bar is not None:
+            bar.empty()
+    if result is None:
+        st.info("Fill in the traffic, SLO and candidates, then press **Plan**.")
+    else:
+        if job["yaml"] != planning_yaml:
+            st.caption("The form has changed since this plan; press Plan to update.")
+        table = result["table"]
+        best = table[table["feasible"]]
+        (st.success if len(best) else st.error)(result["headline"])
+        p = result["plan"]
+        st.caption(f"{p['queries_per_day']:,.0f} queries/day, peak {max(p['hourly_rate_per_s']):.2f} req/s at hour "
+                   f"{p['peak_hour']:02d}; SLO {p['slo']}; {p['points_simulated']} simulations in {p['wall_s']:.1f} s "
+                   f"({p['backend']}).")
+        table = table.astype({"rank": "Int64", "gpus_peak": "Int64"})
+        shown = table[["rank", "name", "gpus_peak", "usd_per_month_autoscaled", "usd_per_month_fixed",
+                       "usd_per_1k_queries_autoscaled", "ttft_s", "tpot_s", "reason", "margin", "hourly_replicas"]].rename(columns={
+            "gpus_peak": "GPUs at peak", "hourly_replicas": "replicas by hour (0–23)",
+            "usd_per_month_fixed": "$/month fixed", "usd_per_month_autoscaled": "$/month autoscaled",
+            "usd_per_1k_queries_autoscaled": "$/1k queries", "ttft_s": f"P{pct:g} TTFT (s)",
+            "tpot_s": f"P{pct:g} TPOT (s)", "reason": "why not"})
+        st.dataframe(shown, hide_index=True, width="stretch",
+                     column_config={"$/month fixed": st.column_config.NumberColumn(format="$%.0f"),
+                                    "$/month autoscaled": st.column_config.NumberColumn(format="$%.0f"),
+                                    "$/1k queries": st.column_config.NumberColumn(format="$%.4f")})
+        if len(best):
+            chosen = best.assign(gpus=best["gpus_peak"]).melt(
+                id_vars=["name", "gpus"], value_vars=["usd_per_month_fixed", "usd_per_month_autoscaled"],
+                var_name="fleet", value_name="usd_per_month")
+            chosen["fleet"] = chosen["fleet"].map({"usd_per_month_fixed": "fixed (peak) fleet",
+                                                   "usd_per_month_autoscaled": "autoscaled"})
+            layers = [alt.Chart(chosen).mark_point(filled=True, size=120).encode(
+                x=alt.X("gpus:Q", title="GPUs at peak", axis=alt.Axis(tickMinStep=1)), y=alt.Y("usd_per_month:Q", title="$ / month"),
+                color=alt.Color("name:N", title="candidate"), shape=alt.Shape("fleet:N", title=None),
+                tooltip=["name", "fleet", "gpus", alt.Tooltip("usd_per_month:Q", format="$,.0f")])]
+            pareto = result["pareto"]
+            if len(pareto):
+                layers.append(alt.Chart(pareto).mark_line(strokeDash=[4, 4], color="gray").encode(
+                    x="gpus:Q", y="usd_per_month_fixed:Q"))
+            st.altair_chart(alt.layer(*layers).properties(height=320, title="Cost vs GPUs (dashed: Pareto front "
+                                                                            "of cost and latency)"), width="stretch")
+            first = best.iloc[0]
+            hourly = pd.DataFrame({"hour": range(24), "replicas": [int(x) for x in first["hourly_replicas"].split(",")]})
+            st.altair_chart(alt.Chart(hourly).mark_bar().encode(x=alt.X("hour:O"), y=alt.Y("replicas:Q")).properties(
+                height=160, title=f"Autoscaled replicas by hour: {first['name']}"), width="stretch")
+        st.download_button("Plan (CSV)", table.to_csv(index=False), file_name="plan.csv", mime="text/csv",
+                           key="plan.csv")
