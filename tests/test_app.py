@@ -366,3 +366,20 @@ def test_plan_bad_input_is_shown_next_to_the_field(app):
     app.multiselect(key="plan.gpus").set_value(["l4"]).run()
     app.number_input(key="plan.prompt").set_value(0.0).run()
     assert "workload.prompt_tokens.mean: got 0.0; must be > 0" in error_next_to(app, "plan.prompt")
+
+
+def test_priority_mix_flows_through_and_bad_shares_are_named(app):
+    app.selectbox(key="source.shipped").set_value("priority_mixed.yaml").run()
+    assert app.selectbox(key="f.serving.scheduler.policy").value == "priority"
+    app.number_input(key="f.workload.num_requests").set_value(400).run()
+    app.button(key="run").click().run()
+    ok(app)
+    classes = frame_with(app, "priority_class")
+    assert set(classes["priority_class"]) == {"interactive", "batch"}
+    assert classes["requests"].sum() == 400
+    data = read_scenario_file("priority_mixed.yaml")
+    data["workload"]["priorities"][0]["share"] = 0.5
+    app.file_uploader(key="source.upload").upload("mix.yaml", yaml.safe_dump(data).encode()).run()
+    ok(app)
+    assert any(e.value.startswith("workload.priorities: got [0.5, 0.7]; shares must sum to 1") for e in app.error)
+    assert app.button(key="run").disabled
