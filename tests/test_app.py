@@ -383,3 +383,18 @@ def test_priority_mix_flows_through_and_bad_shares_are_named(app):
     ok(app)
     assert any(e.value.startswith("workload.priorities: got [0.5, 0.7]; shares must sum to 1") for e in app.error)
     assert app.button(key="run").disabled
+
+
+def test_pages_degrade_without_the_planner_and_the_fitter(app, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sim.planner", None)  # import now raises ImportError
+    monkeypatch.setitem(sys.modules, "calibration.fit", None)
+    go(app, "plan")
+    ok(app)
+    assert "capacity planner (sim/planner.py) is not part of this checkout" in app.warning[0].value
+    go(app, "calibrate")
+    csv = synthetic_measurements(10).to_csv(index=False).encode()
+    app.file_uploader(key="cal.upload").upload("m.csv", csv, "text/csv").run()
+    ok(app)
+    assert any("fitter (calibration/fit.py) is not installed" in w.value for w in app.warning)
