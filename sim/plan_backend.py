@@ -1,0 +1,83 @@
+"""Where the planner's simulations run: in this process, on a local process pool, or on Ray.
+
+A backend maps `plan_search.simulate` over a list of tasks and returns the samples in
+task order. Every task carries its own seed, so the backend changes wall time only,
+never a number. Ray is an optional extra (``pip install 'servesim[ray]'``).
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Callable
+
+from .configio import ConfigError
+from .plan_search import Sample, Task, simulate
+
+
+class LocalBackend:
+    """A process pool of `workers` (default: the CPU count); one worker or one task runs inline."""
+
+    def __init__(self, workers: int | None = None):
+        self.workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
+        self._pool: ProcessPoolExecutor | None = None
+
+    def describe(self) -> str:
+        return f"local, {self.workers} worker{'s' if self.workers > 1 else ''}"
+
+    def map(self, tasks: list[Task], done: Callable[[], None]) -> list[Sample]:
+        if self.workers == 1 or len(tasks) == 1:
+            out = []
+            for t in tasks:
+                out.append(simulate(t))
+                done()
+            return out
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers)
+        futures = {self._pool.submit(simulate, t): i for i, t in enumerate(tasks)}
+        out: list[Sample | None] = [None] * len(tasks)
+        for f in as_completed(futures):
+            out[futures[f]] = f.result()
+            done()
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+
+class RayBackend:
+    """Tasks as Ray remote functions on the cluster at `address` (None or "local": start one here)."""
+
+    def __init__(self, address: str | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("--ray: Ray is not installed; pip install 'servesim[ray]'") from None
+        self._ray = ray
+        self._started = not ray.is_initialized()
+        if self._started:
+            ray.init(address=None if address in (None, "", "local") else address, include_dashboard=False,
+                     log_to_driver=False)
+        self._remote = ray.remote(simulate)
+        self.address = address or "local"
+
+    def describe(self) -> str:
+        return f"ray ({self.address}, {int(self._ray.cluster_resources().get('CPU', 0))} CPUs)"
+
+    def map(self, tasks: list[Task], done: Callable[[], None]) -> list[Sample]:
+        ray = self._ray
+        refs = [self._remote.remote(t) for t in tasks]
+        index = {r: i for i, r in enumerate(refs)}
+        out: list[Sample | None] = [None] * len(tasks)
+        remaining = list(refs)
+        while remaining:
+            ready, remaining = ray.wait(remaining, num_returns=1)
+            for r in ready:
+                out[index[r]] = ray.get(r)
+                done()
+        return out
+
+    def close(self) -> None:
+        if self._started:
+            self._ray.shutdown()
