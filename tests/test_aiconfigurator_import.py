@@ -27,17 +27,22 @@ NAME = re.compile(r"^(?P<gpu>[a-z0-9-]+)_(?P<model>[a-z0-9.-]+)_tp(?P<tp>\d+)_(?
 
 # -- no aiconfigurator needed ---------------------------------------------------------------------
 
+def imported_profiles() -> list[str]:
+    """Shipped profiles made by this importer (others, e.g. measured with vLLM, sit beside them)."""
+    return [n for n in list_shipped_profiles()
+            if load_profile(n).provenance["source"].startswith("aiconfigurator-core")]
+
+
 def test_shipped_profiles_exist_and_load():
-    names = list_shipped_profiles()
-    assert len(names) >= 20
-    for name in names:
+    assert len(imported_profiles()) >= 20
+    for name in list_shipped_profiles():
         p = load_profile(name)
         assert p.name == name
-        assert p.provenance["source"].startswith("aiconfigurator-core")
+        assert p.provenance["source"]
         assert p.cost_model().step_time_s(1, 1, 128, 128, 1) > 0
 
 
-@pytest.mark.parametrize("name", list_shipped_profiles())
+@pytest.mark.parametrize("name", imported_profiles())
 def test_shipped_profile_is_consistent(name):
     p = load_profile(name)
     m = NAME.match(name)
@@ -64,7 +69,7 @@ def test_shipped_profile_is_consistent(name):
 
 
 def test_shipped_profiles_are_json_with_sorted_keys():
-    for name in list_shipped_profiles():
+    for name in imported_profiles():
         text = (shipped_profiles_dir() / name / "profile.json").read_text()
         assert json.loads(text)["name"] == name
 
