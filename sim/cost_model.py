@@ -36,10 +36,15 @@ class CostModel(Protocol):
 
 
 class _ScalarFromArrays:
-    """`step_time_s` for cost models that only define the vectorised form."""
+    """`step_time_s` and `decode_step_times_s` for cost models that only define `step_times_s`."""
 
     def step_time_s(self, new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs) -> float:
         return float(self.step_times_s(new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs))
+
+    def decode_step_times_s(self, num_seqs: np.ndarray, context_tokens: np.ndarray) -> np.ndarray:
+        """Plain decode steps: num_seqs[i] sequences, each computing and sampling one token,
+        attending context_tokens[i] tokens in total (the engine's fast-forward)."""
+        return self.step_times_s(num_seqs, num_seqs, context_tokens, context_tokens, num_seqs)
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,18 @@ class RooflineCostModel(_ScalarFromArrays):
              + max(self._s_per_pair * attn_pairs, self._s_per_kv_token * kv_read_tokens))
         if self.tp > 1:
             t += self._comm_fixed_s + self._comm_s_per_token * T
+        return t
+
+    def decode_step_times_s(self, num_seqs: np.ndarray, context_tokens: np.ndarray) -> np.ndarray:
+        """step_times_s(B, B, ctx, ctx, B) with the terms gathered (the hot path of the engine)."""
+        if self.model.is_moe:
+            return self.step_times_s(num_seqs, num_seqs, context_tokens, context_tokens, num_seqs)
+        p = self.params
+        per_seq = p.per_seq_overhead_s + self._comm_s_per_token
+        t = np.maximum((self._s_per_token + self._s_per_sample) * num_seqs, self._dense_weights_s)
+        t += max(self._s_per_pair, self._s_per_kv_token) * context_tokens
+        t += per_seq * num_seqs
+        t += p.step_overhead_s + self._comm_fixed_s
         return t
 
     def step_times_s(self, new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs) -> np.ndarray:

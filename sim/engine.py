@@ -216,7 +216,7 @@ class Replica:
         if first.any():
             t.first_token_s[reqs[first]] = start + t0
         if n_decode:
-            self.itl.add(ends[:1], np.array([n_decode]))
+            self.itl.add_one(t0, n_decode)
         resumed = completes & ~decode & (generated > 0)  # a preempted sequence's recompute finished
         if resumed.any():
             gap = start + t0 - t.last_token_s[reqs[resumed]]
@@ -277,14 +277,14 @@ class Replica:
             B = np.full(horizon, len(slots), dtype=np.int64)
             ctx = len(slots) * (int(c.max()) + steps + 1)
             active = (r[None, :] > steps[:, None]).sum(axis=1)
-            times = self.cost.step_times_s(B, B, ctx, ctx, B)
+            times = self.cost.decode_step_times_s(B, ctx)
         else:
             order = np.argsort(r, kind="stable")
             c_prefix = np.concatenate(([0], np.cumsum(c[order])))
             gone = np.searchsorted(r[order], steps, side="right")  # slots finished before step i
             active = len(slots) - gone
             ctx = (c_prefix[-1] - c_prefix[gone]) + active * (steps + 1)
-            times = self.cost.step_times_s(active, active, ctx, ctx, active)
+            times = self.cost.decode_step_times_s(active, ctx)
         return FastForward(times=np.asarray(times, dtype=np.float64), slots=slots, active=active,
                            finish_step=r - 1, cum_tokens=None, remaining=r)
 

@@ -19,6 +19,8 @@ class LogHistogram:
         self._values: list[np.ndarray] = []
         self._weights: list[np.ndarray] = []
         self._pending = 0
+        self._one_values: list[float] = []  # single steps, batched into arrays at flush
+        self._one_weights: list[int] = []
 
     def add(self, values_s: np.ndarray, weights: np.ndarray) -> None:
         self._values.append(np.asarray(values_s, dtype=np.float64))
@@ -27,7 +29,17 @@ class LogHistogram:
         if self._pending >= _FLUSH:
             self.flush()
 
+    def add_one(self, value_s: float, weight: int) -> None:
+        self._one_values.append(value_s)
+        self._one_weights.append(weight)
+        if len(self._one_values) >= _FLUSH:
+            self.flush()
+
     def flush(self) -> None:
+        if self._one_values:
+            self._values.append(np.array(self._one_values))
+            self._weights.append(np.array(self._one_weights, dtype=np.int64))
+            self._one_values, self._one_weights = [], []
         if not self._values:
             return
         v, w = np.concatenate(self._values), np.concatenate(self._weights)

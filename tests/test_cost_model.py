@@ -1,0 +1,63 @@
+"""The roofline cost model: physical behaviour, and its three entry points agree."""
+import numpy as np
+import pytest
+
+from sim.catalog import resolve_gpu, resolve_model
+from sim.configio import ConfigError
+from sim.cost_model import ProfileCostModel, RooflineCostModel, price, step_features
+
+
+def roofline(model="llama-3.1-8b", gpu="h100-sxm", tp=1, w="bf16", kv="bf16"):
+    return RooflineCostModel(resolve_model(model, "m"), resolve_gpu(gpu, "g"), tp=tp, weight_dtype=w, kv_dtype=kv)
+
+
+@pytest.mark.parametrize("model, tp", [("llama-3.1-8b", 1), ("llama-3.1-70b", 4), ("mixtral-8x7b", 2)])
+def test_scalar_vector_and_decode_forms_agree(model, tp):
+    cm = roofline(model, tp=tp)
+    B = np.array([1, 8, 64, 256])
+    ctx = np.array([100, 8_000, 60_000, 500_000])
+    full = cm.step_times_s(B, B, ctx, ctx, B)
+    np.testing.assert_allclose(cm.decode_step_times_s(B, ctx), full, rtol=1e-12)
+    for i in range(len(B)):
+        assert cm.step_time_s(int(B[i]), int(B[i]), int(ctx[i]), int(ctx[i]), int(B[i])) == pytest.approx(full[i], rel=1e-12)
+
+
+def test_decode_is_weight_bound_at_small_batch_and_grows_with_batch_and_context():
+    cm = roofline()
+    t1, t8 = cm.decode_step_times_s(np.array([1, 8]), np.array([1000, 8000]))
+    assert t8 < 1.3 * t1  # streaming 16 GB of weights dominates a small batch
+    big = cm.decode_step_times_s(np.array([256, 256]), np.array([256 * 1000, 256 * 4000]))
+    assert big[1] > big[0] > t8
+
+
+def test_prefill_attention_is_quadratic_and_tp_helps():
+    cm1, cm2 = roofline(tp=1), roofline(tp=2)
+    f = step_features(np.array([8000]), np.array([0]), np.array([1]))
+    g = step_features(np.array([4000]), np.array([0]), np.array([1]))
+    assert f.attn_pairs == 8000 * 8001 // 2
+    assert price(cm1, f) > 2 * price(cm1, g) * 0.99
+    assert price(cm2, f) < 0.7 * price(cm1, f)
+
+
+def test_fp8_speeds_up_h100_and_is_refused_on_a100():
+    f = step_features(np.array([4096]), np.array([0]), np.array([1]))
+    assert price(roofline(w="fp8"), f) < 0.7 * price(roofline(), f)
+    with pytest.raises(ConfigError, match="a100-80gb-sxm has no fp8"):
+        roofline(gpu="a100-80gb-sxm", w="fp8")
+
+
+def test_moe_reads_only_touched_experts():
+    cm = roofline("mixtral-8x7b", tp=2)
+    one, many = cm.decode_step_times_s(np.array([1, 64]), np.array([500, 500 * 64]))
+    assert many > 1.5 * one  # a batch touches most experts; one token only 2 of 8
+
+
+def test_profile_formula():
+    c = {"overhead_s": 0.001, "per_seq_s": 1e-5, "weights_s": 0.004, "per_token_s": 1e-5, "per_pair_s": 1e-9,
+         "per_kv_token_s": 1e-8, "per_sample_s": 2e-6}
+    cm = ProfileCostModel(c)
+    # 10 decode tokens: weight floor (0.004) beats 10 * 1e-5
+    t = cm.step_time_s(10, 10, 10_000, 10_000, 10)
+    assert t == pytest.approx(0.001 + 1e-4 + 0.004 + 1e-5 + 1e-4 + 2e-5)
+    with pytest.raises(ValueError, match="missing"):
+        ProfileCostModel({"overhead_s": 1.0})
