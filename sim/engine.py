@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .simulation import Simulation
 
 IDLE, BUSY, FAST_FORWARD = "idle", "busy", "fast_forward"
-MIN_HORIZON, MAX_HORIZON = 16, 4096
+MIN_HORIZON, MAX_HORIZON = 256, 4096  # a horizon shorter than ~256 steps costs more re-plans than it saves
 _NONE = np.empty(0)
 
 
@@ -52,7 +52,7 @@ class Replica:
         self.state = IDLE
         self.busy_s = 0.0
         self._wake: simpy.Event | None = None
-        self._horizon = 64
+        self._horizon = MIN_HORIZON
         self.record_timeseries = record_timeseries
         self.ts_time_s, self.ts_waiting, self.ts_running, self.ts_kv_blocks = (array("d"), array("l"), array("l"), array("l"))
         self.itl = sim.itl  # shared inter-token-latency histogram
