@@ -178,7 +178,8 @@ class Scenario:
     base_dir: str | None = field(default=None, compare=False)  # folder relative paths resolve against
 
     def validate(self, path: str) -> None:
-        model, gpu = self.model_spec, self.gpu_spec  # resolve now: unknown names fail at load
+        model = self.model_spec
+        self.gpu_spec  # resolve now: an unknown GPU name fails at load
         tp = self.serving.tensor_parallel
         divisors = [d for d in (1, 2, 4, 8, 16) if model.num_attention_heads % d == 0]
         require(model.num_attention_heads % tp == 0, "serving.tensor_parallel", tp,

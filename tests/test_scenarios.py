@@ -11,7 +11,7 @@ from sim.metrics import summarize
 from sim.scenario import apply_override, load_scenario, scenario_to_yaml, shipped_scenarios, scenario_from_dict
 from sim.simulation import run
 
-from conftest import BASE, make_scenario, merge
+from conftest import BASE, make_scenario
 
 GOLDEN = Path(__file__).parent / "golden" / "chat_llama3_8b_a100.json"
 GOLDEN_KEYS = ("requests_finished", "request_throughput_per_s", "output_token_throughput_per_s", "ttft_s_p50",
