@@ -97,7 +97,7 @@ class ServingConfig:
 class CostModelConfig:
     """`kind: roofline` (analytic, from catalog numbers) or `profile: NAME|PATH` (fitted on measurements)."""
 
-    kind: Literal["roofline", "profile"] = "roofline"
+    kind: Literal["roofline", "profile"] = "roofline"  # a `profile`, when given, is used whatever the kind
     profile: str | None = None
     compute_efficiency: float = RooflineParams.compute_efficiency
     attention_efficiency: float = RooflineParams.attention_efficiency
@@ -106,9 +106,11 @@ class CostModelConfig:
     per_seq_overhead_s: float = RooflineParams.per_seq_overhead_s
     allreduce_latency_s: float = RooflineParams.allreduce_latency_s
 
+    @property
+    def uses_profile(self) -> bool:
+        return self.profile is not None
+
     def validate(self, path: str) -> None:
-        if self.profile is not None and self.kind == "roofline":
-            object.__setattr__(self, "kind", "profile")  # `profile: x` alone means kind profile
         require(self.kind != "profile" or bool(self.profile), f"{path}.profile", self.profile,
                 "kind: profile needs a profile name or folder")
         for name in ("compute_efficiency", "attention_efficiency", "memory_efficiency"):

@@ -61,7 +61,7 @@ def build_cost_model(scenario: Scenario) -> tuple[CostModel, str, int | None]:
     """The scenario's cost model, a short description, and a measured KV block count if the profile has one."""
     cm = scenario.cost_model
     s = scenario.serving
-    if cm.kind == "profile":
+    if cm.uses_profile:
         from calibration.profile import load_profile  # calibration is part of the core install
 
         base = Path(scenario.base_dir) if scenario.base_dir else None
@@ -73,6 +73,10 @@ def build_cost_model(scenario: Scenario) -> tuple[CostModel, str, int | None]:
         if prof.model.lower() != model.name.lower() and model.name != "inline":
             raise ConfigError(f"cost_model.profile: {prof.name} was measured for model {prof.model!r}, "
                               f"the scenario serves {model.name!r}")
+        gpu = scenario.gpu_spec
+        if prof.gpu is not None and gpu.name != "inline" and prof.gpu.lower() != gpu.name.lower():
+            raise ConfigError(f"cost_model.profile: {prof.name} was measured on {prof.gpu!r}, "
+                              f"the scenario runs on {gpu.name!r}")
         return prof.cost_model(), f"profile {prof.name} ({prof.provenance.get('source')})", prof.num_kv_blocks
     cost = RooflineCostModel(scenario.model_spec, scenario.gpu_spec, tp=s.tensor_parallel,
                              weight_dtype=s.quantization.weights, kv_dtype=s.quantization.kv_cache,

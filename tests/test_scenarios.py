@@ -136,3 +136,20 @@ def test_golden_headline_numbers_of_the_default_scenario():
     want = json.loads(GOLDEN.read_text())
     for k in GOLDEN_KEYS:
         assert got[k] == pytest.approx(want[k], rel=1e-6), k
+
+
+def test_profile_is_selected_by_name_and_must_match_model_gpu_and_tp():
+    base = load_scenario("chat_llama3_8b_a100.yaml", ["workload.num_requests=200"])
+    assert not base.cost_model.uses_profile
+    good = load_scenario("chat_llama3_8b_a100.yaml", ["workload.num_requests=200",
+                                                      "cost_model.profile=a100-80gb-sxm_llama-3.1-8b_tp1_bf16"])
+    res = run(good)
+    assert res.cost_model_name.startswith("profile a100-80gb-sxm_llama-3.1-8b_tp1_bf16 (aiconfigurator-core")
+    assert summarize(res)["tpot_s_mean"] != summarize(run(base))["tpot_s_mean"]
+    for profile, words in (("h100-sxm_llama-3.1-8b_tp1_bf16", "measured on 'h100-sxm'"),
+                           ("a100-80gb-sxm_llama-3.1-8b_tp2_bf16", "tensor_parallel 2"),
+                           ("a100-80gb-sxm_qwen3-32b_tp1_bf16", "for model 'qwen3-32b'"),
+                           ("no-such-profile", "shipped profiles")):
+        sc = load_scenario("chat_llama3_8b_a100.yaml", [f"cost_model.profile={profile}"])
+        with pytest.raises(ConfigError, match=words):
+            run(sc)
