@@ -48,7 +48,7 @@ class Replica:
         self.decode_lookahead = speculation.k if speculation else 0
         self.running = RunningBatch(batch_capacity)
         self._outstanding = 0  # requests routed here and not yet retired by the engine loop
-        self._finishing_s = _NONE  # finish times (s) planned in the step run now in flight
+        self._finishing_s = _NONE  # per running slot: finish time (s) planned in the run now in flight
         self.state = IDLE
         self.busy_s = 0.0
         self._wake: simpy.Event | None = None
@@ -64,7 +64,7 @@ class Replica:
         f = self._finishing_s
         if not len(f):
             return self._outstanding
-        return self._outstanding - int(np.searchsorted(f, self.env.now, side="right"))
+        return self._outstanding - int(np.count_nonzero(f <= self.env.now))
 
     # --- mechanisms the scheduler calls -------------------------------------
     @property
@@ -195,7 +195,7 @@ class Replica:
             finish_at[ff.slots[within]] = ends[1 + ff.finish_step[within]]
         # Finishes inside the fast-forward happen at their own times, before the engine wakes:
         # `outstanding` counts them as they pass so the router sees the true load.
-        self._finishing_s = np.sort(start + finish_at[np.isfinite(finish_at)])
+        self._finishing_s = start + finish_at  # per slot; inf where it does not finish in this run
 
         # ---- let time pass; an arrival may cut the fast-forward short ---------
         if ff is not None and plan.interruptible:
