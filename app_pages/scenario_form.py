@@ -218,22 +218,20 @@ def _workload(base: dict, fe: c.FieldErrors) -> dict:
     return out
 
 
+def _catalog_select(label: str, catalog: dict, current, path: str, fe: c.FieldErrors):
+    """A catalog name picker; an inline mapping from the file stays selectable as itself."""
+    names = sorted(catalog)
+    inline = "(inline, from the file)"
+    if isinstance(current, dict):
+        names = [inline] + names
+    chosen = _select(label, names, inline if isinstance(current, dict) else str(current).lower(), path, fe)
+    return current if chosen == inline else chosen
+
+
 def _model_and_hardware(base: dict, data: dict, fe: c.FieldErrors) -> None:
-    models = sorted(model_catalog())
-    model = base.get("model", "llama-3.1-8b")
-    if isinstance(model, dict):
-        models = ["(inline, from the file)"] + models
-        model = models[0]
-    chosen = _select("Model", models, str(model).lower(), "model", fe)
-    data["model"] = base["model"] if chosen.startswith("(inline") else chosen
+    data["model"] = _catalog_select("Model", model_catalog(), base.get("model", "llama-3.1-8b"), "model", fe)
     hw = dict(base.get("hardware") or {})
-    gpus = sorted(gpu_catalog())
-    gpu = hw.get("gpu", "a100-80gb-sxm")
-    if isinstance(gpu, dict):
-        gpus = ["(inline, from the file)"] + gpus
-        gpu = gpus[0]
-    chosen = _select("GPU", gpus, str(gpu).lower(), "hardware.gpu", fe)
-    hw["gpu"] = hw["gpu"] if chosen.startswith("(inline") else chosen
+    hw["gpu"] = _catalog_select("GPU", gpu_catalog(), hw.get("gpu", "a100-80gb-sxm"), "hardware.gpu", fe)
     serving = data["serving"]
     cols = st.columns(2)
     with cols[0]:
