@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.configio import ConfigError
-from sim.cost_model import PROFILE_COEFFICIENTS, ProfileCostModel
+from sim.cost_model import PROFILE_COEFFICIENTS, SERVING_TERMS, ProfileCostModel, ServingOverhead
 
 SHIPPED_DIR = "profiles"
 PROFILE_FILE = "profile.json"
@@ -43,10 +43,21 @@ class Profile:
     num_kv_blocks: int | None  # KV blocks the engine actually allocated (None if not measured)
     provenance: dict[str, Any]  # source, engine, engine_version, date, command, ...
     fit: dict[str, Any] = field(default_factory=dict)  # per-phase MAPE / worst error on held-out points
+    # What serving adds to the in-process step (calibration/serving.py): SERVING_TERMS plus its own
+    # provenance and fit; None if never measured against the real server.
+    serving: dict[str, Any] | None = None
     path: str | None = None  # folder it was loaded from
 
-    def cost_model(self) -> ProfileCostModel:
-        return ProfileCostModel(self.coefficients)
+    @property
+    def serving_overhead(self) -> ServingOverhead | None:
+        if not self.serving:
+            return None
+        return ServingOverhead(**{k: float(self.serving[k]) for k in SERVING_TERMS})
+
+    def cost_model(self, serving: bool = True) -> ProfileCostModel:
+        """The fitted step cost; with the serving terms folded in when the profile has them and
+        `serving` is true (the engine as served), the bare in-process engine otherwise."""
+        return ProfileCostModel(self.coefficients, self.serving_overhead if serving else None)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -75,6 +86,19 @@ def _parse(data: Any, where: str) -> Profile:
     unknown = sorted(set(coeffs) - set(PROFILE_COEFFICIENTS))
     if unknown:
         raise ProfileError(f"{where}: field 'coefficients.{unknown[0]}' is unknown; allowed {list(PROFILE_COEFFICIENTS)}")
+    serving = data.get("serving")
+    if serving is not None:
+        if not isinstance(serving, dict):
+            raise ProfileError(f"{where}: field 'serving' must be an object or null, got {serving!r}")
+        for key in SERVING_TERMS:
+            value = serving.get(key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ProfileError(f"{where}: field 'serving.{key}' must be a number >= 0, got {value!r} "
+                                   f"(needed: {list(SERVING_TERMS)})")
+        if serving["compute_scale"] <= 0:
+            raise ProfileError(f"{where}: field 'serving.compute_scale' must be > 0, got {serving['compute_scale']!r}")
+        if "source" not in (serving.get("provenance") or {}):
+            raise ProfileError(f"{where}: field 'serving.provenance.source' is missing (which server run?)")
     if "source" not in data["provenance"]:
         raise ProfileError(f"{where}: field 'provenance.source' is missing (where do these numbers come from?)")
     blocks = data.get("num_kv_blocks")

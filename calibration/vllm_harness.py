@@ -437,8 +437,11 @@ def measure_vllm(model_dir: Path, grid: Grid, work_dir: Path, *, settings: VllmS
     for stale in (STEPS_FILE, ENGINE_FILE):
         (work_dir / stale).unlink(missing_ok=True)
     try:
+        env = cache_env()
+        if not _cuda_available():
+            env.update(cpu_worker_env(serving_worker_cores()))
         run_worker([sys.executable, "-m", "calibration.vllm_harness", "--worker", str(spec_path)], log_path,
-                   timeout_s, env=cache_env())
+                   timeout_s, env=env)
         engine = json.loads((work_dir / ENGINE_FILE).read_text())
         steps = pd.read_csv(work_dir / STEPS_FILE)
         engine["kv_cache_tokens_logged"] = _logged_kv_tokens(log_path)
@@ -530,6 +533,32 @@ def _instrument(core, recorder: StepRecorder) -> None:
     core.step_fn = timed_step
 
 
+def serving_worker_cores(allowed: set[int] | None = None) -> list[int]:
+    """The cores vLLM's CPU build gives a served single-rank model worker: its automatic binding
+    (VLLM_CPU_OMP_THREADS_BIND=auto) keeps one core for the engine-core process, the highest, and
+    binds the worker's OMP threads to the rest (on 2 cores: worker on core 0, engine core on core 1;
+    see the server log's "OpenMP thread binding info"). SMT siblings are not told apart here."""
+    cores = sorted(allowed if allowed is not None else os.sched_getaffinity(0))
+    return cores[:-1] if len(cores) > 1 else cores
+
+
+def cpu_worker_env(cores: list[int]) -> dict[str, str]:
+    """The OpenMP settings vLLM's CPU build gives a served model worker on `cores` (its
+    OMPProcessManager with GNU OpenMP): one thread per core, bound. The in-process sweep runs under
+    them so that it times the engine as served, not a faster one with every core to itself."""
+    ids = ",".join(str(c) for c in cores)
+    return {"OMP_NUM_THREADS": str(len(cores)), "OMP_PLACES": "{" + ids + "}", "OMP_PROC_BIND": "true",
+            "SERVESIM_CPU_WORKER_CORES": ids}
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
 def _worker(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     s = VllmSettings(**spec["settings"])
@@ -541,6 +570,9 @@ def _worker(spec_path: str) -> None:
     cfg = json.loads((model_dir / "config.json").read_text())
 
     import torch
+
+    cpu_cores = [int(c) for c in os.environ["SERVESIM_CPU_WORKER_CORES"].split(",")] \
+        if os.environ.get("SERVESIM_CPU_WORKER_CORES") else None
     import vllm
     from vllm import EngineArgs
     from vllm.v1.engine.llm_engine import LLMEngine
@@ -579,7 +611,7 @@ def _worker(spec_path: str) -> None:
         info = {
             "engine": "vllm", "engine_version": vllm.__version__, "device": device_name(),
             "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
+            "cpu_count": os.cpu_count(), "cpu_worker_cores": cpu_cores,
             "dtype": short_dtype(vc.model_config.dtype),
             "kv_dtype": short_dtype(vc.model_config.dtype if cache_dtype == "auto" else cache_dtype),
             "block_size_tokens": int(vc.cache_config.block_size),
@@ -593,7 +625,8 @@ def _worker(spec_path: str) -> None:
             "enforce_eager": True, "prefix_caching": False, "load_format": kwargs.get("load_format", "auto"),
             "startup_s": round(startup_s, 2), "sweep_s": round(time.time() - t_sweep, 2),
             "timing": "perf_counter around vLLM EngineCore.step (schedule + forward + sample + update), "
-                      "in-process engine core; batch read from Scheduler.schedule",
+                      "in-process engine core (on a CPU: pinned to the cores and thread count vLLM gives a served "
+                      "model worker); batch read from Scheduler.schedule",
             "grid": grid.name, "repeats": int(recorder.frame()["repeat"].max()) + 1, "points": len(points),
             "model_config": cfg,
         }

@@ -26,6 +26,8 @@ from .quantization import matmul_tflops, weight_bytes_per_param
 
 
 class CostModel(Protocol):
+    response_latency_s: float  # seconds from a token leaving the engine to the client reading it
+
     def step_times_s(self, new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs) -> np.ndarray:
         """Seconds per step for each step described by the (broadcast) feature arrays."""
         ...
@@ -37,6 +39,8 @@ class CostModel(Protocol):
 
 class _ScalarFromArrays:
     """`step_time_s` and `decode_step_times_s` for cost models that only define `step_times_s`."""
+
+    response_latency_s: float = 0.0  # engine -> client delay added to every response (ServingOverhead)
 
     def step_time_s(self, new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs) -> float:
         return float(self.step_times_s(new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs))
@@ -166,6 +170,39 @@ PROFILE_COEFFICIENTS = ("overhead_s", "per_seq_s", "weights_s", "per_token_s", "
                         "per_sample_s")
 
 
+# Terms of a serving-overhead fit (calibration/serving.py), in the order of ServingOverhead's fields.
+SERVING_TERMS = ("compute_scale", "step_overhead_s", "per_seq_overhead_s", "host_per_seq_s", "response_latency_s")
+
+
+@dataclass(frozen=True)
+class ServingOverhead:
+    """What serving adds to an engine step measured in-process (calibration/serving.py fits it on a
+    closed-loop sweep of the real server, never on a validation replay):
+
+        t_served = max(compute_scale * t_profile + step_overhead_s + per_seq_overhead_s * num_seqs,
+                       host_per_seq_s * num_seqs)
+
+    The floor is the host's throughput: the engine core and the API server handle every sequence's
+    token each step on the CPU cores left to them, and once that takes longer than the model's step,
+    steps wait for it (on a small host this is the knee where latency climbs with concurrency).
+    Plus `response_latency_s` between a token leaving the engine and the client reading it (HTTP,
+    the API server's output handling, streaming), which moves TTFT and E2E but not TPOT.
+    """
+
+    compute_scale: float = 1.0  # the served worker's step / the in-process sweep's (contention for the cores)
+    step_overhead_s: float = 0.0  # engine-core <-> worker IPC, output serialisation, per step
+    per_seq_overhead_s: float = 0.0  # per sequence in the step (output processing, streaming)
+    host_per_seq_s: float = 0.0  # host time per sequence per step: the floor above (0: no floor)
+    response_latency_s: float = 0.0  # engine -> client, per response
+
+    def apply(self, coefficients: dict[str, float]) -> dict[str, float]:
+        """Profile coefficients with the served step's terms folded in."""
+        c = {k: float(v) * self.compute_scale for k, v in coefficients.items()}
+        c["overhead_s"] += self.step_overhead_s
+        c["per_seq_s"] += self.per_seq_overhead_s
+        return c
+
+
 class ProfileCostModel(_ScalarFromArrays):
     """A cost curve fitted on measured steps (calibration/fit.py), all coefficients >= 0:
 
@@ -174,17 +211,24 @@ class ProfileCostModel(_ScalarFromArrays):
             + per_pair_s * attn_pairs + per_kv_token_s * kv_read_tokens + per_sample_s * sampled
     """
 
-    def __init__(self, coefficients: dict[str, float]):
+    def __init__(self, coefficients: dict[str, float], serving: ServingOverhead | None = None):
         missing = [k for k in PROFILE_COEFFICIENTS if k not in coefficients]
         if missing:
             raise ValueError(f"profile coefficients missing {missing}; need {list(PROFILE_COEFFICIENTS)}")
-        self.coefficients = {k: float(coefficients[k]) for k in PROFILE_COEFFICIENTS}
+        self.measured_coefficients = {k: float(coefficients[k]) for k in PROFILE_COEFFICIENTS}
+        self.serving = serving
+        self.coefficients = serving.apply(self.measured_coefficients) if serving else self.measured_coefficients
+        self.response_latency_s = serving.response_latency_s if serving else 0.0
+        self._host_per_seq_s = serving.host_per_seq_s if serving else 0.0
 
     def step_times_s(self, new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs) -> np.ndarray:
         c = self.coefficients
         T = np.asarray(new_tokens, dtype=np.float64)
-        return (c["overhead_s"] + c["per_seq_s"] * np.asarray(num_seqs, dtype=np.float64)
+        t = (c["overhead_s"] + c["per_seq_s"] * np.asarray(num_seqs, dtype=np.float64)
                 + np.maximum(c["weights_s"], c["per_token_s"] * T)
                 + c["per_pair_s"] * np.asarray(attn_pairs, dtype=np.float64)
                 + c["per_kv_token_s"] * np.asarray(kv_read_tokens, dtype=np.float64)
                 + c["per_sample_s"] * np.asarray(sampled, dtype=np.float64))
+        if self._host_per_seq_s:
+            t = np.maximum(t, self._host_per_seq_s * np.asarray(num_seqs, dtype=np.float64))
+        return t

@@ -44,6 +44,7 @@ class Replica:
         self.scheduler = scheduler
         self.kv = kv
         self.cost = cost
+        self.response_latency_s = float(cost.response_latency_s)  # first_token_s / finish_s: when the client reads them
         self.spec = speculation
         self.decode_lookahead = speculation.k if speculation else 0
         self.running = RunningBatch(batch_capacity)
@@ -214,7 +215,7 @@ class Replica:
         # ---- apply step 0 ---------------------------------------------------
         first = completes & (generated == 0)
         if first.any():
-            t.first_token_s[reqs[first]] = start + t0
+            t.first_token_s[reqs[first]] = start + t0 + self.response_latency_s
         if n_decode:
             self.itl.add_one(t0, n_decode)
         resumed = completes & ~decode & (generated > 0)  # a preempted sequence's recompute finished
@@ -244,7 +245,7 @@ class Replica:
         self._finishing_s = _NONE
         if finished.any():
             done_reqs = reqs[finished]
-            t.finish_s[done_reqs] = start + finish_at[finished]
+            t.finish_s[done_reqs] = start + finish_at[finished] + self.response_latency_s
             t.generated[done_reqs] = b.num_tokens[:n][finished] - prompt[finished]
             self.kv.free_many(done_reqs)
             self._outstanding -= len(done_reqs)

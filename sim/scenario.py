@@ -99,6 +99,7 @@ class CostModelConfig:
 
     kind: Literal["roofline", "profile"] = "roofline"  # a `profile`, when given, is used whatever the kind
     profile: str | None = None
+    serving_overhead: bool = True  # a profile's measured serving terms (its `serving` section), if it has them
     compute_efficiency: float = RooflineParams.compute_efficiency
     attention_efficiency: float = RooflineParams.attention_efficiency
     memory_efficiency: float = RooflineParams.memory_efficiency

@@ -77,7 +77,11 @@ def build_cost_model(scenario: Scenario) -> tuple[CostModel, str, int | None]:
         if prof.gpu is not None and gpu.name != "inline" and prof.gpu.lower() != gpu.name.lower():
             raise ConfigError(f"cost_model.profile: {prof.name} was measured on {prof.gpu!r}, "
                               f"the scenario runs on {gpu.name!r}")
-        return prof.cost_model(), f"profile {prof.name} ({prof.provenance.get('source')})", prof.num_kv_blocks
+        served = cm.serving_overhead and prof.serving is not None
+        desc = f"profile {prof.name} ({prof.provenance.get('source')})"
+        if served:
+            desc += f" + serving overhead ({prof.serving['provenance']['source']})"
+        return prof.cost_model(serving=served), desc, prof.num_kv_blocks
     cost = RooflineCostModel(scenario.model_spec, scenario.gpu_spec, tp=s.tensor_parallel,
                              weight_dtype=s.quantization.weights, kv_dtype=s.quantization.kv_cache,
                              params=cm.roofline_params())
@@ -99,7 +103,7 @@ def build_memory(scenario: Scenario, measured_blocks: int | None = None) -> Memo
 class Simulation:
     """The SimPy world of one run: arrivals, router, replicas, and the stop rules."""
 
-    def __init__(self, scenario: Scenario, workload: Workload, seed: int):
+    def __init__(self, scenario: Scenario, workload: Workload, seed: int, cost_model: CostModel | None = None):
         self.scenario = scenario
         self.workload = workload
         self.env = simpy.Environment()
@@ -111,6 +115,8 @@ class Simulation:
         self.aborted_reason: str | None = None
         s = scenario.serving
         self.cost, self.cost_name, measured_blocks = build_cost_model(scenario)
+        if cost_model is not None:  # a caller's own step pricing (e.g. a fit trying candidate terms)
+            self.cost, self.cost_name = cost_model, f"{type(cost_model).__name__} given by the caller"
         self.memory = build_memory(scenario, measured_blocks)
         n = len(workload)
         longest = int((workload.prompt_tokens + workload.output_tokens).max(initial=0))
@@ -173,7 +179,8 @@ class Simulation:
         yield self.env.timeout(0)
 
     def on_finish(self, finish_s: np.ndarray) -> None:
-        """The engine retired requests that finished at `finish_s` (<= now)."""
+        """The engine retired requests whose clients read their last token at `finish_s` (now, plus the
+        cost model's response latency)."""
         self.completed += len(finish_s)
         if self.closed_loop:
             # Each finished client sends its next request after its think time. Continuous
@@ -227,14 +234,16 @@ def _stability(table: RequestTable, window_s: float, end_s: float, aborted: str 
     return True, "ok", offered, sustained
 
 
-def run(scenario: Scenario, seed: int | None = None, workload: Workload | None = None) -> Results:
-    """Simulate `scenario` (with `seed`, default the scenario's) and return its records."""
+def run(scenario: Scenario, seed: int | None = None, workload: Workload | None = None,
+        cost_model: CostModel | None = None) -> Results:
+    """Simulate `scenario` (with `seed`, default the scenario's) and return its records; `workload`
+    and `cost_model`, when given, replace the scenario's (memory and KV capacity still come from it)."""
     seed = scenario.seed if seed is None else int(seed)
     wall0 = time.perf_counter()
     if workload is None:
         base = Path(scenario.base_dir) if scenario.base_dir else None
         workload = generate_workload(scenario.workload, seed, base)
-    sim = Simulation(scenario, workload, seed)
+    sim = Simulation(scenario, workload, seed, cost_model)
     sim.run()
     table = sim.table
     end_s = float(sim.env.now)
