@@ -2,6 +2,7 @@
 
     servesim calibrate run --model calibration/models/tiny-llama --dummy-weights --grid quick --out profiles/mine
     servesim calibrate fit profiles/mine
+    servesim calibrate serve scenarios/cpu_vllm_tiny_llama.yaml   # + what serving adds (calibration/serving.py)
 
 A profile folder holds measurements.csv (one row per measured step), telemetry.csv (GPU
 samples, when there is an NVIDIA driver), run.json (what was measured: engine, device,
@@ -63,6 +64,18 @@ def register(subparsers) -> None:
     fit.add_argument("folder", help="profile folder with measurements.csv and run.json")
     _fit_options(fit)
     fit.set_defaults(func=cmd_fit)
+
+    serve = sub.add_parser("serve", help="measure what serving adds to the profile's step (a closed-loop sweep of "
+                                         "the real vLLM server) and write it into the profile's serving section")
+    serve.add_argument("scenario", help="a scenario whose cost_model.profile is the profile to extend (its model, "
+                                        "serving limits and KV pool are what the server runs)")
+    serve.add_argument("--out", help="profile folder to write (default: the profile's own folder)")
+    serve.add_argument("--sweep", choices=("full", "smoke"), default="full",
+                       help="full: 7 points, concurrency 1-32 (about 1 min of requests); smoke: 3 small points")
+    serve.add_argument("--refit", action="store_true",
+                       help="no server: re-fit the terms from the profile's serving_measurements.csv (e.g. after "
+                            "`calibrate fit` changed the coefficients)")
+    serve.set_defaults(func=cmd_serve)
 
 
 def _fit_options(p: argparse.ArgumentParser) -> None:
@@ -133,6 +146,44 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 @_errors_to_exit
+def cmd_serve(args: argparse.Namespace) -> int:
+    import shutil
+
+    from sim.scenario import load_scenario
+
+    from .profile import load_profile
+    from .serving import SERVING_MEASUREMENTS_FILE, SMOKE_SWEEP, SWEEP, calibrate_serving, refit_serving
+
+    scenario = load_scenario(args.scenario)
+    if not scenario.cost_model.uses_profile:
+        raise ValueError(f"{args.scenario}: cost_model.profile is not set; the serving terms extend a measured profile")
+    profile = load_profile(scenario.cost_model.profile,
+                           base_dir=Path(scenario.base_dir) if scenario.base_dir else None)
+    out = Path(args.out) if args.out else Path(profile.path)
+    if out.resolve() != Path(profile.path).resolve():
+        out.mkdir(parents=True, exist_ok=True)
+        for name in (MEASUREMENTS_FILE, RUN_FILE):
+            if (Path(profile.path) / name).is_file():
+                shutil.copy2(Path(profile.path) / name, out / name)
+        profile = Profile(**{**profile.__dict__, "name": out.resolve().name, "path": None})
+    command = "servesim " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:]))
+    print(f"calibrate serve: {profile.name} on the vLLM server, {args.sweep} sweep -> {out}")
+    if args.refit:
+        prof = refit_serving(scenario, profile, out, command)
+    else:
+        prof = calibrate_serving(scenario, profile, out, SWEEP if args.sweep == "full" else SMOKE_SWEEP, command,
+                                 log=lambda m: print(f"calibrate serve: {m}", flush=True))
+    print(f"sweep: {out / SERVING_MEASUREMENTS_FILE}")
+    sv = prof.serving
+    print(f"serving terms: compute x{sv['compute_scale']:.3f}, +{sv['step_overhead_s'] * 1e3:.3f} ms/step, "
+          f"+{sv['per_seq_overhead_s'] * 1e3:.4f} ms/sequence, response latency {sv['response_latency_s'] * 1e3:.2f} ms")
+    for metric, f in sv["fit"]["per_metric"].items():
+        print(f"  fit {metric}: mean abs error {f['mape_pct']:.1f} %, worst {f['max_abs_pct_error']:.1f} %")
+    print(f"profile written to {out / 'profile.json'}")
+    return 0
+
+
+@_errors_to_exit
 def cmd_fit(args: argparse.Namespace) -> int:
     return _fit_folder(Path(args.folder), args.test_fraction, args.seed, args.stat)
 
@@ -157,6 +208,10 @@ def _fit_folder(folder: Path, test_fraction: float, seed: int, stat: str = "min"
                       device=run["device"], gpu=run.get("gpu"), tensor_parallel=1, weight_dtype=run["dtype"],
                       kv_dtype=run["kv_dtype"], block_size_tokens=int(run["block_size_tokens"]),
                       num_kv_blocks=run.get("num_kv_blocks"), provenance=provenance, fit=fit)
+    old = folder / "profile.json"
+    if old.is_file() and json.loads(old.read_text()).get("serving"):
+        print("calibrate: the old profile's serving section was fitted against the old coefficients and is "
+              "dropped; run `servesim calibrate serve` again")
     path = save_profile(profile, folder)
     print(format_report(result))
     print(f"profile written to {path}")

@@ -343,6 +343,10 @@ def device_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# Random sampling (not greedy): its per-sequence cost is part of every profile; what the server is sent
+# when the profile is checked against it (calibration/vllm_server.py) must match.
+SAMPLING_TEMPERATURE = 1.0
+
 DTYPE_SHORT = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "fp8": "fp8", "fp8_e4m3": "fp8",
                "fp8_e5m2": "fp8"}
 
@@ -482,7 +486,7 @@ class _VllmDriver:
         rid = f"r{self._n}"
         self._n += 1
         ids = self._rng.integers(3, self._vocab, size=prompt_tokens).tolist()
-        params = self._sp(max_tokens=max_tokens, min_tokens=max_tokens, ignore_eos=True, temperature=1.0,
+        params = self._sp(max_tokens=max_tokens, min_tokens=max_tokens, ignore_eos=True, temperature=SAMPLING_TEMPERATURE,
                           detokenize=False)
         self._engine.add_request(rid, self._tp(prompt_token_ids=ids), params)
         self._tokens[rid] = 0
@@ -622,7 +626,7 @@ def _worker(spec_path: str) -> None:
             "max_num_batched_tokens": int(vc.scheduler_config.max_num_batched_tokens),
             "max_num_seqs": int(vc.scheduler_config.max_num_seqs),
             "chunked_prefill": bool(vc.scheduler_config.enable_chunked_prefill),
-            "enforce_eager": True, "prefix_caching": False, "load_format": kwargs.get("load_format", "auto"),
+            "enforce_eager": True, "prefix_caching": False, "sampling_temperature": SAMPLING_TEMPERATURE, "load_format": kwargs.get("load_format", "auto"),
             "startup_s": round(startup_s, 2), "sweep_s": round(time.time() - t_sweep, 2),
             "timing": "perf_counter around vLLM EngineCore.step (schedule + forward + sample + update), "
                       "in-process engine core (on a CPU: pinned to the cores and thread count vLLM gives a served "

@@ -1,0 +1,246 @@
+"""What serving adds to the engine step: measured on the real server, fitted by simulation.
+
+A profile's coefficients time `EngineCore.step` in-process (calibration/vllm_harness.py). A served
+engine does more per step: the engine-core process hands the batch to the model worker over
+shared memory and waits for it, serialises outputs to the API server, which streams every token
+over HTTP; on a small host all of that shares cores with the model. `servesim calibrate serve`
+measures it:
+
+1. start the real OpenAI server (calibration/vllm_server.py) with the profile's engine settings;
+2. run a closed-loop sweep (SWEEP: fixed concurrency, fixed prompt and output lengths; light to
+   heavy), recording per-request TTFT and TPOT as `vllm bench serve` does;
+3. simulate every sweep point with servesim and fit the four ServingOverhead terms
+   (sim/cost_model.py) so that simulated mean TTFT and mean TPOT match the measured ones
+   (least squares on log ratios);
+4. write them, with the sweep's provenance and the fit's per-point errors, into the profile's
+   `serving` section (and the sweep's requests to serving_measurements.csv).
+
+The sweep is closed loop with constant lengths: a different workload from the validation
+replays (Poisson/gamma arrivals, lognormal lengths), which are never used to fit anything.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from sim.cost_model import SERVING_TERMS, ProfileCostModel, ServingOverhead
+from sim.scenario import Scenario
+from sim.workload import Workload
+
+from .profile import Profile, save_profile
+
+SERVING_MEASUREMENTS_FILE = "serving_measurements.csv"
+SERVING_RUN_FILE = "serving_run.json"  # the sweep's facts (server flags, points, timings)
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    concurrency: int
+    prompt_tokens: int
+    output_tokens: int
+    num_requests: int
+
+    @property
+    def label(self) -> str:
+        return f"c{self.concurrency} p{self.prompt_tokens} o{self.output_tokens}"
+
+
+# Light to heavy; two prompt lengths at concurrency 1 separate the per-token scale from the
+# per-step constant, the concurrency ladder the per-sequence terms (up to where the host saturates).
+SWEEP = (SweepPoint(1, 64, 32, 8), SweepPoint(1, 1024, 16, 8), SweepPoint(4, 256, 64, 16),
+         SweepPoint(8, 256, 64, 24), SweepPoint(16, 256, 64, 48), SweepPoint(32, 256, 64, 96),
+         SweepPoint(48, 256, 64, 144))
+SMOKE_SWEEP = (SweepPoint(1, 64, 16, 4), SweepPoint(4, 128, 32, 8), SweepPoint(8, 128, 32, 8))
+
+
+# --------------------------------------------------------------------------- measuring
+
+def measure_sweep(scenario: Scenario, profile: Profile, points=SWEEP, *, log: Callable[[str], Any] = print,
+                  work_dir: Path | None = None, seed: int = 0) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Per-request records of every sweep point on the real server, and the run's facts."""
+    from .vllm_harness import resolve_model_dir
+    from .vllm_server import Server, closed_loop, random_prompts, server_args, warm_up, _session
+
+    work_dir = Path(work_dir or ".cache/serving")
+    model_dir, _ = resolve_model_dir(profile.model, Path(".cache"))
+    vocab = int(json.loads((model_dir / "config.json").read_text())["vocab_size"])
+    s = scenario.serving
+    args = server_args(model_dir, profile, max_model_len=scenario.max_model_len,
+                       max_num_seqs=s.scheduler.max_num_seqs,
+                       max_num_batched_tokens=s.scheduler.max_num_batched_tokens,
+                       block_size_tokens=s.block_size_tokens, num_kv_blocks=s.num_kv_blocks)
+    for p in points:
+        if p.prompt_tokens + p.output_tokens > scenario.max_model_len:
+            raise ValueError(f"sweep point {p.label}: prompt + output exceeds max_model_len {scenario.max_model_len}")
+    rows = []
+    t_start = time.time()
+    with Server(args, work_dir / "server.log") as srv:
+        log(f"server up in {srv.startup_s:.1f} s; {len(points)} sweep points")
+
+        async def warm():
+            async with _session() as session:
+                await warm_up(session, srv.url, random_prompts([p.prompt_tokens for p in points] * 2, vocab, seed + 1))
+
+        asyncio.run(warm())
+        for k, p in enumerate(points):
+            prompts = random_prompts([p.prompt_tokens] * p.num_requests, vocab, seed + 100 + k)
+            recs = asyncio.run(closed_loop(srv.url, p.concurrency, prompts, p.output_tokens))
+            df = pd.DataFrame(recs).assign(point=p.label, concurrency=p.concurrency, prompt_tokens=p.prompt_tokens,
+                                           output_tokens=p.output_tokens)
+            bad = df[df["error"] != ""]
+            if len(bad):
+                raise RuntimeError(f"sweep point {p.label}: {len(bad)} request(s) failed: {bad['error'].iloc[0]}")
+            log(f"  {p.label}: mean TTFT {df['ttft_s'].mean() * 1e3:.1f} ms, mean TPOT {df['tpot_s'].mean() * 1e3:.2f} ms")
+            rows.append(df)
+        startup = srv.startup_s
+    facts = {"server_args": args, "startup_s": round(startup, 1), "sweep_s": round(time.time() - t_start - startup, 1),
+             "points": [asdict(p) for p in points], "load_average_after": os.getloadavg()[0]}
+    return pd.concat(rows, ignore_index=True), facts
+
+
+# --------------------------------------------------------------------------- simulating and fitting
+
+def point_workload(p: SweepPoint) -> Workload:
+    n = p.num_requests
+    return Workload(arrival_s=np.full(n, np.nan), prompt_tokens=np.full(n, p.prompt_tokens, dtype=np.int64),
+                    output_tokens=np.full(n, p.output_tokens, dtype=np.int64), priority=np.zeros(n, dtype=np.int64),
+                    priority_names={0: "default"}, duration_s=math.inf, concurrency=p.concurrency, think_time_s=0.0)
+
+
+def sent_workload(p: SweepPoint, sent_s: np.ndarray) -> Workload:
+    """The sweep point as the server saw it: every request at the time the client actually sent it."""
+    arr = np.sort(np.asarray(sent_s, dtype=float))
+    arr = arr - arr[0]
+    n = len(arr)
+    return Workload(arrival_s=arr, prompt_tokens=np.full(n, p.prompt_tokens, dtype=np.int64),
+                    output_tokens=np.full(n, p.output_tokens, dtype=np.int64), priority=np.zeros(n, dtype=np.int64),
+                    priority_names={0: "default"}, duration_s=float(arr[-1]))
+
+
+def simulate_point(scenario: Scenario, profile: Profile, p: SweepPoint, overhead: ServingOverhead | None,
+                   sent_s: np.ndarray | None = None) -> dict:
+    """Mean TTFT / TPOT / E2E of a sweep point simulated with `overhead` on top of the profile:
+    closed loop, or (sent_s given) replaying the send times the sweep measured."""
+    from sim.simulation import run
+
+    cost = ProfileCostModel(profile.coefficients, overhead)
+    wl = point_workload(p) if sent_s is None else sent_workload(p, sent_s)
+    res = run(scenario, workload=wl, cost_model=cost)
+    r = res.requests
+    ttft = r["first_token_s"] - r["arrival_s"]
+    e2e = r["finish_s"] - r["arrival_s"]
+    tpot = (e2e - ttft) / (r["output_tokens"] - 1)
+    return {"ttft_s": float(ttft.mean()), "tpot_s": float(tpot.mean()), "e2e_s": float(e2e.mean())}
+
+
+def measured_means(records: pd.DataFrame) -> pd.DataFrame:
+    g = records.groupby("point", sort=False)
+    return g.agg(concurrency=("concurrency", "first"), prompt_tokens=("prompt_tokens", "first"),
+                 output_tokens=("output_tokens", "first"), num_requests=("request_id", "size"),
+                 ttft_s=("ttft_s", "mean"), tpot_s=("tpot_s", "mean"), e2e_s=("e2e_s", "mean"))
+
+
+# Parameter vector of the fit, in convenient units, with bounds.
+_X_UNITS = np.array([1.0, 1e-3, 1e-3, 1e-3, 1e-3])  # scale, step ms, per-seq ms, host per-seq ms, latency ms
+_LOWER = np.array([0.5, 0.0, 0.0, 0.0, 0.0])
+_UPPER = np.array([4.0, 50.0, 5.0, 5.0, 100.0])
+
+
+def _overhead(x: np.ndarray) -> ServingOverhead:
+    return ServingOverhead(**dict(zip(SERVING_TERMS, (float(v) for v in np.asarray(x) * _X_UNITS))))
+
+
+def fit_serving(scenario: Scenario, profile: Profile, records: pd.DataFrame) -> tuple[ServingOverhead, pd.DataFrame]:
+    """ServingOverhead whose simulation of each sweep point matches the measured mean TTFT and TPOT
+    (least squares on log(predicted / measured)); the per-point table of measured vs fitted.
+    Simulated clients with equal lengths stay in lockstep (their prefills share steps) where real
+    ones drift apart; that difference is part of what the fit error shows."""
+    from scipy.optimize import least_squares
+
+    real = measured_means(records)
+    points = [SweepPoint(int(r.concurrency), int(r.prompt_tokens), int(r.output_tokens), int(r.num_requests))
+              for r in real.itertuples()]
+    # Ideal closed loops, not the recorded send times: replaying those feeds the real system's
+    # response times back into the simulation, and the fit on this sweep came out worse that way.
+    sent = [None] * len(points)
+    scenario = replace(scenario, cost_model=replace(scenario.cost_model, serving_overhead=False))
+
+    def residuals(x):
+        ov = _overhead(x)
+        out = []
+        for p, r, t in zip(points, real.itertuples(), sent):
+            s = simulate_point(scenario, profile, p, ov, t)
+            out += [math.log(s["ttft_s"] / r.ttft_s), math.log(s["tpot_s"] / r.tpot_s)]
+        return np.array(out)
+
+    x0 = np.array([1.0, 1.0, 0.05, 0.2, 1.0])
+    sol = least_squares(residuals, x0, bounds=(_LOWER, _UPPER), diff_step=0.05,
+                        x_scale=np.array([0.2, 1, 0.05, 0.1, 1]), max_nfev=300)
+    ov = _overhead(sol.x)
+    rows = []
+    for p, r, t in zip(points, real.itertuples(), sent):
+        bare = simulate_point(scenario, profile, p, None, t)
+        s = simulate_point(scenario, profile, p, ov, t)
+        for m in ("ttft_s", "tpot_s", "e2e_s"):
+            rows.append({"point": p.label, "metric": m, "measured": getattr(r, m), "profile_only": bare[m],
+                         "fitted": s[m], "error_pct": (s[m] - getattr(r, m)) / getattr(r, m) * 100})
+    return ov, pd.DataFrame(rows)
+
+
+def with_serving(profile: Profile, overhead: ServingOverhead, table: pd.DataFrame, facts: dict[str, Any],
+                 command: str) -> Profile:
+    """The profile with a `serving` section: the terms, where they come from, how well they fit."""
+    err = table.assign(abs_err=table["error_pct"].abs())
+    fit = {m: {"mape_pct": round(float(g["abs_err"].mean()), 2), "max_abs_pct_error": round(float(g["abs_err"].max()), 2)}
+           for m, g in err.groupby("metric")}
+    serving = {**{k: float(v) for k, v in asdict(overhead).items()},
+               "provenance": {"source": f"servesim calibrate serve: closed-loop sweep of the vLLM OpenAI server "
+                                        f"({time.strftime('%Y-%m-%d')})",
+                              "command": command, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                              "method": "simulated mean TTFT and TPOT of every sweep point fitted to the measured "
+                                        "ones (least squares on log ratios); the validation replays are not used",
+                              **facts},
+               "fit": {"per_metric": fit, "points": table.round(6).to_dict(orient="records")}}
+    return replace(profile, serving=serving)
+
+
+def calibrate_serving(scenario: Scenario, profile: Profile, out_dir: Path, points=SWEEP, command: str = "",
+                      log: Callable[[str], Any] = print) -> Profile:
+    """Measure, fit, and write the profile (with its serving section) to out_dir."""
+    out_dir = Path(out_dir)
+    records, facts = measure_sweep(scenario, profile, points, log=log, work_dir=Path(".cache") / "serving" / out_dir.name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records.to_csv(out_dir / SERVING_MEASUREMENTS_FILE, index=False)
+    facts["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    (out_dir / SERVING_RUN_FILE).write_text(json.dumps(facts, indent=2) + "\n")
+    log("fitting the serving terms by simulation ...")
+    overhead, table = fit_serving(scenario, profile, records)
+    prof = with_serving(profile, overhead, table, facts, command)
+    save_profile(prof, out_dir)
+    return prof
+
+
+def refit_serving(scenario: Scenario, profile: Profile, out_dir: Path, command: str = "") -> Profile:
+    """Fit the terms again from the sweep already in out_dir (no server): after the profile's
+    coefficients changed, or to try another fit. The sweep's facts come from serving_run.json."""
+    out_dir = Path(out_dir)
+    path = out_dir / SERVING_MEASUREMENTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing (written by `servesim calibrate serve` without --refit)")
+    records = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    run_file = out_dir / SERVING_RUN_FILE
+    facts = json.loads(run_file.read_text()) if run_file.is_file() else {}
+    facts["sweep_date"] = facts.pop("date", None)
+    overhead, table = fit_serving(scenario, profile, records)
+    prof = with_serving(profile, overhead, table, facts, command)
+    save_profile(prof, out_dir)
+    return prof
