@@ -9,8 +9,8 @@ measures it:
 1. start the real OpenAI server (calibration/vllm_server.py) with the profile's engine settings;
 2. run a closed-loop sweep (SWEEP: fixed concurrency, fixed prompt and output lengths; light to
    heavy), recording per-request TTFT and TPOT as `vllm bench serve` does;
-3. simulate every sweep point with servesim and fit the four ServingOverhead terms
-   (sim/cost_model.py) so that simulated mean TTFT and mean TPOT match the measured ones
+3. simulate every sweep point with servesim and fit the five ServingOverhead terms
+   (sim/cost_model.py) so that simulated median TTFT and mean TPOT match the measured ones
    (least squares on log ratios);
 4. write them, with the sweep's provenance and the fit's per-point errors, into the profile's
    `serving` section (and the sweep's requests to serving_measurements.csv).
@@ -55,10 +55,10 @@ class SweepPoint:
 
 
 # Light to heavy; two prompt lengths at concurrency 1 separate the per-token scale from the
-# per-step constant, the concurrency ladder the per-sequence terms (up to where the host saturates).
+# per-step constant, the concurrency ladder the per-sequence terms (past where the host saturates).
 SWEEP = (SweepPoint(1, 64, 32, 8), SweepPoint(1, 1024, 16, 8), SweepPoint(4, 256, 64, 16),
          SweepPoint(8, 256, 64, 24), SweepPoint(16, 256, 64, 48), SweepPoint(32, 256, 64, 96),
-         SweepPoint(48, 256, 64, 144))
+         SweepPoint(48, 256, 64, 144), SweepPoint(96, 256, 64, 192))
 SMOKE_SWEEP = (SweepPoint(1, 64, 16, 4), SweepPoint(4, 128, 32, 8), SweepPoint(8, 128, 32, 8))
 
 
@@ -99,7 +99,7 @@ def measure_sweep(scenario: Scenario, profile: Profile, points=SWEEP, *, log: Ca
             bad = df[df["error"] != ""]
             if len(bad):
                 raise RuntimeError(f"sweep point {p.label}: {len(bad)} request(s) failed: {bad['error'].iloc[0]}")
-            log(f"  {p.label}: mean TTFT {df['ttft_s'].mean() * 1e3:.1f} ms, mean TPOT {df['tpot_s'].mean() * 1e3:.2f} ms")
+            log(f"  {p.label}: median TTFT {df['ttft_s'].median() * 1e3:.1f} ms, mean TPOT {df['tpot_s'].mean() * 1e3:.2f} ms")
             rows.append(df)
         startup = srv.startup_s
     facts = {"server_args": args, "startup_s": round(startup, 1), "sweep_s": round(time.time() - t_start - startup, 1),
@@ -128,7 +128,8 @@ def sent_workload(p: SweepPoint, sent_s: np.ndarray) -> Workload:
 
 def simulate_point(scenario: Scenario, profile: Profile, p: SweepPoint, overhead: ServingOverhead | None,
                    sent_s: np.ndarray | None = None) -> dict:
-    """Mean TTFT / TPOT / E2E of a sweep point simulated with `overhead` on top of the profile:
+    """Median TTFT, mean TPOT and mean E2E of a sweep point simulated with `overhead` on top of the profile
+    (the median for TTFT: a few requests of a point can meet a server stall of hundreds of ms):
     closed loop, or (sent_s given) replaying the send times the sweep measured."""
     from sim.simulation import run
 
@@ -139,14 +140,14 @@ def simulate_point(scenario: Scenario, profile: Profile, p: SweepPoint, overhead
     ttft = r["first_token_s"] - r["arrival_s"]
     e2e = r["finish_s"] - r["arrival_s"]
     tpot = (e2e - ttft) / (r["output_tokens"] - 1)
-    return {"ttft_s": float(ttft.mean()), "tpot_s": float(tpot.mean()), "e2e_s": float(e2e.mean())}
+    return {"ttft_s": float(ttft.median()), "tpot_s": float(tpot.mean()), "e2e_s": float(e2e.mean())}
 
 
 def measured_means(records: pd.DataFrame) -> pd.DataFrame:
     g = records.groupby("point", sort=False)
     return g.agg(concurrency=("concurrency", "first"), prompt_tokens=("prompt_tokens", "first"),
                  output_tokens=("output_tokens", "first"), num_requests=("request_id", "size"),
-                 ttft_s=("ttft_s", "mean"), tpot_s=("tpot_s", "mean"), e2e_s=("e2e_s", "mean"))
+                 ttft_s=("ttft_s", "median"), tpot_s=("tpot_s", "mean"), e2e_s=("e2e_s", "mean"))
 
 
 # Parameter vector of the fit, in convenient units, with bounds.
@@ -160,7 +161,7 @@ def _overhead(x: np.ndarray) -> ServingOverhead:
 
 
 def fit_serving(scenario: Scenario, profile: Profile, records: pd.DataFrame) -> tuple[ServingOverhead, pd.DataFrame]:
-    """ServingOverhead whose simulation of each sweep point matches the measured mean TTFT and TPOT
+    """ServingOverhead whose simulation of each sweep point matches the measured median TTFT and mean TPOT
     (least squares on log(predicted / measured)); the per-point table of measured vs fitted.
     Simulated clients with equal lengths stay in lockstep (their prefills share steps) where real
     ones drift apart; that difference is part of what the fit error shows."""
