@@ -322,7 +322,10 @@ def write_doc(out_root: Path, command: str, doc: Path = DOC) -> None:
              "  3. Client stalls. The load generator is a Python asyncio client on the same 2 cores. In some "
              "replays it stalls for up to about 1 s. Several requests then show the same send time, and their "
              "tokens arrive in a single read (TPOT of about 0). These few requests set the real P99 TTFT at light "
-             "load. `send_lag` in each scenario's footer shows how late requests went out.",
+             "load. `send_lag` in each scenario's footer shows how late requests went out. Starting the server at "
+             "a lower CPU priority (nice 5) did not remove the stalls (tried: send-lag P99 still 0.3-1.1 s), so "
+             "the client being starved of CPU is not the whole story. A VM-level pause or a blocked event loop "
+             "are candidates that we have not checked.",
              "  4. Run-to-run noise. On this shared 2-core VM, two real runs of the same workload differ by about "
              "as much as the model differs from either of them (the noise-floor table above; latencies 15-25 %, "
              "P99 TTFT far more). At that noise level the issue's 5 % / 10 % latency targets cannot be checked "
