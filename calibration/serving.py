@@ -189,15 +189,16 @@ def fit_serving(scenario: Scenario, profile: Profile, records: pd.DataFrame) -> 
         return np.array(out)
 
     # The host floor is a max(): while it does not bind its gradient is zero, so one start could
-    # never find it. Start from a ladder of floors and keep the best. soft_l1: a sweep point caught
-    # in a server stall (hundreds of ms) must not drag every term.
-    best = None
+    # never find it. Start from a ladder of floors and keep the lowest cost. soft_l1 beyond ~30 %:
+    # a sweep point caught in a server stall must not drag every term (with a tighter scale, 0.1,
+    # the fit could give up on a point altogether: a smoke sweep's third point came out 900x off).
+    best, best_sse = None, math.inf
     for host_ms in (0.0, 0.2, 0.4, 0.6, 0.8, 1.2):
         x0 = np.array([0.5, 0.01, host_ms, 5.0])
-        sol = least_squares(residuals, x0, bounds=(_LOWER, _UPPER), diff_step=0.05, loss="soft_l1", f_scale=0.1,
+        sol = least_squares(residuals, x0, bounds=(_LOWER, _UPPER), diff_step=0.05, loss="soft_l1", f_scale=0.3,
                             x_scale=np.array([1, 0.05, 0.1, 5]), max_nfev=200)
-        if best is None or sol.cost < best.cost:
-            best = sol
+        if sol.cost < best_sse:
+            best, best_sse = sol, sol.cost
     ov = _overhead(best.x)
     rows = []
     for p, r, t in zip(points, real.itertuples(), sent):
