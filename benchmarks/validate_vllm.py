@@ -312,7 +312,7 @@ def write_doc(out_root: Path, command: str, doc: Path = DOC) -> None:
              "profile is fitted on the *median* repeat of each step shape (`calibrate fit --stat median`), because "
              "a served engine runs typical steps, not its best ones.",
              "- **Serving terms, measured on the server, not on the replays.** `servesim calibrate serve` runs a "
-             "closed-loop sweep of the real server: fixed concurrency 1-96, fixed lengths. It fits per-step and "
+             "closed-loop sweep of the real server: fixed concurrency 1-160, fixed lengths. It fits per-step and "
              "per-sequence overheads, a host floor (at least `host_per_seq_s` per sequence per step) and a response "
              "latency by simulating that sweep (the table above). These terms live in the profile's `serving` "
              "section. The compute scale stays 1, since the sweep already runs the worker as served. A first fit "

@@ -71,7 +71,7 @@ def register(subparsers) -> None:
                                         "serving limits and KV pool are what the server runs)")
     serve.add_argument("--out", help="profile folder to write (default: the profile's own folder)")
     serve.add_argument("--sweep", choices=("full", "smoke"), default="full",
-                       help="full: 8 points, concurrency 1-96 (about 1 min of requests); smoke: 3 small points, a check that the "
+                       help="full: 9 points, concurrency 1-160 (about 1 min of requests); smoke: 3 small points, a check that the "
                             "server and the fit work (too few requests for terms to trust)")
     serve.add_argument("--refit", action="store_true",
                        help="no server: re-fit the terms from the profile's serving_measurements.csv (e.g. after "

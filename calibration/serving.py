@@ -58,7 +58,7 @@ class SweepPoint:
 # per-step constant, the concurrency ladder the per-sequence terms (past where the host saturates).
 SWEEP = (SweepPoint(1, 64, 32, 8), SweepPoint(1, 1024, 16, 8), SweepPoint(4, 256, 64, 16),
          SweepPoint(8, 256, 64, 24), SweepPoint(16, 256, 64, 48), SweepPoint(32, 256, 64, 96),
-         SweepPoint(48, 256, 64, 144), SweepPoint(96, 256, 64, 192))
+         SweepPoint(48, 256, 64, 144), SweepPoint(96, 256, 64, 192), SweepPoint(160, 256, 64, 320))
 SMOKE_SWEEP = (SweepPoint(1, 64, 16, 4), SweepPoint(4, 128, 32, 8), SweepPoint(8, 128, 32, 8))
 
 
