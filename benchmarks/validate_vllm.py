@@ -318,8 +318,8 @@ def write_doc(out_root: Path, command: str, doc: Path = DOC) -> None:
              "section. The compute scale stays 1, since the sweep already runs the worker as served. A first fit "
              "that also fitted the scale got 1.24-1.37, because TTFT noise at high concurrency drove it, and "
              "long prompts were then predicted 2-3x too slow.",
-             "- **Remaining misses.** Latency errors are 15-40 % (median over the workloads), mostly low, and the "
-             "P99 tails are the furthest off. The causes, in the order we believe they matter:",
+             "- **Remaining misses.** Median latency errors over the workloads are mostly 10-30 %, and more for "
+             "P99 TTFT. Predictions are mostly low, and the P99 tails are the furthest off. The causes, in the order we believe they matter:",
              "  1. Host contention. Only 2 cores run the model worker (pinned to core 0), the engine-core process "
              "(which busy-polls the worker's shared-memory queue), the API server (HTTP, one SSE event per token) "
              "and the load-generating client. That host work steals time from steps and delays streamed tokens. "
@@ -336,10 +336,11 @@ def write_doc(out_root: Path, command: str, doc: Path = DOC) -> None:
              "a lower CPU priority (nice 5) did not remove the stalls (tried: send-lag P99 still 0.3-1.1 s), so "
              "the client being starved of CPU is not the whole story. A VM-level pause or a blocked event loop "
              "are candidates that we have not checked.",
-             "  4. Run-to-run noise. On this shared 2-core VM, two real runs of the same workload differ by 15-20 % "
-             "in median latency, and far more at P99 TTFT and on saturated workloads (the noise-floor table above). "
-             "The model's errors are of the same order but mostly larger, and few cells fall within the two runs' "
-             "spread. At that noise level the issue's 5 % / 10 % latency targets cannot be checked here. That "
+             "  4. Run-to-run noise. On this shared 2-core VM, two real runs of the same workload differ by about "
+             "20 % in median latency, and far more at P99 TTFT and on saturated workloads (the noise-floor table "
+             "above; poisson-medium real mean TPOT ranged 13-32 ms over the day's runs). The model's median errors "
+             "are of the same order, smaller for TPOT and E2E and larger for TTFT, but only a minority of cells "
+             "fall within the two runs' spread. At that noise level the issue's 5 % / 10 % latency targets cannot be checked here. That "
              "needs a machine with dedicated cores for the client and the API server, or a GPU, where the host "
              "is not the bottleneck.",
              "- ITL is per streamed chunk on the real side (several SSE events can arrive in one read and share a "
