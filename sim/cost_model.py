@@ -204,7 +204,8 @@ class ServingOverhead:
 
 
 class ProfileCostModel(_ScalarFromArrays):
-    """A cost curve fitted on measured steps (calibration/fit.py), all coefficients >= 0:
+    """A cost curve fitted on measured steps (calibration/fit.py), all coefficients >= 0, with a
+    profile's serving terms folded in when given (ServingOverhead):
 
         t = overhead_s + per_seq_s * num_seqs
             + max(weights_s, per_token_s * new_tokens)      # weight streaming floor vs. GEMM compute
@@ -225,10 +226,10 @@ class ProfileCostModel(_ScalarFromArrays):
         c = self.coefficients
         T = np.asarray(new_tokens, dtype=np.float64)
         t = (c["overhead_s"] + c["per_seq_s"] * np.asarray(num_seqs, dtype=np.float64)
-                + np.maximum(c["weights_s"], c["per_token_s"] * T)
-                + c["per_pair_s"] * np.asarray(attn_pairs, dtype=np.float64)
-                + c["per_kv_token_s"] * np.asarray(kv_read_tokens, dtype=np.float64)
-                + c["per_sample_s"] * np.asarray(sampled, dtype=np.float64))
+             + np.maximum(c["weights_s"], c["per_token_s"] * T)
+             + c["per_pair_s"] * np.asarray(attn_pairs, dtype=np.float64)
+             + c["per_kv_token_s"] * np.asarray(kv_read_tokens, dtype=np.float64)
+             + c["per_sample_s"] * np.asarray(sampled, dtype=np.float64))
         if self._host_per_seq_s:
             t = np.maximum(t, self._host_per_seq_s * np.asarray(num_seqs, dtype=np.float64))
         return t
