@@ -156,6 +156,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .serving import SERVING_MEASUREMENTS_FILE, SMOKE_SWEEP, SWEEP, calibrate_serving, refit_serving
 
     scenario = load_scenario(args.scenario)
+    import importlib.util
+
+    missing = [m for m in ("vllm", "aiohttp") if importlib.util.find_spec(m) is None]
+    if missing and not args.refit:
+        raise ValueError(f"calibrate serve runs the real vLLM server and a streaming client: {missing} not "
+                         "installed (bash .ci/install-vllm.sh; vllm brings aiohttp); --refit needs neither")
     if not scenario.cost_model.uses_profile:
         raise ValueError(f"{args.scenario}: cost_model.profile is not set; the serving terms extend a measured profile")
     profile = load_profile(scenario.cost_model.profile,

@@ -162,6 +162,27 @@ def test_calibration_sweep_runs_where_a_served_worker_runs():
 def test_calibrate_serve_needs_a_profile(tmp_path, capsys):
     from calibration.cli import main
 
-    rc = main(["serve", str(ROOT / "scenarios" / "chat_llama3_8b_a100.yaml"), "--out", str(tmp_path)])
+    rc = main(["serve", str(ROOT / "scenarios" / "chat_llama3_8b_a100.yaml"), "--out", str(tmp_path), "--refit"])
     assert rc == 2
     assert "cost_model.profile is not set" in capsys.readouterr().err
+
+
+def test_calibrate_serve_without_vllm_says_what_to_install(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    from calibration.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    rc = main(["serve", str(SCENARIO), "--out", str(tmp_path)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "'vllm'" in err and "not installed" in err and "install-vllm.sh" in err
+
+
+def test_refit_without_a_sweep_names_the_missing_file(tmp_path, capsys, profile):
+    from calibration.cli import main
+
+    rc = main(["serve", str(SCENARIO), "--out", str(tmp_path / "p"), "--refit"])
+    assert rc == 2
+    assert "serving_measurements.csv is missing" in capsys.readouterr().err
