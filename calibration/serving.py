@@ -116,26 +116,14 @@ def point_workload(p: SweepPoint) -> Workload:
                     priority_names={0: "default"}, duration_s=math.inf, concurrency=p.concurrency, think_time_s=0.0)
 
 
-def sent_workload(p: SweepPoint, sent_s: np.ndarray) -> Workload:
-    """The sweep point as the server saw it: every request at the time the client actually sent it."""
-    arr = np.sort(np.asarray(sent_s, dtype=float))
-    arr = arr - arr[0]
-    n = len(arr)
-    return Workload(arrival_s=arr, prompt_tokens=np.full(n, p.prompt_tokens, dtype=np.int64),
-                    output_tokens=np.full(n, p.output_tokens, dtype=np.int64), priority=np.zeros(n, dtype=np.int64),
-                    priority_names={0: "default"}, duration_s=float(arr[-1]))
-
-
-def simulate_point(scenario: Scenario, profile: Profile, p: SweepPoint, overhead: ServingOverhead | None,
-                   sent_s: np.ndarray | None = None) -> dict:
-    """Median TTFT, mean TPOT and mean E2E of a sweep point simulated with `overhead` on top of the profile
-    (the median for TTFT: a few requests of a point can meet a server stall of hundreds of ms):
-    closed loop, or (sent_s given) replaying the send times the sweep measured."""
+def simulate_point(scenario: Scenario, profile: Profile, p: SweepPoint, overhead: ServingOverhead | None) -> dict:
+    """Median TTFT, mean TPOT and mean E2E of a sweep point simulated as an ideal closed loop with
+    `overhead` on top of the profile (the median for TTFT: a few requests of a point can meet a
+    server stall of hundreds of ms)."""
     from sim.simulation import run
 
     cost = ProfileCostModel(profile.coefficients, overhead)
-    wl = point_workload(p) if sent_s is None else sent_workload(p, sent_s)
-    res = run(scenario, workload=wl, cost_model=cost)
+    res = run(scenario, workload=point_workload(p), cost_model=cost)
     r = res.requests
     ttft = r["first_token_s"] - r["arrival_s"]
     e2e = r["finish_s"] - r["arrival_s"]
@@ -143,7 +131,7 @@ def simulate_point(scenario: Scenario, profile: Profile, p: SweepPoint, overhead
     return {"ttft_s": float(ttft.median()), "tpot_s": float(tpot.mean()), "e2e_s": float(e2e.mean())}
 
 
-def measured_means(records: pd.DataFrame) -> pd.DataFrame:
+def measured_point_stats(records: pd.DataFrame) -> pd.DataFrame:
     g = records.groupby("point", sort=False)
     return g.agg(concurrency=("concurrency", "first"), prompt_tokens=("prompt_tokens", "first"),
                  output_tokens=("output_tokens", "first"), num_requests=("request_id", "size"),
@@ -169,22 +157,20 @@ def fit_serving(scenario: Scenario, profile: Profile, records: pd.DataFrame) -> 
     """ServingOverhead whose simulation of each sweep point matches the measured median TTFT and mean TPOT
     (least squares on log(predicted / measured)); the per-point table of measured vs fitted.
     Simulated clients with equal lengths stay in lockstep (their prefills share steps) where real
-    ones drift apart; that difference is part of what the fit error shows."""
+    ones drift apart; that difference is part of what the fit error shows. Replaying the recorded
+    send times instead was tried: it feeds the real system's response times back into the
+    simulation, and the fit on the same sweep came out worse."""
     from scipy.optimize import least_squares
 
-    real = measured_means(records)
+    real = measured_point_stats(records)
     points = [SweepPoint(int(r.concurrency), int(r.prompt_tokens), int(r.output_tokens), int(r.num_requests))
               for r in real.itertuples()]
-    # Ideal closed loops, not the recorded send times: replaying those feeds the real system's
-    # response times back into the simulation, and the fit on this sweep came out worse that way.
-    sent = [None] * len(points)
-    scenario = replace(scenario, cost_model=replace(scenario.cost_model, serving_overhead=False))
 
     def residuals(x):
         ov = _overhead(x)
         out = []
-        for p, r, t in zip(points, real.itertuples(), sent):
-            s = simulate_point(scenario, profile, p, ov, t)
+        for p, r in zip(points, real.itertuples()):
+            s = simulate_point(scenario, profile, p, ov)
             out += [math.log(s["ttft_s"] / r.ttft_s), math.log(s["tpot_s"] / r.tpot_s)]
         return np.array(out)
 
@@ -192,18 +178,18 @@ def fit_serving(scenario: Scenario, profile: Profile, records: pd.DataFrame) -> 
     # never find it. Start from a ladder of floors and keep the lowest cost. soft_l1 beyond ~30 %:
     # a sweep point caught in a server stall must not drag every term (with a tighter scale, 0.1,
     # the fit could give up on a point altogether: a smoke sweep's third point came out 900x off).
-    best, best_sse = None, math.inf
+    best = None
     for host_ms in (0.0, 0.2, 0.4, 0.6, 0.8, 1.2):
         x0 = np.array([0.5, 0.01, host_ms, 5.0])
         sol = least_squares(residuals, x0, bounds=(_LOWER, _UPPER), diff_step=0.05, loss="soft_l1", f_scale=0.3,
                             x_scale=np.array([1, 0.05, 0.1, 5]), max_nfev=200)
-        if sol.cost < best_sse:
-            best, best_sse = sol, sol.cost
+        if best is None or sol.cost < best.cost:
+            best = sol
     ov = _overhead(best.x)
     rows = []
-    for p, r, t in zip(points, real.itertuples(), sent):
-        bare = simulate_point(scenario, profile, p, None, t)
-        s = simulate_point(scenario, profile, p, ov, t)
+    for p, r in zip(points, real.itertuples()):
+        bare = simulate_point(scenario, profile, p, None)
+        s = simulate_point(scenario, profile, p, ov)
         for m in ("ttft_s", "tpot_s", "e2e_s"):
             rows.append({"point": p.label, "metric": m, "measured": getattr(r, m), "profile_only": bare[m],
                          "fitted": s[m], "error_pct": (s[m] - getattr(r, m)) / getattr(r, m) * 100})
@@ -220,7 +206,7 @@ def with_serving(profile: Profile, overhead: ServingOverhead, table: pd.DataFram
                "provenance": {"source": f"servesim calibrate serve: closed-loop sweep of the vLLM OpenAI server "
                                         f"({time.strftime('%Y-%m-%d')})",
                               "command": command, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                              "method": "simulated mean TTFT and TPOT of every sweep point fitted to the measured "
+                              "method": "simulated median TTFT and mean TPOT of every sweep point fitted to the measured "
                                         "ones (least squares on log ratios); the validation replays are not used",
                               **facts},
                "fit": {"per_metric": fit, "points": table.round(6).to_dict(orient="records")}}
