@@ -106,10 +106,7 @@ def compare(real: dict, pred: dict) -> pd.DataFrame:
 # --------------------------------------------------------------------------- one scenario
 
 def validate(path: Path, out_root: Path, num_requests: int | None = None, log=print) -> pd.DataFrame:
-    scenario = load_scenario(path)
-    if num_requests:
-        from sim.scenario import load_scenario as _ls
-        scenario = _ls(path, [f"workload.num_requests={num_requests}"])
+    scenario = load_scenario(path, [f"workload.num_requests={num_requests}"] if num_requests else [])
     profile = load_profile(scenario.cost_model.profile, base_dir=Path(scenario.base_dir) if scenario.base_dir else None)
     model_dir, _ = resolve_model_dir(profile.model, ROOT / ".cache")
     vocab = int(json.loads((model_dir / "config.json").read_text())["vocab_size"])
