@@ -12,13 +12,17 @@ malformed field is a ProfileError naming the file and the field.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sim.configio import ConfigError
+from typing import get_args
+
+from sim.configio import ConfigError, short_repr
 from sim.cost_model import PROFILE_COEFFICIENTS, SERVING_TERMS, ProfileCostModel, ServingOverhead
+from sim.quantization import KvDtype, WeightDtype
 
 SHIPPED_DIR = "profiles"
 PROFILE_FILE = "profile.json"
@@ -65,6 +69,19 @@ class Profile:
         return d
 
 
+MAX_TERM_S = 10.0  # no coefficient or serving term prices a unit (a token, a sequence, a step) above 10 s
+BLOCK_SIZES = (1, 8, 16, 32, 64, 128)
+
+
+def _number(value: Any, where: str, field_name: str, needed: str) -> float:
+    """A finite number in [0, MAX_TERM_S], or a ProfileError naming the field."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not 0 <= value <= MAX_TERM_S:
+        raise ProfileError(f"{where}: field {field_name!r} must be a finite number in 0..{MAX_TERM_S:g} s, "
+                           f"got {short_repr(value)} ({needed})")
+    return float(value)
+
+
 _REQUIRED = {"name": str, "coefficients": dict, "model": str, "device": str, "tensor_parallel": int,
              "weight_dtype": str, "kv_dtype": str, "block_size_tokens": int, "provenance": dict}
 
@@ -76,25 +93,32 @@ def _parse(data: Any, where: str) -> Profile:
         if key not in data:
             raise ProfileError(f"{where}: field {key!r} is missing")
         if not isinstance(data[key], tp) or isinstance(data[key], bool) and tp is int:
-            raise ProfileError(f"{where}: field {key!r} must be {tp.__name__}, got {data[key]!r}")
+            raise ProfileError(f"{where}: field {key!r} must be {tp.__name__}, got {short_repr(data[key])}")
+    # fp32: a CPU measurement (PyTorch harness); scenarios cannot ask for it, so it never matches one.
+    for key, allowed in (("weight_dtype", (*get_args(WeightDtype), "fp32")), ("kv_dtype", (*get_args(KvDtype), "fp32"))):
+        if data[key] not in allowed:
+            raise ProfileError(f"{where}: field {key!r} got {short_repr(data[key])}; allowed {list(allowed)}")
+    if data["block_size_tokens"] not in BLOCK_SIZES:
+        raise ProfileError(f"{where}: field 'block_size_tokens' got {short_repr(data['block_size_tokens'])}; "
+                           f"allowed {list(BLOCK_SIZES)}")
+    if data["tensor_parallel"] not in (1, 2, 4, 8, 16):
+        raise ProfileError(f"{where}: field 'tensor_parallel' got {short_repr(data['tensor_parallel'])}; "
+                           f"allowed [1, 2, 4, 8, 16]")
     coeffs = data["coefficients"]
     for key in PROFILE_COEFFICIENTS:
-        value = coeffs.get(key)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-            raise ProfileError(f"{where}: field 'coefficients.{key}' must be a number >= 0, got {value!r} "
-                               f"(needed: {list(PROFILE_COEFFICIENTS)})")
+        _number(coeffs.get(key), where, f"coefficients.{key}", f"needed: {list(PROFILE_COEFFICIENTS)}")
+    if not any(coeffs[key] > 0 for key in PROFILE_COEFFICIENTS):
+        raise ProfileError(f"{where}: field 'coefficients' are all 0: every step would take no time; "
+                           f"refit the profile (servesim calibrate fit)")
     unknown = sorted(set(coeffs) - set(PROFILE_COEFFICIENTS))
     if unknown:
         raise ProfileError(f"{where}: field 'coefficients.{unknown[0]}' is unknown; allowed {list(PROFILE_COEFFICIENTS)}")
     serving = data.get("serving")
     if serving is not None:
         if not isinstance(serving, dict):
-            raise ProfileError(f"{where}: field 'serving' must be an object or null, got {serving!r}")
+            raise ProfileError(f"{where}: field 'serving' must be an object or null, got {short_repr(serving)}")
         for key in SERVING_TERMS:
-            value = serving.get(key)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ProfileError(f"{where}: field 'serving.{key}' must be a number >= 0, got {value!r} "
-                                   f"(needed: {list(SERVING_TERMS)})")
+            _number(serving.get(key), where, f"serving.{key}", f"needed: {list(SERVING_TERMS)}")
         if serving["compute_scale"] <= 0:
             raise ProfileError(f"{where}: field 'serving.compute_scale' must be > 0, got {serving['compute_scale']!r}")
         if "source" not in (serving.get("provenance") or {}):
@@ -102,12 +126,13 @@ def _parse(data: Any, where: str) -> Profile:
     if "source" not in data["provenance"]:
         raise ProfileError(f"{where}: field 'provenance.source' is missing (where do these numbers come from?)")
     blocks = data.get("num_kv_blocks")
-    if blocks is not None and (not isinstance(blocks, int) or blocks < 1):
-        raise ProfileError(f"{where}: field 'num_kv_blocks' must be a positive integer or null, got {blocks!r}")
+    if blocks is not None and (not isinstance(blocks, int) or isinstance(blocks, bool) or not 1 <= blocks <= 10**9):
+        raise ProfileError(f"{where}: field 'num_kv_blocks' must be an integer in 1..1,000,000,000 or null, "
+                           f"got {short_repr(blocks)}")
     known = {f for f in Profile.__dataclass_fields__} - {"path"}
     extra = sorted(set(data) - known)
     if extra:
-        raise ProfileError(f"{where}: field {extra[0]!r} is unknown; allowed {sorted(known)}")
+        raise ProfileError(f"{where}: field {short_repr(extra[0])} is unknown; allowed {sorted(known)}")
     return Profile(**{**data, "coefficients": {k: float(coeffs[k]) for k in PROFILE_COEFFICIENTS}})
 
 
@@ -120,6 +145,36 @@ def list_shipped_profiles() -> list[str]:
     return sorted(p.parent.name for p in root.glob(f"*/{PROFILE_FILE}")) if root.is_dir() else []
 
 
+def _is_file(p: Path) -> bool:
+    try:
+        return p.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
+
+
+def _reject_constant(name: str) -> float:
+    raise ProfileError(f"{name} is not a number a profile may hold (Python's JSON accepts NaN and Infinity; "
+                       f"servesim does not)")
+
+
+def _read_json(f: Path) -> Any:
+    """Strict JSON: UTF-8, no NaN/Infinity; every problem a one-line ProfileError naming the file."""
+    try:
+        text = f.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"{f}: not UTF-8 text (byte {exc.start}); a profile is a JSON file") from None
+    except OSError as exc:
+        raise ProfileError(f"{f}: cannot read: {exc.strerror}") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except ProfileError as exc:
+        raise ProfileError(f"{f}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ProfileError(f"{f}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise ProfileError(f"{f}: nested too deeply to be a profile") from None
+
+
 def load_profile(name_or_path: str | Path, base_dir: Path | None = None) -> Profile:
     """A shipped profile by name, or a profile folder (or its profile.json) by path."""
     candidates = []
@@ -129,14 +184,10 @@ def load_profile(name_or_path: str | Path, base_dir: Path | None = None) -> Prof
     candidates += [p, shipped_profiles_dir() / str(name_or_path)]
     for c in candidates:
         f = c if c.suffix == ".json" else c / PROFILE_FILE
-        if f.is_file():
-            try:
-                data = json.loads(f.read_text())
-            except json.JSONDecodeError as exc:
-                raise ProfileError(f"{f}: not valid JSON ({exc})") from None
-            prof = _parse(data, str(f))
+        if _is_file(f):
+            prof = _parse(_read_json(f), str(f))
             return Profile(**{**prof.__dict__, "path": str(f.parent)})
-    raise ProfileError(f"cost_model.profile: no profile {str(name_or_path)!r} (looked for {PROFILE_FILE} in "
+    raise ProfileError(f"cost_model.profile: no profile {short_repr(str(name_or_path))} (looked for {PROFILE_FILE} in "
                        f"{[str(c) for c in candidates]}); shipped profiles: {list_shipped_profiles()}")
 
 

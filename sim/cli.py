@@ -7,10 +7,52 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
-from pathlib import Path
 
 from .configio import ConfigError
+
+MAX_SEED = 2**32 - 1
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the README's promise), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def seed_arg(text: str) -> int:
+    """--seed: an integer in 0 .. 2**32-1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text[:40]!r}; expected an integer in 0..{MAX_SEED}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"got {value if abs(value) < 10**20 else 'a huge number'}; "
+                                         f"allowed 0..{MAX_SEED}")
+    return value
+
+
+def workers_arg(text: str) -> int:
+    """--workers: 1 .. 1024 local processes."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text[:40]!r}; expected an integer in 1..1024") from None
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"got {value if abs(value) < 10**20 else 'a huge number'}; allowed 1..1024")
+    return value
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("servesim")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _jsonable(v):
@@ -27,21 +69,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .scenario import DEFAULT_SCENARIO, load_scenario
     from .simulation import run
 
+    from .outputs import check_output_path, write_output
+
+    out = check_output_path(args.out, (".csv", ".parquet"), args.force) if args.out else None  # before the run
     scenario = load_scenario(args.scenario or DEFAULT_SCENARIO, args.set or [])
     results = run(scenario, seed=args.seed)
     summary = summarize(results)
-    if args.out:
-        out = Path(args.out)
-        if out.suffix == ".parquet":
-            try:
-                results.requests.to_parquet(out, index=False)
-            except ImportError:
-                raise ConfigError("--out: writing .parquet needs pyarrow (pip install 'servesim[parquet]'); "
-                                  "or use a .csv path") from None
-        elif out.suffix == ".csv":
-            results.requests.to_csv(out, index=False)
-        else:
-            raise ConfigError(f"--out: got {str(out)!r}; allowed: a path ending in .csv or .parquet")
+    if out is not None:
+        write_output(out, results.requests)
     if args.json:
         print(json.dumps({k: _jsonable(v) for k, v in summary.items()}, indent=2))
     else:
@@ -60,15 +95,17 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="servesim", description="Simulate LLM inference serving: latency, throughput, cost.")
+    p = OneLineParser(prog="servesim", description="Simulate LLM inference serving: latency, throughput, cost.")
+    p.add_argument("--version", action="version", version=f"servesim {version()}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="simulate one scenario and print its summary")
     r.add_argument("scenario", nargs="?", help="scenario YAML (a path, or a shipped name; default: the embedded "
                                                "chat_llama3_8b_a100.yaml)")
     r.add_argument("--set", action="append", metavar="PATH=VALUE",
                    help="override a scenario value, e.g. --set serving.replicas=4 (repeatable)")
-    r.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's)")
+    r.add_argument("--seed", type=seed_arg, default=None, help="random seed, 0..2**32-1 (default: the scenario's)")
     r.add_argument("--out", help="write per-request records to a .csv or .parquet file")
+    r.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     r.add_argument("--json", action="store_true", help="print the summary as JSON")
     r.set_defaults(func=cmd_run)
     ls = sub.add_parser("scenarios", help="list the shipped scenarios")
@@ -89,7 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
-        print(f"servesim: error: {exc}", file=sys.stderr)
+        print(f"servesim: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader went away (servesim run | head): stop quietly, as cat and grep do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print("servesim: interrupted", file=sys.stderr)
+        return 130
+    except (MemoryError, RecursionError) as exc:
+        print(f"servesim: error: the input is too large to simulate ({type(exc).__name__}); "
+              f"reduce num_requests, replicas or nesting", file=sys.stderr)
         return 2
 
 

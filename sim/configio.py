@@ -9,19 +9,139 @@ live in each dataclass's ``validate()`` and use `require`.
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+# Sanity bounds every number in a configuration file obeys (fields have tighter ones of their
+# own). Beyond them a value is a typo or an attack, and numpy/SimPy would fail far from the
+# field (OverflowError, MemoryError) instead of naming it.
+MAX_ABS_FLOAT = 1e15
+MAX_ABS_INT = 2**53  # exact in a float64; token counts, request counts and seeds all sit far below
+# A YAML document may share nodes through aliases (&a / *a); expanded, a 1 KB file can grow to
+# gigabytes (the "billion laughs"). Documents whose expanded tree exceeds this many nodes, or that
+# nest deeper than MAX_YAML_DEPTH, are refused before anything walks them.
+MAX_YAML_NODES = 200_000
+MAX_YAML_DEPTH = 64
 
 
 class ConfigError(ValueError):
     """A scenario, catalog or profile value is not allowed. The message names the field."""
 
 
+_short = reprlib.Repr()
+_short.maxlevel, _short.maxlist, _short.maxtuple, _short.maxdict = 2, 6, 6, 4
+_short.maxstring, _short.maxother, _short.maxlong = 60, 60, 40
+
+
+def short_repr(value: Any) -> str:
+    """repr(value) cut to about a line: an error message never prints an unbounded value."""
+    return _short.repr(value)
+
+
 def require(ok: bool, path: str, value: Any, allowed: str) -> None:
     """Raise a ConfigError for `path` unless `ok`. `allowed` says what would be accepted."""
     if not ok:
-        raise ConfigError(f"{path}: got {value!r}; {allowed}")
+        raise ConfigError(f"{path}: got {short_repr(value)}; {allowed}")
+
+
+def _num(v: float | int) -> str:
+    """A bound as people write it: 86,400 and 1,000,000, but 0.05 and 1e+15."""
+    return f"{v:,.0f}" if float(v).is_integer() and abs(v) < 1e13 else f"{v:g}"
+
+
+def require_range(value: float | int | None, path: str, lo: float, hi: float, unit: str = "",
+                  lo_open: bool = False) -> None:
+    """`value` must be None or lie in [lo, hi] (or (lo, hi] with `lo_open`); the message states the range."""
+    if value is None:
+        return
+    ok = (value > lo if lo_open else value >= lo) and value <= hi
+    unit = f" {unit}" if unit else ""
+    lo_text, hi_text = _num(lo), _num(hi)
+    require(ok, path, value, f"allowed {lo_text} {'<' if lo_open else '<='} x <= {hi_text}{unit}")
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, refusing duplicate keys (YAML's "last one wins" hides typos)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark.line + 1)
+                except TypeError:
+                    continue  # an unhashable key: the base constructor says so
+                if first != key_node.start_mark.line + 1:
+                    raise ConfigError(f"line {key_node.start_mark.line + 1}: duplicate key {short_repr(key)} "
+                                      f"(first at line {first}); each key may appear once")
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_expansion(node: yaml.Node) -> None:
+    """Refuse a node graph whose expanded tree is too large or too deep (aliases share nodes)."""
+    sizes: dict[int, int] = {}
+    depths: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(node, False)]
+    while stack:
+        n, done = stack.pop()
+        key = id(n)
+        if key in sizes:
+            continue
+        if isinstance(n, yaml.ScalarNode):
+            sizes[key], depths[key] = 1, 1
+            continue
+        children = [c for pair in n.value for c in pair] if isinstance(n, yaml.MappingNode) else list(n.value)
+        if not done:
+            stack.append((n, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+            continue
+        sizes[key] = 1 + sum(sizes.get(id(c), 0) for c in children)
+        depths[key] = 1 + max((depths.get(id(c), 0) for c in children), default=0)
+        if sizes[key] > MAX_YAML_NODES:
+            raise ConfigError(f"the document expands to more than {MAX_YAML_NODES:,} values (YAML aliases "
+                              f"&x/*x repeated); write the values out or shrink the file")
+        if depths[key] > MAX_YAML_DEPTH:
+            raise ConfigError(f"values nested more than {MAX_YAML_DEPTH} levels deep; a scenario needs a handful")
+
+
+def load_yaml(text: str | bytes, where: str) -> Any:
+    """Parse one YAML document with the safe loader, bounded in size and depth; errors are one line.
+
+    `where` names the source (a file path, "--set serving.replicas") in every message.
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{where}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
+                              f"save the file as UTF-8") from None
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node)
+        return loader.construct_document(node)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = " ".join(str(exc.problem or exc.context or "syntax error").split())
+        raise ConfigError(f"{where}: not valid YAML{at}: {what}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {' '.join(str(exc).split())[:200]}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: values nested too deeply; a scenario needs a handful of levels") from None
+    finally:
+        loader.dispose()
 
 
 def _type_name(tp: Any) -> str:
@@ -63,7 +183,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
                 errors.append(str(exc))
         if len(errors) == 1:
             raise ConfigError(errors[0])
-        raise ConfigError(f"{path}: got {value!r}; expected {_type_name(tp)}")
+        raise ConfigError(f"{path}: got {short_repr(value)}; expected {_type_name(tp)}")
     if origin is tuple:
         require(isinstance(value, (list, tuple)), path, value, f"expected {_type_name(tp)}")
         (item_tp, *_rest) = get_args(tp)
@@ -82,9 +202,12 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if not ok and isinstance(value, float) and value.is_integer():
             value, ok = int(value), True
         require(ok, path, value, "expected an integer")
+        require(abs(value) <= MAX_ABS_INT, path, value, f"expected an integer of magnitude <= 2**53")
         return value
     if tp is float:
         require(isinstance(value, (int, float)) and not isinstance(value, bool), path, value, "expected a number")
+        require(isinstance(value, int) or math.isfinite(value), path, value, "expected a finite number")
+        require(abs(value) <= MAX_ABS_FLOAT, path, value, f"expected a number of magnitude <= {MAX_ABS_FLOAT:g}")
         return float(value)
     if tp is str:
         require(isinstance(value, str), path, value, "expected a string")
@@ -99,10 +222,11 @@ def build(cls: type, data: Any, path: str) -> Any:
     require(isinstance(data, dict), path or "<root>", data, f"expected {_type_name(cls)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
         where = f"{path}." if path else ""
-        raise ConfigError(f"{where}{unknown[0]}: unknown key; allowed keys here: {sorted(fields)}")
+        raise ConfigError(f"{where}{short_repr(unknown[0]).strip(chr(39))}: unknown key; "
+                          f"allowed keys here: {sorted(fields)}")
     kwargs = {}
     for name, f in fields.items():
         sub = f"{path}.{name}" if path else name

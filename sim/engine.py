@@ -205,10 +205,13 @@ class Replica:
             yield env.timeout(float(ends[-1]))
             steps_done = len(ends)  # step 0 + every fast-forward step
         except simpy.Interrupt:
-            elapsed = env.now - start
-            i = min(int(np.searchsorted(ends, elapsed, side="left")), len(ends) - 1)  # step in flight ends at ends[i]
+            # Compare absolute times, computed as SimPy computed the timeout's (start + delay): an
+            # interrupt at the very instant the run ends has now == start + ends[-1] exactly, while
+            # now - start can exceed ends[-1] by an ulp (and gave a negative delay).
+            ends_at = start + ends
+            i = min(int(np.searchsorted(ends_at, env.now, side="left")), len(ends) - 1)  # step in flight ends at ends[i]
             steps_done = i + 1
-            yield env.timeout(float(ends[i]) - elapsed)
+            yield env.timeout(max(float(ends_at[i]) - env.now, 0.0))
         self.state = BUSY
         self.busy_s += float(ends[steps_done - 1])
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from pathlib import Path
 
-from .configio import ConfigError
+from .cli import seed_arg, workers_arg
 from .plan_search import fmt_s
 
 
@@ -68,33 +67,17 @@ def format_plan(p) -> str:
     return "\n".join(lines)
 
 
-def _write(plan, path: str) -> None:
-    out = Path(path)
-    df = plan.to_frame()
-    if out.suffix == ".parquet":
-        try:
-            df.to_parquet(out, index=False)
-        except ImportError:
-            raise ConfigError("--out: writing .parquet needs pyarrow (pip install 'servesim[parquet]'); "
-                              "or use a .csv path") from None
-    elif out.suffix == ".csv":
-        df.to_csv(out, index=False)
-    elif out.suffix == ".json":
-        out.write_text(json.dumps(plan.to_dict(), indent=2))
-    else:
-        raise ConfigError(f"--out: got {str(out)!r}; allowed: a path ending in .csv, .parquet or .json")
-
-
 def cmd_plan(args: argparse.Namespace) -> int:
     from .planner import plan
 
-    if args.out:  # check before minutes of simulation
-        if Path(args.out).suffix not in (".csv", ".parquet", ".json"):
-            raise ConfigError(f"--out: got {args.out!r}; allowed: a path ending in .csv, .parquet or .json")
+    from .outputs import check_output_path, write_output
+
+    # Check before minutes of simulation.
+    out = check_output_path(args.out, (".csv", ".parquet", ".json"), args.force) if args.out else None
     result = plan(args.scenario, args.set or [], seed=args.seed, workers=args.workers,
                   ray=args.ray, progress=not args.json)
-    if args.out:
-        _write(result, args.out)
+    if out is not None:
+        write_output(out, result.to_frame(), result.to_dict())
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -110,12 +93,13 @@ def register(subparsers) -> None:
                                     "customer_support_1m_per_day.yaml)")
     p.add_argument("--set", action="append", metavar="PATH=VALUE",
                    help="override a value, e.g. --set slo.ttft_s=1 or --set plan.scale_up_margin=0.3 (repeatable)")
-    p.add_argument("--seed", type=int, default=None,
-                   help="first seed of every simulated point (default: the scenario's)")
-    p.add_argument("--workers", type=int, default=None, help="local worker processes (default: CPU count; 1 = inline)")
+    p.add_argument("--seed", type=seed_arg, default=None,
+                   help="first seed of every simulated point, 0..2**32-1 (default: the scenario's)")
+    p.add_argument("--workers", type=workers_arg, default=None, help="local worker processes (default: CPU count; 1 = inline)")
     p.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
                    help="run the simulations on Ray (a cluster address, or none to start Ray locally); "
                         "needs pip install 'servesim[ray]'")
     p.add_argument("--out", help="write the ranked table to .csv or .parquet (or the whole plan to .json)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--json", action="store_true", help="print the whole plan as JSON")
     p.set_defaults(func=cmd_plan)

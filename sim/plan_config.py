@@ -122,7 +122,9 @@ def read_plan(source: str | Path | dict,
             base_dir = Path(str(resources.files("scenarios"))).resolve()
     for assignment in overrides:
         data = apply_override(data, assignment)
-    plan_data = data.pop("plan", None) or {}
+    plan_data = data.pop("plan", None)
+    if plan_data is None:  # no section, or an empty `plan:`: the defaults
+        plan_data = {}
     config = build(PlanConfig, plan_data, "plan")
     return data, config, base_dir
 

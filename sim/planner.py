@@ -349,7 +349,8 @@ def plan(source: str | Path | dict | Scenario, overrides: tuple[str, ...] | list
     wall0 = time.perf_counter()
     if isinstance(source, Scenario):
         base = to_dict(source)
-        base_dir = Path(base.pop("base_dir")) if base.get("base_dir") else None
+        base_dir = base.pop("base_dir", None)
+        base_dir = Path(base_dir) if base_dir else None
         for assignment in overrides:
             base = apply_override(base, assignment)
         cfg = PlanConfig()

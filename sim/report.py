@@ -8,6 +8,14 @@ from .catalog import GIB
 from .simulation import Results
 
 
+def _load(results: Results, s: dict[str, Any]) -> str:
+    """What drove the arrivals: an offered rate, or (closed loop, where the rate is an outcome) the clients."""
+    if math.isfinite(s["offered_rate_per_s"]):
+        return f"(offered {s['offered_rate_per_s']:.2f} req/s)"
+    clients = results.scenario.workload.arrival.concurrency
+    return f"(closed loop, {clients} clients)" if clients else "(offered rate n/a)"
+
+
 def _ms(v: float) -> str:
     return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v * 1e3:,.1f} ms"
 
@@ -37,7 +45,7 @@ def format_summary(results: Results, s: dict[str, Any]) -> str:
                                              "add replicas or lower the rate", ""]
     lines += [
         f"  requests     {s['requests_finished']:,} / {s['requests_total']:,} finished over {s['duration_s']:,.1f} s "
-        f"(offered {s['offered_rate_per_s']:.2f} req/s)",
+        + _load(results, s),
         f"  throughput   {s['request_throughput_per_s']:.2f} req/s, {s['output_token_throughput_per_s']:,.0f} output tok/s, "
         f"{s['total_token_throughput_per_s']:,.0f} total tok/s",
         "",

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from .catalog import GIB, GpuSpec, ModelSpec, resolve_gpu, resolve_model
-from .configio import ConfigError, build, require, to_dict
+from .configio import ConfigError, build, load_yaml, require, require_range, short_repr, to_dict
 from .cost_model import RooflineParams
 from .quantization import KvDtype, WeightDtype
 from .workload import WorkloadConfig
@@ -23,6 +23,18 @@ from .workload import WorkloadConfig
 DEFAULT_SCENARIO = "chat_llama3_8b_a100.yaml"
 
 SchedulerName = Literal["fifo", "static", "continuous", "priority"]
+
+# Upper bounds on counts and sizes: far beyond any real deployment, low enough that a typo
+# (an extra three zeros) gets a message instead of exhausting memory.
+MAX_REPLICAS = 4096
+MAX_NUM_SEQS = 65_536  # vLLM's default on big GPUs is 1024
+MAX_BATCHED_TOKENS = 10_000_000
+MAX_CONTEXT_TOKENS = 10_000_000
+MAX_KV_BLOCKS = 1_000_000_000
+MAX_SECONDS = 366 * 86_400.0  # a year of simulated time
+MAX_STEP_COST_S = 10.0  # any per-step or per-sequence time
+MAX_PRICE_USD_PER_GPU_HOUR = 1_000.0
+MAX_SEED = 2**32 - 1  # numpy's SeedSequence takes any int >= 0; a 32-bit seed is what people type
 
 
 @dataclass(frozen=True)
@@ -37,12 +49,12 @@ class SchedulerConfig:
     batch_timeout_s: float = 0.05  # static: wait this long for a full batch
 
     def validate(self, path: str) -> None:
-        for name in ("max_num_seqs", "max_num_batched_tokens", "batch_size"):
-            value = getattr(self, name)
-            require(value >= 1, f"{path}.{name}", value, "must be >= 1")
+        require_range(self.max_num_seqs, f"{path}.max_num_seqs", 1, MAX_NUM_SEQS, "sequences")
+        require_range(self.max_num_batched_tokens, f"{path}.max_num_batched_tokens", 1, MAX_BATCHED_TOKENS, "tokens")
+        require_range(self.batch_size, f"{path}.batch_size", 1, MAX_NUM_SEQS, "requests")
         require(self.max_num_batched_tokens >= self.max_num_seqs, f"{path}.max_num_batched_tokens",
                 self.max_num_batched_tokens, f"must be >= max_num_seqs ({self.max_num_seqs}), as vLLM requires")
-        require(self.batch_timeout_s >= 0, f"{path}.batch_timeout_s", self.batch_timeout_s, "must be >= 0")
+        require_range(self.batch_timeout_s, f"{path}.batch_timeout_s", 0.0, 3600.0, "s")
 
 
 @dataclass(frozen=True)
@@ -79,18 +91,16 @@ class ServingConfig:
     num_kv_blocks: int | None = None  # override the memory estimate with a measured block count
 
     def validate(self, path: str) -> None:
-        require(self.replicas >= 1, f"{path}.replicas", self.replicas, "must be >= 1")
+        require_range(self.replicas, f"{path}.replicas", 1, MAX_REPLICAS, "replicas")
         require(self.tensor_parallel in (1, 2, 4, 8, 16), f"{path}.tensor_parallel", self.tensor_parallel,
                 "allowed 1, 2, 4, 8, 16")
         require(self.block_size_tokens in (1, 8, 16, 32, 64, 128), f"{path}.block_size_tokens",
                 self.block_size_tokens, "allowed 1, 8, 16, 32, 64, 128")
         require(0.05 <= self.gpu_memory_utilization <= 1.0, f"{path}.gpu_memory_utilization",
                 self.gpu_memory_utilization, "allowed 0.05 .. 1.0")
-        require(self.max_model_len is None or self.max_model_len >= 2, f"{path}.max_model_len",
-                self.max_model_len, "must be >= 2 tokens")
-        require(self.overhead_gib >= 0, f"{path}.overhead_gib", self.overhead_gib, "must be >= 0")
-        require(self.num_kv_blocks is None or self.num_kv_blocks >= 1, f"{path}.num_kv_blocks",
-                self.num_kv_blocks, "must be >= 1")
+        require_range(self.max_model_len, f"{path}.max_model_len", 2, MAX_CONTEXT_TOKENS, "tokens")
+        require_range(self.overhead_gib, f"{path}.overhead_gib", 0.0, 1024.0, "GiB")
+        require_range(self.num_kv_blocks, f"{path}.num_kv_blocks", 1, MAX_KV_BLOCKS, "blocks")
 
 
 @dataclass(frozen=True)
@@ -118,8 +128,7 @@ class CostModelConfig:
             value = getattr(self, name)
             require(0 < value <= 1, f"{path}.{name}", value, "allowed 0 < x <= 1")
         for name in ("step_overhead_s", "per_seq_overhead_s", "allreduce_latency_s"):
-            value = getattr(self, name)
-            require(value >= 0, f"{path}.{name}", value, "must be >= 0")
+            require_range(getattr(self, name), f"{path}.{name}", 0.0, MAX_STEP_COST_S, "s")
 
     def roofline_params(self) -> RooflineParams:
         return RooflineParams(**{f.name: getattr(self, f.name) for f in dataclasses.fields(RooflineParams)})
@@ -136,8 +145,7 @@ class SloConfig:
 
     def validate(self, path: str) -> None:
         for name in ("ttft_s", "tpot_s", "e2e_s"):
-            value = getattr(self, name)
-            require(value is None or value > 0, f"{path}.{name}", value, "must be > 0 seconds or null")
+            require_range(getattr(self, name), f"{path}.{name}", 0.0, 86_400.0, "s, or null", lo_open=True)
         require(0 < self.percentile < 100, f"{path}.percentile", self.percentile, "allowed 0 < p < 100")
 
 
@@ -148,8 +156,8 @@ class HardwareConfig:
     price_discount: float = 0.0  # e.g. 0.6 for spot, 0.3 for a reservation; applied to the price
 
     def validate(self, path: str) -> None:
-        require(self.price_usd_per_gpu_hour is None or self.price_usd_per_gpu_hour >= 0,
-                f"{path}.price_usd_per_gpu_hour", self.price_usd_per_gpu_hour, "must be >= 0")
+        require_range(self.price_usd_per_gpu_hour, f"{path}.price_usd_per_gpu_hour", 0.0,
+                      MAX_PRICE_USD_PER_GPU_HOUR, "USD per GPU-hour")
         require(0 <= self.price_discount < 1, f"{path}.price_discount", self.price_discount, "allowed 0 <= d < 1")
 
 
@@ -160,10 +168,8 @@ class SimConfig:
     record_timeseries: bool = True
 
     def validate(self, path: str) -> None:
-        require(self.max_queue_requests is None or self.max_queue_requests >= 1, f"{path}.max_queue_requests",
-                self.max_queue_requests, "must be >= 1")
-        require(self.max_sim_time_s is None or self.max_sim_time_s > 0, f"{path}.max_sim_time_s",
-                self.max_sim_time_s, "must be > 0")
+        require_range(self.max_queue_requests, f"{path}.max_queue_requests", 1, 100_000_000, "requests")
+        require_range(self.max_sim_time_s, f"{path}.max_sim_time_s", 0.0, MAX_SECONDS, "s", lo_open=True)
 
 
 @dataclass(frozen=True)
@@ -181,6 +187,7 @@ class Scenario:
     base_dir: str | None = field(default=None, compare=False)  # folder relative paths resolve against
 
     def validate(self, path: str) -> None:
+        require_range(self.seed, "seed", 0, MAX_SEED)
         model = self.model_spec
         self.gpu_spec  # resolve now: an unknown GPU name fails at load
         tp = self.serving.tensor_parallel
@@ -246,9 +253,9 @@ class Scenario:
         return int(self.serving.overhead_gib * GIB)
 
 
-def _parse_value(text: str) -> Any:
+def _parse_value(text: str, key: str) -> Any:
     """`--set` values are YAML scalars or flow collections: 4, 0.5, true, null, fp8, [1, 2], {a: 1}."""
-    return yaml.safe_load(text)
+    return load_yaml(text, f"--set {key}")
 
 
 def apply_override(data: dict, assignment: str) -> dict:
@@ -270,31 +277,49 @@ def apply_override(data: dict, assignment: str) -> dict:
             raise ConfigError(f"--set {key}: {'.'.join(parts[:i + 1])} is {child!r}, not a mapping")
         node[part] = dict(child)
         node = node[part]
-    node[parts[-1]] = _parse_value(text)
+    node[parts[-1]] = _parse_value(text, key.strip())
     return root
 
 
 def scenario_from_dict(data: dict, overrides: tuple[str, ...] | list[str] = (), base_dir: Path | None = None) -> Scenario:
     for assignment in overrides:
         data = apply_override(data, assignment)
-    if base_dir is not None and "base_dir" not in data:
+    if "base_dir" in data:
+        # Set by the loader from the file's folder, never by the file: a key that re-roots every
+        # relative path is a surprise, not a feature.
+        raise ConfigError("base_dir: unknown key; relative paths (profiles, traces) resolve against the "
+                          "scenario file's folder")
+    if base_dir is not None:
         data = {**data, "base_dir": str(base_dir)}
     return build(Scenario, data, "")
 
 
+def _is_file(p: Path) -> bool:
+    try:
+        return p.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
+
+
+def _find_scenario_file(path: str | Path) -> Path:
+    """The file `path` names, or the shipped scenario of that name; ConfigError if neither exists."""
+    p = Path(path)
+    if _is_file(p):
+        return p
+    shipped = Path(str(resources.files("scenarios").joinpath(str(path))))
+    if _is_file(shipped):
+        return shipped
+    raise ConfigError(f"scenario: no file {short_repr(str(path))}; shipped scenarios: {shipped_scenarios()}")
+
+
 def read_scenario_file(path: str | Path) -> dict:
     """The raw mapping of a scenario file (YAML, safe loader)."""
-    p = Path(path)
-    if not p.is_file():
-        shipped = Path(str(resources.files("scenarios").joinpath(str(path))))
-        if shipped.is_file():
-            p = shipped
-        else:
-            raise ConfigError(f"scenario: no file {str(path)!r}; shipped scenarios: {shipped_scenarios()}")
+    p = _find_scenario_file(path)
     try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{short_repr(str(p))}: cannot read: {exc.strerror}") from None
+    data = load_yaml(raw, str(p))
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping at the top level (workload:, model:, ...)")
     return data
@@ -304,11 +329,11 @@ def load_scenario(path: str | Path, overrides: tuple[str, ...] | list[str] = ())
     data = read_scenario_file(path)
     data.pop("plan", None)  # a planning file's section for `servesim plan` (sim/plan_config.py); a run ignores it
     p = Path(path)
-    base = p.parent if p.is_file() else Path(str(resources.files("scenarios")))
+    base = p.parent if _is_file(p) else Path(str(resources.files("scenarios")))
     try:
         return scenario_from_dict(data, overrides, base_dir=base.resolve())
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{short_repr(str(path))}: {exc}") from None
 
 
 def shipped_scenarios() -> list[str]:

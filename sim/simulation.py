@@ -81,7 +81,12 @@ def build_cost_model(scenario: Scenario) -> tuple[CostModel, str, int | None]:
         desc = f"profile {prof.name} ({prof.provenance.get('source')})"
         if served:
             desc += f" + serving overhead ({prof.serving['provenance']['source']})"
-        return prof.cost_model(serving=served), desc, prof.num_kv_blocks
+        blocks = prof.num_kv_blocks
+        if blocks is not None and prof.block_size_tokens != s.block_size_tokens:
+            # The engine allocated a KV pool of blocks x block size tokens; keep its size in tokens
+            # when the scenario pages it in other blocks (counting blocks would cut or blow it up).
+            blocks = blocks * prof.block_size_tokens // s.block_size_tokens
+        return prof.cost_model(serving=served), desc, blocks
     cost = RooflineCostModel(scenario.model_spec, scenario.gpu_spec, tp=s.tensor_parallel,
                              weight_dtype=s.quantization.weights, kv_dtype=s.quantization.kv_cache,
                              params=cm.roofline_params())
@@ -211,24 +216,34 @@ class Simulation:
         self.env.run(until=self.done)
 
 
-def _stability(table: RequestTable, window_s: float, end_s: float, aborted: str | None) -> tuple[bool, str, float, float]:
-    """Offered vs sustained request rate, and whether the backlog kept growing."""
+def _rate(x: float) -> str:
+    return f"{x:.2f} req/s" if np.isfinite(x) else "n/a"
+
+
+def _stability(table: RequestTable, window_s: float, end_s: float, aborted: str | None,
+               concurrency: int | None = None) -> tuple[bool, str, float, float]:
+    """Offered vs sustained request rate, and whether the backlog kept growing.
+
+    A rate over less than a microsecond of simulated time is not a rate (NaN, "n/a"); a closed
+    loop has no offered rate (the clients' pace is an outcome), so it names its clients instead.
+    """
     arrived = np.isfinite(table.arrival_s)
     n_arrived = int(arrived.sum())
     finished = np.isfinite(table.finish_s)
-    span = window_s if window_s > 0 else max(end_s, 1e-9)
-    offered = n_arrived / span if span > 0 else float("nan")
+    span = window_s if window_s > 0 else end_s
+    offered = n_arrived / span if span >= 1e-6 and concurrency is None else float("nan")
+    load = f"offered {_rate(offered)}" if concurrency is None else f"closed loop of {concurrency} clients"
     if aborted:
-        sustained = finished.sum() / max(end_s, 1e-9)
-        return False, f"unstable: {aborted}; offered {offered:.2f} req/s, sustained ~{sustained:.2f} req/s", offered, sustained
+        sustained = finished.sum() / end_s if end_s >= 1e-6 else float("nan")
+        return False, f"unstable: {aborted}; {load}, sustained ~{_rate(sustained)}", offered, sustained
     # A queue that kept growing leaves many requests not yet *scheduled* when arrivals stop
     # (requests merely in service then are normal and not counted).
     done_in_window = int((table.finish_s <= window_s).sum()) if window_s > 0 else int(finished.sum())
-    sustained = done_in_window / span if window_s > 0 else finished.sum() / max(end_s, 1e-9)
+    sustained = done_in_window / span if span >= 1e-6 else float("nan")
     queued_at_end = int(((table.arrival_s <= window_s) & ~(table.scheduled_s <= window_s)).sum())
     drain_s = end_s - window_s
     if window_s > 0 and queued_at_end > max(50, 0.05 * n_arrived) and drain_s > 0.1 * window_s:
-        return (False, f"unstable: offered {offered:.2f} req/s, sustained ~{sustained:.2f} req/s "
+        return (False, f"unstable: {load}, sustained ~{_rate(sustained)} "
                        f"({queued_at_end} requests still waiting when arrivals stopped; draining took {drain_s:.0f} s)",
                 offered, sustained)
     return True, "ok", offered, sustained
@@ -248,7 +263,7 @@ def run(scenario: Scenario, seed: int | None = None, workload: Workload | None =
     table = sim.table
     end_s = float(sim.env.now)
     window = workload.duration_s if np.isfinite(workload.duration_s) else end_s
-    stable, status, offered, sustained = _stability(table, window, end_s, sim.aborted_reason)
+    stable, status, offered, sustained = _stability(table, window, end_s, sim.aborted_reason, workload.concurrency)
     ts = []
     for r in sim.replicas:
         ts.append(pd.DataFrame({"replica": r.index, "time_s": np.frombuffer(r.ts_time_s, dtype=np.float64),

@@ -16,10 +16,21 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from .configio import ConfigError, require
+from .configio import ConfigError, require, require_range, short_repr
 from .rng import stream
 
 SECONDS_PER_HOUR = 3600.0
+
+# Bounds on workload numbers (see sim/scenario.py for the serving ones): generous for any real
+# traffic, tight enough that numpy never overflows or allocates without limit.
+MAX_TOKENS = 10_000_000  # one prompt or output; no model has a longer context
+MAX_SIGMA = 5.0  # lognormal sigma: exp(5) is a 150x spread around the median already
+MAX_RATE_PER_S = 1_000_000.0
+MAX_QUERIES_PER_DAY = 1e10
+MAX_REQUESTS = 100_000_000
+MAX_CONCURRENCY = 1_000_000
+MAX_DURATION_S = 366 * 86_400.0
+MAX_PRIORITY_LEVEL = 1_000_000
 
 # Which optional fields each kind reads; a field set for a kind that ignores it is an error
 # (it is almost always a typo or a leftover from switching kinds).
@@ -83,26 +94,32 @@ class LengthDist:
         _require_only(self, self.kind, _LENGTH_FIELDS[self.kind], _LENGTH_FIELDS, path)
         if self.kind == "constant":
             _require_set(self.value, f"{path}.value", self.kind)
-            require(self.value >= 1, f"{path}.value", self.value, "must be >= 1 token")
+            require_range(self.value, f"{path}.value", 1, MAX_TOKENS, "tokens")
         elif self.kind == "uniform":
             _require_set(self.min, f"{path}.min", self.kind)
             _require_set(self.max, f"{path}.max", self.kind)
-            require(self.min >= 1, f"{path}.min", self.min, "must be >= 1 token")
+            require_range(self.min, f"{path}.min", 1, MAX_TOKENS, "tokens")
             require(self.max >= self.min, f"{path}.max", self.max, f"must be >= min ({self.min})")
+            require_range(self.max, f"{path}.max", 1, MAX_TOKENS, "tokens")
         elif self.kind == "lognormal":
             _require_set(self.mean, f"{path}.mean", self.kind)
             _require_set(self.sigma, f"{path}.sigma", self.kind)
             _require_set(self.max, f"{path}.max", self.kind)
-            require(self.mean > 0, f"{path}.mean", self.mean, "must be > 0 tokens")
-            require(self.sigma >= 0, f"{path}.sigma", self.sigma, "must be >= 0")
+            require_range(self.mean, f"{path}.mean", 0.0, float(MAX_TOKENS), "tokens", lo_open=True)
+            require_range(self.sigma, f"{path}.sigma", 0.0, MAX_SIGMA)
             lo = 1 if self.min is None else self.min
-            require(lo >= 1, f"{path}.min", self.min, "must be >= 1 token")
+            require_range(self.min, f"{path}.min", 1, MAX_TOKENS, "tokens")
             require(self.max >= lo, f"{path}.max", self.max, f"must be >= min ({lo})")
+            require_range(self.max, f"{path}.max", 1, MAX_TOKENS, "tokens")
+            require(lo <= self.mean <= self.max, f"{path}.mean", self.mean,
+                    f"must lie within [min, max] = [{lo}, {self.max}] tokens")
         else:
             _require_set(self.values, f"{path}.values", self.kind)
             require(len(self.values) > 0, f"{path}.values", self.values, "must list at least one length")
-            bad = [v for v in self.values if v < 1]
-            require(not bad, f"{path}.values", bad, "every length must be >= 1 token")
+            bad = [v for v in self.values if not 1 <= v <= MAX_TOKENS]
+            require(not bad, f"{path}.values", bad, f"every length must be in 1..{MAX_TOKENS:,} tokens")
+            require(len(self.values) <= MAX_REQUESTS, f"{path}.values", len(self.values),
+                    f"at most {MAX_REQUESTS:,} entries")
 
     @property
     def upper_bound(self) -> int:
@@ -178,13 +195,14 @@ class ArrivalConfig:
         _require_only(self, self.kind, _ARRIVAL_FIELDS[self.kind], _ARRIVAL_FIELDS, path, _ARRIVAL_DEFAULTS)
         if self.kind in ("poisson", "gamma"):
             _require_set(self.rate_per_s, f"{path}.rate_per_s", self.kind)
-            require(self.rate_per_s > 0, f"{path}.rate_per_s", self.rate_per_s, "must be > 0 requests/s")
+            require_range(self.rate_per_s, f"{path}.rate_per_s", 0.0, MAX_RATE_PER_S, "requests/s", lo_open=True)
         if self.kind == "gamma":
             _require_set(self.cv, f"{path}.cv", self.kind)
-            require(self.cv > 0, f"{path}.cv", self.cv, "must be > 0 (1 is Poisson)")
+            require_range(self.cv, f"{path}.cv", 0.0, 100.0, "(1 is Poisson)", lo_open=True)
         if self.kind == "daily":
             _require_set(self.queries_per_day, f"{path}.queries_per_day", self.kind)
-            require(self.queries_per_day > 0, f"{path}.queries_per_day", self.queries_per_day, "must be > 0")
+            require_range(self.queries_per_day, f"{path}.queries_per_day", 0.0, MAX_QUERIES_PER_DAY, "queries",
+                          lo_open=True)
             if self.hourly_weights is not None:
                 w = self.hourly_weights
                 require(len(w) == 24, f"{path}.hourly_weights", w, f"must have 24 entries (hours 0..23), not {len(w)}")
@@ -199,11 +217,11 @@ class ArrivalConfig:
         if self.kind == "trace":
             _require_set(self.path, f"{path}.path", self.kind)
             require(self.path.strip() != "", f"{path}.path", self.path, "must name a CSV file")
-            require(self.time_scale > 0, f"{path}.time_scale", self.time_scale, "must be > 0")
+            require_range(self.time_scale, f"{path}.time_scale", 0.0, 1e6, lo_open=True)
         if self.kind == "closed_loop":
             _require_set(self.concurrency, f"{path}.concurrency", self.kind)
-            require(self.concurrency >= 1, f"{path}.concurrency", self.concurrency, "must be >= 1 client")
-            require(self.think_time_s >= 0, f"{path}.think_time_s", self.think_time_s, "must be >= 0 s")
+            require_range(self.concurrency, f"{path}.concurrency", 1, MAX_CONCURRENCY, "clients")
+            require_range(self.think_time_s, f"{path}.think_time_s", 0.0, 86_400.0, "s")
 
 
 @dataclass(frozen=True)
@@ -217,7 +235,7 @@ class PriorityClass:
     def validate(self, path: str) -> None:
         require(self.name.strip() != "", f"{path}.name", self.name, "must be a non-empty name")
         require(0 <= self.share <= 1, f"{path}.share", self.share, "must be a fraction in [0, 1]")
-        require(self.level >= 0, f"{path}.level", self.level, "must be >= 0 (0 is most urgent)")
+        require_range(self.level, f"{path}.level", 0, MAX_PRIORITY_LEVEL, "(0 is most urgent)")
 
 
 @dataclass(frozen=True)
@@ -247,14 +265,17 @@ class WorkloadConfig:
             else:
                 require(value is not None, f"{path}.{name}", value, f"required for {kind!r} arrivals")
         if self.num_requests is not None:
-            require(self.num_requests >= 1, f"{path}.num_requests", self.num_requests, "must be >= 1")
-        if self.duration_s is not None:
-            require(self.duration_s > 0, f"{path}.duration_s", self.duration_s, "must be > 0 s")
+            require_range(self.num_requests, f"{path}.num_requests", 1, MAX_REQUESTS, "requests")
+        require_range(self.duration_s, f"{path}.duration_s", 0.0, MAX_DURATION_S, "s", lo_open=True)
         if kind in ("poisson", "gamma"):
             require(self.num_requests is not None or self.duration_s is not None, f"{path}.num_requests",
                     None, f"{kind!r} arrivals need num_requests or duration_s (or both)")
         if kind == "closed_loop":
             require(self.num_requests is not None, f"{path}.num_requests", None, "required for closed_loop arrivals")
+        expected = self.expected_requests
+        require(expected <= MAX_REQUESTS, f"{path}.num_requests", self.num_requests,
+                f"the arrivals would make about {expected:.3g} requests; at most {MAX_REQUESTS:,} per run "
+                f"(set num_requests or a shorter duration_s)")
         if self.priorities:
             shares = [p.share for p in self.priorities]
             require(abs(sum(shares) - 1.0) <= 1e-6, f"{path}.priorities", shares,
@@ -263,6 +284,21 @@ class WorkloadConfig:
             require(len(set(names)) == len(names), f"{path}.priorities", names, "names must be unique")
             levels = [p.level for p in self.priorities]
             require(len(set(levels)) == len(levels), f"{path}.priorities", levels, "levels must be unique")
+
+
+    @property
+    def expected_requests(self) -> float:
+        """About how many requests the arrivals generate (traces: 0, they are read, not drawn)."""
+        a = self.arrival
+        n = math.inf if self.num_requests is None else float(self.num_requests)
+        if a.kind in ("poisson", "gamma"):
+            return min(n, a.rate_per_s * (math.inf if self.duration_s is None else self.duration_s))
+        if a.kind == "daily":
+            w = a.hourly_weights or (1.0,) * 24
+            hours = a.hours if a.hours is not None else range(24)
+            per_window = a.queries_per_day * sum(w[h] for h in hours) / sum(w)
+            return min(n, per_window)
+        return 0.0 if a.kind == "trace" else n
 
 
 @dataclass
@@ -337,11 +373,22 @@ def _trace_error(file: pathlib.Path, msg: str) -> ConfigError:
 
 def _token_column(df: pd.DataFrame, column: str, file: pathlib.Path) -> np.ndarray:
     values = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float)
-    bad = np.flatnonzero(~np.isfinite(values) | (values != np.floor(values)))
+    bad = np.flatnonzero(~np.isfinite(values) | (values != np.floor(values)) | (np.abs(values) > MAX_TOKENS))
     if bad.size:
         i = int(bad[0])
-        raise _trace_error(file, f"line {i + 2}, column {column}: got {df[column].iloc[i]!r}; expected a whole number of tokens")
+        raise _trace_error(file, f"line {i + 2}, column {column}: got {short_repr(df[column].iloc[i])}; "
+                                 f"expected a whole number of tokens up to {MAX_TOKENS:,}")
     return values.astype(np.int64)
+
+
+def _datetimes_s(column: pd.Series) -> np.ndarray:
+    """Seconds since the earliest of datetime strings; zone-aware stamps are compared in UTC
+    (a trace mixing offsets, or naive and zoned stamps, is read with naive ones as UTC)."""
+    try:
+        stamps = pd.to_datetime(column, format="ISO8601", errors="coerce", utc=True)
+    except (ValueError, TypeError, OverflowError):
+        return np.full(len(column), np.nan)
+    return (stamps - stamps.min()).dt.total_seconds().to_numpy(dtype=float)
 
 
 def read_trace(file: pathlib.Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
@@ -354,27 +401,33 @@ def read_trace(file: pathlib.Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     becomes 1, counted in the notes.
     """
     accepted = f"accepted column sets: {list(TRACE_COLUMNS)} or {list(AZURE_TRACE_COLUMNS)}"
-    if not file.is_file():
+    try:
+        exists = file.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        exists = False
+    if not exists:
         raise _trace_error(file, f"no such file; expected a CSV with a header ({accepted})")
     try:
-        df = pd.read_csv(file)
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise _trace_error(file, f"not a readable CSV ({exc}); {accepted}") from exc
+        df = pd.read_csv(file, encoding="utf-8")
+    except UnicodeDecodeError:
+        raise _trace_error(file, f"not UTF-8 text; expected a CSV with a header ({accepted})") from None
+    except (ValueError, pd.errors.ParserError, OSError) as exc:
+        # The parser's message quotes the file; say what went wrong without echoing its contents.
+        raise _trace_error(file, f"not a readable CSV ({type(exc).__name__}); {accepted}") from None
     if set(TRACE_COLUMNS) <= set(df.columns):
         time_col, prompt_col, output_col = TRACE_COLUMNS
         times = pd.to_numeric(df[time_col], errors="coerce").to_numpy(dtype=float)
     elif set(AZURE_TRACE_COLUMNS) <= set(df.columns):
         time_col, prompt_col, output_col = AZURE_TRACE_COLUMNS
-        stamps = pd.to_datetime(df[time_col], format="ISO8601", errors="coerce")
-        times = (stamps - stamps.min()).dt.total_seconds().to_numpy(dtype=float)
+        times = _datetimes_s(df[time_col])
     else:
-        raise _trace_error(file, f"columns {list(df.columns)} lack the required ones; {accepted}")
+        raise _trace_error(file, f"the header ({len(df.columns)} columns) lacks the required ones; {accepted}")
     if len(df) == 0:
         raise _trace_error(file, "has a header but no rows")
-    bad = np.flatnonzero(~np.isfinite(times))
+    bad = np.flatnonzero(~np.isfinite(times) | (np.abs(times) > MAX_DURATION_S * 100))
     if bad.size:
         i = int(bad[0])
-        raise _trace_error(file, f"line {i + 2}, column {time_col}: got {df[time_col].iloc[i]!r}; "
+        raise _trace_error(file, f"line {i + 2}, column {time_col}: got {short_repr(df[time_col].iloc[i])}; "
                                  "expected seconds (float) or a datetime such as 2023-11-16 18:15:46.6805900")
     prompt = _token_column(df, prompt_col, file)
     output = _token_column(df, output_col, file)

@@ -26,7 +26,7 @@ GOLDEN_KEYS = ("requests_finished", "request_throughput_per_s", "output_token_th
                   "speculative": {"draft_model": "llama-3.2-1b"}}}, "serving.speculative", "continuous or priority"),
     ({"serving": {"scheduler": {"max_num_seqs": 512, "max_num_batched_tokens": 256}}},
      "serving.scheduler.max_num_batched_tokens", "max_num_seqs"),
-    ({"serving": {"replicas": 0}}, "serving.replicas", ">= 1"),
+    ({"serving": {"replicas": 0}}, "serving.replicas", "1 <= x <= 4,096"),
     ({"serving": {"scheduler": {"policy": "lifo"}}}, "serving.scheduler.policy", "'fifo'"),
     ({"serving": {"quantization": {"weights": "int3"}}}, "serving.quantization.weights", "'int4'"),
     ({"serving": {"bogus": 1}}, "serving.bogus", "allowed keys"),
@@ -35,7 +35,7 @@ GOLDEN_KEYS = ("requests_finished", "request_throughput_per_s", "output_token_th
     ({"hardware": {"gpu": "v100"}}, "hardware.gpu", "catalog GPUs"),
     ({"serving": {"replicas": "two"}}, "serving.replicas", "integer"),
     ({"serving": {"speculative": {"draft_model": "qwen2.5-0.5b"}}}, "serving.speculative.draft_model", "vocabulary"),
-    ({"slo": {"ttft_s": 0}}, "slo.ttft_s", "> 0"),
+    ({"slo": {"ttft_s": 0}}, "slo.ttft_s", "0 < x"),
     ({"serving": {"max_model_len": 1000}}, "max_model_len", "prompt_tokens.max"),
 ])
 def test_validation_names_field_value_and_allowed(patch, field, allowed):

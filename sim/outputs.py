@@ -1,0 +1,60 @@
+"""Where results go: one checked path per output file, and one DataFrame writer by suffix.
+
+`check_output_path` runs before any simulation, so a bad `--out` costs nothing: the suffix
+must be one the caller writes, the folder must exist and be writable, and an existing file
+is overwritten only when asked (`--force`). A symbolic link is never written through: its
+target is somewhere the user did not name.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from .configio import ConfigError, short_repr
+
+
+def check_output_path(path: str, allowed: tuple[str, ...], force: bool = False, flag: str = "--out") -> Path:
+    """The output `path` as a Path, or a ConfigError naming `flag` and what is wrong with it."""
+    out = Path(path)
+    if out.suffix not in allowed:
+        raise ConfigError(f"{flag}: got {short_repr(path)}; allowed: a path ending in {', '.join(allowed)}")
+    try:
+        if out.is_symlink():
+            raise ConfigError(f"{flag}: {short_repr(path)} is a symbolic link; name the file itself")
+        if out.is_dir():
+            raise ConfigError(f"{flag}: {short_repr(path)} is a folder; name a file in it")
+        if out.exists() and not force:
+            raise ConfigError(f"{flag}: {short_repr(path)} exists; pass --force to overwrite it")
+        parent = out.parent if str(out.parent) else Path(".")
+        if not parent.is_dir():
+            raise ConfigError(f"{flag}: folder {short_repr(str(parent))} does not exist")
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise ConfigError(f"{flag}: {short_repr(path)}: {exc.strerror}") from None
+    except ValueError:  # a NUL byte in the path
+        raise ConfigError(f"{flag}: {short_repr(path)} is not a usable file name") from None
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"{flag}: folder {short_repr(str(parent))} is not writable")
+    return out
+
+
+def write_output(out: Path, frame: pd.DataFrame | None = None, document: dict | None = None,
+                 flag: str = "--out") -> None:
+    """Write `frame` as .csv or .parquet, or `document` as .json; OSError becomes a ConfigError."""
+    try:
+        if out.suffix == ".json":
+            out.write_text(json.dumps(document, indent=2))
+        elif out.suffix == ".parquet":
+            try:
+                frame.to_parquet(out, index=False)
+            except ImportError:
+                raise ConfigError(f"{flag}: writing .parquet needs pyarrow (pip install 'servesim[parquet]'); "
+                                  "or use a .csv path") from None
+        elif out.suffix == ".csv":
+            frame.to_csv(out, index=False)
+        else:
+            raise ConfigError(f"{flag}: cannot write {out.suffix!r} files")
+    except OSError as exc:
+        raise ConfigError(f"{flag}: cannot write {short_repr(str(out))}: {exc.strerror}") from None
