@@ -20,7 +20,7 @@ from typing import Any
 
 from typing import get_args
 
-from sim.configio import ConfigError, short_repr
+from sim.configio import ConfigError, short_path, short_repr
 from sim.cost_model import PROFILE_COEFFICIENTS, SERVING_TERMS, ProfileCostModel, ServingOverhead
 from sim.quantization import KvDtype, WeightDtype
 
@@ -187,7 +187,7 @@ def load_profile(name_or_path: str | Path, base_dir: Path | None = None) -> Prof
         if _is_file(f):
             prof = _parse(_read_json(f), str(f))
             return Profile(**{**prof.__dict__, "path": str(f.parent)})
-    raise ProfileError(f"cost_model.profile: no profile {short_repr(str(name_or_path))} (looked for {PROFILE_FILE} in "
+    raise ProfileError(f"cost_model.profile: no profile {short_path(name_or_path)} (looked for {PROFILE_FILE} in "
                        f"{[str(c) for c in candidates]}); shipped profiles: {list_shipped_profiles()}")
 
 

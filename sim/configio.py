@@ -43,6 +43,12 @@ def short_repr(value: Any) -> str:
     return _short.repr(value)
 
 
+def short_path(path: Any) -> str:
+    """A path for a message: whole up to 200 characters (people need to see which file), cut beyond."""
+    text = str(path)
+    return repr(text) if len(text) <= 200 else repr(text[:120] + "..." + text[-40:])
+
+
 def require(ok: bool, path: str, value: Any, allowed: str) -> None:
     """Raise a ConfigError for `path` unless `ok`. `allowed` says what would be accepted."""
     if not ok:
@@ -157,7 +163,7 @@ def _type_name(tp: Any) -> str:
     if origin is dict:
         return f"a mapping of {_type_name(get_args(tp)[1])}"
     if dataclasses.is_dataclass(tp):
-        return f"a mapping with keys {sorted(f.name for f in dataclasses.fields(tp))}"
+        return f"a mapping with keys {sorted(_settable(tp))}"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -215,13 +221,18 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     raise TypeError(f"configio cannot convert annotation {tp!r} at {path}")
 
 
+def _settable(cls: type) -> dict[str, dataclasses.Field]:
+    """The fields a file may set: not `init=False`, not marked `metadata={"internal": True}`."""
+    return {f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("internal")}
+
+
 def build(cls: type, data: Any, path: str) -> Any:
     """Build frozen dataclass `cls` from mapping `data`; `path` prefixes error messages."""
     if isinstance(data, cls):
         return data
     require(isinstance(data, dict), path or "<root>", data, f"expected {_type_name(cls)}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = _settable(cls)
     unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
         where = f"{path}." if path else ""

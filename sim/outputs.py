@@ -13,30 +13,29 @@ from pathlib import Path
 
 import pandas as pd
 
-from .configio import ConfigError, short_repr
+from .configio import ConfigError, short_path
 
 
 def check_output_path(path: str, allowed: tuple[str, ...], force: bool = False, flag: str = "--out") -> Path:
     """The output `path` as a Path, or a ConfigError naming `flag` and what is wrong with it."""
     out = Path(path)
+    shown = short_path(path)
     if out.suffix not in allowed:
-        raise ConfigError(f"{flag}: got {short_repr(path)}; allowed: a path ending in {', '.join(allowed)}")
+        raise ConfigError(f"{flag}: got {shown}; allowed: a path ending in {', '.join(allowed)}")
+    parent = out.parent if str(out.parent) else Path(".")
     try:
-        if out.is_symlink():
-            raise ConfigError(f"{flag}: {short_repr(path)} is a symbolic link; name the file itself")
-        if out.is_dir():
-            raise ConfigError(f"{flag}: {short_repr(path)} is a folder; name a file in it")
-        if out.exists() and not force:
-            raise ConfigError(f"{flag}: {short_repr(path)} exists; pass --force to overwrite it")
-        parent = out.parent if str(out.parent) else Path(".")
-        if not parent.is_dir():
-            raise ConfigError(f"{flag}: folder {short_repr(str(parent))} does not exist")
+        problem = ("is a symbolic link; name the file itself" if out.is_symlink()
+                   else "is a folder; name a file in it" if out.is_dir()
+                   else "exists; pass --force to overwrite it" if out.exists() and not force
+                   else f"is in folder {short_path(parent)}, which does not exist" if not parent.is_dir()
+                   else f"is in folder {short_path(parent)}, which is not writable" if not os.access(parent, os.W_OK)
+                   else None)
     except OSError as exc:  # e.g. a name too long for the file system
-        raise ConfigError(f"{flag}: {short_repr(path)}: {exc.strerror}") from None
+        problem = f"cannot be used: {exc.strerror}"
     except ValueError:  # a NUL byte in the path
-        raise ConfigError(f"{flag}: {short_repr(path)} is not a usable file name") from None
-    if not os.access(parent, os.W_OK):
-        raise ConfigError(f"{flag}: folder {short_repr(str(parent))} is not writable")
+        problem = "is not a usable file name"
+    if problem is not None:
+        raise ConfigError(f"{flag}: {shown} {problem}")
     return out
 
 
@@ -57,4 +56,4 @@ def write_output(out: Path, frame: pd.DataFrame | None = None, document: dict | 
         else:
             raise ConfigError(f"{flag}: cannot write {out.suffix!r} files")
     except OSError as exc:
-        raise ConfigError(f"{flag}: cannot write {short_repr(str(out))}: {exc.strerror}") from None
+        raise ConfigError(f"{flag}: cannot write {short_path(out)}: {exc.strerror}") from None

@@ -9,7 +9,7 @@ builds one candidate's Scenario (or raises the ConfigError that says why it cann
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +40,9 @@ class CandidateConfig:
     price_usd_per_gpu_hour: float | None = None
     price_discount: float | None = None
     set: tuple[str, ...] = ()
+    # Why this entry of the planning file could not be read (set by read_plan, never by the file):
+    # such a candidate is listed as not feasible with this reason; the others still run.
+    invalid: str | None = field(default=None, metadata={"internal": True})
 
     def validate(self, path: str) -> None:
         require(self.name is None or self.name.strip() != "", f"{path}.name", self.name, "must be non-empty")
@@ -125,12 +128,28 @@ def read_plan(source: str | Path | dict,
     plan_data = data.pop("plan", None)
     if plan_data is None:  # no section, or an empty `plan:`: the defaults
         plan_data = {}
+    require(isinstance(plan_data, dict), "plan", plan_data, "expected a mapping (candidates:, scale_up_margin:, ...)")
+    raw = plan_data.get("candidates")
+    if isinstance(raw, list):
+        plan_data = {**plan_data, "candidates": [_candidate(entry, f"plan.candidates[{i}]")
+                                                 for i, entry in enumerate(raw)]}
     config = build(PlanConfig, plan_data, "plan")
     return data, config, base_dir
 
 
+def _candidate(entry: Any, path: str) -> CandidateConfig:
+    """One candidate; a malformed entry becomes an `invalid` candidate that the plan reports, not a crash."""
+    try:
+        return build(CandidateConfig, entry, path)
+    except ConfigError as exc:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        return CandidateConfig(name=name if isinstance(name, str) and name.strip() else None, invalid=str(exc))
+
+
 def candidate_dict(base: dict, cand: CandidateConfig) -> dict:
     """The base scenario mapping with the candidate's patch applied."""
+    if cand.invalid is not None:
+        raise ConfigError(cand.invalid)
     data = dict(base)
     simple = {"model": "model", "gpu": "hardware.gpu", "tensor_parallel": "serving.tensor_parallel",
               "weights": "serving.quantization.weights", "kv_cache": "serving.quantization.kv_cache",

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from .catalog import GIB, GpuSpec, ModelSpec, resolve_gpu, resolve_model
-from .configio import ConfigError, build, load_yaml, require, require_range, short_repr, to_dict
+from .configio import ConfigError, build, load_yaml, require, require_range, short_path, to_dict
 from .cost_model import RooflineParams
 from .quantization import KvDtype, WeightDtype
 from .workload import WorkloadConfig
@@ -309,7 +309,7 @@ def _find_scenario_file(path: str | Path) -> Path:
     shipped = Path(str(resources.files("scenarios").joinpath(str(path))))
     if _is_file(shipped):
         return shipped
-    raise ConfigError(f"scenario: no file {short_repr(str(path))}; shipped scenarios: {shipped_scenarios()}")
+    raise ConfigError(f"scenario: no file {short_path(path)}; shipped scenarios: {shipped_scenarios()}")
 
 
 def read_scenario_file(path: str | Path) -> dict:
@@ -318,7 +318,7 @@ def read_scenario_file(path: str | Path) -> dict:
     try:
         raw = p.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"{short_repr(str(p))}: cannot read: {exc.strerror}") from None
+        raise ConfigError(f"{short_path(p)}: cannot read: {exc.strerror}") from None
     data = load_yaml(raw, str(p))
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping at the top level (workload:, model:, ...)")
@@ -333,7 +333,7 @@ def load_scenario(path: str | Path, overrides: tuple[str, ...] | list[str] = ())
     try:
         return scenario_from_dict(data, overrides, base_dir=base.resolve())
     except ConfigError as exc:
-        raise ConfigError(f"{short_repr(str(path))}: {exc}") from None
+        raise ConfigError(f"{short_path(path)}: {exc}") from None
 
 
 def shipped_scenarios() -> list[str]:

@@ -1,0 +1,191 @@
+"""Property-based tests (Hypothesis): generated scenarios, valid and malformed.
+
+Valid scenarios must run to an answer that keeps the invariants: every request conserved,
+TTFT <= E2E, KV blocks never above capacity, batch limits kept, the same seed giving the same
+records, no exception. Malformed ones must give one ConfigError line naming the field, never a
+traceback, a hang or a silent nonsense result.
+
+Bounded in time for CI (small runs, a fixed example budget, derandomized so CI sees the same
+cases every time); `benchmarks/fuzz_scenarios.py` runs the same strategies for longer.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sim.configio import ConfigError
+from sim.scenario import read_scenario_file, scenario_from_dict
+from sim.simulation import run
+
+CI = settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+
+
+# ---- valid scenarios --------------------------------------------------------------------------
+
+def lengths(max_tokens: int):
+    return st.one_of(
+        st.builds(lambda v: {"kind": "constant", "value": v}, st.integers(1, max_tokens)),
+        st.integers(1, max_tokens).flatmap(
+            lambda hi: st.builds(lambda lo: {"kind": "uniform", "min": lo, "max": hi}, st.integers(1, hi))),
+        st.builds(lambda mean, sigma, hi: {"kind": "lognormal", "mean": min(mean, hi), "sigma": sigma, "max": hi},
+                  st.floats(1, max_tokens), st.sampled_from([0.0, 0.3, 1.0, 1.5]), st.integers(1, max_tokens)),
+    )
+
+
+arrivals = st.one_of(
+    st.builds(lambda r: {"kind": "poisson", "rate_per_s": r}, st.floats(0.5, 40)),
+    st.builds(lambda r, cv: {"kind": "gamma", "rate_per_s": r, "cv": cv}, st.floats(0.5, 40), st.floats(0.3, 3)),
+    st.builds(lambda c, t: {"kind": "closed_loop", "concurrency": c, "think_time_s": t},
+              st.integers(1, 24), st.sampled_from([0.0, 0.0, 0.05, 1.0])),
+)
+
+
+@st.composite
+def valid_scenarios(draw):
+    policy = draw(st.sampled_from(["continuous", "continuous", "priority", "static", "fifo"]))
+    max_num_seqs = draw(st.integers(1, 64))
+    data = {
+        "seed": draw(st.integers(0, 2**32 - 1)),
+        "workload": {"arrival": draw(arrivals), "num_requests": draw(st.integers(1, 120)),
+                     "prompt_tokens": draw(lengths(1500)), "output_tokens": draw(lengths(400))},
+        "model": "llama-3.1-8b",
+        "hardware": {"gpu": draw(st.sampled_from(["a100-80gb-sxm", "h100-sxm"]))},
+        "serving": {"replicas": draw(st.integers(1, 3)),
+                    "router": draw(st.sampled_from(["round_robin", "least_outstanding"])),
+                    "max_model_len": 2048,
+                    "num_kv_blocks": draw(st.sampled_from([None, 200, 2000])),
+                    "scheduler": {"policy": policy, "max_num_seqs": max_num_seqs,
+                                  "max_num_batched_tokens": draw(st.integers(max(max_num_seqs, 256), 4096)),
+                                  "chunked_prefill": True, "batch_size": draw(st.integers(1, 16))}},
+    }
+    if policy == "priority":
+        data["workload"]["priorities"] = [{"name": "urgent", "share": 0.3, "level": 0},
+                                          {"name": "batch", "share": 0.7, "level": draw(st.integers(1, 10))}]
+    if draw(st.booleans()) and policy in ("continuous", "priority"):
+        data["serving"]["speculative"] = {"draft_model": "llama-3.2-1b", "num_speculative_tokens": draw(st.integers(1, 5)),
+                                          "acceptance_rate": draw(st.floats(0.0, 0.95))}
+    return data
+
+
+def _check_invariants(scenario, res) -> None:
+    r = res.requests
+    assert len(r) == scenario.workload.num_requests or not res.stable
+    done = r[r["finish_s"].notna()]
+    if res.stable:
+        assert len(done) == len(r)
+    assert (done["generated_tokens"] == done["output_tokens"]).all()
+    assert (done["arrival_s"] <= done["scheduled_s"]).all()
+    assert (done["first_token_s"] <= done["finish_s"]).all()  # TTFT <= E2E
+    assert (done["arrival_s"] <= done["first_token_s"]).all()
+    for col in ("arrival_s", "first_token_s", "finish_s"):
+        assert np.isfinite(done[col]).all()
+    ts = res.timeseries
+    assert ts["kv_blocks_used"].max() <= res.memory.num_kv_blocks
+    sched = scenario.serving.scheduler
+    cap = sched.batch_size if sched.policy == "static" else 1 if sched.policy == "fifo" else sched.max_num_seqs
+    assert ts["running"].max() <= cap
+
+
+@CI
+@given(valid_scenarios())
+def test_generated_valid_scenarios_keep_the_invariants_and_repeat(data):
+    try:
+        scenario = scenario_from_dict(data)
+    except ConfigError as exc:  # a combination the validator refuses (e.g. a draft that does not fit)
+        assert "\n" not in str(exc) and ":" in str(exc)
+        return
+    a = run(scenario)
+    _check_invariants(scenario, a)
+    b = run(scenario)
+    pd.testing.assert_frame_equal(a.requests, b.requests)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(concurrency=st.integers(1, 16), think=st.sampled_from([0.0, 0.0, 1e-3]), replicas=st.integers(1, 3),
+       sigma=st.sampled_from([0.0, 0.5, 1.0, 2.0]), seed=st.integers(0, 40_000),
+       profile=st.booleans())
+def test_closed_loop_runs_never_crash(concurrency, think, replicas, sigma, seed, profile):
+    """The shapes of the negative-delay crash (closed loop, think time 0, lognormal lengths), over
+    many seeds, with and without a profile whose serving terms delay each response."""
+    # The calibrated CPU scenario's profile has serving terms (a response latency on every reply).
+    base = read_scenario_file("cpu_vllm_tiny_llama.yaml") if profile else {"serving": {"max_model_len": 2048}}
+    base = {**base, "workload": {
+        "arrival": {"kind": "closed_loop", "concurrency": concurrency, "think_time_s": think}, "num_requests": 40,
+        "prompt_tokens": {"kind": "lognormal", "mean": 200, "sigma": sigma, "max": 1200},
+        "output_tokens": {"kind": "lognormal", "mean": 40, "sigma": sigma, "max": 300}}}
+    base["serving"] = {**base["serving"], "replicas": replicas}
+    scenario = scenario_from_dict(base)
+    res = run(scenario, seed=seed)
+    assert res.stable
+    _check_invariants(scenario, res)
+
+
+# ---- malformed scenarios ----------------------------------------------------------------------
+
+VALID = {"workload": {"arrival": {"kind": "poisson", "rate_per_s": 2.0}, "num_requests": 20,
+                      "prompt_tokens": {"kind": "constant", "value": 100},
+                      "output_tokens": {"kind": "constant", "value": 20}}}
+
+# Every numeric field a scenario has, with where it lives.
+NUMERIC_FIELDS = [
+    "workload.arrival.rate_per_s", "workload.num_requests", "workload.duration_s",
+    "workload.prompt_tokens.value", "workload.output_tokens.value", "serving.replicas",
+    "serving.tensor_parallel", "serving.block_size_tokens", "serving.gpu_memory_utilization",
+    "serving.max_model_len", "serving.overhead_gib", "serving.num_kv_blocks",
+    "serving.scheduler.max_num_seqs", "serving.scheduler.max_num_batched_tokens",
+    "serving.scheduler.batch_size", "serving.scheduler.batch_timeout_s", "hardware.price_usd_per_gpu_hour",
+    "hardware.price_discount", "slo.ttft_s", "slo.tpot_s", "slo.e2e_s", "slo.percentile",
+    "cost_model.step_overhead_s", "cost_model.per_seq_overhead_s", "cost_model.compute_efficiency",
+    "sim.max_queue_requests", "sim.max_sim_time_s", "seed",
+]
+BAD_NUMBERS = st.one_of(st.sampled_from([math.inf, -math.inf, math.nan, 1e300, -1e300, 10**30, -(10**30), 2**63,
+                                         -1, -0.5, 0, 1e16]),
+                        st.text(max_size=5), st.booleans(), st.lists(st.integers(), max_size=3))
+
+
+def _set(data: dict, dotted: str, value) -> dict:
+    import copy
+    out = copy.deepcopy(data)
+    node = out
+    *head, last = dotted.split(".")
+    for part in head:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return out
+
+
+@CI
+@given(field=st.sampled_from(NUMERIC_FIELDS), value=BAD_NUMBERS)
+def test_bad_numbers_get_one_line_naming_the_field_or_run_sanely(field, value):
+    data = _set(VALID, field, value)
+    try:
+        scenario = scenario_from_dict(data)
+    except ConfigError as exc:
+        msg = str(exc)
+        assert "\n" not in msg and len(msg) < 600
+        assert field.split(".")[-1] in msg or field in msg
+        return
+    # Accepted: it must be a sane value that runs to a finite answer.
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        assert math.isfinite(value) and abs(value) <= 1e15, f"{field}: {value!r} was accepted"
+    res = run(scenario)
+    s = res.requests
+    assert np.isfinite(s["finish_s"].dropna()).all()
+    assert res.stable or "unstable" in res.status
+
+
+@CI
+@given(st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=8)),
+                    lambda children: st.one_of(st.lists(children, max_size=3),
+                                               st.dictionaries(st.text(max_size=8), children, max_size=3)),
+                    max_leaves=12))
+def test_arbitrary_documents_never_raise_anything_but_config_error(doc):
+    try:
+        scenario_from_dict(doc if isinstance(doc, dict) else {"workload": doc})
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 600
