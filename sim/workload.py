@@ -385,7 +385,7 @@ def _datetimes_s(column: pd.Series) -> np.ndarray:
     """Seconds since the earliest of datetime strings; zone-aware stamps are compared in UTC
     (a trace mixing offsets, or naive and zoned stamps, is read with naive ones as UTC)."""
     try:
-        stamps = pd.to_datetime(column, format="ISO8601", errors="coerce", utc=True)
+        stamps = pd.to_datetime(column.astype(str), format="ISO8601", errors="coerce", utc=True)
     except (ValueError, TypeError, OverflowError):
         return np.full(len(column), np.nan)
     return (stamps - stamps.min()).dt.total_seconds().to_numpy(dtype=float)

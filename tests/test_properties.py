@@ -11,6 +11,7 @@ cases every time); `benchmarks/fuzz_scenarios.py` runs the same strategies for l
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,18 @@ from sim.configio import ConfigError
 from sim.scenario import read_scenario_file, scenario_from_dict
 from sim.simulation import run
 
-CI = settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+# CI: a fixed, small budget and the same cases every run. benchmarks/fuzz_scenarios.py sets
+# SERVESIM_FUZZ_SCALE (examples x scale) and SERVESIM_FUZZ_RANDOM=1 (fresh cases) for a longer hunt.
+SCALE = max(1, int(os.environ.get("SERVESIM_FUZZ_SCALE", "1")))
+RANDOM = os.environ.get("SERVESIM_FUZZ_RANDOM") == "1"
+
+
+def budget(examples: int) -> settings:
+    return settings(max_examples=examples * SCALE, deadline=None, derandomize=not RANDOM,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+CI = budget(40)
 
 
 # ---- valid scenarios --------------------------------------------------------------------------
@@ -105,7 +117,7 @@ def test_generated_valid_scenarios_keep_the_invariants_and_repeat(data):
     pd.testing.assert_frame_equal(a.requests, b.requests)
 
 
-@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@budget(60)
 @given(concurrency=st.integers(1, 16), think=st.sampled_from([0.0, 0.0, 1e-3]), replicas=st.integers(1, 3),
        sigma=st.sampled_from([0.0, 0.5, 1.0, 2.0]), seed=st.integers(0, 40_000),
        profile=st.booleans())
@@ -189,3 +201,86 @@ def test_arbitrary_documents_never_raise_anything_but_config_error(doc):
         scenario_from_dict(doc if isinstance(doc, dict) else {"workload": doc})
     except ConfigError as exc:
         assert "\n" not in str(exc) and len(str(exc)) < 600
+
+
+# ---- malformed profiles, traces and planning files ----------------------------------------------
+
+JSON_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=True),
+                        st.text(max_size=6), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3),
+                                                                                                    st.integers(), max_size=2))
+
+
+@CI
+@given(key=st.sampled_from(["coefficients.per_token_s", "coefficients.overhead_s", "weight_dtype", "kv_dtype",
+                            "block_size_tokens", "tensor_parallel", "num_kv_blocks", "serving.response_latency_s",
+                            "serving", "provenance", "name", "extra_field"]),
+       value=JSON_VALUES)
+def test_malformed_profiles_are_refused_in_one_line_or_run_sanely(tmp_path_factory, key, value):
+    import json
+
+    from calibration.profile import ProfileError, load_profile, shipped_profiles_dir
+    data = json.loads((shipped_profiles_dir() / "cpu-vllm_tiny-llama_tp1_bf16" / "profile.json").read_text())
+    node = data
+    *head, last = key.split(".")
+    for part in head:
+        node = node[part]
+    node[last] = value
+    folder = tmp_path_factory.mktemp("prof")
+    (folder / "profile.json").write_text(json.dumps(data))
+    try:
+        prof = load_profile(folder)
+    except ProfileError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 800
+        return
+    cost = prof.cost_model()
+    t = cost.step_time_s(100, 1, 5000, 100, 1)
+    assert math.isfinite(t) and t > 0
+
+
+CELLS = st.one_of(st.integers(-5, 10**6).map(str), st.floats(allow_nan=True).map(repr), st.text(max_size=6),
+                  st.just("9223372036854775808"), st.just("2023-11-16 18:15:46.1+02:00"), st.just(""))
+
+
+@CI
+@given(header=st.sampled_from(["timestamp,prompt_tokens,output_tokens", "TIMESTAMP,ContextTokens,GeneratedTokens",
+                               "a,b,c"]),
+       rows=st.lists(st.tuples(CELLS, CELLS, CELLS), min_size=0, max_size=5))
+def test_malformed_traces_are_refused_in_one_line_or_replayed(tmp_path_factory, header, rows):
+    folder = tmp_path_factory.mktemp("trace")
+    body = "\n".join(",".join(c.replace(",", ";").replace("\n", " ").replace("\r", " ") for c in r) for r in rows)
+    (folder / "t.csv").write_text(header + "\n" + body + "\n")
+    try:
+        sc = scenario_from_dict({"workload": {"arrival": {"kind": "trace", "path": "t.csv"}},
+                                 "serving": {"max_model_len": 8192}}, base_dir=folder)
+        res = run(sc)
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 800
+        return
+    r = res.requests
+    assert (r["prompt_tokens"] >= 1).all() and (r["output_tokens"] >= 1).all()
+    assert np.isfinite(r["arrival_s"]).all()
+
+
+@budget(15)
+@given(section=st.one_of(
+    JSON_VALUES,
+    st.fixed_dictionaries({"candidates": st.lists(st.one_of(
+        JSON_VALUES, st.fixed_dictionaries({"gpu": st.sampled_from(["a100-80gb-sxm", "h100-sxm", "nope", 7]),
+                                            "tensor_parallel": st.sampled_from([1, 2, 3, -1]),
+                                            "set": st.one_of(st.lists(st.sampled_from(
+                                                ["serving.replicas=2", "x", "serving=3", "slo.ttft_s=.inf"]),
+                                                max_size=2), JSON_VALUES)})), max_size=2),
+                           "scale_up_margin": st.sampled_from([0.2, -1, math.inf])})))
+def test_malformed_planning_sections_are_refused_or_listed_infeasible(section):
+    from sim.planner import plan
+    data = read_scenario_file("customer_support_1m_per_day.yaml")
+    data["plan"] = section
+    if isinstance(section, dict):
+        section.update(requests_per_point=150, max_requests_per_point=150, max_replicas=6)
+    try:
+        p = plan(data, workers=1, progress=False)
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 800
+        return
+    for c in p.candidates:
+        assert c.feasible or c.reason
