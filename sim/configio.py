@@ -30,7 +30,16 @@ MAX_YAML_DEPTH = 64
 
 
 class ConfigError(ValueError):
-    """A scenario, catalog or profile value is not allowed. The message names the field."""
+    """A scenario, catalog or profile value is not allowed. The message names the field.
+
+    `field` is the dotted path of the offending field (``serving.scheduler.max_num_seqs``), so a
+    UI can put the message next to its widget without parsing text; by default it is what the
+    message starts with, before the first colon.
+    """
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field if field is not None else message.split(":", 1)[0].strip()
 
 
 _short = reprlib.Repr()
@@ -52,7 +61,7 @@ def short_path(path: Any) -> str:
 def require(ok: bool, path: str, value: Any, allowed: str) -> None:
     """Raise a ConfigError for `path` unless `ok`. `allowed` says what would be accepted."""
     if not ok:
-        raise ConfigError(f"{path}: got {short_repr(value)}; {allowed}")
+        raise ConfigError(f"{path}: got {short_repr(value)}; {allowed}", field=path)
 
 
 def _num(v: float | int) -> str:

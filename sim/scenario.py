@@ -333,7 +333,7 @@ def load_scenario(path: str | Path, overrides: tuple[str, ...] | list[str] = ())
     try:
         return scenario_from_dict(data, overrides, base_dir=base.resolve())
     except ConfigError as exc:
-        raise ConfigError(f"{short_path(path)}: {exc}") from None
+        raise ConfigError(f"{short_path(path)}: {exc}", field=exc.field) from None
 
 
 def shipped_scenarios() -> list[str]:

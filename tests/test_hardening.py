@@ -370,3 +370,10 @@ def test_an_aborted_closed_loop_reports_clients_not_an_absurd_rate():
     assert not res.stable
     assert "closed loop of 50 clients" in res.status and "e+" not in res.status
     assert math.isnan(res.offered_rate_per_s)
+
+
+def test_config_errors_carry_their_field(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_scenario(write(tmp_path, {**SMALL, "serving": {"scheduler": {"max_num_seqs": 0}}}))
+    assert e.value.field == "serving.scheduler.max_num_seqs"
+    assert str(e.value).startswith(repr(str(tmp_path / "s.yaml")))  # the message still says which file
