@@ -75,7 +75,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     # Check before minutes of simulation.
     out = check_output_path(args.out, (".csv", ".parquet", ".json"), args.force) if args.out else None
     result = plan(args.scenario, args.set or [], seed=args.seed, workers=args.workers,
-                  ray=args.ray, progress=not args.json)
+                  ray=args.ray, progress=not args.json, cache=not args.no_cache)
     if out is not None:
         write_output(out, result.to_frame(), result.to_dict())
     if args.json:
@@ -101,5 +101,8 @@ def register(subparsers) -> None:
                         "needs pip install 'servesim[ray]'")
     p.add_argument("--out", help="write the ranked table to .csv or .parquet (or the whole plan to .json)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--no-cache", action="store_true",
+                   help="simulate every point again (default: reuse points simulated before with the same "
+                        "inputs and code, kept in $SERVESIM_CACHE_DIR or ~/.cache/servesim/plan)")
     p.add_argument("--json", action="store_true", help="print the whole plan as JSON")
     p.set_defaults(func=cmd_plan)

@@ -334,7 +334,7 @@ def _backend(workers: int | None, ray: str | bool | None):
 def plan(source: str | Path | dict | Scenario, overrides: tuple[str, ...] | list[str] = (), *,
          config: PlanConfig | dict | None = None, seed: int | None = None, workers: int | None = None,
          ray: str | bool | None = None, progress: bool = False,
-         on_progress: Callable[[int, int], None] | None = None) -> Plan:
+         on_progress: Callable[[int, int], None] | None = None, cache: bool | str | Path = False) -> Plan:
     """Plan the fleet for a planning scenario.
 
     `source`: a planning file (path or shipped name), its mapping, or a Scenario (planned as
@@ -343,8 +343,11 @@ def plan(source: str | Path | dict | Scenario, overrides: tuple[str, ...] | list
     `workers`: local processes (default: CPU count; 1 runs inline). `ray`: True or an
     address to run the simulations on Ray instead. `progress`: a tqdm bar on stderr (when
     it is a terminal); `on_progress(done, total)` is called after each simulation (the total
-    grows as the searches go). Bad input raises ConfigError; a candidate
-    that cannot run or meet the SLO is listed with its reason, never raised.
+    grows as the searches go). `cache`: True (the default folder, sim/plan_cache.py) or a folder
+    keeps every simulated point on disk and answers repeats from it, so re-planning after a price
+    or SLO change re-prices instead of re-simulating; False (the default here) simulates all.
+    Bad input raises ConfigError; a candidate that cannot run or meet the SLO is listed with its
+    reason, never raised.
     """
     wall0 = time.perf_counter()
     if isinstance(source, Scenario):
@@ -397,11 +400,30 @@ def plan(source: str | Path | dict | Scenario, overrides: tuple[str, ...] | list
         if on_progress is not None:
             on_progress(counts["done"], counts["total"])
 
+    store = None
+    if cache is not False:
+        from .plan_cache import SampleCache
+        store = SampleCache(None if cache is True else cache)
+
     def run_tasks(tasks):
         counts["total"] += len(tasks)
         bar.total = counts["total"]
         bar.refresh()
-        return backend.map(tasks, one_done)
+        if store is None:
+            return backend.map(tasks, one_done)
+        found = [store.get(t) for t in tasks]
+        for s in found:
+            if s is not None:
+                one_done()
+        missing = [t for t, s in zip(tasks, found) if s is None]
+        fresh = iter(backend.map(missing, one_done) if missing else [])
+        out = []
+        for t, s in zip(tasks, found):
+            if s is None:
+                s = next(fresh)
+                store.put(t, s)
+            out.append(s)
+        return out
 
     try:
         outcomes = drive(together([_candidate_search(k, estimates[k], rates, cfg, slo) for k in live]),
@@ -440,6 +462,9 @@ def plan(source: str | Path | dict | Scenario, overrides: tuple[str, ...] | list
     front = pareto_front(front_points, ["usd_per_month_fixed"] + [f"{m}_s" for m in slo.bounds])
 
     notes = []
+    if store is not None:
+        notes.append(f"{store.hits} of {store.hits + store.misses} simulations answered from the cache in "
+                     f"{store.folder} (--no-cache re-simulates)")
     if workload.arrival.kind == "daily" and workload.arrival.hours is not None:
         notes.append("workload.arrival.hours is ignored: the plan covers all 24 hours of the day")
     return Plan(scenario=str(base.get("name", "scenario")), slo=slo, queries_per_day=queries_per_day,

@@ -321,3 +321,23 @@ def test_on_progress_counts_every_simulation():
     p = plan(small(), workers=1, on_progress=lambda done, total: calls.append((done, total)))
     assert calls and calls[-1] == (p.points_simulated, p.points_simulated)
     assert [d for d, _ in calls] == list(range(1, p.points_simulated + 1))
+
+
+# --- the on-disk cache of simulated points -----------------------------------------------
+
+def test_replanning_the_same_inputs_reprices_from_the_cache(tmp_path, monkeypatch):
+    import sim.plan_cache as plan_cache
+
+    first = plan(small(), workers=1, cache=tmp_path)
+    assert first.points_simulated > 0 and "0 of" in first.notes[0]
+    again = plan(small(**{"hardware.price_discount": 0.5}), workers=1, cache=tmp_path)
+    n = first.points_simulated
+    assert f"{n} of {n} simulations answered from the cache" in again.notes[0]
+    a, b = first.best, again.best
+    assert (a.replicas_peak, a.hourly_replicas, a.ttft_s) == (b.replicas_peak, b.hourly_replicas, b.ttft_s)
+    assert b.usd_per_month_fixed == pytest.approx(0.5 * a.usd_per_month_fixed)
+    # What a simulation reads is in the key: another arrival shape, or other code, misses.
+    other = plan(small(**{"workload.output_tokens.mean": 90}), workers=1, cache=tmp_path)
+    assert other.notes[0].startswith("0 of")
+    monkeypatch.setattr(plan_cache, "code_fingerprint", lambda: "another version")
+    assert plan(small(), workers=1, cache=tmp_path).notes[0].startswith("0 of")
