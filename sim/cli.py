@@ -94,7 +94,21 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Commands that live in other modules, and the module that registers each. They import the
+# planner or the calibration stack (scipy, pandas, vLLM helpers): a `servesim run` loads neither.
+EXTRA_COMMANDS = {"plan": "sim.plan_cli", "calibrate": "calibration.cli"}
+
+
+def _command(argv: list[str] | None) -> str | None:
+    """The subcommand `argv` names (its first word that is not an option), if any."""
+    for word in sys.argv[1:] if argv is None else argv:
+        if not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole CLI; with `argv`, only the command it names is fully registered (fast start-up)."""
     p = OneLineParser(prog="servesim", description="Simulate LLM inference serving: latency, throughput, cost.")
     p.add_argument("--version", action="version", version=f"servesim {version()}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -110,7 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
     ls = sub.add_parser("scenarios", help="list the shipped scenarios")
     ls.set_defaults(func=cmd_scenarios)
-    for module in ("sim.planner", "calibration.cli"):
+    command = _command(argv) if argv is not None else None
+    wanted = [EXTRA_COMMANDS[command]] if command in EXTRA_COMMANDS else (
+        [] if command in ("run", "scenarios") else list(EXTRA_COMMANDS.values()))
+    for module in wanted:
         try:
             mod = __import__(module, fromlist=["register"])
         except ImportError:
@@ -121,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

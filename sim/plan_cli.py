@@ -9,7 +9,6 @@ import json
 import math
 
 from .cli import seed_arg, workers_arg
-from .plan_search import fmt_s
 
 
 def _money(v: float) -> str:
@@ -28,6 +27,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def format_plan(p) -> str:
     """The headline sentence, the ranked table, the reasons, the Pareto front, and what it took."""
+    from .plan_search import fmt_s
+
     pct = f"P{p.slo.percentile:g}"
     lines = [p.headline(), "",
              f"{p.scenario}: {p.queries_per_day:,.0f} queries/day, peak {p.peak_rate_per_s:.2f} req/s at hour "
