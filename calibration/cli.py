@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from .fit import FitError, fit_profile, format_report
-from .profile import MEASUREMENTS_FILE, Profile, ProfileError, save_profile
+from .profile import MEASUREMENTS_FILE, Profile, ProfileError, read_json, save_profile
 from .telemetry import TelemetrySampler
 from .vllm_harness import FIT_STATS, GRIDS, EngineError, VllmSettings, measure_vllm, resolve_model_dir, step_shapes
 
@@ -195,13 +195,34 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return _fit_folder(Path(args.folder), args.test_fraction, args.seed, args.stat)
 
 
+def read_measurements(path: Path) -> pd.DataFrame:
+    """measurements.csv with the columns a fit needs; FitError (one line, naming the file) otherwise."""
+    from .vllm_harness import SHAPE
+
+    try:
+        measured = pd.read_csv(path, encoding="utf-8")
+    except UnicodeDecodeError:
+        raise FitError(f"{path}: not UTF-8 text; expected the CSV `servesim calibrate run` writes") from None
+    except (ValueError, pd.errors.ParserError, OSError) as exc:
+        raise FitError(f"{path}: not a readable CSV ({type(exc).__name__})") from None
+    missing = [c for c in (*SHAPE, "step_time_s") if c not in measured.columns]
+    if missing:
+        raise FitError(f"{path}: columns {missing} are missing; needed: {[*SHAPE, 'step_time_s']}")
+    return measured
+
+
 def _fit_folder(folder: Path, test_fraction: float, seed: int, stat: str = "min") -> int:
     """Fit measurements.csv of `folder` (one row per step shape, see step_shapes) and write profile.json."""
     for name in (MEASUREMENTS_FILE, RUN_FILE):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder / name} is missing (written by `servesim calibrate run`)")
-    run = json.loads((folder / RUN_FILE).read_text())
-    measured = pd.read_csv(folder / MEASUREMENTS_FILE)
+    run = read_json(folder / RUN_FILE)
+    if not isinstance(run, dict):
+        raise ProfileError(f"{folder / RUN_FILE}: expected a JSON object (what `servesim calibrate run` wrote)")
+    for key in ("model", "device", "dtype", "kv_dtype", "block_size_tokens"):
+        if key not in run:
+            raise ProfileError(f"{folder / RUN_FILE}: field {key!r} is missing (written by `servesim calibrate run`)")
+    measured = read_measurements(folder / MEASUREMENTS_FILE)
     shapes = step_shapes(measured, stat)
     result = fit_profile(shapes, test_fraction=test_fraction, seed=seed)
     provenance = {k: v for k, v in run.items() if k not in ("model", "gpu")}
@@ -216,7 +237,11 @@ def _fit_folder(folder: Path, test_fraction: float, seed: int, stat: str = "min"
                       kv_dtype=run["kv_dtype"], block_size_tokens=int(run["block_size_tokens"]),
                       num_kv_blocks=run.get("num_kv_blocks"), provenance=provenance, fit=fit)
     old = folder / "profile.json"
-    if old.is_file() and json.loads(old.read_text()).get("serving"):
+    try:
+        had_serving = old.is_file() and bool((read_json(old) or {}).get("serving"))
+    except (ProfileError, AttributeError):
+        had_serving = False  # an unreadable old profile is simply replaced
+    if had_serving:
         print("calibrate: the old profile's serving section was fitted against the old coefficients and is "
               "dropped; run `servesim calibrate serve` again")
     path = save_profile(profile, folder)

@@ -157,7 +157,7 @@ def _reject_constant(name: str) -> float:
                        f"servesim does not)")
 
 
-def _read_json(f: Path) -> Any:
+def read_json(f: Path) -> Any:
     """Strict JSON: UTF-8, no NaN/Infinity; every problem a one-line ProfileError naming the file."""
     try:
         text = f.read_bytes().decode("utf-8")
@@ -185,7 +185,7 @@ def load_profile(name_or_path: str | Path, base_dir: Path | None = None) -> Prof
     for c in candidates:
         f = c if c.suffix == ".json" else c / PROFILE_FILE
         if _is_file(f):
-            prof = _parse(_read_json(f), str(f))
+            prof = _parse(read_json(f), str(f))
             return Profile(**{**prof.__dict__, "path": str(f.parent)})
     raise ProfileError(f"cost_model.profile: no profile {short_path(name_or_path)} (looked for {PROFILE_FILE} in "
                        f"{[str(c) for c in candidates]}); shipped profiles: {list_shipped_profiles()}")

@@ -377,3 +377,18 @@ def test_config_errors_carry_their_field(tmp_path):
         load_scenario(write(tmp_path, {**SMALL, "serving": {"scheduler": {"max_num_seqs": 0}}}))
     assert e.value.field == "serving.scheduler.max_num_seqs"
     assert str(e.value).startswith(repr(str(tmp_path / "s.yaml")))  # the message still says which file
+
+
+@pytest.mark.parametrize("run_json, csv, needle", [
+    ("[1]", "a,b\n1,2\n", "expected a JSON object"),
+    ("NaN", "a,b\n1,2\n", "NaN is not a number"),
+    ('{"model": "m", "device": "d", "dtype": "bf16", "kv_dtype": "bf16", "block_size_tokens": 16}', "a,b\n1,2\n",
+     "columns ['phase'"),
+    ('{"model": "m"}', "a,b\n1,2\n", "field 'device' is missing"),
+])
+def test_calibrate_fit_on_malformed_files_is_one_line(tmp_path, capsys, run_json, csv, needle):
+    (tmp_path / "run.json").write_text(run_json)
+    (tmp_path / "measurements.csv").write_text(csv)
+    rc, _, err = cli(capsys, "calibrate", "fit", str(tmp_path))
+    assert rc == 2
+    one_line_error(err, needle)
