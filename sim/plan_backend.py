@@ -1,7 +1,7 @@
 """Where the planner's simulations run: in this process, on a local process pool, or on Ray.
 
-A backend maps `plan_search.simulate` over a list of tasks and returns the samples in
-task order. Every task carries its own seed, so the backend changes wall time only,
+A backend maps a task function (`plan_search.simulate` by default; `windows.run_window` for
+windowed runs) over a list of tasks and returns the results in task order. Every task carries its own seed, so the backend changes wall time only,
 never a number. Ray is an optional extra (``pip install 'servesim[ray]'``).
 """
 from __future__ import annotations
@@ -24,16 +24,16 @@ class LocalBackend:
     def describe(self) -> str:
         return f"local, {self.workers} worker{'s' if self.workers > 1 else ''}"
 
-    def map(self, tasks: list[Task], done: Callable[[], None]) -> list[Sample]:
+    def map(self, tasks: list[Task], done: Callable[[], None], fn: Callable = simulate) -> list[Sample]:
         if self.workers == 1 or len(tasks) == 1:
             out = []
             for t in tasks:
-                out.append(simulate(t))
+                out.append(fn(t))
                 done()
             return out
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=self.workers)
-        futures = {self._pool.submit(simulate, t): i for i, t in enumerate(tasks)}
+        futures = {self._pool.submit(fn, t): i for i, t in enumerate(tasks)}
         out: list[Sample | None] = [None] * len(tasks)
         for f in as_completed(futures):
             out[futures[f]] = f.result()
@@ -59,15 +59,16 @@ class RayBackend:
         if self._started:
             ray.init(address=None if address in (None, "", "local") else address, include_dashboard=False,
                      log_to_driver=False)
-        self._remote = ray.remote(simulate)
+        self._remotes: dict[Callable, object] = {}
         self.address = address or "local"
 
     def describe(self) -> str:
         return f"ray ({self.address}, {int(self._ray.cluster_resources().get('CPU', 0))} CPUs)"
 
-    def map(self, tasks: list[Task], done: Callable[[], None]) -> list[Sample]:
+    def map(self, tasks: list[Task], done: Callable[[], None], fn: Callable = simulate) -> list[Sample]:
         ray = self._ray
-        refs = [self._remote.remote(t) for t in tasks]
+        remote = self._remotes.setdefault(fn, ray.remote(fn))
+        refs = [remote.remote(t) for t in tasks]
         index = {r: i for i, r in enumerate(refs)}
         out: list[Sample | None] = [None] * len(tasks)
         remaining = list(refs)
