@@ -66,23 +66,45 @@ def _jsonable(v):
 def cmd_run(args: argparse.Namespace) -> int:
     from .metrics import summarize
     from .report import format_summary
-    from .scenario import DEFAULT_SCENARIO, load_scenario
+    from .scenario import DEFAULT_SCENARIO, load_scenario, scenario_to_dict
     from .simulation import run
+    from .vllm_bench import DEFAULT_PERCENTILE_METRICS, bench_result, parse_percentile_metrics, parse_percentiles
 
     from .outputs import check_output_path, write_output
 
-    out = check_output_path(args.out, (".csv", ".parquet"), args.force) if args.out else None  # before the run
-    scenario = load_scenario(args.scenario or DEFAULT_SCENARIO, args.set or [])
+    # Everything the user typed is checked before the run: a bad flag costs nothing.
+    fmt = "json" if args.json else args.format
+    percentiles = parse_percentiles(args.metric_percentiles)
+    metrics = (parse_percentile_metrics(args.percentile_metrics) if args.percentile_metrics
+               else DEFAULT_PERCENTILE_METRICS)
+    out = check_output_path(args.out, (".csv", ".parquet"), args.force) if args.out else None
+    save = (check_output_path(args.save_result, (".json",), args.force, flag="--save-result")
+            if args.save_result else None)
+    overrides = list(args.set or [])
+    scenario = load_scenario(args.scenario or DEFAULT_SCENARIO, overrides, vllm_args=args.vllm_args)
     results = run(scenario, seed=args.seed)
     summary = summarize(results)
     if out is not None:
         write_output(out, results.requests)
-    if args.json:
-        print(json.dumps({k: _jsonable(v) for k, v in summary.items()}, indent=2))
+    bench = None
+    if save is not None or fmt == "vllm-bench":
+        bench = bench_result(results, percentiles, metrics, detailed=args.save_detailed, version=version())
+    if save is not None:
+        write_output(save, document=bench, flag="--save-result")
+    if fmt == "json":
+        doc = {k: _jsonable(v) for k, v in summary.items()}
+        doc["servesim_version"] = version()
+        doc["notes"] = list(results.notes)
+        doc["scenario_config"] = scenario_to_dict(scenario)  # what was run, after overrides and defaults
+        print(json.dumps(doc, indent=2))
+    elif fmt == "vllm-bench":
+        print(json.dumps(bench, indent=2))
     else:
         print(format_summary(results, summary))
         if args.out:
             print(f"  per-request records written to {args.out}")
+        if save is not None:
+            print(f"  vllm bench serve results written to {args.save_result}")
     return 0 if results.stable else 3
 
 
@@ -120,7 +142,22 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     r.add_argument("--seed", type=seed_arg, default=None, help="random seed, 0..2**32-1 (default: the scenario's)")
     r.add_argument("--out", help="write per-request records to a .csv or .parquet file")
     r.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    r.add_argument("--json", action="store_true", help="print the summary as JSON")
+    r.add_argument("--json", action="store_true", help="print the summary as JSON (same as --format json)")
+    r.add_argument("--format", choices=("text", "json", "vllm-bench"), default="text",
+                   help="what to print: the text summary, servesim's JSON, or the JSON `vllm bench serve "
+                        "--save-result` writes (keys, ms units and statistics as vLLM's)")
+    r.add_argument("--save-result", metavar="FILE.json",
+                   help="also write the results as `vllm bench serve --save-result` does")
+    r.add_argument("--save-detailed", action="store_true",
+                   help="with --save-result / --format vllm-bench: per-request input_lens, output_lens, "
+                        "ttfts, itls, start_times (as vLLM's --save-detailed)")
+    r.add_argument("--metric-percentiles", default="99", metavar="P,P,...",
+                   help="percentiles in the vllm-bench results, as vLLM's flag (default: 99)")
+    r.add_argument("--percentile-metrics", default=None, metavar="M,M,...",
+                   help="metrics given percentiles in the vllm-bench results: ttft, tpot, itl, e2el "
+                        "(default: ttft,tpot,itl, as vLLM)")
+    r.add_argument("--vllm-args", metavar="\"--max-num-seqs 512 ...\"",
+                   help="a `vllm serve` command line (or its flags): engine settings by vLLM's names")
     r.set_defaults(func=cmd_run)
     ls = sub.add_parser("scenarios", help="list the shipped scenarios")
     ls.set_defaults(func=cmd_scenarios)

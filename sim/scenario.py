@@ -281,9 +281,39 @@ def apply_override(data: dict, assignment: str) -> dict:
     return root
 
 
-def scenario_from_dict(data: dict, overrides: tuple[str, ...] | list[str] = (), base_dir: Path | None = None) -> Scenario:
+def _with_engine_args(data: dict, vllm_args: str | None) -> dict:
+    """`data` with its `engine_args:` (vLLM's names, sim/vllm_args.py) mapped onto scenario fields,
+    then `vllm_args` (a `vllm serve` command line) applied over them, as --set is over the file."""
+    from .vllm_args import engine_args_to_scenario, merge_engine_args, parse_vllm_args
+
+    data = dict(data)
+    engine = data.pop("engine_args", None)
+    if engine is not None:
+        data = merge_engine_args(data, engine_args_to_scenario(engine))
+    if vllm_args:
+        fields = engine_args_to_scenario(parse_vllm_args(vllm_args), "--vllm-args")
+
+        def override(base: dict, add: dict) -> dict:
+            out = dict(base)
+            for k, v in add.items():
+                out[k] = override(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) \
+                    and k != "speculative" else v
+            return out
+
+        data = override(data, fields)
+    return data
+
+
+def scenario_from_dict(data: dict, overrides: tuple[str, ...] | list[str] = (), base_dir: Path | None = None,
+                       vllm_args: str | None = None) -> Scenario:
+    from .hf_config import resolve_model_reference
+
+    if isinstance(data, dict) and ("engine_args" in data or vllm_args):
+        data = _with_engine_args(data, vllm_args)
     for assignment in overrides:
         data = apply_override(data, assignment)
+    if isinstance(data, dict) and isinstance(data.get("model"), str):
+        data = {**data, "model": resolve_model_reference(data["model"], base_dir)}
     if "base_dir" in data:
         # Set by the loader from the file's folder, never by the file: a key that re-roots every
         # relative path is a surprise, not a feature.
@@ -325,13 +355,14 @@ def read_scenario_file(path: str | Path) -> dict:
     return data
 
 
-def load_scenario(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> Scenario:
+def load_scenario(path: str | Path, overrides: tuple[str, ...] | list[str] = (),
+                  vllm_args: str | None = None) -> Scenario:
     data = read_scenario_file(path)
     data.pop("plan", None)  # a planning file's section for `servesim plan` (sim/plan_config.py); a run ignores it
     p = Path(path)
     base = p.parent if _is_file(p) else Path(str(resources.files("scenarios")))
     try:
-        return scenario_from_dict(data, overrides, base_dir=base.resolve())
+        return scenario_from_dict(data, overrides, base_dir=base.resolve(), vllm_args=vllm_args)
     except ConfigError as exc:
         raise ConfigError(f"{short_path(path)}: {exc}", field=exc.field) from None
 
@@ -341,7 +372,12 @@ def shipped_scenarios() -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*.yaml"))
 
 
-def scenario_to_yaml(scenario: Scenario) -> str:
+def scenario_to_dict(scenario: Scenario) -> dict:
+    """The resolved scenario as a plain mapping (every field, defaults filled in), loadable again."""
     d = to_dict(scenario)
     d.pop("base_dir", None)
-    return yaml.safe_dump(d, sort_keys=False)
+    return d
+
+
+def scenario_to_yaml(scenario: Scenario) -> str:
+    return yaml.safe_dump(scenario_to_dict(scenario), sort_keys=False)
