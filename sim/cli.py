@@ -108,6 +108,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if results.stable else 3
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare, format_rows
+    from .outputs import check_output_path, write_output
+    from .scenario import DEFAULT_SCENARIO, load_scenario
+
+    save = (check_output_path(args.save_result, (".json",), args.force, flag="--save-result")
+            if args.save_result else None)
+    scenario = load_scenario(args.scenario or DEFAULT_SCENARIO, args.set or [], vllm_args=args.vllm_args)
+    rows, predicted, notes = compare(args.real, scenario, seed=args.seed, version=version())
+    if save is not None:
+        write_output(save, document=predicted, flag="--save-result")
+    if args.json:
+        print(json.dumps({"rows": [{k: _jsonable(v) for k, v in r.items()} for r in rows], "notes": notes,
+                          "servesim_version": version()}, indent=2))
+        return 0
+    print(f"servesim compare — real {args.real} vs {scenario.name} ({scenario.model_spec.name} on "
+          f"{scenario.serving.replicas} x {scenario.gpu_spec.name}, TP {scenario.serving.tensor_parallel})")
+    for note in notes:
+        print(f"  note: {note}")
+    print(format_rows(rows))
+    return 0
+
+
 def cmd_scenarios(args: argparse.Namespace) -> int:
     from .scenario import shipped_scenarios
 
@@ -157,8 +180,22 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help="metrics given percentiles in the vllm-bench results: ttft, tpot, itl, e2el "
                         "(default: ttft,tpot,itl, as vLLM)")
     r.add_argument("--vllm-args", metavar="\"--max-num-seqs 512 ...\"",
-                   help="a `vllm serve` command line (or its flags): engine settings by vLLM's names")
+                   help="a `vllm serve` command line (or its flags): engine settings by vLLM's names "
+                        "(write --vllm-args='--flag ...' when it starts with --)")
     r.set_defaults(func=cmd_run)
+    c = sub.add_parser("compare", help="a real `vllm bench serve` result vs servesim's prediction, side by side")
+    c.add_argument("real", metavar="REAL.json", help="a `vllm bench serve --save-result` file (--save-detailed: "
+                                                     "replayed request by request)")
+    c.add_argument("scenario", nargs="?", help="the serving setup to simulate (model, GPU, engine); its workload "
+                                               "is replaced by the real one (default: the embedded scenario)")
+    c.add_argument("--set", action="append", metavar="PATH=VALUE", help="override a scenario value (repeatable)")
+    c.add_argument("--vllm-args", metavar="\"--max-num-seqs 512 ...\"",
+                   help="the real server's `vllm serve` flags (use --vllm-args='--flag ...')")
+    c.add_argument("--seed", type=seed_arg, default=None, help="random seed, 0..2**32-1 (default: the scenario's)")
+    c.add_argument("--save-result", metavar="FILE.json", help="write the prediction as a vllm bench serve result")
+    c.add_argument("--force", action="store_true", help="overwrite --save-result if it exists")
+    c.add_argument("--json", action="store_true", help="print the rows as JSON")
+    c.set_defaults(func=cmd_compare)
     ls = sub.add_parser("scenarios", help="list the shipped scenarios")
     ls.set_defaults(func=cmd_scenarios)
     command = _command(argv) if argv is not None else None

@@ -138,8 +138,11 @@ def _traffic(results: Results) -> tuple[Any, float, int | None]:
 
 def bench_result(results: Results, percentiles: Iterable[float] = DEFAULT_PERCENTILES,
                  metrics: Iterable[str] = DEFAULT_PERCENTILE_METRICS, detailed: bool = False,
-                 version: str = "unknown") -> dict[str, Any]:
-    """The `vllm bench serve --save-result` document for a run (see the module docstring)."""
+                 version: str = "unknown", traffic: tuple[Any, float, int | None] | None = None) -> dict[str, Any]:
+    """The `vllm bench serve --save-result` document for a run (see the module docstring).
+
+    `traffic` = (request_rate, burstiness, max_concurrency) when the run's workload did not come
+    from its scenario (a replay); by default they are read from the scenario's arrivals."""
     percentiles = tuple(percentiles)
     metrics = tuple(metrics)
     sc = results.scenario
@@ -171,7 +174,7 @@ def bench_result(results: Results, percentiles: Iterable[float] = DEFAULT_PERCEN
             if bound is not None:
                 good &= value <= bound
         goodput = per_s(int(good.sum()))
-    rate, burstiness, concurrency = _traffic(results)
+    rate, burstiness, concurrency = traffic if traffic is not None else _traffic(results)
     peak_tokens, peak_live = _peaks(arrival[ok], first[ok], finish[ok], out_len[ok])
     doc: dict[str, Any] = {
         "date": datetime.now().strftime("%Y%m%d-%H%M%S"),
