@@ -17,8 +17,9 @@ import numpy as np
 
 from .configio import ConfigError, short_path, short_repr
 from .rng import stream
+from .traces import vllm_result_requests
 from .vllm_bench import PERCENTILE_METRICS, percentile_key
-from .workload import MAX_REQUESTS, MAX_TOKENS, Workload, _renewal_arrivals
+from .workload import MAX_REQUESTS, Workload, _renewal_arrivals
 
 MAX_RESULT_BYTES = 2_000_000_000
 
@@ -79,21 +80,6 @@ def _detailed(doc: dict) -> bool:
     return all(isinstance(doc.get(k), list) for k in ("start_times", "input_lens", "output_lens"))
 
 
-def _lengths(doc: dict, key: str, n: int) -> np.ndarray:
-    v = doc[key]
-    if len(v) != n:
-        raise ConfigError(f"REAL.{key}: {len(v)} entries, but start_times has {n}")
-    try:
-        a = np.asarray(v, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ConfigError(f"REAL.{key}: expected a list of token counts") from None
-    bad = np.flatnonzero(~np.isfinite(a) | (a < 0) | (a > MAX_TOKENS) | (a != np.floor(a)))
-    if bad.size:
-        i = int(bad[0])
-        raise ConfigError(f"REAL.{key}[{i}]: got {short_repr(v[i])}; expected a token count in 0..{MAX_TOKENS:,}")
-    return a.astype(np.int64)
-
-
 def workload_from_result(doc: dict, seed: int) -> tuple[Workload, list[str]]:
     """The requests the real benchmark sent, and notes on what was assumed.
 
@@ -111,24 +97,12 @@ def workload_from_result(doc: dict, seed: int) -> tuple[Workload, list[str]]:
         conc = _count(doc, "max_concurrency", 1, 1_000_000)
     closed = conc is not None and math.isinf(rate)
     if _detailed(doc):
-        n = len(doc["start_times"])
-        if not 1 <= n <= MAX_REQUESTS:
-            raise ConfigError(f"REAL.start_times: {n} entries; expected 1..{MAX_REQUESTS:,}")
-        try:
-            start = np.asarray(doc["start_times"], dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ConfigError("REAL.start_times: expected a list of times in seconds") from None
-        if not np.isfinite(start).all():
-            raise ConfigError("REAL.start_times: expected finite times in seconds")
-        prompt, output = _lengths(doc, "input_lens", n), _lengths(doc, "output_lens", n)
-        ok = (output > 0) & (prompt > 0)  # vLLM writes output_len 0 for a failed request
-        if not ok.any():
-            raise ConfigError("REAL: no successful request (every output_lens entry is 0)")
-        if not ok.all():
-            notes.append(f"{int((~ok).sum())} failed request(s) in the real run left out")
-        order = np.argsort(start[ok], kind="stable")
-        arrival = start[ok][order] - start[ok].min()
-        prompt, output = prompt[ok][order], output[ok][order]
+        start, prompt, output, failed = vllm_result_requests(doc, "REAL.", ConfigError)
+        if failed:
+            notes.append(f"{failed} failed request(s) in the real run left out")
+        order = np.argsort(start, kind="stable")
+        arrival = start[order] - start.min()
+        prompt, output = prompt[order], output[order]
         notes.append(f"workload: {len(prompt)} requests with the recorded lengths"
                      + (f", through {conc} clients (closed loop, as the benchmark's max_concurrency)" if closed
                         else ", sent at the recorded start times"))

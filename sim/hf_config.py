@@ -20,8 +20,6 @@ MAX_CONFIG_BYTES = 10_000_000
 
 def _as_file(value: str, base_dir: Path | None) -> Path | None:
     """The config.json `value` names (a file or a folder holding one), or None when it names no path."""
-    if not (value.endswith(".json") or "/" in value or "\\" in value):
-        return None
     p = Path(value).expanduser()
     if not p.is_absolute() and base_dir is not None:
         p = Path(base_dir) / p

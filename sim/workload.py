@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 
-from .configio import ConfigError, require, require_range, short_repr
+from .configio import require, require_range
 from .rng import stream
+from .traces import AZURE_TRACE_COLUMNS, TRACE_COLUMNS, load_trace, read_trace  # noqa: F401 (re-exported)
 
 SECONDS_PER_HOUR = 3600.0
 
@@ -50,8 +50,6 @@ _ARRIVAL_FIELDS = {
 # Fields with a non-None default: "set" means "differs from the default".
 _ARRIVAL_DEFAULTS = {"time_scale": 1.0, "think_time_s": 0.0}
 
-TRACE_COLUMNS = ("timestamp", "prompt_tokens", "output_tokens")  # timestamp: float seconds
-AZURE_TRACE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")  # TIMESTAMP: datetime string
 
 
 def _require_only(obj: object, kind: str, used: set[str], candidates: dict[str, set[str]], path: str,
@@ -175,7 +173,8 @@ class ArrivalConfig:
     hour h (sum over all 24 weights, so simulating a subset of `hours` gives that subset's share
     of the day). The listed `hours` (sorted, any subset) are laid back to back in simulated
     time: the k-th listed hour covers [k*3600, (k+1)*3600) s, whatever its clock hour.
-    trace: replay a CSV (see `read_trace`); `time_scale` multiplies the gaps (0.5 = twice as fast).
+    trace: replay a trace file (CSV, Parquet, Mooncake or OpenAI-log JSONL, vLLM bench detailed JSON;
+    see sim/traces.py); `time_scale` multiplies the gaps (0.5 = twice as fast).
     closed_loop: `concurrency` clients, each with one request in flight, waiting `think_time_s`
     between a response and its next request; the simulator issues the arrivals.
     """
@@ -216,7 +215,7 @@ class ArrivalConfig:
                         "must be strictly increasing (sorted, no repeats)")
         if self.kind == "trace":
             _require_set(self.path, f"{path}.path", self.kind)
-            require(self.path.strip() != "", f"{path}.path", self.path, "must name a CSV file")
+            require(self.path.strip() != "", f"{path}.path", self.path, "must name a trace file (.csv, .parquet, .jsonl, .json)")
             require_range(self.time_scale, f"{path}.time_scale", 0.0, 1e6, lo_open=True)
         if self.kind == "closed_loop":
             _require_set(self.concurrency, f"{path}.concurrency", self.kind)
@@ -321,6 +320,8 @@ class Workload:
     concurrency: int | None = None
     think_time_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    hash_ids: list[list[int]] | None = None  # trace replays that carry them (Mooncake): per request, its
+    hash_block_tokens: int | None = None  # prompt's block hashes (equal ids = shared prefix), tokens per id
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -367,85 +368,6 @@ def _daily_arrivals(rng: np.random.Generator, cfg: ArrivalConfig) -> tuple[np.nd
     return arrivals, len(hours) * SECONDS_PER_HOUR
 
 
-def _trace_error(file: pathlib.Path, msg: str) -> ConfigError:
-    return ConfigError(f"workload.arrival.path: {file}: {msg}")
-
-
-def _token_column(df: pd.DataFrame, column: str, file: pathlib.Path) -> np.ndarray:
-    values = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float)
-    bad = np.flatnonzero(~np.isfinite(values) | (values != np.floor(values)) | (np.abs(values) > MAX_TOKENS))
-    if bad.size:
-        i = int(bad[0])
-        raise _trace_error(file, f"line {i + 2}, column {column}: got {short_repr(df[column].iloc[i])}; "
-                                 f"expected a whole number of tokens up to {MAX_TOKENS:,}")
-    return values.astype(np.int64)
-
-
-def _datetimes_s(column: pd.Series) -> np.ndarray:
-    """Seconds since the earliest of datetime strings; zone-aware stamps are compared in UTC
-    (a trace mixing offsets, or naive and zoned stamps, is read with naive ones as UTC)."""
-    try:
-        stamps = pd.to_datetime(column.astype(str), format="ISO8601", errors="coerce", utc=True)
-    except (ValueError, TypeError, OverflowError):
-        return np.full(len(column), np.nan)
-    return (stamps - stamps.min()).dt.total_seconds().to_numpy(dtype=float)
-
-
-def read_trace(file: pathlib.Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """(arrival_s from the first arrival, prompt_tokens, output_tokens, notes), sorted by time.
-
-    The CSV has a header with either `timestamp,prompt_tokens,output_tokens` (timestamp in
-    float seconds) or the Azure LLM inference trace's `TIMESTAMP,ContextTokens,GeneratedTokens`
-    (TIMESTAMP a datetime string such as "2023-11-16 18:15:46.6805900"); other columns are
-    ignored. A prompt below 1 token is an error; an output of 0 tokens (present in real traces)
-    becomes 1, counted in the notes.
-    """
-    accepted = f"accepted column sets: {list(TRACE_COLUMNS)} or {list(AZURE_TRACE_COLUMNS)}"
-    try:
-        exists = file.is_file()
-    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
-        exists = False
-    if not exists:
-        raise _trace_error(file, f"no such file; expected a CSV with a header ({accepted})")
-    try:
-        df = pd.read_csv(file, encoding="utf-8")
-    except UnicodeDecodeError:
-        raise _trace_error(file, f"not UTF-8 text; expected a CSV with a header ({accepted})") from None
-    except (ValueError, pd.errors.ParserError, OSError) as exc:
-        # The parser's message quotes the file; say what went wrong without echoing its contents.
-        raise _trace_error(file, f"not a readable CSV ({type(exc).__name__}); {accepted}") from None
-    if set(TRACE_COLUMNS) <= set(df.columns):
-        time_col, prompt_col, output_col = TRACE_COLUMNS
-        times = pd.to_numeric(df[time_col], errors="coerce").to_numpy(dtype=float)
-    elif set(AZURE_TRACE_COLUMNS) <= set(df.columns):
-        time_col, prompt_col, output_col = AZURE_TRACE_COLUMNS
-        times = _datetimes_s(df[time_col])
-    else:
-        raise _trace_error(file, f"the header ({len(df.columns)} columns) lacks the required ones; {accepted}")
-    if len(df) == 0:
-        raise _trace_error(file, "has a header but no rows")
-    bad = np.flatnonzero(~np.isfinite(times) | (np.abs(times) > MAX_DURATION_S * 100))
-    if bad.size:
-        i = int(bad[0])
-        raise _trace_error(file, f"line {i + 2}, column {time_col}: got {short_repr(df[time_col].iloc[i])}; "
-                                 "expected seconds (float) or a datetime such as 2023-11-16 18:15:46.6805900")
-    prompt = _token_column(df, prompt_col, file)
-    output = _token_column(df, output_col, file)
-    for values, column, least in ((prompt, prompt_col, 1), (output, output_col, 0)):
-        bad = np.flatnonzero(values < least)
-        if bad.size:
-            i = int(bad[0])
-            raise _trace_error(file, f"line {i + 2}, column {column}: got {int(values[i])}; must be >= {least} tokens")
-    notes = []
-    zero_output = int(np.count_nonzero(output == 0))
-    if zero_output:
-        output = np.maximum(output, 1)
-        notes.append(f"{file.name}: {zero_output} of {len(output)} rows had {output_col} 0; replayed as 1 token")
-    order = np.argsort(times, kind="stable")
-    times = times[order]
-    return times - times[0], prompt[order], output[order], notes
-
-
 def generate_workload(cfg: WorkloadConfig, seed: int, base_dir: pathlib.Path | None = None) -> Workload:
     """Draw the requests of `cfg` for run `seed`. Relative trace paths resolve against `base_dir`
     (the scenario file's folder; the working directory when None)."""
@@ -453,13 +375,16 @@ def generate_workload(cfg: WorkloadConfig, seed: int, base_dir: pathlib.Path | N
     rng = stream(seed, "arrivals")
     notes: list[str] = []
     prompt = output = None
+    hash_ids, hash_block_tokens = None, None
     if arrival.kind == "closed_loop":
         arrival_s, window_s = np.full(cfg.num_requests, np.nan), math.inf  # the simulator issues them
     elif arrival.kind == "trace":
         file = pathlib.Path(arrival.path)
         if not file.is_absolute() and base_dir is not None:
             file = pathlib.Path(base_dir) / file
-        arrival_s, prompt, output, notes = read_trace(file)
+        trace = load_trace(file)
+        arrival_s, prompt, output, notes = trace.arrival_s, trace.prompt_tokens, trace.output_tokens, trace.notes
+        hash_ids, hash_block_tokens = trace.hash_ids, trace.hash_block_tokens
         arrival_s = arrival_s * arrival.time_scale
         window_s = float(arrival_s[-1])
     elif arrival.kind == "daily":
@@ -484,6 +409,7 @@ def generate_workload(cfg: WorkloadConfig, seed: int, base_dir: pathlib.Path | N
         output = cfg.output_tokens.sample(stream(seed, "output_tokens"), n)
     else:
         prompt, output = prompt[:n], output[:n]
+        hash_ids = hash_ids[:n] if hash_ids is not None else None
 
     if cfg.priorities:
         levels = np.asarray([p.level for p in cfg.priorities], dtype=np.int64)
@@ -496,4 +422,5 @@ def generate_workload(cfg: WorkloadConfig, seed: int, base_dir: pathlib.Path | N
     return Workload(arrival_s=arrival_s, prompt_tokens=prompt, output_tokens=output, priority=priority,
                     priority_names=names, duration_s=window_s,
                     concurrency=arrival.concurrency if arrival.kind == "closed_loop" else None,
-                    think_time_s=arrival.think_time_s, notes=notes)
+                    think_time_s=arrival.think_time_s, notes=notes, hash_ids=hash_ids,
+                    hash_block_tokens=hash_block_tokens)
