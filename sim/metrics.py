@@ -85,6 +85,7 @@ def summarize(results: Results) -> dict[str, Any]:
     s: dict[str, Any] = {
         "scenario": sc.name, "seed": results.seed, "status": results.status, "stable": results.stable,
         "requests_total": int(len(req)), "requests_finished": finished,
+        "requests_failed": int(req["failed"].sum()) if "failed" in req else 0,
         "offered_rate_per_s": results.offered_rate_per_s, "sustained_rate_per_s": results.sustained_rate_per_s,
         "duration_s": duration,
         "request_throughput_per_s": finished / duration if duration else math.nan,

@@ -45,7 +45,7 @@ def format_summary(results: Results, s: dict[str, Any]) -> str:
                                              "add replicas or lower the rate", ""]
     lines += [
         f"  requests     {s['requests_finished']:,} / {s['requests_total']:,} finished over {s['duration_s']:,.1f} s "
-        + _load(results, s),
+        + _load(results, s) + (f", {s['requests_failed']:,} failed" if s.get("requests_failed") else ""),
         f"  throughput   {s['request_throughput_per_s']:.2f} req/s, {s['output_token_throughput_per_s']:,.0f} output tok/s, "
         f"{s['total_token_throughput_per_s']:,.0f} total tok/s",
         "",

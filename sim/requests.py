@@ -23,6 +23,7 @@ class RequestTable:
         self.preemptions = np.zeros(n, dtype=np.int64)
         self.last_token_s = np.full(n, np.nan)  # set on preemption: when its last token came out
         self.replica = np.full(n, -1, dtype=np.int64)
+        self.failed = np.zeros(n, dtype=bool)  # refused on arrival (longer than max_model_len), as vLLM does
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -44,4 +45,5 @@ class RequestTable:
             "priority_class": names[self.priority] if len(self) else np.array([], dtype=object),
             "replica": self.replica,
             "preemptions": self.preemptions,
+            "failed": self.failed,
         })

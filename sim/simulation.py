@@ -124,11 +124,15 @@ class Simulation:
             self.cost, self.cost_name = cost_model, f"{type(cost_model).__name__} given by the caller"
         self.memory = build_memory(scenario, measured_blocks)
         n = len(workload)
-        longest = int((workload.prompt_tokens + workload.output_tokens).max(initial=0))
-        if longest > scenario.max_model_len:
-            bad = int(((workload.prompt_tokens + workload.output_tokens) > scenario.max_model_len).sum())
-            raise ConfigError(f"workload: {bad} request(s) need up to {longest} tokens (prompt + output) but "
-                              f"serving.max_model_len is {scenario.max_model_len}; raise it or clip the lengths")
+        # A request whose prompt + output exceeds max_model_len fails on arrival, as vLLM's server
+        # refuses it (HTTP 400); it is counted as failed and the run goes on.
+        self.too_long = (workload.prompt_tokens + workload.output_tokens) > scenario.max_model_len
+        self.notes: list[str] = []
+        if self.too_long.any():
+            longest = int((workload.prompt_tokens + workload.output_tokens).max())
+            self.notes.append(f"{int(self.too_long.sum())} request(s) need more than serving.max_model_len = "
+                              f"{scenario.max_model_len} tokens (prompt + output, up to {longest}); they fail on "
+                              f"arrival, as vLLM refuses them")
         draft_cost = None
         if s.speculative is not None:
             draft_cost = RooflineCostModel(scenario.draft_spec, scenario.gpu_spec, tp=s.tensor_parallel,
@@ -158,6 +162,12 @@ class Simulation:
     # --- arrivals ------------------------------------------------------------
     def _issue(self, req: int) -> None:
         self.table.arrival_s[req] = self.env.now
+        if self.too_long[req]:
+            self.table.failed[req] = True
+            # Its client hears the error at once; a zero delay keeps a run of failures from recursing.
+            now = self.env.now
+            self.env.timeout(0).callbacks.append(lambda _e: self.on_finish(np.array([now])))
+            return
         self.queued += 1
         self.replicas[self.route(self.replicas, req)].submit(req)
         if self.queued > self.max_queue and self.aborted_reason is None:
@@ -240,7 +250,7 @@ def _stability(table: RequestTable, window_s: float, end_s: float, aborted: str 
     # (requests merely in service then are normal and not counted).
     done_in_window = int((table.finish_s <= window_s).sum()) if window_s > 0 else int(finished.sum())
     sustained = done_in_window / span if span >= 1e-6 else float("nan")
-    queued_at_end = int(((table.arrival_s <= window_s) & ~(table.scheduled_s <= window_s)).sum())
+    queued_at_end = int(((table.arrival_s <= window_s) & ~(table.scheduled_s <= window_s) & ~table.failed).sum())
     drain_s = end_s - window_s
     if window_s > 0 and queued_at_end > max(50, 0.05 * n_arrived) and drain_s > 0.1 * window_s:
         return (False, f"unstable: {load}, sustained ~{_rate(sustained)} "
@@ -276,4 +286,4 @@ def run(scenario: Scenario, seed: int | None = None, workload: Workload | None =
                    replica_busy_s=np.array([r.busy_s for r in sim.replicas]), memory=sim.memory,
                    cost_model_name=sim.cost_name, arrival_window_s=float(window), end_s=end_s, stable=stable,
                    status=status, offered_rate_per_s=offered, sustained_rate_per_s=sustained,
-                   wall_s=time.perf_counter() - wall0, notes=list(workload.notes))
+                   wall_s=time.perf_counter() - wall0, notes=list(workload.notes) + sim.notes)

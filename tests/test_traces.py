@@ -96,3 +96,37 @@ def test_malformed_traces_are_one_line_naming_the_place(tmp_path, name, text, ne
     with pytest.raises(ConfigError) as info:
         load_trace(tmp_path / name)
     assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_request_longer_than_max_model_len_fails_alone_as_in_vllm(tmp_path):
+    (tmp_path / "t.csv").write_text("timestamp,prompt_tokens,output_tokens\n0,100,10\n0.5,5000,100\n1,200,20\n")
+    sc = scenario_from_dict({"workload": {"arrival": {"kind": "trace", "path": str(tmp_path / "t.csv")}},
+                             "serving": {"max_model_len": 4096}})
+    res = run(sc, seed=1)
+    r = res.requests
+    assert list(r["failed"]) == [False, True, False]
+    assert r["finish_s"].notna().tolist() == [True, False, True] and res.stable
+    assert any("fail on arrival" in n for n in res.notes)
+    from sim.metrics import summarize
+    from sim.vllm_bench import bench_result
+    assert summarize(res)["requests_failed"] == 1
+    doc = bench_result(res, detailed=True)
+    assert (doc["completed"], doc["failed"]) == (2, 1) and doc["output_lens"][1] == 0 and doc["errors"][1]
+
+
+def test_closed_loop_clients_move_on_after_a_failed_request(tmp_path):
+    rows = "\n".join(f"{i},{9000 if i % 2 else 100},10" for i in range(40))
+    (tmp_path / "t.csv").write_text("timestamp,prompt_tokens,output_tokens\n" + rows + "\n")
+    from sim.traces import load_trace
+    from sim.workload import Workload
+    t = load_trace(tmp_path / "t.csv")
+    wl = Workload(arrival_s=np.full(40, np.nan), prompt_tokens=t.prompt_tokens, output_tokens=t.output_tokens,
+                  priority=np.zeros(40, dtype=np.int64), priority_names={0: "default"}, duration_s=np.inf,
+                  concurrency=2)
+    sc = scenario_from_dict({"workload": {"arrival": {"kind": "closed_loop", "concurrency": 2}, "num_requests": 40,
+                                          "prompt_tokens": {"kind": "constant", "value": 100},
+                                          "output_tokens": {"kind": "constant", "value": 10}},
+                             "serving": {"max_model_len": 4096}})
+    res = run(sc, seed=1, workload=wl)
+    r = res.requests
+    assert r["failed"].sum() == 20 and r["finish_s"].notna().sum() == 20 and res.stable
