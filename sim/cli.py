@@ -131,6 +131,76 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate a scenario (or planning) file as `run` / `plan` would, without simulating."""
+    from .scenario import load_scenario, read_scenario_file, scenario_to_dict
+    from .simulation import build_cost_model, build_memory
+
+    scenario = load_scenario(args.scenario, args.set or [], vllm_args=args.vllm_args)
+    _, cost_name, blocks = build_cost_model(scenario)  # a profile is read and matched to the scenario
+    memory = build_memory(scenario, blocks)  # the weights must fit and leave room for KV blocks
+    arrival = scenario.workload.arrival
+    notes: list[str] = []
+    if arrival.kind == "trace":
+        from pathlib import Path
+
+        from .traces import load_trace
+
+        file = Path(arrival.path)
+        if not file.is_absolute() and scenario.base_dir:
+            file = Path(scenario.base_dir) / file
+        trace = load_trace(file)
+        notes += trace.notes
+        requests = f"{len(trace.arrival_s):,} requests in the trace"
+    else:
+        expected = scenario.workload.expected_requests
+        requests = f"about {expected:,.0f} requests" if math.isfinite(expected) else "requests until stopped"
+    candidates = 0
+    if "plan" in read_scenario_file(args.scenario):
+        from .plan_config import candidate_scenario, read_plan
+
+        base, cfg, base_dir = read_plan(args.scenario, args.set or [])
+        for i, cand in enumerate(cfg.candidates):
+            if getattr(cand, "invalid", None):
+                raise ConfigError(f"plan.candidates[{i}]: {cand.invalid}")
+            try:
+                candidate_scenario(base, cand, base_dir)
+            except ConfigError as exc:
+                raise ConfigError(f"plan.candidates[{i}] ({cand.name or i}): {exc}") from None
+        candidates = len(cfg.candidates)
+    s = scenario.serving
+    summary = (f"{scenario.name}: model {scenario.model_spec.name} on {s.replicas} x {scenario.gpu_spec.name} "
+               f"(TP {s.tensor_parallel}), scheduler {s.scheduler.policy}; {arrival.kind} arrivals, {requests}; "
+               f"KV {memory.num_kv_blocks:,} blocks = {memory.kv_capacity_tokens:,} tokens per replica; "
+               f"cost model {cost_name}" + (f"; {candidates} plan candidate(s)" if candidates else ""))
+    if args.json:
+        print(json.dumps({"ok": True, "summary": summary, "notes": notes, "servesim_version": version(),
+                          "scenario_config": scenario_to_dict(scenario)}, indent=2))
+    else:
+        print(f"ok: {summary}")
+        for note in notes:
+            print(f"  note: {note}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Start the Streamlit UI (app.py) from a source checkout or an installed wheel."""
+    import importlib.util
+    from pathlib import Path
+
+    if importlib.util.find_spec("streamlit") is None:
+        raise ConfigError("ui: the UI needs streamlit; pip install 'servesim[ui]'")
+    here = Path(__file__).resolve().parent.parent / "app.py"  # a source checkout
+    spec = importlib.util.find_spec("app") if not here.is_file() else None
+    app = here if here.is_file() else Path(spec.origin) if spec is not None and spec.origin else None
+    if app is None or not (app.parent / "app_pages").is_dir():
+        raise ConfigError("ui: app.py and app_pages/ are not installed beside servesim; reinstall servesim[ui]")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), *args.streamlit_args]
+    sys.stdout.flush()
+    os.execv(sys.executable, cmd)  # become the server: Ctrl-C and kill reach streamlit itself
+    return 0  # not reached
+
+
 def cmd_scenarios(args: argparse.Namespace) -> int:
     from .scenario import shipped_scenarios
 
@@ -196,11 +266,20 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     c.add_argument("--force", action="store_true", help="overwrite --save-result if it exists")
     c.add_argument("--json", action="store_true", help="print the rows as JSON")
     c.set_defaults(func=cmd_compare)
+    k = sub.add_parser("check", help="validate a scenario or planning file without simulating")
+    k.add_argument("scenario", help="scenario YAML (a path, or a shipped name)")
+    k.add_argument("--set", action="append", metavar="PATH=VALUE", help="override a scenario value (repeatable)")
+    k.add_argument("--vllm-args", metavar="\"--max-num-seqs 512 ...\"", help="a `vllm serve` command line")
+    k.add_argument("--json", action="store_true", help="print the resolved scenario as JSON")
+    k.set_defaults(func=cmd_check)
+    u = sub.add_parser("ui", help="start the web UI (streamlit; pip install 'servesim[ui]'); other flags go to "
+                                  "`streamlit run`, e.g. servesim ui --server.port 8600")
+    u.set_defaults(func=cmd_ui)
     ls = sub.add_parser("scenarios", help="list the shipped scenarios")
     ls.set_defaults(func=cmd_scenarios)
     command = _command(argv) if argv is not None else None
     wanted = [EXTRA_COMMANDS[command]] if command in EXTRA_COMMANDS else (
-        [] if command in ("run", "scenarios") else list(EXTRA_COMMANDS.values()))
+        [] if command in ("run", "scenarios", "compare", "check", "ui") else list(EXTRA_COMMANDS.values()))
     for module in wanted:
         try:
             mod = __import__(module, fromlist=["register"])
@@ -214,7 +293,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "ui":
+        args.streamlit_args = extra  # streamlit's own flags (--server.port ...)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
