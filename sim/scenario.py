@@ -284,7 +284,7 @@ def apply_override(data: dict, assignment: str) -> dict:
 def _with_engine_args(data: dict, vllm_args: str | None) -> dict:
     """`data` with its `engine_args:` (vLLM's names, sim/vllm_args.py) mapped onto scenario fields,
     then `vllm_args` (a `vllm serve` command line) applied over them, as --set is over the file."""
-    from .vllm_args import engine_args_to_scenario, merge_engine_args, parse_vllm_args
+    from .vllm_args import engine_args_to_scenario, merge_engine_args, parse_vllm_args, with_vllm_default_limits
 
     data = dict(data)
     engine = data.pop("engine_args", None)
@@ -301,17 +301,17 @@ def _with_engine_args(data: dict, vllm_args: str | None) -> dict:
             return out
 
         data = override(data, fields)
-    return data
+    return with_vllm_default_limits(data)
 
 
 def scenario_from_dict(data: dict, overrides: tuple[str, ...] | list[str] = (), base_dir: Path | None = None,
                        vllm_args: str | None = None) -> Scenario:
     from .hf_config import resolve_model_reference
 
-    if isinstance(data, dict) and ("engine_args" in data or vllm_args):
-        data = _with_engine_args(data, vllm_args)
     for assignment in overrides:
         data = apply_override(data, assignment)
+    if isinstance(data, dict) and ("engine_args" in data or vllm_args):
+        data = _with_engine_args(data, vllm_args)
     if isinstance(data, dict) and isinstance(data.get("model"), str):
         data = {**data, "model": resolve_model_reference(data["model"], base_dir)}
     if "base_dir" in data:

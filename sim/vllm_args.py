@@ -21,6 +21,11 @@ have no effect on a simulation.
     num_gpu_blocks_override  serving.num_kv_blocks
     speculative_config       serving.speculative  ({"model": draft, "num_speculative_tokens": k};
                                                    servesim also reads "acceptance_rate" there)
+
+A scenario that speaks vLLM gets vLLM's defaults where vLLM has them: `max_num_seqs` and
+`max_num_batched_tokens` not set anywhere take the OpenAI server's per-GPU defaults
+(vllm/engine/arg_utils.py, `get_batch_defaults`): 1024 / 16384 on GPUs with >= 160 GiB,
+1024 / 8192 on other GPUs with >= 70 GiB except the A100, 256 / 2048 elsewhere.
 """
 from __future__ import annotations
 
@@ -29,6 +34,8 @@ import shlex
 from typing import Any, Callable
 
 from .configio import ConfigError, short_repr
+
+GIB = 1024**3
 
 _KV_DTYPES = {"auto": None, "bfloat16": "bf16", "float16": "fp16", "half": "fp16",
               "fp8": "fp8", "fp8_e4m3": "fp8", "fp8_e5m2": "fp8"}
@@ -260,3 +267,32 @@ def merge_engine_args(data: dict[str, Any], engine: dict[str, Any], where: str =
         return merged
 
     return merge(data, engine, "")
+
+
+def vllm_default_limits(memory_bytes: int, gpu_name: str) -> tuple[int, int]:
+    """(max_num_seqs, max_num_batched_tokens) `vllm serve` picks for a GPU when not told."""
+    if memory_bytes >= 160 * GIB:
+        return 1024, 16384
+    if memory_bytes >= 70 * GIB and "a100" not in gpu_name.lower():
+        return 1024, 8192
+    return 256, 2048
+
+
+def with_vllm_default_limits(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with vLLM's per-GPU scheduler limits wherever the scenario leaves them unset."""
+    from .catalog import resolve_gpu
+
+    serving = data.get("serving") if isinstance(data.get("serving"), dict) else {}
+    sched = serving.get("scheduler") if isinstance(serving.get("scheduler"), dict) else {}
+    if "max_num_seqs" in sched and "max_num_batched_tokens" in sched:
+        return data
+    hardware = data.get("hardware") if isinstance(data.get("hardware"), dict) else {}
+    gpu = resolve_gpu(hardware.get("gpu", "a100-80gb-sxm"), "hardware.gpu")
+    seqs, tokens = vllm_default_limits(gpu.memory_bytes, gpu.name)
+    sched = {"max_num_seqs": seqs, "max_num_batched_tokens": tokens, **sched}
+    if sched.get("chunked_prefill") is False:
+        # Without chunked prefill every prompt must fit one step (vLLM raises the budget to max_model_len).
+        max_len = serving.get("max_model_len")
+        if isinstance(max_len, int) and "max_num_batched_tokens" not in (serving.get("scheduler") or {}):
+            sched["max_num_batched_tokens"] = max(tokens, max_len)
+    return {**data, "serving": {**serving, "scheduler": sched}}

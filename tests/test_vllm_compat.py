@@ -297,3 +297,18 @@ def test_hub_ids_of_catalog_models_and_unknown_ones():
     assert scenario_from_dict(merge(BASE, {**SMALL, "model": "Qwen/Qwen2.5-7B-Instruct"})).model_spec.name == "qwen2.5-7b"
     with pytest.raises(ConfigError, match="not a catalog model and no config.json"):
         scenario_from_dict(merge(BASE, {**SMALL, "model": "acme/unknown-model"}))
+
+
+@pytest.mark.parametrize("gpu, seqs, tokens", [("a100-80gb-sxm", 256, 2048), ("h100-sxm", 1024, 8192),
+                                               ("l40s", 256, 2048)])
+def test_speaking_vllm_brings_vllms_per_gpu_scheduler_defaults(gpu, seqs, tokens):
+    patch = {**SMALL, "hardware": {"gpu": gpu}, "engine_args": {"kv_cache_dtype": "fp8"}}
+    sched = scenario_from_dict(merge(BASE, patch)).serving.scheduler
+    assert (sched.max_num_seqs, sched.max_num_batched_tokens) == (seqs, tokens)
+    # What the scenario sets itself stays; without engine args servesim's own defaults apply.
+    kept = merge(BASE, {**patch, "serving": {"scheduler": {"max_num_seqs": 96}}})
+    assert scenario_from_dict(kept).serving.scheduler.max_num_seqs == 96
+    assert scenario_from_dict(merge(BASE, {**SMALL, "hardware": {"gpu": gpu}})).serving.scheduler.max_num_seqs == 256
+    sc = scenario_from_dict(merge(BASE, {**SMALL, "hardware": {"gpu": gpu}}), ["hardware.gpu=h100-sxm"],
+                            vllm_args="--kv-cache-dtype fp8")
+    assert sc.serving.scheduler.max_num_seqs == 1024  # --set is applied before the defaults are chosen
