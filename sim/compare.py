@@ -124,6 +124,8 @@ def workload_from_result(doc: dict, seed: int) -> tuple[Workload, list[str]]:
                 raise ConfigError(f"REAL.burstiness: got {short_repr(b)}; expected a positive number")
             arrival = _renewal_arrivals(stream(seed, "arrivals"), rate, 1.0 / math.sqrt(b), n, None)
             notes.append(f"arrivals: {rate:g} req/s, gamma gaps with burstiness {b:g} (seed {seed})")
+            if conc is not None:
+                notes.append(f"max_concurrency {conc} at a finite rate: the client-side cap is not simulated")
     n = len(prompt)
     priority = np.zeros(n, dtype=np.int64)
     if closed:

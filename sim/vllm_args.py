@@ -30,7 +30,9 @@ A scenario that speaks vLLM gets vLLM's defaults where vLLM has them: `max_num_s
 from __future__ import annotations
 
 import json
+import re
 import shlex
+from pathlib import PurePath
 from typing import Any, Callable
 
 from .configio import ConfigError, short_repr
@@ -71,15 +73,24 @@ _UNSUPPORTED = {
 
 
 def _int(value: Any, name: str) -> int:
+    """An integer; text may use vLLM's human-readable suffixes (8k = 8,000, 8K = 8,192; k/m/g/t decimal,
+    K/M/G/T binary and whole numbers only, as vllm/utils/argparse_utils.py `human_readable_int`)."""
     if isinstance(value, bool):
         raise ConfigError(f"engine_args.{name}: got {short_repr(value)}; expected an integer")
     if isinstance(value, str):
-        text = value.strip().lower()
-        scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)  # vLLM reads 8k / 1m in lengths
+        text = value.strip()
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)([kmgtKMGT])", text)
+        if m:
+            number, suffix = m.groups()
+            if suffix.islower():
+                return int(float(number) * 10 ** (3 * "kmgt".index(suffix) + 3))
+            if "." not in number:
+                return int(number) * 2 ** (10 * "KMGT".index(suffix) + 10)
         try:
-            return int(float(text[:-1] if scale > 1 else text) * scale) if scale > 1 else int(text)
+            return int(text)
         except ValueError:
-            raise ConfigError(f"engine_args.{name}: got {short_repr(value)}; expected an integer") from None
+            raise ConfigError(f"engine_args.{name}: got {short_repr(value)}; expected an integer "
+                              f"(8k = 8,000 and 8K = 8,192 as vLLM reads them)") from None
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if not isinstance(value, int):
@@ -172,8 +183,11 @@ def parse_vllm_args(command_line: str) -> dict[str, Any]:
         words = shlex.split(command_line)
     except ValueError as exc:
         raise ConfigError(f"--vllm-args: cannot split the command line ({exc})") from None
-    # Drop a leading program: vllm serve / python -m vllm.entrypoints.openai.api_server.
-    while words and not words[0].startswith("-") and words[0] in ("vllm", "serve", "python", "python3"):
+    # Drop leading environment assignments and the program: [VAR=x] vllm serve /
+    # python -m vllm.entrypoints.openai.api_server (a path to either is fine too).
+    while words and not words[0].startswith("-") and (
+            re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[0])
+            or PurePath(words[0]).name in ("vllm", "serve", "python", "python3")):
         words.pop(0)
     if words[:2] and words[0] == "-m":
         words = words[2:]

@@ -270,6 +270,12 @@ def test_parse_forms():
     assert parse_vllm_args("python -m vllm.entrypoints.openai.api_server --model m -tp 4 -q fp8") == \
         {"model": "m", "tensor_parallel_size": "4", "quantization": "fp8"}
     assert parse_vllm_args("--enable-chunked-prefill false")["enable_chunked_prefill"] == "false"
+    assert parse_vllm_args("CUDA_VISIBLE_DEVICES=0,1 /opt/venv/bin/vllm serve Qwen/Qwen2.5-7B-Instruct -tp 2") == \
+        {"model": "Qwen/Qwen2.5-7B-Instruct", "tensor_parallel_size": "2"}
+    # vLLM's human-readable integers: k decimal, K binary.
+    for text, tokens in (("8k", 8000), ("8K", 8192), ("25.6k", 25600), ("32768", 32768)):
+        sc = scenario_from_dict(merge(BASE, SMALL), vllm_args=f"--max-model-len {text} --max-num-batched-tokens 64k")
+        assert sc.serving.max_model_len == tokens and sc.serving.scheduler.max_num_batched_tokens == 64000
 
 
 # ---- model: a Hugging Face config.json -----------------------------------------------------------------------
