@@ -130,3 +130,44 @@ def test_closed_loop_clients_move_on_after_a_failed_request(tmp_path):
     res = run(sc, seed=1, workload=wl)
     r = res.requests
     assert r["failed"].sum() == 20 and r["finish_s"].notna().sum() == 20 and res.stable
+
+
+# ---- properties: any file gets a replay or one clear line ------------------------------------------------------
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+from test_properties import CI  # noqa: E402  (the suite's fixed, small CI budget)
+
+VALUES = st.one_of(st.integers(-5, 10**7), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=5),
+                   st.none(), st.booleans(), st.just(9223372036854775808), st.lists(st.integers(0, 9), max_size=3))
+
+
+@CI
+@given(records=st.lists(st.dictionaries(st.sampled_from(["timestamp", "input_length", "output_length", "hash_ids",
+                                                         "created", "usage"]), VALUES, max_size=5),
+                        min_size=0, max_size=5),
+       junk=st.sampled_from(["", "not json\n", "[1]\n", "{\"input_length\": 5}\n"]))
+def test_any_jsonl_is_replayed_or_refused_in_one_line(tmp_path_factory, records, junk):
+    folder = tmp_path_factory.mktemp("jsonl")
+    (folder / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + junk)
+    try:
+        t = load_trace(folder / "t.jsonl")
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 800
+        return
+    assert (t.prompt_tokens >= 1).all() and (t.output_tokens >= 1).all()
+    assert t.arrival_s[0] == 0 and np.all(np.diff(t.arrival_s) >= 0) and np.isfinite(t.arrival_s).all()
+
+
+@CI
+@given(doc=st.dictionaries(st.sampled_from(["start_times", "input_lens", "output_lens", "completed"]),
+                           st.one_of(VALUES, st.lists(VALUES, max_size=4)), max_size=4))
+def test_any_vllm_result_json_is_replayed_or_refused_in_one_line(tmp_path_factory, doc):
+    folder = tmp_path_factory.mktemp("json")
+    (folder / "r.json").write_text(json.dumps(doc))
+    try:
+        t = load_trace(folder / "r.json")
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 800
+        return
+    assert (t.prompt_tokens >= 1).all() and (t.output_tokens >= 1).all() and np.isfinite(t.arrival_s).all()

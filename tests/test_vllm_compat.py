@@ -358,3 +358,43 @@ def test_compare_on_a_fresh_vllm_bench_serve_run(tmp_path, capsys):
     assert real["completed"] == 8 and len(real["itls"]) == 8
     rc, out, _ = cli(capsys, "compare", str(tmp_path / "real.json"), "cpu_vllm_tiny_llama.yaml")
     assert rc == 0 and "mean_ttft_ms" in out and "p99_e2el_ms" in out
+
+
+# ---- properties: any command line or result file gets a setup or one clear line ----------------------------------
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+from test_properties import CI  # noqa: E402
+
+WORDS = st.sampled_from(["--max-num-seqs", "--max-num-batched-tokens", "--kv-cache-dtype", "-tp", "--block-size",
+                         "--enable-chunked-prefill", "--no-enable-chunked-prefill", "--quantization", "--dtype",
+                         "--gpu-memory-utilization", "--speculative-config", "--max-model-len", "--port", "--bogus",
+                         "vllm", "serve", "fp8", "auto", "awq", "8k", "16", "0", "-3", "0.5", "2", "1e9", "'{}'", "'",
+                         "=", "--model=llama-3.1-8b", "--enable-prefix-caching"])
+
+
+@CI
+@given(words=st.lists(WORDS, max_size=8))
+def test_any_vllm_command_line_gives_a_scenario_or_one_line(words):
+    line = " ".join(words)
+    try:
+        sc = scenario_from_dict(merge(BASE, SMALL), vllm_args=line)
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 1200, str(exc)
+        return
+    assert sc.serving.scheduler.max_num_batched_tokens >= sc.serving.scheduler.max_num_seqs
+
+
+@CI
+@given(doc=st.dictionaries(st.sampled_from(["completed", "total_input_tokens", "total_output_tokens", "request_rate",
+                                            "burstiness", "max_concurrency", "start_times", "input_lens",
+                                            "output_lens"]),
+                           st.one_of(st.integers(-3, 50), st.floats(allow_nan=True), st.text(max_size=4), st.none(),
+                                     st.lists(st.integers(0, 40), max_size=4)), max_size=9))
+def test_any_result_document_gives_a_workload_or_one_line(doc):
+    try:
+        wl, _ = workload_from_result(doc, seed=1)
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 800
+        return
+    assert len(wl) >= 1 and (wl.prompt_tokens >= 1).all() and (wl.output_tokens >= 1).all()
