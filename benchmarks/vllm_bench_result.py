@@ -59,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     model = write_model_with_tokenizer(a.out / "model")
-    with Server(["--model", str(model), *ENGINE], a.out / "server.log", cache_root=a.out / ".cache") as server:
+    # Caches and the engine's IPC sockets under the checkout's .cache: a socket path must stay under
+    # 107 characters, which a deep output folder (pytest's tmp_path) exceeds.
+    cache = ROOT / ".cache"
+    with Server(["--model", str(model), *ENGINE], a.out / "server.log", cache_root=cache) as server:
         bench = ["--backend", "vllm", "--base-url", server.url, "--model", "m", "--tokenizer", str(model),
                  "--dataset-name", "random", "--random-input-len", str(a.input_len),
                  "--random-output-len", str(a.output_len), "--num-prompts", str(a.num_prompts),
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 "p = argparse.ArgumentParser(); add_cli_args(p); main(p.parse_args(sys.argv[1:]))")
         with open(a.out / "bench.log", "wb") as log:
             rc = subprocess.call([sys.executable, "-c", code, *bench], stdout=log, stderr=subprocess.STDOUT,
-                                 env=cache_env(a.out / ".cache"), cwd=a.out)
+                                 env=cache_env(cache), cwd=a.out)
     if rc != 0 or not (a.out / "real.json").is_file():
         print(f"vllm bench serve failed ({rc}); see {a.out / 'bench.log'}", file=sys.stderr)
         return 1
