@@ -68,7 +68,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .report import format_summary
     from .scenario import DEFAULT_SCENARIO, load_scenario, scenario_to_dict
     from .simulation import run
-    from .vllm_bench import DEFAULT_PERCENTILE_METRICS, bench_result, parse_percentile_metrics, parse_percentiles
+    from .vllm_bench import (DEFAULT_PERCENTILE_METRICS, bench_result, goodput_overrides, parse_percentile_metrics,
+                             parse_percentiles)
 
     from .outputs import check_output_path, write_output
 
@@ -80,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = check_output_path(args.out, (".csv", ".parquet"), args.force) if args.out else None
     save = (check_output_path(args.save_result, (".json",), args.force, flag="--save-result")
             if args.save_result else None)
-    overrides = list(args.set or [])
+    overrides = goodput_overrides(args.goodput or []) + list(args.set or [])
     scenario = load_scenario(args.scenario or DEFAULT_SCENARIO, overrides, vllm_args=args.vllm_args)
     results = run(scenario, seed=args.seed)
     summary = summarize(results)
@@ -249,6 +250,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     r.add_argument("--percentile-metrics", default=None, metavar="M,M,...",
                    help="metrics given percentiles in the vllm-bench results: ttft, tpot, itl, e2el "
                         "(default: ttft,tpot,itl, as vLLM)")
+    r.add_argument("--goodput", nargs="+", metavar="KEY:MS",
+                   help="SLO bounds as vLLM's flag: ttft:500 tpot:50 e2el:10000 (ms); they set slo.* and "
+                        "request_goodput")
     r.add_argument("--vllm-args", metavar="\"--max-num-seqs 512 ...\"",
                    help="a `vllm serve` command line (or its flags): engine settings by vLLM's names "
                         "(write --vllm-args='--flag ...' when it starts with --)")

@@ -62,6 +62,29 @@ def parse_percentile_metrics(text: str, flag: str = "--percentile-metrics") -> t
     return names
 
 
+GOODPUT_SLO_FIELDS = {"ttft": "slo.ttft_s", "tpot": "slo.tpot_s", "e2el": "slo.e2e_s"}
+
+
+def goodput_overrides(pairs: Iterable[str], flag: str = "--goodput") -> list[str]:
+    """vLLM's `--goodput ttft:500 tpot:50` (milliseconds) as `--set slo.ttft_s=0.5 ...` assignments."""
+    out = []
+    for pair in pairs:
+        name, sep, value = str(pair).partition(":")
+        if not sep or name not in GOODPUT_SLO_FIELDS:
+            raise ConfigError(f"{flag}: got {short_repr(pair)}; expected KEY:VALUE in ms with KEY one of "
+                              f"{', '.join(GOODPUT_SLO_FIELDS)} (e.g. ttft:500 tpot:50)")
+        try:
+            ms = float(value)
+        except ValueError:
+            ms = math.nan
+        if not (math.isfinite(ms) and ms > 0):
+            raise ConfigError(f"{flag}: got {short_repr(pair)}; the bound must be a positive number of ms")
+        seconds = f"{ms / 1000.0:.12f}".rstrip("0")  # plain decimals: YAML reads 1e-06 as a string
+        out.append(f"{GOODPUT_SLO_FIELDS[name]}={seconds}0" if seconds.endswith(".") else
+                   f"{GOODPUT_SLO_FIELDS[name]}={seconds}")
+    return out
+
+
 def percentile_key(p: float, metric: str) -> str:
     """vLLM's key for a percentile: p99_ttft_ms, p99.9_ttft_ms."""
     word = str(int(p)) if int(p) == p else str(p)

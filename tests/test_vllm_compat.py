@@ -398,3 +398,19 @@ def test_any_result_document_gives_a_workload_or_one_line(doc):
         assert "\n" not in str(exc) and len(str(exc)) < 800
         return
     assert len(wl) >= 1 and (wl.prompt_tokens >= 1).all() and (wl.output_tokens >= 1).all()
+
+
+def test_goodput_flag_as_vllms(tmp_path, capsys):
+    p = tmp_path / "s.yaml"
+    data = merge(BASE, SMALL)
+    data.pop("slo")
+    p.write_text(yaml.safe_dump(data))
+    rc, out, _ = cli(capsys, "run", str(p), "--format", "vllm-bench")
+    assert rc == 0 and json.loads(out)["request_goodput"] is None  # no SLO: vLLM writes null
+    rc, out, _ = cli(capsys, "run", str(p), "--format", "vllm-bench", "--goodput", "ttft:0.001", "tpot:1000")
+    assert rc == 0 and json.loads(out)["request_goodput"] == 0.0  # nobody meets a 1 us TTFT
+    rc, out, _ = cli(capsys, "run", str(p), "--format", "vllm-bench", "--goodput", "e2el:100000")
+    doc = json.loads(out)
+    assert doc["request_goodput"] == pytest.approx(doc["request_throughput"])
+    rc, _, err = cli(capsys, "run", str(p), "--goodput", "latency:5")
+    assert rc == 2 and "--goodput: got 'latency:5'" in err
