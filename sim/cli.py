@@ -91,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if save is not None or fmt == "vllm-bench":
         bench = bench_result(results, percentiles, metrics, detailed=args.save_detailed, version=version())
     if save is not None:
-        write_output(save, document=bench, flag="--save-result")
+        write_output(save, document=bench, flag="--save-result", indent=None)
     if fmt == "json":
         doc = {k: _jsonable(v) for k, v in summary.items()}
         doc["servesim_version"] = version()
@@ -99,7 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         doc["scenario_config"] = scenario_to_dict(scenario)  # what was run, after overrides and defaults
         print(json.dumps(doc, indent=2))
     elif fmt == "vllm-bench":
-        print(json.dumps(bench, indent=2))
+        print(json.dumps(bench, indent=None if args.save_detailed else 2))  # per-request lists: one line
     else:
         print(format_summary(results, summary))
         if args.out:
@@ -119,7 +119,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario or DEFAULT_SCENARIO, args.set or [], vllm_args=args.vllm_args)
     rows, predicted, notes = compare(args.real, scenario, seed=args.seed, version=version())
     if save is not None:
-        write_output(save, document=predicted, flag="--save-result")
+        write_output(save, document=predicted, flag="--save-result", indent=None)
     if args.json:
         print(json.dumps({"rows": [{k: _jsonable(v) for k, v in r.items()} for r in rows], "notes": notes,
                           "servesim_version": version()}, indent=2))

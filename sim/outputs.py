@@ -40,11 +40,12 @@ def check_output_path(path: str, allowed: tuple[str, ...], force: bool = False, 
 
 
 def write_output(out: Path, frame: pd.DataFrame | None = None, document: dict | None = None,
-                 flag: str = "--out") -> None:
-    """Write `frame` as .csv or .parquet, or `document` as .json; OSError becomes a ConfigError."""
+                 flag: str = "--out", indent: int | None = 2) -> None:
+    """Write `frame` as .csv or .parquet, or `document` as .json (`indent` None: one line, as
+    `vllm bench serve` writes its results); OSError becomes a ConfigError."""
     try:
         if out.suffix == ".json":
-            out.write_text(json.dumps(document, indent=2))
+            out.write_text(json.dumps(document, indent=indent))
         elif out.suffix == ".parquet":
             try:
                 frame.to_parquet(out, index=False)
