@@ -314,6 +314,11 @@ def scenario_from_dict(data: dict, overrides: tuple[str, ...] | list[str] = (), 
         data = _with_engine_args(data, vllm_args)
     if isinstance(data, dict) and isinstance(data.get("model"), str):
         data = {**data, "model": resolve_model_reference(data["model"], base_dir)}
+    spec = data.get("serving", {}).get("speculative") if isinstance(data, dict) and isinstance(
+        data.get("serving"), dict) else None
+    if isinstance(spec, dict) and isinstance(spec.get("draft_model"), str):  # a draft as a config.json too
+        draft = resolve_model_reference(spec["draft_model"], base_dir)
+        data = {**data, "serving": {**data["serving"], "speculative": {**spec, "draft_model": draft}}}
     if "base_dir" in data:
         # Set by the loader from the file's folder, never by the file: a key that re-roots every
         # relative path is a surprise, not a feature.

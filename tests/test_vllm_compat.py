@@ -414,3 +414,16 @@ def test_goodput_flag_as_vllms(tmp_path, capsys):
     assert doc["request_goodput"] == pytest.approx(doc["request_throughput"])
     rc, _, err = cli(capsys, "run", str(p), "--goodput", "latency:5")
     assert rc == 2 and "--goodput: got 'latency:5'" in err
+
+
+def test_a_draft_model_may_be_a_config_json_or_hub_id(tmp_path):
+    cfg = {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
+           "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 131072,
+           "tie_word_embeddings": True}
+    (tmp_path / "draft").mkdir()
+    (tmp_path / "draft" / "config.json").write_text(json.dumps(cfg))
+    sc = scenario_from_dict(merge(BASE, SMALL), base_dir=tmp_path,
+                            vllm_args="--speculative-config '{\"model\": \"draft\", \"num_speculative_tokens\": 2}'")
+    assert sc.draft_spec.name == "draft" and sc.draft_spec.num_layers == 16
+    sc = scenario_from_dict(merge(BASE, {**SMALL, "serving": {"speculative": {"draft_model": "meta-llama/Llama-3.2-1B"}}}))
+    assert sc.draft_spec.name == "llama-3.2-1b"
