@@ -72,11 +72,11 @@ _UNSUPPORTED = {
 }
 
 
-def _int(value: Any, name: str) -> int:
+def _int(value: Any, label: str) -> int:
     """An integer; text may use vLLM's human-readable suffixes (8k = 8,000, 8K = 8,192; k/m/g/t decimal,
     K/M/G/T binary and whole numbers only, as vllm/utils/argparse_utils.py `human_readable_int`)."""
     if isinstance(value, bool):
-        raise ConfigError(f"engine_args.{name}: got {short_repr(value)}; expected an integer")
+        raise ConfigError(f"{label}: got {short_repr(value)}; expected an integer")
     if isinstance(value, str):
         text = value.strip()
         m = re.fullmatch(r"(\d+(?:\.\d+)?)([kmgtKMGT])", text)
@@ -89,25 +89,25 @@ def _int(value: Any, name: str) -> int:
         try:
             return int(text)
         except ValueError:
-            raise ConfigError(f"engine_args.{name}: got {short_repr(value)}; expected an integer "
+            raise ConfigError(f"{label}: got {short_repr(value)}; expected an integer "
                               f"(8k = 8,000 and 8K = 8,192 as vLLM reads them)") from None
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if not isinstance(value, int):
-        raise ConfigError(f"engine_args.{name}: got {short_repr(value)}; expected an integer")
+        raise ConfigError(f"{label}: got {short_repr(value)}; expected an integer")
     return value
 
 
-def _float(value: Any, name: str) -> float:
+def _float(value: Any, label: str) -> float:
     try:
         if isinstance(value, bool):
             raise ValueError
         return float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"engine_args.{name}: got {short_repr(value)}; expected a number") from None
+        raise ConfigError(f"{label}: got {short_repr(value)}; expected a number") from None
 
 
-def _bool(value: Any, name: str) -> bool:
+def _bool(value: Any, label: str) -> bool:
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -115,43 +115,43 @@ def _bool(value: Any, name: str) -> bool:
         return True
     if text in ("false", "0", "no"):
         return False
-    raise ConfigError(f"engine_args.{name}: got {short_repr(value)}; expected true or false")
+    raise ConfigError(f"{label}: got {short_repr(value)}; expected true or false")
 
 
 def _choice(table: dict[str, str | None], what: str) -> Callable[[Any, str], str | None]:
-    def convert(value: Any, name: str) -> str | None:
+    def convert(value: Any, label: str) -> str | None:
         key = str(value).strip().lower()
         if key not in table:
-            raise ConfigError(f"engine_args.{name}: got {short_repr(value)}; servesim models {what}: "
+            raise ConfigError(f"{label}: got {short_repr(value)}; servesim models {what}: "
                               f"{', '.join(sorted(table))}")
         return table[key]
     return convert
 
 
-def _speculative(value: Any, name: str) -> dict[str, Any]:
+def _speculative(value: Any, label: str) -> dict[str, Any]:
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
-            raise ConfigError(f"engine_args.{name}: got {short_repr(value)}; expected a JSON object such as "
+            raise ConfigError(f"{label}: got {short_repr(value)}; expected a JSON object such as "
                               '{"model": "llama-3.2-1b", "num_speculative_tokens": 4}') from None
     if not isinstance(value, dict):
-        raise ConfigError(f"engine_args.{name}: got {short_repr(value)}; expected a mapping")
+        raise ConfigError(f"{label}: got {short_repr(value)}; expected a mapping")
     allowed = {"model", "method", "num_speculative_tokens", "acceptance_rate"}
     unknown = sorted(set(value) - allowed, key=str)
     if unknown:
-        raise ConfigError(f"engine_args.{name}.{unknown[0]}: not modelled; servesim reads {sorted(allowed)}")
+        raise ConfigError(f"{label}.{unknown[0]}: not modelled; servesim reads {sorted(allowed)}")
     method = value.get("method", "draft_model")
     if method not in ("draft_model", None):
-        raise ConfigError(f"engine_args.{name}.method: got {short_repr(method)}; servesim models a separate "
+        raise ConfigError(f"{label}.method: got {short_repr(method)}; servesim models a separate "
                           f"draft model only (method draft_model, with `model`)")
     if "model" not in value:
-        raise ConfigError(f"engine_args.{name}.model: missing; name the draft model (catalog name or path)")
+        raise ConfigError(f"{label}.model: missing; name the draft model (catalog name, hub id or a config.json folder)")
     out: dict[str, Any] = {"draft_model": value["model"]}
     if "num_speculative_tokens" in value:
-        out["num_speculative_tokens"] = _int(value["num_speculative_tokens"], f"{name}.num_speculative_tokens")
+        out["num_speculative_tokens"] = _int(value["num_speculative_tokens"], f"{label}.num_speculative_tokens")
     if "acceptance_rate" in value:
-        out["acceptance_rate"] = _float(value["acceptance_rate"], f"{name}.acceptance_rate")
+        out["acceptance_rate"] = _float(value["acceptance_rate"], f"{label}.acceptance_rate")
     return out
 
 
@@ -243,15 +243,17 @@ def engine_args_to_scenario(engine_args: Any, where: str = "engine_args") -> dic
         if name in _NO_EFFECT:
             continue
         if name in _UNSUPPORTED:
-            if name == "enable_prefix_caching" and not _bool(value, name):
+            if name == "enable_prefix_caching" and not _bool(value, f"{where}.{name}"):
                 continue  # off is what servesim simulates
-            raise ConfigError(f"{where}.{name}: not supported: {_UNSUPPORTED[name]}")
+            label = f"{where}.{name}" if where == "engine_args" else f"{where} --{name.replace('_', '-')}"
+            raise ConfigError(f"{label}: not supported: {_UNSUPPORTED[name]}")
         if name not in _MAP:
             raise ConfigError(f"{where}.{name}: unknown or not modelled; servesim reads {', '.join(SUPPORTED)}")
         if name == "dtype" and quant is not None:
             continue  # the quantization method sets the weight format
         path, convert = _MAP[name]
-        converted = convert(value, name)
+        label = f"{where}.{name}" if where == "engine_args" else f"{where} --{name.replace('_', '-')}"
+        converted = convert(value, label)
         if name == "kv_cache_dtype" and converted is None:
             continue  # auto: the KV cache follows the weights' dtype below
         node = out
