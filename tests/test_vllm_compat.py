@@ -427,3 +427,13 @@ def test_a_draft_model_may_be_a_config_json_or_hub_id(tmp_path):
     assert sc.draft_spec.name == "draft" and sc.draft_spec.num_layers == 16
     sc = scenario_from_dict(merge(BASE, {**SMALL, "serving": {"speculative": {"draft_model": "meta-llama/Llama-3.2-1B"}}}))
     assert sc.draft_spec.name == "llama-3.2-1b"
+
+
+def test_a_detailed_closed_loop_result_replays_through_its_clients():
+    doc = {"start_times": [5.0, 5.1, 6.0, 6.2], "input_lens": [10, 20, 30, 40], "output_lens": [3, 0, 5, 6],
+           "request_rate": "inf", "max_concurrency": 2, "completed": 3}
+    wl, notes = workload_from_result(doc, seed=0)
+    assert wl.concurrency == 2 and list(wl.prompt_tokens) == [10, 30, 40]  # the failed request left out
+    assert any("1 failed request" in n for n in notes) and any("2 clients" in n for n in notes)
+    res = run(make_scenario(SMALL), workload=wl)
+    assert res.requests["finish_s"].notna().all() and len(res.requests) == 3
