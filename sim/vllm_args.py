@@ -146,7 +146,8 @@ def _speculative(value: Any, label: str) -> dict[str, Any]:
         raise ConfigError(f"{label}.method: got {short_repr(method)}; servesim models a separate "
                           f"draft model only (method draft_model, with `model`)")
     if "model" not in value:
-        raise ConfigError(f"{label}.model: missing; name the draft model (catalog name, hub id or a config.json folder)")
+        raise ConfigError(f"{label}.model: missing; name the draft model (catalog name, hub id or a "
+                          f"config.json folder)")
     out: dict[str, Any] = {"draft_model": value["model"]}
     if "num_speculative_tokens" in value:
         out["num_speculative_tokens"] = _int(value["num_speculative_tokens"], f"{label}.num_speculative_tokens")
@@ -261,7 +262,8 @@ def engine_args_to_scenario(engine_args: Any, where: str = "engine_args") -> dic
             node = node.setdefault(part, {})
         node[path[-1]] = converted
     q = out.get("serving", {}).get("quantization", {})
-    if "kv_cache" not in q and ("dtype" in engine_args or "kv_cache_dtype" in engine_args) and q.get("weights") in ("bf16", "fp16"):
+    dtype_named = "dtype" in engine_args or "kv_cache_dtype" in engine_args
+    if "kv_cache" not in q and dtype_named and q.get("weights") in ("bf16", "fp16"):
         q["kv_cache"] = q["weights"]  # vLLM's kv_cache_dtype auto = the model dtype
     return out
 

@@ -51,7 +51,6 @@ _ARRIVAL_FIELDS = {
 _ARRIVAL_DEFAULTS = {"time_scale": 1.0, "think_time_s": 0.0}
 
 
-
 def _require_only(obj: object, kind: str, used: set[str], candidates: dict[str, set[str]], path: str,
                   defaults: dict[str, object] | None = None) -> None:
     defaults = defaults or {}
@@ -215,7 +214,8 @@ class ArrivalConfig:
                         "must be strictly increasing (sorted, no repeats)")
         if self.kind == "trace":
             _require_set(self.path, f"{path}.path", self.kind)
-            require(self.path.strip() != "", f"{path}.path", self.path, "must name a trace file (.csv, .parquet, .jsonl, .json)")
+            require(self.path.strip() != "", f"{path}.path", self.path,
+                    "must name a trace file (.csv, .parquet, .jsonl, .json)")
             require_range(self.time_scale, f"{path}.time_scale", 0.0, 1e6, lo_open=True)
         if self.kind == "closed_loop":
             _require_set(self.concurrency, f"{path}.concurrency", self.kind)

@@ -171,3 +171,9 @@ def test_any_vllm_result_json_is_replayed_or_refused_in_one_line(tmp_path_factor
         assert "\n" not in str(exc) and len(str(exc)) < 800
         return
     assert (t.prompt_tokens >= 1).all() and (t.output_tokens >= 1).all() and np.isfinite(t.arrival_s).all()
+
+
+def test_trace_bounds_are_the_workloads():
+    import sim.traces
+    import sim.workload
+    assert sim.traces.MAX_TOKENS == sim.workload.MAX_TOKENS and sim.traces.MAX_ROWS == sim.workload.MAX_REQUESTS
