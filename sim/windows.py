@@ -89,9 +89,12 @@ def window_tasks(scenario: Scenario, window_s: float, warmup_s: float, seed: int
             continue  # nothing arrives in this window
         offset = float(arrival[lo])
         rows = slice(lo, hi)
-        part = Workload(arrival_s=arrival[rows] - offset, prompt_tokens=workload.prompt_tokens[rows],
-                        output_tokens=workload.output_tokens[rows], priority=workload.priority[rows],
-                        priority_names=workload.priority_names, duration_s=float(stop_s - offset))
+        # Every per-request field sliced alike (hash_ids: the prefix-cache keys a trace may carry).
+        part = dataclasses.replace(
+            workload, arrival_s=arrival[rows] - offset, prompt_tokens=workload.prompt_tokens[rows],
+            output_tokens=workload.output_tokens[rows], priority=workload.priority[rows],
+            duration_s=float(stop_s - offset), notes=[],
+            hash_ids=None if workload.hash_ids is None else workload.hash_ids[lo:hi])
         tasks.append(WindowTask(scenario=scenario, seed=seed, workload=part, offset_s=offset,
                                 first_scored=first - lo, request_ids=np.arange(lo, hi)))
     return tasks
