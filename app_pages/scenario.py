@@ -64,8 +64,10 @@ with out_col:
         st.info("Press **Run simulation** to see latency, throughput and cost.")
     else:
         s = out["summary"]
-        if scenario is not None and c.scenario_yaml(scenario) != job["yaml"]:
-            st.caption("The form has changed since this run; press Run to update.")
+        if scenario is None or c.scenario_yaml(scenario) != job["yaml"]:
+            st.warning("These results are for the inputs of the last run, not the form as it is now: "
+                       + ("press **Run simulation** to update." if scenario is not None else "fix the form and run."),
+                       icon=":material/history:")
         if out["stable"]:
             st.success(f"Stable: {s['requests_finished']:,} of {s['requests_total']:,} requests finished "
                        f"in {s['duration_s']:,.1f} s of simulated time (offered {s['offered_rate_per_s']:.2f} req/s).")

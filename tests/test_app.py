@@ -18,6 +18,7 @@ pytest.importorskip("streamlit", reason="the UI needs the [ui] extra: pip instal
 import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from app_pages.scenario_form import field_of  # noqa: E402
 from sim.metrics import summarize  # noqa: E402
 from sim.scenario import DEFAULT_SCENARIO, read_scenario_file, scenario_from_dict  # noqa: E402
 
@@ -50,11 +51,26 @@ def _walk(node, path=()):
         yield path, node
 
 
+def fk(at: AppTest, key: str) -> str:
+    """The widget key of a scenario-form field ("f.serving.replicas") or the uploader ("source.upload")
+    in the form's current generation (loading a file starts a new one)."""
+    if key == "source.upload":
+        return f"source.upload{at.session_state['source']['upload_n']}"
+    if key.startswith("f."):
+        return f"f{at.session_state['form']['n']}.{key[2:]}"
+    return key
+
+
 def error_next_to(at: AppTest, key: str) -> str:
-    """The error shown directly under the widget with `key` (same container, next element)."""
+    """The error shown directly under the widget with `key` (same container, next element);
+    for a widget in a row of columns, under the row, in the column's place among the row's errors."""
+    key = fk(at, key)
     nodes = dict(_walk(at._tree))
     where = next(p for p, n in nodes.items() if getattr(n, "key", None) == key)
     below = nodes.get(where[:-1] + (where[-1] + 1,))
+    if (below is None or type(below).__name__ != "Error") and len(where) >= 3:
+        row, column = where[:-2], where[-2]
+        below = nodes.get(row[:-1] + (row[-1] + 1 + column,))
     assert below is not None and type(below).__name__ == "Error", f"no error under {key}"
     return below.value
 
@@ -124,9 +140,9 @@ def test_chart_controls_reuse_the_cached_run(app, monkeypatch):
 
 
 def test_editing_the_form_changes_the_run(app):
-    app.number_input(key="f.serving.replicas").set_value(1).run()
-    app.number_input(key="f.workload.num_requests").set_value(300).run()
-    app.number_input(key="f.workload.arrival.rate_per_s").set_value(4.0).run()
+    app.number_input(key=fk(app, "f.serving.replicas")).set_value(1).run()
+    app.number_input(key=fk(app, "f.workload.num_requests")).set_value(300).run()
+    app.number_input(key=fk(app, "f.workload.arrival.rate_per_s")).set_value(4.0).run()
     app.button(key="run").click().run()
     ok(app)
     s = expected_summary(["serving.replicas=1", "workload.num_requests=300", "workload.arrival.rate_per_s=4.0"])
@@ -135,9 +151,9 @@ def test_editing_the_form_changes_the_run(app):
     assert metrics(app)["TTFT p99"] == fmt_s(s["ttft_s_p99"])
     assert metrics(app)["$ / month"] == fmt_usd(s["cost_usd_per_month"], 0)
     # Switching the policy swaps the scheduler knobs shown.
-    app.selectbox(key="f.serving.scheduler.policy").set_value("static").run()
-    keys = {w.key for w in app.number_input}
-    assert "f.serving.scheduler.batch_size" in keys and "f.serving.scheduler.max_num_seqs" not in keys
+    app.selectbox(key=fk(app, "f.serving.scheduler.policy")).set_value("static").run()
+    fields = {field_of(w.key) for w in app.number_input if w.key.startswith("f")}
+    assert "serving.scheduler.batch_size" in fields and "serving.scheduler.max_num_seqs" not in fields
 
 
 @pytest.mark.parametrize("key, value, field", [
@@ -148,7 +164,7 @@ def test_editing_the_form_changes_the_run(app):
     ("f.serving.max_model_len", 1000, "workload.prompt_tokens.max + workload.output_tokens.max"),
 ])
 def test_bad_number_shows_the_core_message_next_to_it(app, key, value, field):
-    app.number_input(key=key).set_value(value).run()
+    app.number_input(key=fk(app, key)).set_value(value).run()
     ok(app)
     target = "f.workload.prompt_tokens.max" if "prompt_tokens.max +" in field else key
     assert field in error_next_to(app, target)
@@ -156,13 +172,13 @@ def test_bad_number_shows_the_core_message_next_to_it(app, key, value, field):
 
 
 def test_bad_choices_show_errors_next_to_the_field(app):
-    app.selectbox(key="f.serving.quantization.weights").set_value("fp8").run()  # A100: no fp8 tensor cores
+    app.selectbox(key=fk(app, "f.serving.quantization.weights")).set_value("fp8").run()  # A100: no fp8 tensor cores
     ok(app)
     assert "a100-80gb-sxm has no fp8 tensor cores" in error_next_to(app, "f.serving.quantization.weights")
-    app.selectbox(key="f.serving.quantization.weights").set_value("int4").run()
+    app.selectbox(key=fk(app, "f.serving.quantization.weights")).set_value("int4").run()
     assert not app.error
-    app.checkbox(key="f.serving.speculative.on").check().run()
-    app.selectbox(key="f.serving.scheduler.policy").set_value("fifo").run()
+    app.checkbox(key=fk(app, "f.serving.speculative.on")).check().run()
+    app.selectbox(key=fk(app, "f.serving.scheduler.policy")).set_value("fifo").run()
     ok(app)
     errors = [e.value for e in app.error]
     assert any(e.startswith("serving.speculative: ") and "needs scheduler policy continuous" in e for e in errors)
@@ -173,14 +189,14 @@ def test_upload_a_scenario_and_a_broken_one(app):
     data = read_scenario_file("static_batching.yaml")
     data["serving"]["replicas"] = 3
     data["workload"]["num_requests"] = 200
-    app.file_uploader(key="source.upload").upload("mine.yaml", yaml.safe_dump(data).encode()).run()
+    app.file_uploader(key=fk(app, "source.upload")).upload("mine.yaml", yaml.safe_dump(data).encode()).run()
     ok(app)
-    assert app.number_input(key="f.serving.replicas").value == 3
-    assert app.selectbox(key="f.serving.scheduler.policy").value == "static"
+    assert app.number_input(key=fk(app, "f.serving.replicas")).value == 3
+    assert app.selectbox(key=fk(app, "f.serving.scheduler.policy")).value == "static"
     app.button(key="run").click().run()
     ok(app)
     assert metrics(app)["$ / month"] == "$11,213"  # 3 A100-80GB x $5.12/h x 730 h
-    app.file_uploader(key="source.upload").upload("bad.yaml", b"workload: [unclosed").run()
+    app.file_uploader(key=fk(app, "source.upload")).upload("bad.yaml", b"workload: [unclosed").run()
     ok(app)
     assert "bad.yaml: not valid YAML" in error_next_to(app, "source.upload")
 
@@ -188,7 +204,7 @@ def test_upload_a_scenario_and_a_broken_one(app):
 def test_uploaded_file_with_a_bad_field(app):
     data = read_scenario_file(DEFAULT_SCENARIO)
     data["serving"]["router"] = "random"
-    app.file_uploader(key="source.upload").upload("typo.yaml", yaml.safe_dump(data).encode()).run()
+    app.file_uploader(key=fk(app, "source.upload")).upload("typo.yaml", yaml.safe_dump(data).encode()).run()
     ok(app)
     assert "serving.router: got 'random'" in error_next_to(app, "f.serving.router")
 
@@ -223,7 +239,7 @@ def test_compare_side_by_side_and_load_sweep(app):
 
 
 def test_compare_uses_the_edited_scenario_and_reports_bad_input(app):
-    app.number_input(key="f.serving.replicas").set_value(1).run()
+    app.number_input(key=fk(app, "f.serving.replicas")).set_value(1).run()
     go(app, "compare")
     assert app.radio(key="cmp.source").value == "the scenario on the Scenario page"
     app.number_input(key="cmp.n").set_value(0).run()
@@ -286,8 +302,8 @@ def test_calibrate_fit_save_and_use_the_profile(app, tmp_path):
     assert row["source"].startswith("synthetic roofline") and row["gpu"] == "a100-80gb-sxm"
 
     go(app, "scenario")
-    app.selectbox(key="f.cost_model").set_value("a100_run (saved)").run()
-    app.number_input(key="f.workload.num_requests").set_value(200).run()
+    app.selectbox(key=fk(app, "f.cost_model")).set_value("a100_run (saved)").run()
+    app.number_input(key=fk(app, "f.workload.num_requests")).set_value(200).run()
     app.button(key="run").click().run()
     ok(app)
     assert "profile a100_run" in " ".join(c.value for c in app.caption)
@@ -311,10 +327,10 @@ def test_a_profile_from_another_model_is_refused_next_to_the_cost_model(app, tmp
                          device="test", gpu=None, tensor_parallel=1, weight_dtype="bf16", kv_dtype="bf16",
                          block_size_tokens=16, num_kv_blocks=None, provenance={"source": "test"}), folder)
     app.run()
-    assert "other (saved)" not in app.selectbox(key="f.cost_model").options
+    assert "other (saved)" not in app.selectbox(key=fk(app, "f.cost_model")).options
     data = read_scenario_file(DEFAULT_SCENARIO)
     data["cost_model"] = {"profile": str(folder)}
-    app.file_uploader(key="source.upload").upload("prof.yaml", yaml.safe_dump(data).encode()).run()
+    app.file_uploader(key=fk(app, "source.upload")).upload("prof.yaml", yaml.safe_dump(data).encode()).run()
     ok(app)
     assert (folder / PROFILE_FILE).is_file()
     assert "was measured for model 'llama-3.1-70b'" in error_next_to(app, "f.cost_model")
@@ -370,8 +386,8 @@ def test_plan_bad_input_is_shown_next_to_the_field(app):
 
 def test_priority_mix_flows_through_and_bad_shares_are_named(app):
     app.selectbox(key="source.shipped").set_value("priority_mixed.yaml").run()
-    assert app.selectbox(key="f.serving.scheduler.policy").value == "priority"
-    app.number_input(key="f.workload.num_requests").set_value(400).run()
+    assert app.selectbox(key=fk(app, "f.serving.scheduler.policy")).value == "priority"
+    app.number_input(key=fk(app, "f.workload.num_requests")).set_value(400).run()
     app.button(key="run").click().run()
     ok(app)
     classes = frame_with(app, "priority_class")
@@ -379,7 +395,7 @@ def test_priority_mix_flows_through_and_bad_shares_are_named(app):
     assert classes["requests"].sum() == 400
     data = read_scenario_file("priority_mixed.yaml")
     data["workload"]["priorities"][0]["share"] = 0.5
-    app.file_uploader(key="source.upload").upload("mix.yaml", yaml.safe_dump(data).encode()).run()
+    app.file_uploader(key=fk(app, "source.upload")).upload("mix.yaml", yaml.safe_dump(data).encode()).run()
     ok(app)
     assert any(e.value.startswith("workload.priorities: got [0.5, 0.7]; shares must sum to 1") for e in app.error)
     assert app.button(key="run").disabled
