@@ -175,3 +175,215 @@ def test_every_page_renders(server, browser, tmp_path, page, action, done):
     assert "Traceback" not in body
     assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
     shoot(browser, page, tmp_path)
+
+
+# --- flows: what a planner does with the form, checked against what the UI then computes -----------
+
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+
+
+def body_text(driver) -> str:
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def no_traceback(driver) -> None:
+    """No page may show a Python exception (Streamlit renders them as stException)."""
+    assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]'), body_text(driver)[:2000]
+    assert "Traceback" not in body_text(driver)
+
+
+def open_page(driver, url: str) -> None:
+    """Load a page in a new session (a fresh browser tab's worth of state) and wait for it to finish."""
+    driver.get(url)
+    WebDriverWait(driver, RENDER_S).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="stMainBlockContainer"] h1'))
+    settle(driver)
+
+
+def widgets(driver, testid: str, label: str) -> list:
+    xpath = (f'//*[@data-testid="{testid}"][.//*[@data-testid="stWidgetLabel"]'
+             f'[normalize-space()="{label}"]]')
+    return driver.find_elements(By.XPATH, xpath)
+
+
+def number_input(driver, label: str, index: int = 0):
+    return widgets(driver, "stNumberInput", label)[index].find_element(By.TAG_NAME, "input")
+
+
+def type_number(driver, label: str, value, index: int = 0) -> None:
+    """Type `value` into a number input as a person would (select all, type, Enter) and wait for the rerun."""
+    box = number_input(driver, label, index)
+    box.click()
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(str(value), Keys.ENTER)
+    settle(driver)
+
+
+def choose(driver, label: str, option: str) -> None:
+    """Pick `option` in the selectbox labelled `label` and wait for the rerun."""
+    widgets(driver, "stSelectbox", label)[0].find_element(By.CSS_SELECTOR, '[role="combobox"]').click()
+    xpath = f'//*[@role="option"][normalize-space()="{option}"]'
+    WebDriverWait(driver, RENDER_S).until(EC.element_to_be_clickable((By.XPATH, xpath))).click()
+    settle(driver)
+
+
+def selected(driver, label: str) -> str:
+    combobox = widgets(driver, "stSelectbox", label)[0].find_element(By.CSS_SELECTOR, '[role="combobox"]')
+    return combobox.get_attribute("value")
+
+
+def upload(driver, path: Path) -> None:
+    driver.find_element(By.CSS_SELECTOR, '[data-testid="stFileUploaderDropzoneInput"]').send_keys(str(path))
+    settle(driver)
+    time.sleep(1.0)  # the upload, then the rerun it triggers
+    settle(driver)
+
+
+def button_enabled(driver, label: str) -> bool:
+    return driver.find_element(By.XPATH, f'//button[.//p[normalize-space()="{label}"]]').is_enabled()
+
+
+def errors(driver) -> list:
+    return driver.find_elements(By.CSS_SELECTOR, '[data-testid="stAlertContentError"]')
+
+
+def message(alert) -> str:
+    """An alert's text without its icon (a Material Symbols ligature, read as the word "error")."""
+    text = alert.text.replace("≥", ">=").replace("≤", "<=")  # markdown's typography, undone
+    return text.split("\n", 1)[1] if text.startswith("error\n") else text
+
+
+def messages(driver) -> list[str]:
+    return [message(e) for e in errors(driver)]
+
+
+def run_scenario(driver) -> str:
+    """Press Run and return the result's status line ("Stable: ... (offered X req/s)")."""
+    click_button(driver, "Run simulation")
+    wait_text(driver, "TTFT p99")
+    settle(driver)
+    no_traceback(driver)
+    return next(line for line in body_text(driver).split("\n") if "offered" in line or "unstable" in line.lower())
+
+
+def offered_rate(status: str) -> float:
+    import re
+
+    return float(re.search(r"offered ([\d.,]+) req/s", status).group(1).replace(",", ""))
+
+
+def result_fleet(driver) -> str:
+    """The run's fleet as its result states it ("3 GPUs × $3.93/h")."""
+    line = next(line for line in body_text(driver).split("\n") if "GPUs × $" in line)
+    return line.split(" = ")[0]
+
+
+def fleet(gpus: int, gpu: str) -> str:
+    from sim.catalog import resolve_gpu
+
+    return f"{gpus} GPUs × ${resolve_gpu(gpu, 'gpu').price_usd_per_gpu_hour:.2f}/h"
+
+
+def scenario_file(tmp_path: Path, name: str, **changes) -> Path:
+    """A shipped scenario with `changes` ({"serving.replicas": 3}) written to tmp_path/name."""
+    import yaml
+
+    from sim.scenario import DEFAULT_SCENARIO, read_scenario_file
+
+    data = read_scenario_file(changes.pop("_from", DEFAULT_SCENARIO))
+    for dotted, value in changes.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    out = tmp_path / name
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+def test_switching_scenario_runs_the_scenario_shown(server, browser):
+    """Defect: the form kept (and Run simulated) the previous scenario's values after a switch."""
+    open_page(browser, f"{server}/")
+    assert number_input(browser, "Request rate (req/s)").get_attribute("value") == "12.00"
+    choose(browser, "Shipped scenario", "priority_mixed.yaml")
+    assert number_input(browser, "Request rate (req/s)").get_attribute("value") == "4.00"
+    assert number_input(browser, "Replicas").get_attribute("value") == "1"
+    assert selected(browser, "Scheduler") == "priority"
+    type_number(browser, "Requests to simulate", 600)
+    status = run_scenario(browser)
+    assert 3.0 < offered_rate(status) < 5.0, status  # priority_mixed's 4 req/s, not the default's 12
+    assert result_fleet(browser) == fleet(1, "a100-80gb-sxm")
+    # ...and back: the default's own values, not priority_mixed's (nor the 600 typed above).
+    choose(browser, "Shipped scenario", "chat_llama3_8b_a100.yaml")
+    assert number_input(browser, "Request rate (req/s)").get_attribute("value") == "12.00"
+    assert number_input(browser, "Requests to simulate").get_attribute("value") == "2000"
+    assert selected(browser, "Scheduler") == "continuous"
+    type_number(browser, "Requests to simulate", 500)
+    status = run_scenario(browser)
+    assert 10.0 < offered_rate(status) < 14.0, status
+    assert result_fleet(browser) == fleet(2, "a100-80gb-sxm")
+
+
+def test_uploaded_file_replaces_the_form_and_a_shipped_pick_replaces_the_upload(server, browser, tmp_path):
+    open_page(browser, f"{server}/")
+    type_number(browser, "Request rate (req/s)", 3)  # an edit the upload must not keep
+    upload(browser, scenario_file(tmp_path, "h100.yaml", **{"hardware.gpu": "h100-sxm", "serving.replicas": 3,
+                                                            "workload.num_requests": 400}))
+    no_traceback(browser)
+    assert selected(browser, "GPU") == "h100-sxm"
+    assert number_input(browser, "Replicas").get_attribute("value") == "3"
+    assert number_input(browser, "Request rate (req/s)").get_attribute("value") == "12.00"
+    run_scenario(browser)
+    assert result_fleet(browser) == fleet(3, "h100-sxm")  # what was simulated, not only what the form shows
+    choose(browser, "Shipped scenario", "static_batching.yaml")
+    assert selected(browser, "GPU") == "a100-80gb-sxm"
+    assert selected(browser, "Scheduler") == "static"
+    assert "h100.yaml" not in body_text(browser)  # the uploader was cleared
+
+
+def test_uploaded_negative_value_is_one_clear_error(server, browser, tmp_path):
+    """Defect: a file with rate_per_s: -3 replaced the page with StreamlitValueBelowMinError."""
+    open_page(browser, f"{server}/")
+    upload(browser, scenario_file(tmp_path, "negative.yaml", **{"workload.arrival.rate_per_s": -3}))
+    no_traceback(browser)
+    shown = messages(browser)
+    assert any(t.startswith("workload.arrival.rate_per_s: got -3.0; must be > 0") for t in shown), shown
+    assert number_input(browser, "Request rate (req/s)").get_attribute("value") == "-3.00"
+    assert not button_enabled(browser, "Run simulation")
+    type_number(browser, "Request rate (req/s)", 2)  # fixing it in the form clears the error
+    assert not errors(browser) and button_enabled(browser, "Run simulation")
+
+
+def test_typed_negative_value_is_refused_not_replaced(server, browser):
+    """Defect: typing -5 showed -5 while Run simulated the previous value."""
+    open_page(browser, f"{server}/")
+    type_number(browser, "Requests to simulate", 400)
+    run_scenario(browser)
+    type_number(browser, "Request rate (req/s)", -5)
+    no_traceback(browser)
+    assert number_input(browser, "Request rate (req/s)").get_attribute("value") == "-5.00"
+    assert any(t.startswith("workload.arrival.rate_per_s: got -5.0; must be > 0") for t in messages(browser))
+    assert not button_enabled(browser, "Run simulation")
+    assert "These results are for the inputs of the last run" in body_text(browser)
+
+
+def test_length_errors_are_readable_and_under_their_field(server, browser):
+    """Defect: errors on length fields wrapped a letter per line in a quarter-width column; mean > max passed."""
+    open_page(browser, f"{server}/")
+    type_number(browser, "max", 8)  # the prompt's max, below its min (16)
+    no_traceback(browser)
+    (error,) = [e for e in errors(browser) if "workload.prompt_tokens.max" in e.text]
+    assert message(error).startswith("workload.prompt_tokens.max: got 8; must be >= min")
+    alert = error.find_element(By.XPATH, './ancestor::*[@data-testid="stAlert"]')
+    column = widgets(browser, "stNumberInput", "max")[0].size["width"]
+    assert alert.size["width"] > 3 * column and alert.size["height"] < 150, (alert.size, column)  # the row's width
+    prompt_row = number_input(browser, "max", 0).location["y"]
+    output_kind = widgets(browser, "stSelectbox", "Output tokens")[0].location["y"]
+    assert prompt_row < error.location["y"] < output_kind  # under the prompt's row, above the output's
+    type_number(browser, "max", 4096)
+    assert not errors(browser)
+    type_number(browser, "mean", 5000)  # above max: no longer accepted silently
+    shown = messages(browser)
+    assert any(t.startswith("workload.prompt_tokens.mean: got 5000.0; must lie within [min, max]") for t in shown), shown
+    assert not button_enabled(browser, "Run simulation")
