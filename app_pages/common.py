@@ -101,6 +101,31 @@ def variant_yaml(base: dict, base_dir: str | None, overrides: list[str]) -> str:
     return scenario_yaml(scenario_from_dict(base, overrides, base_dir=Path(base_dir) if base_dir else None))
 
 
+# --- widgets that outlive a visit to another page ----------------------------------
+
+def sticky(widget, label: str, *, key: str, **kw) -> Any:
+    """`widget(label, key=key, **kw)`, starting from the user's last value when the page was left.
+
+    Streamlit drops a widget's state when a run does not draw it (another page is showing),
+    so without this a form comes back at its defaults. The last values live under the plain
+    session key "sticky" and seed the widget only when it is new (its key is absent).
+    """
+    saved = st.session_state.setdefault("sticky", {})
+    if key not in st.session_state and key in saved:
+        value = saved[key]
+        options = list(kw.get("options", []))
+        if widget in (st.selectbox, st.radio):
+            if value in options:
+                kw["index"] = options.index(value)
+        elif widget is st.multiselect:
+            kw["default"] = [v for v in value if v in options]
+        else:
+            kw["value"] = value
+    value = widget(label, key=key, **kw)
+    saved[key] = value
+    return value
+
+
 # --- errors next to the field that caused them --------------------------------
 
 def error_field(message: str) -> str:

@@ -13,6 +13,7 @@ from app_pages import common as c
 from app_pages.scenario_form import DAILY_SHAPES
 from sim.catalog import gpu_catalog, model_catalog, resolve_gpu, resolve_model
 from sim.configio import ConfigError
+from sim.plan_config import read_plan
 
 PLAN_SCENARIO = "customer_support_1m_per_day.yaml"
 UI_REQUESTS_PER_POINT = 1000  # the CLI's default is 3000; the UI trades some tail accuracy for speed
@@ -45,14 +46,27 @@ def reports_progress() -> bool:
     return "on_progress" in inspect.signature(_plan).parameters
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def cached_plan(planning_yaml: str, seed: int, _progress=None) -> dict:
-    """plan() on a planning mapping (given as YAML), as plain data; cached by (YAML, seed)."""
-    kwargs = {"seed": seed}
-    if _progress is not None and reports_progress():
-        kwargs["on_progress"] = _progress
-    p = _plan(yaml.safe_load(planning_yaml), **kwargs)
-    return {"headline": p.headline(), "table": p.to_frame(), "pareto": p.pareto_frame(), "plan": p.to_dict()}
+PLANS_KEPT = 8  # finished plans remembered per browser session
+
+
+def planned(planning_yaml: str, seed: int, on_progress=None) -> dict:
+    """plan() on a planning mapping (given as YAML), as plain data; remembered by (YAML, seed)
+    for this browser session.
+
+    Not st.cache_data: on a hit it replays the calls the function made on page elements, and
+    the progress bar those calls drew into belongs to an earlier run (CacheReplayClosureError).
+    """
+    done = st.session_state.setdefault("plan.results", {})
+    key = (planning_yaml, seed)
+    if key not in done:
+        kwargs = {"seed": seed}
+        if on_progress is not None and reports_progress():
+            kwargs["on_progress"] = on_progress
+        p = _plan(yaml.safe_load(planning_yaml), **kwargs)
+        done[key] = {"headline": p.headline(), "table": p.to_frame(), "pareto": p.pareto_frame(), "plan": p.to_dict()}
+        for old in list(done)[:-PLANS_KEPT]:
+            del done[old]
+    return done[key]
 
 
 st.title("Plan")
@@ -75,11 +89,11 @@ form_col, out_col = st.columns([2, 3], gap="large")
 with form_col:
     with st.container(border=True):
         st.subheader("Traffic")
-        qpd = st.number_input("Queries per day", value=float(arr.get("queries_per_day") or 1_000_000), min_value=0.0,
-                              step=100_000.0, format="%.0f", key="plan.qpd")
+        qpd = c.sticky(st.number_input, "Queries per day", value=float(arr.get("queries_per_day") or 1_000_000),
+                       step=100_000.0, format="%.0f", key="plan.qpd")
         fe.slot("workload.arrival.queries_per_day")
         shapes = (["from the file"] if arr.get("hourly_weights") else []) + list(DAILY_SHAPES)
-        shape = st.selectbox("Daily shape", shapes, key="plan.shape")
+        shape = c.sticky(st.selectbox, "Daily shape", options=shapes, key="plan.shape")
         fe.slot("workload.arrival.hourly_weights")
         weights = arr.get("hourly_weights") if shape == "from the file" else DAILY_SHAPES[shape]
         curve = pd.DataFrame({"hour": range(24), "pct": [100 * x / sum(weights) for x in weights] if weights
@@ -88,51 +102,61 @@ with form_col:
                         .properties(height=150), width="stretch")
         cols = st.columns(2)
         with cols[0]:
-            prompt_mean = st.number_input("Mean prompt tokens", value=float(w["prompt_tokens"].get("mean", 350)),
-                                          min_value=0.0, step=50.0, format="%.0f", key="plan.prompt")
+            prompt_mean = c.sticky(st.number_input, "Mean prompt tokens",
+                                   value=float(w["prompt_tokens"].get("mean", 350)), step=50.0, format="%.0f",
+                                   key="plan.prompt")
             fe.slot("workload.prompt_tokens")
         with cols[1]:
-            output_mean = st.number_input("Mean output tokens", value=float(w["output_tokens"].get("mean", 220)),
-                                          min_value=0.0, step=50.0, format="%.0f", key="plan.output")
+            output_mean = c.sticky(st.number_input, "Mean output tokens",
+                                   value=float(w["output_tokens"].get("mean", 220)), step=50.0, format="%.0f",
+                                   key="plan.output")
             fe.slot("workload.output_tokens")
     with st.container(border=True):
         st.subheader("SLO")
         slo = base.get("slo") or {}
         cols = st.columns(3)
         with cols[0]:
-            pct = st.selectbox("Percentile", [99.0, 95.0, 90.0, 50.0], key="plan.pct",
-                               index=[99.0, 95.0, 90.0, 50.0].index(float(slo.get("percentile", 99))))
+            pct = c.sticky(st.selectbox, "Percentile", options=[99.0, 95.0, 90.0, 50.0], key="plan.pct",
+                           index=[99.0, 95.0, 90.0, 50.0].index(float(slo.get("percentile", 99))))
             fe.slot("slo.percentile")
         with cols[1]:
-            ttft = st.number_input("TTFT bound (s)", value=slo.get("ttft_s"), min_value=0.0, step=0.1, key="plan.ttft",
-                                   help="Empty: no bound")
+            ttft = c.sticky(st.number_input, "TTFT bound (s)", value=slo.get("ttft_s"), step=0.1, key="plan.ttft",
+                            help="Empty: no bound")
             fe.slot("slo.ttft_s")
         with cols[2]:
-            tpot = st.number_input("TPOT bound (s)", value=slo.get("tpot_s"), min_value=0.0, step=0.01,
-                                   key="plan.tpot", help="Empty: no bound")
+            tpot = c.sticky(st.number_input, "TPOT bound (s)", value=slo.get("tpot_s"), step=0.01,
+                            key="plan.tpot", help="Empty: no bound")
             fe.slot("slo.tpot_s")
         fe.slot("slo")
     with st.container(border=True):
         st.subheader("Candidates")
         models = sorted(model_catalog())
-        model = st.selectbox("Model", models, index=models.index(base.get("model", "llama-3.1-8b")), key="plan.model")
+        model = c.sticky(st.selectbox, "Model", options=models, index=models.index(base.get("model", "llama-3.1-8b")),
+                         key="plan.model")
         fe.slot("model")
-        gpus = st.multiselect("Candidate GPUs", sorted(gpu_catalog()), default=["a100-80gb-sxm", "h100-sxm", "l40s"],
-                              key="plan.gpus")
+        gpus = c.sticky(st.multiselect, "Candidate GPUs", options=sorted(gpu_catalog()),
+                        default=["a100-80gb-sxm", "h100-sxm", "l40s"], key="plan.gpus")
         cols = st.columns(2)
-        tps = cols[0].multiselect("GPUs per replica (TP)", [1, 2, 4, 8], default=[1], key="plan.tps")
+        with cols[0]:
+            tps = c.sticky(st.multiselect, "GPUs per replica (TP)", options=[1, 2, 4, 8], default=[1], key="plan.tps")
         with cols[1]:
-            quants = st.multiselect("Weights", ["bf16", "fp8", "int8", "int4"], default=["bf16"], key="plan.quants",
-                                    help="fp8 and int8 candidates are made only on GPUs with those tensor cores")
+            quants = c.sticky(st.multiselect, "Weights", options=["bf16", "fp8", "int8", "int4"], default=["bf16"],
+                              key="plan.quants", help="fp8 and int8 candidates are made only on GPUs with those "
+                                                      "tensor cores")
             fe.slot("plan.candidates")
     with st.expander("Search settings"):
         cols = st.columns(3)
-        rpp = cols[0].number_input("Requests per simulated point", value=UI_REQUESTS_PER_POINT, min_value=0, step=500,
-                                   key="plan.rpp")
-        margin = cols[1].number_input("Autoscaling margin", value=0.2, min_value=0.0, step=0.05, key="plan.margin")
-        discount = cols[2].number_input("Price discount (0.6 = spot)", value=0.0, min_value=0.0, max_value=0.99,
-                                        step=0.1, key="plan.discount")
+        with cols[0]:
+            rpp = c.sticky(st.number_input, "Requests per simulated point", value=UI_REQUESTS_PER_POINT, step=500,
+                           key="plan.rpp")
+        with cols[1]:
+            margin = c.sticky(st.number_input, "Autoscaling margin", value=0.2, step=0.05, key="plan.margin")
+        with cols[2]:
+            discount = c.sticky(st.number_input, "Price discount (0.6 = spot)", value=0.0, step=0.1,
+                                key="plan.discount")
         fe.slot("plan.requests_per_point")
+        fe.slot("plan.scale_up_margin")
+        fe.slot("hardware.price_discount")
         fe.slot("plan")
 
 model_spec = resolve_model(model, "model")
@@ -160,8 +184,8 @@ planning["workload"]["output_tokens"]["mean"] = output_mean
 planning["slo"] = {"percentile": pct, **({"ttft_s": ttft} if ttft is not None else {}),
                    **({"tpot_s": tpot} if tpot is not None else {})}
 planning.setdefault("hardware", {})["price_discount"] = discount
-planning["plan"] = {**(base.get("plan") or {}), "candidates": candidates, "requests_per_point": int(rpp),
-                    "min_duration_s": UI_MIN_DURATION_S, "max_requests_per_point": max(int(rpp), 30000),
+planning["plan"] = {**(base.get("plan") or {}), "candidates": candidates, "requests_per_point": rpp,
+                    "min_duration_s": UI_MIN_DURATION_S, "max_requests_per_point": max(rpp, 30000),
                     "scale_up_margin": margin}
 planning.pop("base_dir", None)
 
@@ -171,8 +195,9 @@ if not candidates:
                                       "that fit this model", icon=":material/error:")
     valid = False
 else:
-    try:  # the scenario part checked now; each candidate is checked when planned
+    try:  # the scenario part and the search settings checked now; each candidate is checked when planned
         c.check({k: v for k, v in planning.items() if k != "plan"}, None)
+        read_plan(planning)
     except ConfigError as exc:
         fe.show(exc)
         valid = False
@@ -190,20 +215,19 @@ with out_col:
     job = st.session_state.get("plan.job")
     result = None
     if job is not None:
-        bar = st.progress(0.0, text="Planning…") if reports_progress() else None
+        bar = st.empty()
 
         def progress(done: int, total: int) -> None:
             bar.progress(min(done / max(total, 1), 1.0), text=f"Planning: {done} of {total} simulations")
 
         try:
             with st.spinner("Simulating candidate fleets…", show_time=True):
-                result = cached_plan(job["yaml"], job["seed"], _progress=progress)
+                result = planned(job["yaml"], job["seed"], on_progress=progress)
         except ConfigError as exc:
             if fe.show(exc) is None:
                 st.error(str(exc), icon=":material/error:")
             st.session_state.pop("plan.job", None)
-        if bar is not None:
-            bar.empty()
+        bar.empty()
     if result is None:
         st.info("Fill in the traffic, SLO and candidates, then press **Plan**.")
     else:

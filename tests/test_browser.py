@@ -213,6 +213,7 @@ def number_input(driver, label: str, index: int = 0):
 def type_number(driver, label: str, value, index: int = 0) -> None:
     """Type `value` into a number input as a person would (select all, type, Enter) and wait for the rerun."""
     box = number_input(driver, label, index)
+    WebDriverWait(driver, RENDER_S).until(lambda d: box.is_displayed())  # e.g. an expander opening
     box.click()
     box.send_keys(Keys.CONTROL, "a")
     box.send_keys(str(value), Keys.ENTER)
@@ -387,3 +388,53 @@ def test_length_errors_are_readable_and_under_their_field(server, browser):
     shown = messages(browser)
     assert any(t.startswith("workload.prompt_tokens.mean: got 5000.0; must lie within [min, max]") for t in shown), shown
     assert not button_enabled(browser, "Run simulation")
+
+
+def nav(driver, title: str) -> None:
+    """Move to another page through the sidebar, as a person does (the session and its state stay)."""
+    path = "" if title == "Scenario" else title.lower()
+    css = f'a[data-testid="stSidebarNavLink"][href$="/{path}"]'
+    WebDriverWait(driver, RENDER_S).until(EC.element_to_be_clickable((By.CSS_SELECTOR, css))).click()
+    wait_text(driver, title)
+    settle(driver)
+
+
+def small_plan_inputs(driver) -> None:
+    """Inputs that plan in seconds: 200k queries/day, 200 requests per simulated point."""
+    type_number(driver, "Queries per day", 200000)
+    click_text(driver, "Search settings")
+    type_number(driver, "Requests per simulated point", 200)
+
+
+def plan_answer(driver) -> str:
+    WebDriverWait(driver, 3 * RENDER_S).until(lambda d: "Cheapest:" in body_text(d) or d.find_elements(
+        By.CSS_SELECTOR, '[data-testid="stException"]'))
+    settle(driver, 3 * RENDER_S)
+    no_traceback(driver)
+    return next(line for line in body_text(driver).split("\n") if line.startswith("Cheapest:"))
+
+
+def test_plan_survives_download_edit_navigation_and_a_second_session(server, browser):
+    """Defect: after a plan, downloading, editing, leaving and returning, or planning inputs another
+    session had planned raised CacheReplayClosureError (a progress bar inside st.cache_data)."""
+    open_page(browser, f"{server}/plan")
+    small_plan_inputs(browser)
+    click_button(browser, "Plan")
+    answer = plan_answer(browser)
+    click_button(browser, "Plan (CSV)")
+    settle(browser)
+    assert plan_answer(browser) == answer
+    type_number(browser, "Mean output tokens", 250)
+    assert plan_answer(browser) == answer and "The form has changed since this plan" in body_text(browser)
+    nav(browser, "Scenario")
+    nav(browser, "Plan")
+    assert plan_answer(browser) == answer
+    assert number_input(browser, "Mean output tokens").get_attribute("value") == "250"  # the edit is kept
+    assert number_input(browser, "Queries per day").get_attribute("value") == "200000"
+    type_number(browser, "Mean output tokens", 220)  # back to the planned inputs
+    assert "The form has changed since this plan" not in body_text(browser)
+    # A new session (another tab) planning the same inputs gets the same answer, not an exception.
+    open_page(browser, f"{server}/plan")
+    small_plan_inputs(browser)
+    click_button(browser, "Plan")
+    assert plan_answer(browser) == answer
