@@ -219,6 +219,17 @@ def summary_row(label: str, s: dict[str, Any]) -> dict[str, Any]:
             "$/1M tokens": s["cost_usd_per_1m_output_tokens"], "$/month": s["cost_usd_per_month"]}
 
 
+def summary_columns(table: pd.DataFrame) -> dict[str, Any]:
+    """Column formats for a table of summary_row()s: separators, units, money as money."""
+    cfg: dict[str, Any] = {"variant": st.column_config.TextColumn("variant", width="large")}
+    for col in table.columns:
+        if col.startswith("$"):
+            cfg[col] = st.column_config.NumberColumn(col, format="dollar")
+        elif col not in ("variant", "stable"):
+            cfg[col] = st.column_config.NumberColumn(col, format="localized")
+    return cfg
+
+
 # --- charts ------------------------------------------------------------------------
 
 LATENCY_METRICS = {"TTFT": "ttft_s", "TPOT": "tpot_s", "E2E": "e2e_s", "queueing": "queue_s"}

@@ -77,6 +77,22 @@ def load_knob(data: dict) -> tuple[str, float, str] | None:
     return None
 
 
+def variant_chart(table: pd.DataFrame, column: str, title: str, log: bool) -> alt.Chart:
+    """One mark per variant: bars from zero on a linear axis, dots on a log axis."""
+    shown = table[np.isfinite(table[column].astype(float))]
+    if log:
+        shown = shown[shown[column] > 0]
+    base = alt.Chart(shown).encode(
+        x=alt.X(f"{column}:Q", title=title + (" — log scale" if log else ""),
+                scale=alt.Scale(type="log") if log else alt.Scale(zero=True)),
+        y=alt.Y("variant:N", title=None, sort=None, axis=alt.Axis(labelLimit=300)),
+        color=alt.Color("stable:N", title="stable", scale=alt.Scale(domain=[True, False],
+                                                                    range=["#4c78a8", "#e45756"])),
+        tooltip=["variant", alt.Tooltip(f"{column}:Q", format=",.3f")])
+    mark = base.mark_point(filled=True, size=140, opacity=1) if log else base.mark_bar()
+    return mark.properties(height=40 * len(table) + 40)
+
+
 st.title("Compare")
 st.caption("The same workload under different schedulers and options, side by side; then throughput and "
            "latency against offered load, to see where each saturates.")
@@ -85,24 +101,29 @@ fe = c.FieldErrors()
 current = st.session_state.get("scenario.current")
 sources = (["the scenario on the Scenario page"] if current else []) + ["a shipped scenario"]
 cols = st.columns([1, 1, 1])
-source = cols[0].radio("Start from", sources, key="cmp.source")
+with cols[0]:
+    source = c.sticky(st.radio, "Start from", options=sources, key="cmp.source")
 if source == "a shipped scenario":
     names = c.shipped_scenario_names()
-    pick = cols[1].selectbox("Shipped scenario", names, index=names.index(DEFAULT_SCENARIO), key="cmp.shipped")
+    with cols[1]:
+        pick = c.sticky(st.selectbox, "Shipped scenario", options=names, index=names.index(DEFAULT_SCENARIO),
+                        key="cmp.shipped")
     base, base_dir, label = c.load_shipped(pick), str(c.shipped_dir()), pick
 else:
     base, base_dir, label = current["data"], current["base_dir"], current["label"]
     cols[1].caption(f"Edited scenario from **{label}**.")
 n_default = min(int((base.get("workload") or {}).get("num_requests") or 1000), 1000)
 with cols[2]:
-    n_requests = st.number_input("Requests per run", value=n_default, min_value=0, step=100, key="cmp.n")
+    n_requests = c.sticky(st.number_input, "Requests per run", value=n_default, step=100, key="cmp.n")
     fe.slot("workload.num_requests")
 
 cols = st.columns([2, 1, 1])
-policies = cols[0].multiselect("Schedulers", POLICIES, default=POLICIES, key="cmp.policies")
-flip_quant = cols[1].checkbox("with/without quantization", value=True, key="cmp.quant")
+with cols[0]:
+    policies = c.sticky(st.multiselect, "Schedulers", options=POLICIES, default=POLICIES, key="cmp.policies")
+with cols[1]:
+    flip_quant = c.sticky(st.checkbox, "with/without quantization", value=True, key="cmp.quant")
 with cols[2]:
-    flip_spec = st.checkbox("with/without speculative decoding", value=True, key="cmp.spec")
+    flip_spec = c.sticky(st.checkbox, "with/without speculative decoding", value=True, key="cmp.spec")
     fe.slot("variants")
 if not (base.get("workload") or {}).get("priorities") and "priority" in policies:
     st.caption("This workload has one traffic class, so priority orders like continuous; "
@@ -143,24 +164,17 @@ with tab_side:
             outs[name] = c.simulate(yaml_text, jobs["base_dir"], jobs["seed"])
         bar.empty()
         table = pd.DataFrame([c.summary_row(name, o["summary"]) for name, o in outs.items()])
-        st.dataframe(table, hide_index=True, width="stretch",
-                     column_config={col: st.column_config.NumberColumn(format="%.3f")
-                                    for col in table.columns if col not in ("variant", "stable")})
+        st.dataframe(table, hide_index=True, width="stretch", column_config=c.summary_columns(table))
         unstable = [name for name, o in outs.items() if not o["stable"]]
         if unstable:
             st.warning("Unstable (the queue kept growing; latencies are lower bounds): " + ", ".join(unstable))
         cols = st.columns(2)
         with cols[0]:
-            metric = st.selectbox("Bar chart", list(METRICS), key="cmp.bar_metric")
-            log = "(s)" in metric or "(ms)" in metric  # latencies span orders of magnitude across policies
-            chart = alt.Chart(table).mark_bar().encode(
-                x=alt.X(f"{METRICS[metric]}:Q", title=metric + (" — log scale" if log else ""),
-                        scale=alt.Scale(type="log") if log else alt.Scale()),
-                y=alt.Y("variant:N", title=None, sort=None, axis=alt.Axis(labelLimit=300)),
-                color=alt.Color("stable:N", scale=alt.Scale(domain=[True, False], range=["#4c78a8", "#e45756"])),
-                tooltip=["variant", alt.Tooltip(f"{METRICS[metric]}:Q", format=".3f")],
-            ).properties(height=40 * len(table) + 40)
-            st.altair_chart(chart, width="stretch")
+            metric = c.sticky(st.selectbox, "Bar chart", options=list(METRICS), key="cmp.bar_metric")
+            log = c.sticky(st.checkbox, "log scale", value=False, key="cmp.bar_log",
+                           help="Latencies can differ by orders of magnitude between schedulers. On a log "
+                                "scale each variant is a dot: a bar from zero has no length on a log axis.")
+            st.altair_chart(variant_chart(table, METRICS[metric], metric, log), width="stretch")
         with cols[1]:
             lat = st.selectbox("Latency CDF", list(c.LATENCY_METRICS), key="cmp.cdf_metric")
             column = c.LATENCY_METRICS[lat]

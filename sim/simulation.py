@@ -77,6 +77,13 @@ def build_cost_model(scenario: Scenario) -> tuple[CostModel, str, int | None]:
         if prof.gpu is not None and gpu.name != "inline" and prof.gpu.lower() != gpu.name.lower():
             raise ConfigError(f"cost_model.profile: {prof.name} was measured on {prof.gpu!r}, "
                               f"the scenario runs on {gpu.name!r}")
+        width = {"fp16": "bf16"}  # the same 16-bit width and tensor cores: one measurement prices both
+        for what, measured, used in (("weights", prof.weight_dtype, s.quantization.weights),
+                                     ("KV cache", prof.kv_dtype, s.quantization.kv_cache)):
+            if width.get(measured, measured) != width.get(used, used):
+                raise ConfigError(f"cost_model.profile: {prof.name} was measured with {measured} {what}, the "
+                                  f"scenario uses {used}; it would price {used} as {measured} (use the roofline "
+                                  f"or a profile measured with {used})")
         served = cm.serving_overhead and prof.serving is not None
         desc = f"profile {prof.name} ({prof.provenance.get('source')})"
         if served:

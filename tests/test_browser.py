@@ -201,8 +201,7 @@ def open_page(driver, url: str) -> None:
 
 
 def widgets(driver, testid: str, label: str) -> list:
-    xpath = (f'//*[@data-testid="{testid}"][.//*[@data-testid="stWidgetLabel"]'
-             f'[normalize-space()="{label}"]]')
+    xpath = f'//*[@data-testid="{testid}"][.//*[@data-testid="stWidgetLabel"]//p[normalize-space()="{label}"]]'
     return driver.find_elements(By.XPATH, xpath)
 
 
@@ -438,3 +437,48 @@ def test_plan_survives_download_edit_navigation_and_a_second_session(server, bro
     small_plan_inputs(browser)
     click_button(browser, "Plan")
     assert plan_answer(browser) == answer
+
+
+def coloured_pixels(element, rgb: tuple[int, int, int], tolerance: int = 40) -> int:
+    """How many pixels of an element's screenshot are close to `rgb` (a chart's mark colour)."""
+    import io
+
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB")
+    return sum(n for n, px in img.getcolors(maxcolors=img.width * img.height)
+               if all(abs(a - b) <= tolerance for a, b in zip(px, rgb)))
+
+
+def chart_marks(driver, timeout: float = 10.0) -> int:
+    """Pixels in the Compare page's variant chart drawn in its mark colours (stable blue, unstable red)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        chart = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stVegaLiteChart"]')[0]
+        driver.execute_script("arguments[0].scrollIntoView();", chart)
+        time.sleep(0.5)  # vega draws after the element appears
+        n = coloured_pixels(chart, (0x4C, 0x78, 0xA8)) + coloured_pixels(chart, (0xE4, 0x57, 0x56))
+        if n > 100 or time.monotonic() > deadline:
+            return n
+
+
+def test_compare_draws_its_bars_and_refuses_a_profile_for_another_dtype(server, browser):
+    """Defects: the default bar chart was empty (log scale on bars from zero); a bf16 profile priced
+    the fp8 variant as bf16 (identical numbers) without a word."""
+    open_page(browser, f"{server}/")
+    choose(browser, "Cost model", "a100-80gb-sxm_llama-3.1-8b_tp1_bf16")
+    nav(browser, "Compare")
+    type_number(browser, "Requests per run", 200)
+    click_button(browser, "Run comparison")
+    wait_text(browser, "Latency CDF")
+    settle(browser, 3 * RENDER_S)
+    no_traceback(browser)
+    text = body_text(browser)
+    assert "skipped — cost_model.profile: a100-80gb-sxm_llama-3.1-8b_tp1_bf16 was measured with bf16" in text, text
+    table = browser.find_element(By.CSS_SELECTOR, '[data-testid="stDataFrame"]')
+    assert "fp8 KV" not in table.text
+    assert chart_marks(browser) > 2000  # bars
+    click_text(browser, "log scale")
+    settle(browser)
+    assert chart_marks(browser) > 100  # dots
+    no_traceback(browser)
