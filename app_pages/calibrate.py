@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import re
 from pathlib import Path
@@ -13,6 +14,7 @@ import streamlit as st
 
 from app_pages import common as c
 from calibration.profile import MEASUREMENTS_FILE, Profile, ProfileError, load_profile, save_profile
+from calibration.vllm_harness import FIT_STATS
 from sim.catalog import gpu_catalog, model_catalog
 from sim.configio import ConfigError
 
@@ -79,6 +81,26 @@ def error_charts(pred: pd.DataFrame) -> None:
     st.dataframe(by_phase, width="stretch")
 
 
+def save_defaults(label: str, opened: Profile | None) -> dict:
+    """What the save form starts from: the opened profile's own description, else what the file
+    name says (gpu, model, tp, dtype, as in shipped names "a100-80gb-sxm_llama-3.1-8b_tp1_bf16")."""
+    name = re.sub(r"\.(csv|CSV)$", "", label)  # only an extension; "llama-3.1-8b" keeps its dots
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "profile"
+    if opened is not None:
+        return {"name": name + "-refit", "model": opened.model, "gpu": opened.gpu or "(not a catalog GPU)",
+                "tp": opened.tensor_parallel, "weights": opened.weight_dtype, "kv": opened.kv_dtype,
+                "block": opened.block_size_tokens, "device": opened.device, "blocks": opened.num_kv_blocks,
+                "source": str(opened.provenance.get("source") or ""), "refit_of": opened.name}
+    lower = name.lower()
+    longest = lambda names: max((n for n in names if n in lower), key=len, default=None)  # noqa: E731
+    tp = re.search(r"tp(\d+)", lower)
+    dtype = re.search(r"(bf16|fp16|fp8|int8|int4)", lower)
+    return {"name": name, "model": longest(model_catalog()) or "llama-3.1-8b",
+            "gpu": longest(gpu_catalog()) or "(not a catalog GPU)", "tp": int(tp.group(1)) if tp else 1,
+            "weights": dtype.group(1) if dtype else "bf16", "kv": "bf16", "block": 16, "device": "", "blocks": None,
+            "source": "", "refit_of": None}
+
+
 def provenance_table() -> pd.DataFrame:
     rows = []
     for label, ref in c.available_profiles().items():
@@ -112,6 +134,7 @@ source = st.radio("Fit from", ["an uploaded measurements file", "a profile's mea
                   key="cal.source")
 df = None
 label = None
+opened = None  # the profile whose measurements are shown, if any
 if source == "an uploaded measurements file":
     upload = st.file_uploader("Measurements (CSV: " + ", ".join(COLUMNS) + ")", type=["csv"], key="cal.upload")
     fe.slot("measurements")
@@ -128,7 +151,7 @@ else:
     else:
         chosen = st.selectbox("Profile", list(profiles), key="cal.profile")
         fe.slot("measurements")
-        prof = load_profile(profiles[chosen])
+        prof = opened = load_profile(profiles[chosen])
         with st.expander("Provenance, fit and coefficients of this profile"):
             st.json({"provenance": prof.provenance, "fit": prof.fit, "coefficients": prof.coefficients})
         path = Path(prof.path) / MEASUREMENTS_FILE if prof.path else None
@@ -147,13 +170,17 @@ if df is not None:
         st.warning("The fitter (calibration/fit.py) is not installed in this checkout, so a new fit cannot be "
                    "made here; the profiles above still work as cost models.")
     else:
+        stat = st.radio("Time of a step shape over its repeats", FIT_STATS, horizontal=True, key="cal.stat",
+                        help="As `servesim calibrate fit --stat`: the fit sees one row per distinct step shape. "
+                             "min (default): other processes only ever add time; median on a dedicated machine.")
         try:
-            result = c.cached_fit(df.to_csv(index=False))
+            result = c.cached_fit(df.to_csv(index=False), stat)
         except (ConfigError, ValueError) as exc:
             fe.show(ConfigError(f"measurements: {exc}" if not str(exc).startswith("measurements") else str(exc)))
             result = None
         if result is not None:
             st.subheader("Fit")
+            st.caption(f"Fitted as `servesim calibrate fit` does, on {result['fit']['fitted_on']}.")
             cols = st.columns([1, 2])
             cols[0].dataframe(pd.DataFrame({"coefficient": list(result["coefficients"]),
                                             "value": list(result["coefficients"].values())}),
@@ -162,25 +189,31 @@ if df is not None:
             cols[1].code(result["text"], language=None)
             error_charts(result["predictions"])
 
-            with st.form("cal.save"):
+            d = save_defaults(label or "profile", opened)
+            ns = hashlib.sha1((label or "").encode()).hexdigest()[:8]  # other measurements: a fresh save form
+
+            def pick(col, title, options, default, key):
+                options = list(options) if default in options else [default] + list(options)
+                return col.selectbox(title, options, index=options.index(default), key=f"cal.{key}.{ns}")
+
+            with st.form(f"cal.save.{ns}"):
                 st.subheader("Save as a profile")
                 cols = st.columns(3)
-                default_name = re.sub(r"[^a-z0-9._-]+", "-", (label or "profile").rsplit(".", 1)[0].lower())
-                name = cols[0].text_input("Name", value=default_name, key="cal.name")
-                models = sorted(model_catalog())
-                model = cols[1].selectbox("Model measured", models, index=models.index("llama-3.1-8b"), key="cal.model")
-                gpus = ["(not a catalog GPU)"] + sorted(gpu_catalog())
-                gpu = cols[2].selectbox("GPU it stands for", gpus, key="cal.gpu")
+                name = cols[0].text_input("Name", value=d["name"], key=f"cal.name.{ns}")
+                model = pick(cols[1], "Model measured", sorted(model_catalog()), d["model"], "model")
+                gpu = pick(cols[2], "GPU it stands for", ["(not a catalog GPU)"] + sorted(gpu_catalog()), d["gpu"],
+                           "gpu")
                 cols = st.columns(4)
-                tp = cols[0].selectbox("Tensor parallel", [1, 2, 4, 8, 16], key="cal.tp")
-                weights = cols[1].selectbox("Weights", ["bf16", "fp16", "fp8", "int8", "int4"], key="cal.weights")
-                kv = cols[2].selectbox("KV cache", ["bf16", "fp16", "fp8", "int8"], key="cal.kv")
-                block = cols[3].selectbox("Block size (tokens)", [16, 1, 8, 32, 64, 128], key="cal.block")
+                tp = pick(cols[0], "Tensor parallel", [1, 2, 4, 8, 16], d["tp"], "tp")
+                weights = pick(cols[1], "Weights", ["bf16", "fp16", "fp8", "int8", "int4"], d["weights"], "weights")
+                kv = pick(cols[2], "KV cache", ["bf16", "fp16", "fp8", "int8"], d["kv"], "kv")
+                block = pick(cols[3], "Block size (tokens)", [16, 1, 8, 32, 64, 128], d["block"], "block")
                 cols = st.columns(3)
-                device = cols[0].text_input("Device (as the engine reported it)", key="cal.device")
-                blocks = cols[1].number_input("KV blocks the engine allocated (empty: estimate)", value=None,
-                                              min_value=1, step=1, key="cal.blocks")
-                src = cols[2].text_input("Source (who measured what, how)", key="cal.src")
+                device = cols[0].text_input("Device (as the engine reported it)", value=d["device"],
+                                            key=f"cal.device.{ns}")
+                blocks = cols[1].number_input("KV blocks the engine allocated (empty: estimate)", value=d["blocks"],
+                                              step=1, key=f"cal.blocks.{ns}")
+                src = cols[2].text_input("Source (who measured what, how)", value=d["source"], key=f"cal.src.{ns}")
                 save_slot = st.empty()
                 if st.form_submit_button("Save profile", type="primary"):
                     try:
@@ -195,7 +228,8 @@ if df is not None:
                             gpu=gpu if gpu in gpu_catalog() else None, tensor_parallel=int(tp), weight_dtype=weights,
                             kv_dtype=kv, block_size_tokens=int(block), num_kv_blocks=None if blocks is None else int(blocks),
                             provenance={"source": src.strip(), "measurements": label,
-                                        "date": dt.date.today().isoformat(), "made_with": "servesim UI (Calibrate)"},
+                                        "date": dt.date.today().isoformat(), "made_with": "servesim UI (Calibrate)",
+                                        **({"refit_of": d["refit_of"]} if d["refit_of"] else {})},
                             fit=result["fit"])
                         save_profile(profile, folder)
                         df.to_csv(folder / MEASUREMENTS_FILE, index=False)

@@ -335,19 +335,26 @@ def available_profiles(model: str | None = None, tensor_parallel: int | None = N
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def cached_fit(measurements_csv: str) -> dict[str, Any]:
-    """calibration.fit.fit_profile on a measurements table (given as CSV text), as plain data."""
+def cached_fit(measurements_csv: str, stat: str = "min") -> dict[str, Any]:
+    """What `servesim calibrate fit` does, on a measurements table (given as CSV text), as plain data:
+    one row per distinct step shape (its `stat` time over the repeats), then fit_profile."""
     import io
 
     from calibration.fit import fit_profile, format_report
+    from calibration.vllm_harness import step_shapes
 
-    result = fit_profile(pd.read_csv(io.StringIO(measurements_csv)))
-    report = result.report
+    measured = pd.read_csv(io.StringIO(measurements_csv))
+    shapes = step_shapes(measured, stat)
+    result = fit_profile(shapes)
+    report = result.report if isinstance(result.report, dict) else {}
     pred = result.predictions
+    fitted_on = (f"the {stat} step time of each distinct step shape (phase + the five features) over its repeats: "
+                 f"{len(shapes)} shapes from {len(measured)} measured steps; held-out rows are shapes the fit "
+                 "did not see")
     return {"coefficients": {k: float(v) for k, v in result.coefficients.items()}, "text": format_report(result),
             "predictions": pd.DataFrame({"phase": pred["phase"].astype(str), "step_time_s": pred["step_time_s"],
                                          "predicted_s": pred["predicted_s"]}),
-            "fit": report if isinstance(report, dict) else {}}
+            "fit": {**report, "stat": stat, "fitted_on": fitted_on}, "shapes": len(shapes), "steps": len(measured)}
 
 
 def shipped_scenario_names() -> list[str]:

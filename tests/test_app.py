@@ -289,8 +289,8 @@ def test_calibrate_fit_save_and_use_the_profile(app, tmp_path):
     assert "held-out error" in app.code[0].value
     button(app, "Save profile").click().run()  # no source yet
     assert "provenance.source: empty" in app.error[0].value
-    app.text_input(key="cal.src").input("synthetic roofline steps + 2 % noise (test)")
-    app.selectbox(key="cal.gpu").set_value("a100-80gb-sxm")
+    next(w for w in app.text_input if w.key.startswith("cal.src.")).input("synthetic roofline steps + 2 % noise (test)")
+    next(w for w in app.selectbox if w.key.startswith("cal.gpu.")).set_value("a100-80gb-sxm")
     button(app, "Save profile").click().run()
     ok(app)
     assert any("Saved to" in s.value for s in app.success)

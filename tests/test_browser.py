@@ -221,13 +221,17 @@ def type_number(driver, label: str, value, index: int = 0) -> None:
 
 def choose(driver, label: str, option: str) -> None:
     """Pick `option` in the selectbox labelled `label` and wait for the rerun."""
-    widgets(driver, "stSelectbox", label)[0].find_element(By.CSS_SELECTOR, '[role="combobox"]').click()
+    WebDriverWait(driver, RENDER_S).until(lambda d: widgets(d, "stSelectbox", label))
+    combobox = widgets(driver, "stSelectbox", label)[0].find_element(By.CSS_SELECTOR, '[role="combobox"]')
+    combobox.click()
+    combobox.send_keys(option)  # filters the list: a long one only renders the options in view
     xpath = f'//*[@role="option"][normalize-space()="{option}"]'
     WebDriverWait(driver, RENDER_S).until(EC.element_to_be_clickable((By.XPATH, xpath))).click()
     settle(driver)
 
 
 def selected(driver, label: str) -> str:
+    WebDriverWait(driver, RENDER_S).until(lambda d: widgets(d, "stSelectbox", label))
     combobox = widgets(driver, "stSelectbox", label)[0].find_element(By.CSS_SELECTOR, '[role="combobox"]')
     return combobox.get_attribute("value")
 
@@ -481,4 +485,37 @@ def test_compare_draws_its_bars_and_refuses_a_profile_for_another_dtype(server, 
     click_text(browser, "log scale")
     settle(browser)
     assert chart_marks(browser) > 100  # dots
+    no_traceback(browser)
+
+
+def test_calibrate_fits_step_shapes_like_the_cli_and_describes_the_profile(server, browser):
+    """Defects: the page fitted raw rows (not step shapes, as `servesim calibrate fit` does), and the
+    save form defaulted to llama-3.1-8b / TP 1 and cut the name at "3.1"."""
+    import pandas as pd
+
+    from calibration.fit import fit_profile, format_report
+    from calibration.profile import load_profile
+    from calibration.vllm_harness import step_shapes
+
+    open_page(browser, f"{server}/calibrate")
+    click_text(browser, "a profile's measurements")
+    settle(browser)
+    choose(browser, "Profile", "cpu-vllm_tiny-llama_tp1_bf16")
+    wait_text(browser, "Save as a profile")
+    settle(browser)
+    no_traceback(browser)
+    measured = pd.read_csv(Path(load_profile("cpu-vllm_tiny-llama_tp1_bf16").path) / "measurements.csv")
+    expected = format_report(fit_profile(step_shapes(measured, "min")))
+    shown = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stCode"]')[-1].text
+    assert [line.strip() for line in shown.splitlines()] == [line.strip() for line in expected.splitlines()]
+    assert f"{len(step_shapes(measured))} shapes from {len(measured)} measured steps" in body_text(browser)
+
+    choose(browser, "Profile", "a100-80gb-sxm_llama-3.1-8b_tp2_bf16")
+    wait_text(browser, "Save as a profile")
+    settle(browser)
+    name = widgets(browser, "stTextInput", "Name")[0].find_element(By.TAG_NAME, "input").get_attribute("value")
+    assert name == "a100-80gb-sxm_llama-3.1-8b_tp2_bf16-refit"
+    assert selected(browser, "Model measured") == "llama-3.1-8b"
+    assert selected(browser, "Tensor parallel") == "2"
+    assert selected(browser, "GPU it stands for") == "a100-80gb-sxm"
     no_traceback(browser)
