@@ -113,7 +113,7 @@ def provenance_table() -> pd.DataFrame:
                      "weights": p.weight_dtype, "KV": p.kv_dtype, "source": p.provenance.get("source"),
                      "engine": " ".join(str(p.provenance.get(k, "")) for k in ("engine", "engine_version")).strip(),
                      "date": p.provenance.get("date"), "folder": p.path})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).fillna("—")  # a profile without a catalog GPU, a date, ...
 
 
 st.title("Calibrate")

@@ -219,6 +219,24 @@ def summary_row(label: str, s: dict[str, Any]) -> dict[str, Any]:
             "$/1M tokens": s["cost_usd_per_1m_output_tokens"], "$/month": s["cost_usd_per_month"]}
 
 
+METRIC_LABELS = {"ttft_s": "TTFT", "tpot_s": "TPOT", "e2e_s": "E2E", "itl_s": "ITL", "queue_s": "queueing"}
+
+
+def readable(column: str) -> str:
+    """A results column as a heading: "ttft_s_p99" -> "TTFT p99 (s)", "priority_class" -> "class"."""
+    for prefix, label in METRIC_LABELS.items():
+        if column.startswith(prefix + "_"):
+            return f"{label} {column[len(prefix) + 1:]} (s)"
+    return {"priority_class": "class"}.get(column, column.replace("_", " "))
+
+
+def readable_frame(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """`df` with readable headings, and column formats with thousands separators."""
+    out = df.rename(columns=readable)
+    return out, {col: st.column_config.NumberColumn(col, format="localized")
+                 for col in out.columns if pd.api.types.is_numeric_dtype(out[col])}
+
+
 def summary_columns(table: pd.DataFrame) -> dict[str, Any]:
     """Column formats for a table of summary_row()s: separators, units, money as money."""
     cfg: dict[str, Any] = {"variant": st.column_config.TextColumn("variant", width="large")}

@@ -69,6 +69,25 @@ def planned(planning_yaml: str, seed: int, on_progress=None) -> dict:
     return done[key]
 
 
+def ranked_table(table: pd.DataFrame, pct: float) -> pd.DataFrame:
+    """The plan's ranked table as shown: the answer's columns first, units in the names,
+    separators in the numbers, "—" where a candidate has no value (it is not feasible)."""
+    def whole(v):
+        return "—" if pd.isna(v) else f"{int(v):,}"
+
+    return pd.DataFrame({
+        "#": table["rank"].map(whole), "candidate": table["name"],
+        "$/month autoscaled": table["usd_per_month_autoscaled"].map(lambda v: c.fmt_usd(v, 0)),
+        "$/month fixed": table["usd_per_month_fixed"].map(lambda v: c.fmt_usd(v, 0)),
+        "$/1k queries": table["usd_per_1k_queries_autoscaled"].map(lambda v: c.fmt_usd(v, 4)),
+        "GPUs at peak": table["gpus_peak"].map(whole),
+        "why not / binding SLO": [m if ok else r for ok, r, m in zip(table["feasible"], table["reason"],
+                                                                     table["margin"])],
+        f"P{pct:g} TTFT": table["ttft_s"].map(c.fmt_s), f"P{pct:g} TPOT": table["tpot_s"].map(c.fmt_ms),
+        "replicas by hour (0–23)": table["hourly_replicas"].fillna(""),
+    })
+
+
 st.title("Plan")
 st.caption("How many GPUs, of which kind, and what it costs: each candidate's fleet is found by simulating the "
            "peak hour until the SLO holds, then hour by hour for autoscaling (the same `plan` as "
@@ -240,17 +259,9 @@ with out_col:
         st.caption(f"{p['queries_per_day']:,.0f} queries/day, peak {max(p['hourly_rate_per_s']):.2f} req/s at hour "
                    f"{p['peak_hour']:02d}; SLO {p['slo']}; {p['points_simulated']} simulations in {p['wall_s']:.1f} s "
                    f"({p['backend']}).")
-        table = table.astype({"rank": "Int64", "gpus_peak": "Int64"})
-        shown = table[["rank", "name", "gpus_peak", "usd_per_month_autoscaled", "usd_per_month_fixed",
-                       "usd_per_1k_queries_autoscaled", "ttft_s", "tpot_s", "reason", "margin", "hourly_replicas"]].rename(columns={
-            "gpus_peak": "GPUs at peak", "hourly_replicas": "replicas by hour (0–23)",
-            "usd_per_month_fixed": "$/month fixed", "usd_per_month_autoscaled": "$/month autoscaled",
-            "usd_per_1k_queries_autoscaled": "$/1k queries", "ttft_s": f"P{pct:g} TTFT (s)",
-            "tpot_s": f"P{pct:g} TPOT (s)", "reason": "why not"})
-        st.dataframe(shown, hide_index=True, width="stretch",
-                     column_config={"$/month fixed": st.column_config.NumberColumn(format="$%.0f"),
-                                    "$/month autoscaled": st.column_config.NumberColumn(format="$%.0f"),
-                                    "$/1k queries": st.column_config.NumberColumn(format="$%.4f")})
+        st.dataframe(ranked_table(table, pct), hide_index=True, width="stretch",
+                     column_config={"candidate": st.column_config.TextColumn(width="medium"),
+                                    "why not / binding SLO": st.column_config.TextColumn(width="large")})
         if len(best):
             chosen = best.assign(gpus=best["gpus_peak"]).melt(
                 id_vars=["name", "gpus"], value_vars=["usd_per_month_fixed", "usd_per_month_autoscaled"],

@@ -106,7 +106,8 @@ with out_col:
             st.altair_chart(c.utilisation_chart(s["gpu_busy_fraction_by_replica"]), width="stretch")
         with class_tab:
             if len(out["by_class"]) > 1:
-                st.dataframe(out["by_class"], width="stretch", hide_index=True)
+                classes, formats = c.readable_frame(out["by_class"])
+                st.dataframe(classes, width="stretch", hide_index=True, column_config=formats)
             else:
                 st.caption("One traffic class; add a priority mix to the workload to compare classes.")
         cols = st.columns(2)

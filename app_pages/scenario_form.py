@@ -158,10 +158,14 @@ def scenario_source(fe: c.FieldErrors) -> tuple[dict, str | None, str]:
             src["upload_n"] += 1  # a fresh uploader: the shipped pick replaces the uploaded file
         src["loaded"] = {"id": "shipped:" + pick, "data": None, "base_dir": str(c.shipped_dir()), "label": pick}
     key = upload_key()
-    had_uploader = key in st.session_state  # False after a visit to another page: the uploader starts empty
+    on_page = key in st.session_state  # the uploader was drawn in the previous run (not another page's)
     with col2:
         upload = st.file_uploader("…or upload a scenario (YAML)", type=["yaml", "yml"], key=key)
         fe.slot("source")
+    # The uploader held a file in the previous run and holds none now: the user removed it. After a
+    # visit to another page it starts empty, and the uploaded file stays loaded.
+    removed = upload is None and on_page and src.get("uploader_had_file", False)
+    src["uploader_had_file"] = upload is not None
     loaded = src["loaded"]
     if upload is not None:
         raw = upload.getvalue()
@@ -173,7 +177,7 @@ def scenario_source(fe: c.FieldErrors) -> tuple[dict, str | None, str]:
             except ConfigError as exc:
                 fe.slots["source"].error(f"{exc} — showing {loaded['label']} instead", icon=":material/error:")
     elif loaded["id"].startswith("upload:"):
-        if had_uploader:  # the user removed the file
+        if removed:
             loaded = {"id": "shipped:" + pick, "data": None, "base_dir": str(c.shipped_dir()), "label": pick}
         else:
             col2.caption(f"Using the uploaded **{loaded['label']}**.")
