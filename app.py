@@ -5,9 +5,12 @@ Scenario (edit and run one scenario), Compare (schedulers and options side by si
 sweeps), Plan (the capacity question), Calibrate (fit a cost profile on measurements).
 The pages live in app_pages/; this file only sets up the navigation.
 """
+from pathlib import Path
+
 import streamlit as st
 
-st.set_page_config(page_title="servesim", page_icon=":material/speed:", layout="wide")
+# A local image: a Material-symbol page icon is fetched from fonts.gstatic.com, which an offline machine cannot reach.
+st.set_page_config(page_title="servesim", page_icon=str(Path(__file__).parent / "app_pages" / "icon.png"), layout="wide")
 
 PAGES = [
     st.Page("app_pages/scenario.py", title="Scenario", icon=":material/play_arrow:", url_path="scenario", default=True),

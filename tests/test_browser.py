@@ -57,8 +57,8 @@ def server(tmp_path_factory):
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-             "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer"],
+             "--server.address", "127.0.0.1", "--server.port", str(port),
+             "--server.fileWatcherType", "none"],  # the rest as users get it, from .streamlit/config.toml
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -538,3 +538,10 @@ def test_scenario_edits_and_upload_outlive_a_visit_to_another_page(server, brows
     status = run_scenario(browser)
     assert 5.0 < offered_rate(status) < 9.0, status
     assert result_fleet(browser) == fleet(3, "a100-80gb-sxm")
+
+
+def test_no_deploy_button_and_an_icon_served_locally(server, browser):
+    open_page(browser, f"{server}/")
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stAppDeployButton"]')
+    icons = [e.get_attribute("href") for e in browser.find_elements(By.CSS_SELECTOR, 'link[rel~="icon"]')]
+    assert icons and all(h.startswith(server) or h.startswith("data:") for h in icons), icons
