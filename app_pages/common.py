@@ -190,22 +190,39 @@ def fmt_usd(v: Any, digits: int = 2) -> str:
     return "—" if _bad(v) else f"${v:,.{digits}f}"
 
 
+HELP = {  # what each number means, shown beside it
+    "TTFT": "Time to first token: from a request's arrival to its first output token (queueing and prefill).",
+    "TPOT": "Time per output token after the first: (end-to-end − TTFT) / (output tokens − 1), per request.",
+    "ITL": "Inter-token latency: the gap between two consecutive output tokens, over all tokens of all requests.",
+    "E2E": "End to end: from a request's arrival to its last output token.",
+    "queueing": "Time from arrival until the request is first scheduled.",
+    "throughput": "Finished requests per second of simulated time.",
+    "output": "Output tokens generated per second of simulated time, all replicas together.",
+    "goodput": "Requests per second that met every SLO bound set (TTFT, TPOT, E2E); needs an SLO.",
+    "slo": "Share of finished requests meeting every SLO bound.",
+    "cost_tokens": "Fleet cost per hour divided by output tokens per hour at this throughput.",
+    "cost_month": "GPUs × price per GPU-hour × 730 hours, for a fleet running all month.",
+    "stepping": "Share of simulated time a replica spent executing batch steps (its engine was not idle). "
+                "Not the GPU's compute utilisation: a step may use only part of the compute or memory bandwidth.",
+}
+
+
 def headline_cards(s: dict[str, Any]) -> None:
-    """The headline numbers of one run as metric cards (three rows of four)."""
+    """The headline numbers of one run as metric cards (three rows of four), each with its meaning."""
     rows = [
-        [("TTFT p50", fmt_s(s["ttft_s_p50"])), ("TTFT p99", fmt_s(s["ttft_s_p99"])),
-         ("TPOT p50", fmt_ms(s["tpot_s_p50"])), ("TPOT p99", fmt_ms(s["tpot_s_p99"]))],
-        [("E2E p50", fmt_s(s["e2e_s_p50"])), ("E2E p99", fmt_s(s["e2e_s_p99"])),
-         ("Throughput (req/s)", fmt_num(s["request_throughput_per_s"], 2)),
-         ("Output tokens/s", fmt_num(s["output_token_throughput_per_s"], 0))],
-        [("Goodput (req/s)", fmt_num(s.get("goodput_per_s"), 2) if "goodput_per_s" in s else "no SLO"),
-         ("SLO met", "—" if "slo_attained_fraction" not in s else f"{s['slo_attained_fraction'] * 100:.1f} %"),
-         ("$ / 1M output tokens", fmt_usd(s["cost_usd_per_1m_output_tokens"], 3)),
-         ("$ / month", fmt_usd(s["cost_usd_per_month"], 0))],
+        [("TTFT p50", fmt_s(s["ttft_s_p50"]), "TTFT"), ("TTFT p99", fmt_s(s["ttft_s_p99"]), "TTFT"),
+         ("TPOT p50", fmt_ms(s["tpot_s_p50"]), "TPOT"), ("TPOT p99", fmt_ms(s["tpot_s_p99"]), "TPOT")],
+        [("E2E p50", fmt_s(s["e2e_s_p50"]), "E2E"), ("E2E p99", fmt_s(s["e2e_s_p99"]), "E2E"),
+         ("Throughput (req/s)", fmt_num(s["request_throughput_per_s"], 2), "throughput"),
+         ("Output tokens/s", fmt_num(s["output_token_throughput_per_s"], 0), "output")],
+        [("Goodput (req/s)", fmt_num(s.get("goodput_per_s"), 2) if "goodput_per_s" in s else "no SLO", "goodput"),
+         ("SLO met", "—" if "slo_attained_fraction" not in s else f"{s['slo_attained_fraction'] * 100:.1f} %", "slo"),
+         ("$ / 1M output tokens", fmt_usd(s["cost_usd_per_1m_output_tokens"], 3), "cost_tokens"),
+         ("$ / month", fmt_usd(s["cost_usd_per_month"], 0), "cost_month")],
     ]
     for row in rows:
-        for col, (label, value) in zip(st.columns(len(row)), row):
-            col.metric(label, value)
+        for col, (label, value, meaning) in zip(st.columns(len(row)), row):
+            col.metric(label, value, help=HELP[meaning])
 
 
 def summary_row(label: str, s: dict[str, Any]) -> dict[str, Any]:
@@ -263,19 +280,35 @@ def cdf_frame(values: pd.Series | np.ndarray, points: int = CHART_POINTS) -> pd.
     return pd.DataFrame({"value": np.quantile(v, q), "fraction": q})
 
 
-def cdf_chart(series: dict[str, pd.Series], metric_label: str, log_x: bool) -> alt.Chart:
-    """Overlaid latency CDFs, one line per entry of `series` (seconds in, shown in seconds)."""
+def cdf_chart(series: dict[str, pd.Series], metric_label: str, log_x: bool, slo_s: float | None = None,
+              percentile: float = 99.0) -> alt.Chart:
+    """Overlaid latency CDFs, one line per entry of `series` (seconds in, shown in seconds).
+
+    Dotted: the p50 and the SLO percentile; dashed red: the SLO bound, if set. A line that
+    crosses the percentile left of the bound meets the SLO.
+    """
     frames = [cdf_frame(v).assign(series=name) for name, v in series.items()]
     df = pd.concat(frames, ignore_index=True)
     if log_x:
         df = df[df["value"] > 0]
     scale = alt.Scale(type="log") if log_x else alt.Scale(zero=True)
-    return alt.Chart(df).mark_line(interpolate="step-after").encode(
+    lines = alt.Chart(df).mark_line(interpolate="step-after").encode(
         x=alt.X("value:Q", title=f"{metric_label} (s)", scale=scale),
         y=alt.Y("fraction:Q", title="fraction of requests", scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("series:N", title=None, legend=alt.Legend(orient="bottom", columns=2, labelLimit=400)),
         tooltip=["series", alt.Tooltip("value:Q", format=".3f"), alt.Tooltip("fraction:Q", format=".2f")],
-    ).properties(height=300)
+    )
+    marks = pd.DataFrame({"fraction": [0.5, percentile / 100], "label": ["p50", f"p{percentile:g}"]})
+    layers = [lines,
+              alt.Chart(marks).mark_rule(strokeDash=[2, 3], color="gray").encode(y="fraction:Q"),
+              alt.Chart(marks).mark_text(align="left", dx=4, dy=-6, color="gray").encode(
+                  y="fraction:Q", x=alt.value(0), text="label:N")]
+    if slo_s is not None:
+        bound = pd.DataFrame({"value": [slo_s], "label": [f"SLO {slo_s:g} s"]})
+        layers += [alt.Chart(bound).mark_rule(strokeDash=[6, 4], color="#e45756").encode(x="value:Q"),
+                   alt.Chart(bound).mark_text(align="left", dx=4, y=8, color="#e45756").encode(
+                       x="value:Q", text="label:N")]
+    return alt.layer(*layers).properties(height=300)
 
 
 def sample_timeseries(ts: pd.DataFrame, num_kv_blocks: int, points: int = CHART_POINTS) -> pd.DataFrame:
@@ -314,7 +347,7 @@ def utilisation_chart(busy: list[float]) -> alt.Chart:
                        "busy_pct": [100.0 * b for b in busy]})
     return alt.Chart(df).mark_bar().encode(
         x=alt.X("replica:N", title=None, sort=None),
-        y=alt.Y("busy_pct:Q", title="GPU busy (% of the run)", scale=alt.Scale(domain=[0, 100])),
+        y=alt.Y("busy_pct:Q", title="stepping (% of the run)", scale=alt.Scale(domain=[0, 100])),
         tooltip=["replica", alt.Tooltip("busy_pct:Q", format=".1f")],
     ).properties(height=220)
 

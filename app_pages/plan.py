@@ -88,6 +88,20 @@ def ranked_table(table: pd.DataFrame, pct: float) -> pd.DataFrame:
     })
 
 
+def cost_chart(feasible: pd.DataFrame) -> alt.Chart:
+    """$/month of each feasible candidate, cheapest first: the autoscaled fleet beside the fixed (peak) one."""
+    fleets = {"usd_per_month_autoscaled": "autoscaled", "usd_per_month_fixed": "fixed (peak) fleet"}
+    df = feasible.melt(id_vars=["name"], value_vars=list(fleets), var_name="fleet", value_name="usd_per_month")
+    df["fleet"] = df["fleet"].map(fleets)
+    return alt.Chart(df).mark_bar().encode(
+        y=alt.Y("name:N", title=None, sort=list(feasible["name"]), axis=alt.Axis(labelLimit=300)),
+        yOffset=alt.YOffset("fleet:N", sort=list(fleets.values())),
+        x=alt.X("usd_per_month:Q", title="$ / month", axis=alt.Axis(format="$,.0f")),
+        color=alt.Color("fleet:N", title=None, sort=list(fleets.values()), legend=alt.Legend(orient="bottom")),
+        tooltip=["name", "fleet", alt.Tooltip("usd_per_month:Q", title="$/month", format="$,.0f")],
+    ).properties(height=44 * len(feasible) + 50, title="Cost per month, cheapest first")
+
+
 st.title("Plan")
 st.caption("How many GPUs, of which kind, and what it costs: each candidate's fleet is found by simulating the "
            "peak hour until the SLO holds, then hour by hour for autoscaling (the same `plan` as "
@@ -167,9 +181,12 @@ with form_col:
         cols = st.columns(3)
         with cols[0]:
             rpp = c.sticky(st.number_input, "Requests per simulated point", value=UI_REQUESTS_PER_POINT, step=500,
-                           key="plan.rpp")
+                           key="plan.rpp", help="Requests in each simulation of a (candidate, replicas) point; "
+                                                "more gives steadier tail percentiles and takes longer.")
         with cols[1]:
-            margin = c.sticky(st.number_input, "Autoscaling margin", value=0.2, step=0.05, key="plan.margin")
+            margin = c.sticky(st.number_input, "Autoscaling margin", value=0.2, step=0.05, key="plan.margin",
+                              help="Head-room of the autoscaled fleet: each hour gets the replicas for "
+                                   "(1 + margin) × that hour's rate, so it absorbs growth before it scales up.")
         with cols[2]:
             discount = c.sticky(st.number_input, "Price discount (0.6 = spot)", value=0.0, step=0.1,
                                 key="plan.discount")
@@ -259,6 +276,8 @@ with out_col:
         st.caption(f"{p['queries_per_day']:,.0f} queries/day, peak {max(p['hourly_rate_per_s']):.2f} req/s at hour "
                    f"{p['peak_hour']:02d}; SLO {p['slo']}; {p['points_simulated']} simulations in {p['wall_s']:.1f} s "
                    f"({p['backend']}).")
+        if len(best):
+            st.altair_chart(cost_chart(best), width="stretch")
         st.dataframe(ranked_table(table, pct), hide_index=True, width="stretch",
                      column_config={"candidate": st.column_config.TextColumn(width="medium"),
                                     "why not / binding SLO": st.column_config.TextColumn(width="large")})

@@ -84,10 +84,13 @@ with out_col:
         lat_tab, time_tab, util_tab, class_tab = st.tabs(["Latency", "Over time", "Utilisation", "Per class"])
         with lat_tab:
             cols = st.columns([3, 1])
-            metric = cols[0].radio("Latency", list(c.LATENCY_METRICS), horizontal=True, key="chart.cdf_metric")
+            metric = cols[0].radio("Latency", list(c.LATENCY_METRICS), horizontal=True, key="chart.cdf_metric",
+                                   help=" · ".join(f"{m}: {c.HELP[m]}" for m in c.LATENCY_METRICS))
             log_x = cols[1].checkbox("log scale", key="chart.cdf_log")
             column = c.LATENCY_METRICS[metric]
-            st.altair_chart(c.cdf_chart({metric: out["latency"][column]}, metric, log_x), width="stretch")
+            slo = yaml.safe_load(job["yaml"]).get("slo") or {}
+            st.altair_chart(c.cdf_chart({metric: out["latency"][column]}, metric, log_x, slo.get(column),
+                                        float(slo.get("percentile") or 99)), width="stretch")
             table = pd.DataFrame({name: [s.get(f"{col}_p{p}", float("nan")) for p in (50, 90, 95, 99)]
                                   for name, col in (("TTFT (s)", "ttft_s"), ("TPOT (s)", "tpot_s"),
                                                     ("ITL (s)", "itl_s"), ("E2E (s)", "e2e_s"),
@@ -100,7 +103,7 @@ with out_col:
                 st.altair_chart(c.timeseries_chart(sampled, column, title), width="stretch")
         with util_tab:
             cols = st.columns(3)
-            cols[0].metric("GPU busy (mean)", f"{s['gpu_busy_fraction_mean'] * 100:.1f} %")
+            cols[0].metric("Replica stepping (mean)", f"{s['gpu_busy_fraction_mean'] * 100:.1f} %", help=c.HELP["stepping"])
             cols[1].metric("KV cache used (mean)", f"{s['kv_utilisation_mean'] * 100:.1f} %")
             cols[2].metric("KV cache used (peak)", f"{s['kv_utilisation_peak'] * 100:.1f} %")
             st.altair_chart(c.utilisation_chart(s["gpu_busy_fraction_by_replica"]), width="stretch")

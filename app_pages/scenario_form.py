@@ -205,7 +205,8 @@ def _arrival(base: dict, fe: c.FieldErrors) -> dict:
                                     step=0.5)
     if kind == "gamma":
         out["cv"] = _number("Burstiness (coefficient of variation; 1 = Poisson)", arr.get("cv", 2.0), p + "cv", fe,
-                            step=0.25)
+                            step=0.25, help="Spread of the gaps between arrivals relative to their mean: 1 is "
+                                            "Poisson, above 1 arrivals come in bursts, below 1 more evenly.")
     if kind == "daily":
         out["queries_per_day"] = _number("Queries per day", arr.get("queries_per_day", round(default_rate * 86400)),
                                          p + "queries_per_day", fe, step=10000.0, format="%.0f")
@@ -401,10 +402,14 @@ def _scheduler(data: dict, fe: c.FieldErrors) -> None:
         cols = st.columns(3)
         with cols[0]:
             sched["max_num_seqs"] = _number("Max sequences per step", sched.get("max_num_seqs", 256),
-                                            p + "max_num_seqs", fe, cast=int, slot=False, step=16)
+                                            p + "max_num_seqs", fe, cast=int, slot=False, step=16,
+                                            help="At most this many requests in one batch step (vLLM max_num_seqs).")
         with cols[1]:
             sched["max_num_batched_tokens"] = _number("Token budget per step", sched.get("max_num_batched_tokens", 8192),
-                                                      p + "max_num_batched_tokens", fe, cast=int, slot=False, step=512)
+                                                      p + "max_num_batched_tokens", fe, cast=int, slot=False, step=512,
+                                                      help="Token budget: at most this many new tokens (prefill "
+                                                           "chunks plus one per decoding request) in one step "
+                                                           "(vLLM max_num_batched_tokens).")
         with cols[2]:
             sched["chunked_prefill"] = _checkbox("Chunked prefill", bool(sched.get("chunked_prefill", True)),
                                                  p + "chunked_prefill")

@@ -98,12 +98,25 @@ def wait_text(driver, text: str, timeout: float = RENDER_S) -> None:
     WebDriverWait(driver, timeout).until(lambda d: text in d.find_element(By.TAG_NAME, "body").text)
 
 
-def settle(driver, timeout: float = RENDER_S) -> None:
-    """Wait until Streamlit has finished running the script (its status widget disappears)."""
-    time.sleep(0.5)
+def script_state(driver) -> str:
+    """Streamlit's own run state of the page ("running", "notRunning", ...), as its e2e tests read it."""
+    apps = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stApp"]')
+    return apps[0].get_attribute("data-test-script-state") if apps else ""
+
+
+def settle(driver, timeout: float = RENDER_S, start_s: float = 1.5) -> None:
+    """Wait until Streamlit has finished running the script.
+
+    A rerun an action triggers starts a moment later (longer on a busy machine), so first give
+    it up to `start_s` to start, then wait until it is done and its status widget is gone.
+    """
+    deadline = time.monotonic() + start_s
+    while time.monotonic() < deadline and script_state(driver) == "notRunning":
+        time.sleep(0.1)
     WebDriverWait(driver, timeout).until(
-        lambda d: not d.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]'))
-    time.sleep(0.5)
+        lambda d: script_state(d) == "notRunning"
+        and not d.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]'))
+    time.sleep(0.3)
 
 
 def click_button(driver, label: str) -> None:
@@ -206,6 +219,7 @@ def widgets(driver, testid: str, label: str) -> list:
 
 
 def number_input(driver, label: str, index: int = 0):
+    WebDriverWait(driver, RENDER_S).until(lambda d: len(widgets(d, "stNumberInput", label)) > index)
     return widgets(driver, "stNumberInput", label)[index].find_element(By.TAG_NAME, "input")
 
 
@@ -261,11 +275,22 @@ def messages(driver) -> list[str]:
     return [message(e) for e in errors(driver)]
 
 
+def error_shown(driver, start: str) -> bool:
+    """Whether an error starting with `start` appears (waiting for it a while: reruns take time)."""
+    try:
+        WebDriverWait(driver, RENDER_S).until(lambda d: any(t.startswith(start) for t in messages(d)))
+        return True
+    except Exception:  # noqa: BLE001 - a timeout: the assertion that uses this says what was shown
+        return False
+
+
 def run_scenario(driver) -> str:
     """Press Run and return the result's status line ("Stable: ... (offered X req/s)")."""
     click_button(driver, "Run simulation")
-    wait_text(driver, "TTFT p99")
     settle(driver)
+    wait_text(driver, "TTFT p99")
+    WebDriverWait(driver, RENDER_S).until(  # the result of this form, not an earlier one's
+        lambda d: "These results are for the inputs of the last run" not in body_text(d))
     no_traceback(driver)
     return next(line for line in body_text(driver).split("\n") if "offered" in line or "unstable" in line.lower())
 
@@ -351,8 +376,7 @@ def test_uploaded_negative_value_is_one_clear_error(server, browser, tmp_path):
     open_page(browser, f"{server}/")
     upload(browser, scenario_file(tmp_path, "negative.yaml", **{"workload.arrival.rate_per_s": -3}))
     no_traceback(browser)
-    shown = messages(browser)
-    assert any(t.startswith("workload.arrival.rate_per_s: got -3.0; must be > 0") for t in shown), shown
+    assert error_shown(browser, "workload.arrival.rate_per_s: got -3.0; must be > 0"), messages(browser)
     assert number_input(browser, "Request rate (req/s)").get_attribute("value") == "-3.00"
     assert not button_enabled(browser, "Run simulation")
     type_number(browser, "Request rate (req/s)", 2)  # fixing it in the form clears the error
@@ -367,7 +391,7 @@ def test_typed_negative_value_is_refused_not_replaced(server, browser):
     type_number(browser, "Request rate (req/s)", -5)
     no_traceback(browser)
     assert number_input(browser, "Request rate (req/s)").get_attribute("value") == "-5.00"
-    assert any(t.startswith("workload.arrival.rate_per_s: got -5.0; must be > 0") for t in messages(browser))
+    assert error_shown(browser, "workload.arrival.rate_per_s: got -5.0; must be > 0"), messages(browser)
     assert not button_enabled(browser, "Run simulation")
     assert "These results are for the inputs of the last run" in body_text(browser)
 
@@ -377,6 +401,7 @@ def test_length_errors_are_readable_and_under_their_field(server, browser):
     open_page(browser, f"{server}/")
     type_number(browser, "max", 8)  # the prompt's max, below its min (16)
     no_traceback(browser)
+    assert error_shown(browser, "workload.prompt_tokens.max: got 8"), messages(browser)
     (error,) = [e for e in errors(browser) if "workload.prompt_tokens.max" in e.text]
     assert message(error).startswith("workload.prompt_tokens.max: got 8; must be >= min")
     alert = error.find_element(By.XPATH, './ancestor::*[@data-testid="stAlert"]')
@@ -388,8 +413,7 @@ def test_length_errors_are_readable_and_under_their_field(server, browser):
     type_number(browser, "max", 4096)
     assert not errors(browser)
     type_number(browser, "mean", 5000)  # above max: no longer accepted silently
-    shown = messages(browser)
-    assert any(t.startswith("workload.prompt_tokens.mean: got 5000.0; must lie within [min, max]") for t in shown), shown
+    assert error_shown(browser, "workload.prompt_tokens.mean: got 5000.0; must lie within [min, max]"), messages(browser)
     assert not button_enabled(browser, "Run simulation")
 
 
