@@ -385,6 +385,32 @@ def available_profiles(model: str | None = None, tensor_parallel: int | None = N
     return keep
 
 
+@st.cache_data(show_spinner=False)
+def shipped_profile_index() -> list[dict[str, Any]]:
+    """What each shipped profile was measured for: name, model, gpu, TP, weight and KV dtypes."""
+    from calibration.profile import ProfileError, list_shipped_profiles, load_profile
+
+    out = []
+    for name in list_shipped_profiles():
+        try:
+            p = load_profile(name)
+        except ProfileError:
+            continue
+        out.append({"name": name, "model": p.model.lower(), "gpu": (p.gpu or "").lower(), "tp": p.tensor_parallel,
+                    "weights": p.weight_dtype, "kv": p.kv_dtype})
+    return out
+
+
+def matching_profile(model: str, gpu: str, tp: int, weights: str, kv: str) -> str | None:
+    """The shipped profile measured for exactly this model, GPU, TP and dtypes (fp16 counts as bf16), if any."""
+    width = {"fp16": "bf16"}
+    want = (model.lower(), gpu.lower(), tp, width.get(weights, weights), width.get(kv, kv))
+    for p in shipped_profile_index():
+        if (p["model"], p["gpu"], p["tp"], width.get(p["weights"], p["weights"]), width.get(p["kv"], p["kv"])) == want:
+            return p["name"]
+    return None
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
 def cached_fit(measurements_csv: str, stat: str = "min") -> dict[str, Any]:
     """What `servesim calibrate fit` does, on a measurements table (given as CSV text), as plain data:

@@ -46,6 +46,8 @@ def reports_progress() -> bool:
     return "on_progress" in inspect.signature(_plan).parameters
 
 
+AUTO = "auto: a matching measured profile, else the roofline"
+ROOFLINE = "roofline (analytic) for every candidate"
 PLANS_KEPT = 8  # finished plans remembered per browser session
 
 
@@ -69,7 +71,7 @@ def planned(planning_yaml: str, seed: int, on_progress=None) -> dict:
     return done[key]
 
 
-def ranked_table(table: pd.DataFrame, pct: float) -> pd.DataFrame:
+def ranked_table(table: pd.DataFrame, pct: float, cost_models: dict[str, str]) -> pd.DataFrame:
     """The plan's ranked table as shown: the answer's columns first, units in the names,
     separators in the numbers, "—" where a candidate has no value (it is not feasible)."""
     def whole(v):
@@ -85,6 +87,7 @@ def ranked_table(table: pd.DataFrame, pct: float) -> pd.DataFrame:
                                                                      table["margin"])],
         f"P{pct:g} TTFT": table["ttft_s"].map(c.fmt_s), f"P{pct:g} TPOT": table["tpot_s"].map(c.fmt_ms),
         "replicas by hour (0–23)": table["hourly_replicas"].fillna(""),
+        "cost model": table["name"].map(lambda n: cost_models.get(n, "")),
     })
 
 
@@ -177,6 +180,10 @@ with form_col:
                               key="plan.quants", help="fp8 and int8 candidates are made only on GPUs with those "
                                                       "tensor cores")
             fe.slot("plan.candidates")
+        cost_choice = c.sticky(st.selectbox, "Cost model", options=[AUTO, ROOFLINE], key="plan.cost_model",
+                               help="auto: each candidate is priced by the shipped profile measured for its GPU, "
+                                    "model, TP and dtypes (Calibrate page), else by the roofline; the table says "
+                                    "which. The roofline alone is optimistic (no engine overheads).")
     with st.expander("Search settings"):
         cols = st.columns(3)
         with cols[0]:
@@ -197,6 +204,8 @@ with form_col:
 
 model_spec = resolve_model(model, "model")
 candidates = []
+cost_models: dict[str, str] = {}  # candidate name -> the cost model that prices it
+base_kv = ((base.get("serving") or {}).get("quantization") or {}).get("kv_cache", "bf16")
 for gpu in gpus:
     spec = resolve_gpu(gpu, "gpu")
     for tp in tps:
@@ -209,6 +218,12 @@ for gpu in gpus:
             cand = {"name": name, "model": model, "gpu": gpu, "tensor_parallel": tp, "weights": q}
             if q != "bf16":
                 cand["kv_cache"] = "fp8" if spec.fp8_tflops else "int8"
+            profile = None
+            if cost_choice == AUTO:
+                profile = c.matching_profile(model, gpu, tp, q, cand.get("kv_cache", base_kv))
+            if profile is not None:
+                cand["set"] = [f"cost_model={{kind: profile, profile: {profile}}}"]
+            cost_models[name] = f"profile {profile}" if profile else "roofline"
             candidates.append(cand)
 
 planning = copy.deepcopy(base)
@@ -247,7 +262,8 @@ with out_col:
         st.download_button("Planning scenario (YAML)", planning_yaml, file_name="plan.yaml",
                            mime="application/x-yaml", key="plan.download")
     if clicked and valid:
-        st.session_state["plan.job"] = {"yaml": planning_yaml, "seed": int(planning.get("seed", 0))}
+        st.session_state["plan.job"] = {"yaml": planning_yaml, "seed": int(planning.get("seed", 0)),
+                                        "cost_models": cost_models}
     job = st.session_state.get("plan.job")
     result = None
     if job is not None:
@@ -278,7 +294,7 @@ with out_col:
                    f"({p['backend']}).")
         if len(best):
             st.altair_chart(cost_chart(best), width="stretch")
-        st.dataframe(ranked_table(table, pct), hide_index=True, width="stretch",
+        st.dataframe(ranked_table(table, pct, job.get("cost_models", {})), hide_index=True, width="stretch",
                      column_config={"candidate": st.column_config.TextColumn(width="medium"),
                                     "why not / binding SLO": st.column_config.TextColumn(width="large")})
         if len(best):

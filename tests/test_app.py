@@ -361,11 +361,21 @@ def test_plan_answers_in_a_sentence_with_a_ranked_table(app):
     base, _ = base_scenario()
     base["workload"]["arrival"]["queries_per_day"] = 200_000.0
     base["slo"] = {"percentile": 99.0, **{k: v for k, v in base["slo"].items() if k in ("ttft_s", "tpot_s")}}
+    # "auto" cost model: each candidate priced by the shipped profile measured for it, else the roofline.
+    from app_pages.common import matching_profile
+
+    candidates, used = [], {}
+    for gpu in ("a100-80gb-sxm", "l4"):
+        cand = {"name": gpu, "model": "llama-3.1-8b", "gpu": gpu, "tensor_parallel": 1, "weights": "bf16"}
+        profile = matching_profile("llama-3.1-8b", gpu, 1, "bf16", "bf16")
+        if profile:
+            cand["set"] = [f"cost_model={{kind: profile, profile: {profile}}}"]
+        used[gpu] = f"profile {profile}" if profile else "roofline"
+        candidates.append(cand)
+    assert used["a100-80gb-sxm"].startswith("profile a100-80gb-sxm_llama-3.1-8b_tp1")
+    assert dict(zip(table["candidate"], table["cost model"])) == used
     expected = plan(base, config={**(base.get("plan") or {}), "requests_per_point": 200, "min_duration_s": 120.0,
-                                  "candidates": [{"name": "a100-80gb-sxm", "model": "llama-3.1-8b",
-                                                  "gpu": "a100-80gb-sxm", "tensor_parallel": 1, "weights": "bf16"},
-                                                 {"name": "l4", "model": "llama-3.1-8b", "gpu": "l4",
-                                                  "tensor_parallel": 1, "weights": "bf16"}]})
+                                  "candidates": candidates})
     assert headline == expected.headline()
 
 
