@@ -207,22 +207,34 @@ HELP = {  # what each number means, shown beside it
 }
 
 
-def headline_cards(s: dict[str, Any]) -> None:
-    """The headline numbers of one run as metric cards (three rows of four), each with its meaning."""
+LOWER_IS_BETTER = {"TTFT", "TPOT", "E2E", "cost_tokens", "cost_month"}
+
+
+def _delta(now: Any, then: Any) -> str | None:
+    if _bad(now) or _bad(then) or then == 0:
+        return None
+    return f"{(now - then) / abs(then) * 100:+.1f} %"
+
+
+def headline_cards(s: dict[str, Any], baseline: dict[str, Any] | None = None) -> None:
+    """The headline numbers of one run as metric cards (three rows of four), each with its meaning;
+    with a `baseline` summary, each card also shows the change from it."""
     rows = [
-        [("TTFT p50", fmt_s(s["ttft_s_p50"]), "TTFT"), ("TTFT p99", fmt_s(s["ttft_s_p99"]), "TTFT"),
-         ("TPOT p50", fmt_ms(s["tpot_s_p50"]), "TPOT"), ("TPOT p99", fmt_ms(s["tpot_s_p99"]), "TPOT")],
-        [("E2E p50", fmt_s(s["e2e_s_p50"]), "E2E"), ("E2E p99", fmt_s(s["e2e_s_p99"]), "E2E"),
-         ("Throughput (req/s)", fmt_num(s["request_throughput_per_s"], 2), "throughput"),
-         ("Output tokens/s", fmt_num(s["output_token_throughput_per_s"], 0), "output")],
-        [("Goodput (req/s)", fmt_num(s.get("goodput_per_s"), 2) if "goodput_per_s" in s else "no SLO", "goodput"),
-         ("SLO met", "—" if "slo_attained_fraction" not in s else f"{s['slo_attained_fraction'] * 100:.1f} %", "slo"),
-         ("$ / 1M output tokens", fmt_usd(s["cost_usd_per_1m_output_tokens"], 3), "cost_tokens"),
-         ("$ / month", fmt_usd(s["cost_usd_per_month"], 0), "cost_month")],
+        [("TTFT p50", fmt_s, "ttft_s_p50", "TTFT"), ("TTFT p99", fmt_s, "ttft_s_p99", "TTFT"),
+         ("TPOT p50", fmt_ms, "tpot_s_p50", "TPOT"), ("TPOT p99", fmt_ms, "tpot_s_p99", "TPOT")],
+        [("E2E p50", fmt_s, "e2e_s_p50", "E2E"), ("E2E p99", fmt_s, "e2e_s_p99", "E2E"),
+         ("Throughput (req/s)", lambda v: fmt_num(v, 2), "request_throughput_per_s", "throughput"),
+         ("Output tokens/s", lambda v: fmt_num(v, 0), "output_token_throughput_per_s", "output")],
+        [("Goodput (req/s)", lambda v: fmt_num(v, 2) if v is not None else "no SLO", "goodput_per_s", "goodput"),
+         ("SLO met", lambda v: "—" if v is None else f"{v * 100:.1f} %", "slo_attained_fraction", "slo"),
+         ("$ / 1M output tokens", lambda v: fmt_usd(v, 3), "cost_usd_per_1m_output_tokens", "cost_tokens"),
+         ("$ / month", lambda v: fmt_usd(v, 0), "cost_usd_per_month", "cost_month")],
     ]
     for row in rows:
-        for col, (label, value, meaning) in zip(st.columns(len(row)), row):
-            col.metric(label, value, help=HELP[meaning])
+        for col, (label, fmt, key, meaning) in zip(st.columns(len(row)), row):
+            delta = _delta(s.get(key), baseline.get(key)) if baseline else None
+            col.metric(label, fmt(s.get(key)), delta=delta, help=HELP[meaning],
+                       delta_color="inverse" if meaning in LOWER_IS_BETTER else "normal")
 
 
 def summary_row(label: str, s: dict[str, Any]) -> dict[str, Any]:

@@ -288,6 +288,26 @@ with out_col:
         table = result["table"]
         best = table[table["feasible"]]
         (st.success if len(best) else st.error)(result["headline"])
+        baseline = st.session_state.get("plan.baseline")
+        cheapest = float(best["usd_per_month_autoscaled"].iloc[0]) if len(best) else None
+        cols = st.columns([3, 1])
+        if baseline is not None and baseline["yaml"] != job["yaml"]:
+            change = ""
+            if cheapest is not None and baseline["usd_per_month"]:
+                diff = cheapest - baseline["usd_per_month"]
+                change = f" This answer: {'+' if diff >= 0 else '−'}{c.fmt_usd(abs(diff), 0)}/month " \
+                         f"({diff / baseline['usd_per_month'] * 100:+.1f} %)."
+            cols[0].info(f"Baseline: {baseline['headline']}{change}", icon=":material/push_pin:")
+        if baseline is not None and baseline["yaml"] == job["yaml"]:
+            if cols[1].button("Unpin baseline", key="plan.unpin"):
+                st.session_state.pop("plan.baseline")
+                st.rerun()
+        elif cols[1].button("Pin as baseline", key="plan.pin",
+                            help="Keep this answer; the next plans show theirs against it (8B vs 70B, on-demand "
+                                 "vs spot, P99 vs P95)."):
+            st.session_state["plan.baseline"] = {"yaml": job["yaml"], "headline": result["headline"],
+                                                 "usd_per_month": cheapest}
+            st.rerun()
         p = result["plan"]
         st.caption(f"{p['queries_per_day']:,.0f} queries/day, peak {max(p['hourly_rate_per_s']):.2f} req/s at hour "
                    f"{p['peak_hour']:02d}; SLO {p['slo']}; {p['points_simulated']} simulations in {p['wall_s']:.1f} s "

@@ -74,7 +74,21 @@ with out_col:
         else:
             st.warning(f"{out['status']}. The latency percentiles describe a queue that kept growing: "
                        "add replicas or lower the rate.")
-        c.headline_cards(s)
+        baseline = st.session_state.get("scenario.baseline")
+        same = baseline is not None and baseline["yaml"] == job["yaml"]
+        cols = st.columns([3, 1])
+        if baseline is not None and not same:
+            cols[0].caption(f"Changes are against the pinned baseline: **{baseline['label']}**.")
+        if same:
+            if cols[1].button("Unpin baseline", key="baseline.unpin"):
+                st.session_state.pop("scenario.baseline")
+                st.rerun()
+        elif cols[1].button("Pin as baseline", key="baseline.pin",
+                            help="Keep this run's numbers; later runs show their change from it on each card."):
+            st.session_state["scenario.baseline"] = {"yaml": job["yaml"], "summary": s,
+                                                     "label": f"{label} ({s['num_gpus']} GPUs)"}
+            st.rerun()
+        c.headline_cards(s, None if same or baseline is None else baseline["summary"])
         st.caption(f"{s['num_gpus']} GPUs × ${s['price_usd_per_gpu_hour']:.2f}/h = ${s['cost_usd_per_hour']:.2f}/h · "
                    f"cost model: {s['cost_model']} · preemptions: {s['preemptions']} · "
                    f"simulated in {s['wall_s']:.2f} s")

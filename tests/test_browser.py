@@ -569,3 +569,20 @@ def test_no_deploy_button_and_an_icon_served_locally(server, browser):
     assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stAppDeployButton"]')
     icons = [e.get_attribute("href") for e in browser.find_elements(By.CSS_SELECTOR, 'link[rel~="icon"]')]
     assert icons and all(h.startswith(server) or h.startswith("data:") for h in icons), icons
+
+
+def test_pin_a_baseline_and_see_the_next_run_against_it(server, browser):
+    open_page(browser, f"{server}/")
+    type_number(browser, "Requests to simulate", 300)
+    run_scenario(browser)
+    click_button(browser, "Pin as baseline")
+    settle(browser)
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stMetricDelta"]')  # the baseline itself
+    type_number(browser, "Replicas", 1)
+    run_scenario(browser)
+    assert "Changes are against the pinned baseline: chat_llama3_8b_a100.yaml (2 GPUs)" in body_text(browser)
+    deltas = {d.find_element(By.XPATH, './ancestor::*[@data-testid="stMetric"]').find_element(
+        By.CSS_SELECTOR, '[data-testid="stMetricLabel"]').text: d.text
+        for d in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stMetricDelta"]')}
+    assert deltas["$ / month"].endswith("-50.0 %"), deltas  # one GPU instead of two
+    no_traceback(browser)
