@@ -6,9 +6,12 @@ No simulation logic lives here: a page builds a scenario dict, `check` turns it 
 """
 from __future__ import annotations
 
+import base64
 import copy
+import json
 import math
 import os
+import zlib
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -124,6 +127,45 @@ def sticky(widget, label: str, *, key: str, **kw) -> Any:
     value = widget(label, key=key, **kw)
     saved[key] = value
     return value
+
+
+# --- the page's inputs in its URL (shareable) ---------------------------------------
+
+def encode_link(obj: Any) -> str:
+    """JSON-able data as a short URL-safe token (JSON, zlib, base64url)."""
+    raw = zlib.compress(json.dumps(obj, separators=(",", ":")).encode(), 9)
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_link(token: str) -> Any:
+    """The data of `encode_link`; ValueError for a token that is not one."""
+    try:
+        return json.loads(zlib.decompress(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))))
+    except (ValueError, zlib.error) as exc:
+        raise ValueError(f"not a servesim link ({exc})") from None
+
+
+def set_link(name: str, obj: Any) -> None:
+    """Put `obj` in the page's URL as ?name=..., so the address bar always holds what is on screen."""
+    token = encode_link(obj)
+    if st.query_params.get(name) != token:
+        st.query_params[name] = token
+
+
+def linked(name: str) -> Any | None:
+    """The data in the URL's ?name=... when this session opens the page from a link (once), else None."""
+    seen = st.session_state.setdefault("link.read", set())
+    if name in seen:  # later runs: the URL holds what this session put there
+        return None
+    seen.add(name)
+    token = st.query_params.get(name)
+    if token is None:
+        return None
+    try:
+        return decode_link(token)
+    except ValueError:
+        st.warning(f"The link's `{name}=` part is not a servesim link; starting from the defaults.")
+        return None
 
 
 # --- errors next to the field that caused them --------------------------------

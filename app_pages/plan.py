@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import inspect
 
 import altair as alt
@@ -105,6 +106,36 @@ def cost_chart(feasible: pd.DataFrame) -> alt.Chart:
     ).properties(height=44 * len(feasible) + 50, title="Cost per month, cheapest first")
 
 
+def answer_report(result: dict, ranked: pd.DataFrame, job: dict) -> str:
+    """One page to pass on: the answer, then every assumption behind it (traffic, SLO, prices and
+    their sources, cost models, seed, search) and the ranked table."""
+    p = result["plan"]
+    planning = yaml.safe_load(job["yaml"])
+    hw = planning.get("hardware") or {}
+    gpus = sorted({cand["gpu"] for cand in planning["plan"]["candidates"]})
+    prices = [f"- {g}: ${resolve_gpu(g, 'gpu').price_usd_per_gpu_hour:,.2f}/GPU-hour "
+              f"({resolve_gpu(g, 'gpu').price_source})" for g in gpus]
+    discount = hw.get("price_discount") or 0
+    def cell(v) -> str:
+        return str(v).replace("|", "/")
+    rows = ["| " + " | ".join(ranked.columns) + " |", "|" + "---|" * len(ranked.columns)]
+    rows += ["| " + " | ".join(cell(v) for v in r) + " |" for r in ranked.itertuples(index=False)]
+    return "\n".join([
+        f"# Capacity plan ({dt.date.today().isoformat()}, servesim)", "", result["headline"], "",
+        "## Assumptions", "",
+        f"- Traffic: {p['queries_per_day']:,.0f} queries/day, peak {max(p['hourly_rate_per_s']):.2f} req/s at hour "
+        f"{p['peak_hour']:02d}; mean prompt {p['mean_prompt_tokens']:,.0f} tokens, mean output "
+        f"{p['mean_output_tokens']:,.0f} tokens",
+        f"- SLO: {p['slo']}",
+        f"- Autoscaling margin: {p['scale_up_margin']:g} (each hour sized for its rate × {1 + p['scale_up_margin']:g})",
+        "- Cost model per candidate: " + "; ".join(f"{n}: {m}" for n, m in job.get("cost_models", {}).items()),
+        f"- Prices (on-demand list, discount {discount:g}):", *[f"  {line}" for line in prices],
+        f"- Seed {p['seed']}; {planning['plan']['requests_per_point']:,} requests per simulated point; "
+        f"{p['points_simulated']} simulations ({p['backend']})",
+        f"- Reproduce: save the planning scenario (YAML) from the page and run `servesim plan plan.yaml`", "",
+        "## Candidates, ranked", "", *rows, ""])
+
+
 st.title("Plan")
 st.caption("How many GPUs, of which kind, and what it costs: each candidate's fleet is found by simulating the "
            "peak hour until the SLO holds, then hour by hour for autoscaling (the same `plan` as "
@@ -116,6 +147,9 @@ if _plan is None:
     st.stop()
 
 fe = c.FieldErrors()
+shared = c.linked("p")
+if isinstance(shared, dict):  # opened from a shared link: its values seed the form
+    st.session_state.setdefault("sticky", {}).update({k: v for k, v in shared.items() if k.startswith("plan.")})
 base, base_label = base_scenario()
 w = base["workload"]
 arr = w["arrival"]
@@ -202,6 +236,7 @@ with form_col:
         fe.slot("hardware.price_discount")
         fe.slot("plan")
 
+c.set_link("p", {k: v for k, v in st.session_state["sticky"].items() if k.startswith("plan.")})
 model_spec = resolve_model(model, "model")
 candidates = []
 cost_models: dict[str, str] = {}  # candidate name -> the cost model that prices it
@@ -337,5 +372,9 @@ with out_col:
             hourly = pd.DataFrame({"hour": range(24), "replicas": [int(x) for x in first["hourly_replicas"].split(",")]})
             st.altair_chart(alt.Chart(hourly).mark_bar().encode(x=alt.X("hour:O"), y=alt.Y("replicas:Q")).properties(
                 height=160, title=f"Autoscaled replicas by hour: {first['name']}"), width="stretch")
-        st.download_button("Plan (CSV)", table.to_csv(index=False), file_name="plan.csv", mime="text/csv",
-                           key="plan.csv")
+        cols = st.columns(2)
+        cols[0].download_button("Plan (CSV)", table.to_csv(index=False), file_name="plan.csv", mime="text/csv",
+                                key="plan.csv")
+        cols[1].download_button("The answer and its assumptions (Markdown)",
+                                answer_report(result, ranked_table(table, pct, job.get("cost_models", {})), job),
+                                file_name="plan.md", mime="text/markdown", key="plan.report")

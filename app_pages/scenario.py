@@ -31,6 +31,7 @@ except ConfigError as exc:
 if scenario is not None:
     # The Compare page starts from whatever is valid here.
     st.session_state["scenario.current"] = {"data": data, "base_dir": base_dir, "label": label}
+    c.set_link("s", {"d": data, "shipped": base_dir == str(c.shipped_dir())})  # the URL is a link to this
 
 with out_col:
     cols = st.columns([1, 1, 2])

@@ -149,6 +149,11 @@ def scenario_source(fe: c.FieldErrors) -> tuple[dict, str | None, str]:
     """
     src = _source_state()
     names = c.shipped_scenario_names()
+    shared = c.linked("s")
+    if isinstance(shared, dict) and isinstance(shared.get("d"), dict):  # opened from a shared link
+        src["loaded"] = {"id": "link:" + hashlib.sha1(repr(shared).encode()).hexdigest(), "data": shared["d"],
+                         "base_dir": str(c.shipped_dir()) if shared.get("shipped") else None,
+                         "label": "the scenario in the link"}
     col1, col2 = st.columns(2)
     pick = col1.selectbox("Shipped scenario", names, index=names.index(src["pick"]) if src["pick"] in names else 0,
                           key="source.shipped")

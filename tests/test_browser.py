@@ -441,15 +441,23 @@ def plan_answer(driver) -> str:
     return next(line for line in body_text(driver).split("\n") if line.startswith("Cheapest:"))
 
 
-def test_plan_survives_download_edit_navigation_and_a_second_session(server, browser):
+def test_plan_survives_download_edit_navigation_and_a_second_session(server, browser, tmp_path):
     """Defect: after a plan, downloading, editing, leaving and returning, or planning inputs another
     session had planned raised CacheReplayClosureError (a progress bar inside st.cache_data)."""
+    browser.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path)})
     open_page(browser, f"{server}/plan")
     small_plan_inputs(browser)
     click_button(browser, "Plan")
     answer = plan_answer(browser)
     click_button(browser, "Plan (CSV)")
     settle(browser)
+    assert plan_answer(browser) == answer
+    click_button(browser, "The answer and its assumptions (Markdown)")
+    settle(browser)
+    WebDriverWait(browser, RENDER_S).until(lambda d: (tmp_path / "plan.md").is_file())
+    report = (tmp_path / "plan.md").read_text()
+    assert answer in report and "/GPU-hour (" in report and "Cost model per candidate: " in report
+    assert "200,000 queries/day" in report and "200 requests per simulated point" in report
     assert plan_answer(browser) == answer
     type_number(browser, "Mean output tokens", 250)
     assert plan_answer(browser) == answer and "The form has changed since this plan" in body_text(browser)
@@ -585,4 +593,30 @@ def test_pin_a_baseline_and_see_the_next_run_against_it(server, browser):
         By.CSS_SELECTOR, '[data-testid="stMetricLabel"]').text: d.text
         for d in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stMetricDelta"]')}
     assert deltas["$ / month"].endswith("-50.0 %"), deltas  # one GPU instead of two
+    no_traceback(browser)
+
+
+def test_the_address_bar_is_a_link_to_what_is_on_screen(server, browser):
+    open_page(browser, f"{server}/")
+    choose(browser, "Shipped scenario", "priority_mixed.yaml")
+    type_number(browser, "Request rate (req/s)", 5)
+    type_number(browser, "Replicas", 2)
+    link = browser.current_url
+    assert "?s=" in link
+    open_page(browser, link)  # a new session, as a colleague opening the link
+    no_traceback(browser)
+    assert number_input(browser, "Request rate (req/s)").get_attribute("value") == "5.00"
+    assert number_input(browser, "Replicas").get_attribute("value") == "2"
+    assert selected(browser, "Scheduler") == "priority"
+    type_number(browser, "Requests to simulate", 300)
+    assert 4.0 < offered_rate(run_scenario(browser)) < 6.0
+    assert result_fleet(browser) == fleet(2, "a100-80gb-sxm")
+
+    open_page(browser, f"{server}/plan")
+    type_number(browser, "Queries per day", 300000)
+    choose(browser, "Percentile", "95.0")
+    link = browser.current_url
+    open_page(browser, link)
+    assert number_input(browser, "Queries per day").get_attribute("value") == "300000"
+    assert selected(browser, "Percentile") == "95.0"
     no_traceback(browser)
