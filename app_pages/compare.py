@@ -178,8 +178,9 @@ with tab_side:
         with cols[1]:
             lat = st.selectbox("Latency CDF", list(c.LATENCY_METRICS), key="cmp.cdf_metric")
             column = c.LATENCY_METRICS[lat]
-            st.altair_chart(c.cdf_chart({name: o["latency"][column] for name, o in outs.items()}, lat, True),
-                            width="stretch")
+            slo = base.get("slo") if isinstance(base.get("slo"), dict) else {}
+            st.altair_chart(c.cdf_chart({name: o["latency"][column] for name, o in outs.items()}, lat, True,
+                                        slo.get(column), float(slo.get("percentile") or 99)), width="stretch")
         st.download_button("Comparison (CSV)", table.to_csv(index=False), file_name="comparison.csv",
                            mime="text/csv", key="cmp.download")
 
