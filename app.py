@@ -10,7 +10,8 @@ from pathlib import Path
 import streamlit as st
 
 # A local image: a Material-symbol page icon is fetched from fonts.gstatic.com, which an offline machine cannot reach.
-st.set_page_config(page_title="servesim", page_icon=str(Path(__file__).parent / "app_pages" / "icon.png"), layout="wide")
+ICON = Path(__file__).parent / "app_pages" / "icon.png"
+st.set_page_config(page_title="servesim", page_icon=str(ICON), layout="wide")
 
 PAGES = [
     st.Page("app_pages/scenario.py", title="Scenario", icon=":material/play_arrow:", url_path="scenario", default=True),

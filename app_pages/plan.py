@@ -127,7 +127,8 @@ def answer_report(result: dict, ranked: pd.DataFrame, job: dict) -> str:
         f"{p['peak_hour']:02d}; mean prompt {p['mean_prompt_tokens']:,.0f} tokens, mean output "
         f"{p['mean_output_tokens']:,.0f} tokens",
         f"- SLO: {p['slo']}",
-        f"- Autoscaling margin: {p['scale_up_margin']:g} (each hour sized for its rate × {1 + p['scale_up_margin']:g})",
+        f"- Autoscaling margin: {p['scale_up_margin']:g} "
+        f"(each hour sized for its rate × {1 + p['scale_up_margin']:g})",
         "- Cost model per candidate: " + "; ".join(f"{n}: {m}" for n, m in job.get("cost_models", {}).items()),
         f"- Prices (on-demand list, discount {discount:g}):", *[f"  {line}" for line in prices],
         f"- Seed {p['seed']}; {planning['plan']['requests_per_point']:,} requests per simulated point; "

@@ -118,7 +118,8 @@ with out_col:
                 st.altair_chart(c.timeseries_chart(sampled, column, title), width="stretch")
         with util_tab:
             cols = st.columns(3)
-            cols[0].metric("Replica stepping (mean)", f"{s['gpu_busy_fraction_mean'] * 100:.1f} %", help=c.HELP["stepping"])
+            cols[0].metric("Replica stepping (mean)", f"{s['gpu_busy_fraction_mean'] * 100:.1f} %",
+                           help=c.HELP["stepping"])
             cols[1].metric("KV cache used (mean)", f"{s['kv_utilisation_mean'] * 100:.1f} %")
             cols[2].metric("KV cache used (peak)", f"{s['kv_utilisation_peak'] * 100:.1f} %")
             st.altair_chart(c.utilisation_chart(s["gpu_busy_fraction_by_replica"]), width="stretch")

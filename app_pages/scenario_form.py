@@ -410,7 +410,8 @@ def _scheduler(data: dict, fe: c.FieldErrors) -> None:
                                             p + "max_num_seqs", fe, cast=int, slot=False, step=16,
                                             help="At most this many requests in one batch step (vLLM max_num_seqs).")
         with cols[1]:
-            sched["max_num_batched_tokens"] = _number("Token budget per step", sched.get("max_num_batched_tokens", 8192),
+            sched["max_num_batched_tokens"] = _number("Token budget per step",
+                                                      sched.get("max_num_batched_tokens", 8192),
                                                       p + "max_num_batched_tokens", fe, cast=int, slot=False, step=512,
                                                       help="Token budget: at most this many new tokens (prefill "
                                                            "chunks plus one per decoding request) in one step "
