@@ -376,7 +376,7 @@ def test_uploaded_negative_value_is_one_clear_error(server, browser, tmp_path):
     open_page(browser, f"{server}/")
     upload(browser, scenario_file(tmp_path, "negative.yaml", **{"workload.arrival.rate_per_s": -3}))
     no_traceback(browser)
-    assert error_shown(browser, "workload.arrival.rate_per_s: got -3.0; must be > 0"), messages(browser)
+    assert error_shown(browser, "workload.arrival.rate_per_s: got -3.0; allowed 0 < x"), messages(browser)
     assert number_input(browser, "Request rate (req/s)").get_attribute("value") == "-3.00"
     assert not button_enabled(browser, "Run simulation")
     type_number(browser, "Request rate (req/s)", 2)  # fixing it in the form clears the error
@@ -391,7 +391,7 @@ def test_typed_negative_value_is_refused_not_replaced(server, browser):
     type_number(browser, "Request rate (req/s)", -5)
     no_traceback(browser)
     assert number_input(browser, "Request rate (req/s)").get_attribute("value") == "-5.00"
-    assert error_shown(browser, "workload.arrival.rate_per_s: got -5.0; must be > 0"), messages(browser)
+    assert error_shown(browser, "workload.arrival.rate_per_s: got -5.0; allowed 0 < x"), messages(browser)
     assert not button_enabled(browser, "Run simulation")
     assert "These results are for the inputs of the last run" in body_text(browser)
 
