@@ -372,6 +372,7 @@ def _model_and_hardware(base: dict, data: dict, fe: c.FieldErrors) -> None:
     hw = base.get("hardware")
     hw = dict(hw) if isinstance(hw, dict) else {}
     hw["gpu"] = _catalog_select("GPU", gpu_catalog(), hw.get("gpu", "a100-80gb-sxm"), "hardware.gpu", fe)
+    fe.slot("hardware")
     serving = data["serving"]
     cols = st.columns(2)
     with cols[0]:
@@ -452,6 +453,7 @@ def _quant_and_spec(data: dict, fe: c.FieldErrors) -> None:
                                 slot=False)
     fe.slot("serving.quantization.weights")
     fe.slot("serving.quantization.kv_cache")
+    fe.slot("serving.quantization")
     serving["quantization"] = q
     spec = serving.get("speculative") or None
     on = _checkbox("Speculative decoding", spec is not None, "serving.speculative.on")
@@ -516,8 +518,30 @@ def _cost_and_slo(base: dict, data: dict, fe: c.FieldErrors) -> None:
             slo[name] = value
     for name, _label in names:
         fe.slot(f"slo.{name}")
+    fe.slot("slo")
     data["slo"] = slo
     data["seed"] = _number("Seed", base.get("seed", 0), "seed", fe, cast=int, step=1)
+
+
+# Sections the form edits field by field. One that is not a mapping in the file goes to the core as
+# the file has it (the form's defaults would answer another question), so the core names it.
+SECTIONS = ["workload", "workload.arrival", "workload.prompt_tokens", "workload.output_tokens", "hardware", "serving",
+            "serving.scheduler", "serving.quantization", "serving.speculative", "cost_model", "slo"]
+_ABSENT = object()
+
+
+def _keep_malformed(base: dict, data: dict) -> None:
+    for path in SECTIONS:
+        node: Any = base
+        for part in path.split("."):
+            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+        if node is _ABSENT or node is None or node is False or isinstance(node, dict):
+            continue
+        target = data
+        *parents, leaf = path.split(".")
+        for part in parents:
+            target = target.setdefault(part, {}) if isinstance(target.get(part), dict) else target
+        target[leaf] = node
 
 
 def edit_scenario(base: dict, fe: c.FieldErrors) -> dict:
@@ -541,4 +565,5 @@ def edit_scenario(base: dict, fe: c.FieldErrors) -> dict:
         st.subheader("Cost model, SLO, seed")
         _cost_and_slo(base, data, fe)
     fe.slot("serving")
+    _keep_malformed(base, data)
     return data

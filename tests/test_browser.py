@@ -620,3 +620,26 @@ def test_the_address_bar_is_a_link_to_what_is_on_screen(server, browser):
     assert number_input(browser, "Queries per day").get_attribute("value") == "300000"
     assert selected(browser, "Percentile") == "95.0"
     no_traceback(browser)
+
+
+def test_bad_files_get_one_clear_line_each(server, browser, tmp_path):
+    """Not YAML, a word where a number goes, a section that is not a mapping: each gets the core's
+    one line (as the CLI prints it), never a traceback, and the page keeps working."""
+    open_page(browser, f"{server}/")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("workload: [unclosed\n")
+    upload(browser, broken)
+    no_traceback(browser)
+    assert error_shown(browser, "broken.yaml: not valid YAML"), messages(browser)
+    assert "showing chat_llama3_8b_a100.yaml instead" in body_text(browser)
+    choose(browser, "Shipped scenario", "fifo_baseline.yaml")  # a shipped pick clears the bad upload
+    assert not errors(browser)
+    upload(browser, scenario_file(tmp_path, "word.yaml", **{"serving.replicas": "two"}))
+    no_traceback(browser)
+    assert error_shown(browser, "serving.replicas: got 'two'"), messages(browser)
+    assert not button_enabled(browser, "Run simulation")
+    type_number(browser, "Replicas", 2)  # fixed in the form
+    assert not errors(browser) and button_enabled(browser, "Run simulation")
+    upload(browser, scenario_file(tmp_path, "section.yaml", **{"serving.quantization": "fp8"}))
+    no_traceback(browser)
+    assert any(t.startswith("serving.quantization") for t in messages(browser)), messages(browser)
