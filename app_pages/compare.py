@@ -164,7 +164,10 @@ with tab_side:
             outs[name] = c.simulate(yaml_text, jobs["base_dir"], jobs["seed"])
         bar.empty()
         table = pd.DataFrame([c.summary_row(name, o["summary"]) for name, o in outs.items()])
-        st.dataframe(table, hide_index=True, width="stretch", column_config=c.summary_columns(table))
+        shown = table.dropna(axis="columns", how="all")  # goodput without an SLO: a column of blanks
+        st.dataframe(shown, hide_index=True, width="stretch", column_config=c.summary_columns(shown))
+        if "goodput (req/s)" not in shown.columns:
+            st.caption("No goodput column: the scenario sets no SLO (set one on the Scenario page).")
         unstable = [name for name, o in outs.items() if not o["stable"]]
         if unstable:
             st.warning("Unstable (the queue kept growing; latencies are lower bounds): " + ", ".join(unstable))
