@@ -22,7 +22,7 @@ import pandas as pd
 import streamlit as st
 import yaml
 
-from sim.configio import ConfigError
+from sim.configio import ConfigError, load_yaml
 from sim.scenario import Scenario, read_scenario_file, scenario_from_dict, scenario_to_yaml, shipped_scenarios
 
 UI_MAX_REQUESTS = 2000  # default request count in the UI: a run takes well under a second
@@ -42,14 +42,9 @@ def load_shipped(name: str) -> dict:
 
 
 def parse_uploaded_yaml(data: bytes, filename: str) -> dict:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{filename}: not a text file (expected scenario YAML in UTF-8)") from None
-    try:
-        parsed = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{filename}: not valid YAML: {exc}") from None
+    # The CLI's loader: UTF-8, one line per error, no duplicate keys, aliases bounded (an uploaded
+    # "billion laughs" must not take the server down).
+    parsed = load_yaml(data, filename)
     if not isinstance(parsed, dict):
         raise ConfigError(f"{filename}: expected a mapping at the top level (workload:, model:, ...)")
     return parsed

@@ -196,7 +196,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
     app = here if here.is_file() else Path(spec.origin) if spec is not None and spec.origin else None
     if app is None or not (app.parent / "app_pages").is_dir():
         raise ConfigError("ui: app.py and app_pages/ are not installed beside servesim; reinstall servesim[ui]")
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app), *args.streamlit_args]
+    # The checkout's .streamlit/config.toml is not read from an installed wheel: pass what it sets.
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--client.toolbarMode", "viewer",
+           "--browser.gatherUsageStats", "false",
+           *args.streamlit_args]
     sys.stdout.flush()
     os.execv(sys.executable, cmd)  # become the server: Ctrl-C and kill reach streamlit itself
     return 0  # not reached

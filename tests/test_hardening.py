@@ -392,3 +392,17 @@ def test_calibrate_fit_on_malformed_files_is_one_line(tmp_path, capsys, run_json
     rc, _, err = cli(capsys, "calibrate", "fit", str(tmp_path))
     assert rc == 2
     one_line_error(err, needle)
+
+
+def test_an_uploaded_file_goes_through_the_same_bounded_loader():
+    pytest.importorskip("streamlit")
+    from app_pages.common import parse_uploaded_yaml
+
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match="bomb.yaml: the document expands"):
+        parse_uploaded_yaml(alias_bomb(9).encode(), "bomb.yaml")
+    assert time.perf_counter() - t0 < 30
+    with pytest.raises(ConfigError, match="dup.yaml: line 2: duplicate key 'seed'"):
+        parse_uploaded_yaml(b"seed: 1\nseed: 2\n", "dup.yaml")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        parse_uploaded_yaml(b"name: caf\xe9\n", "latin1.yaml")
