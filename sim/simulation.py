@@ -16,6 +16,7 @@ import simpy
 
 from .configio import ConfigError
 from .cost_model import CostModel, RooflineCostModel, RooflineParams
+from .cost_select import select_cost_model
 from .engine import Replica
 from .histogram import LogHistogram
 from .kv_cache import KVCache
@@ -58,39 +59,10 @@ class Results:
 
 
 def build_cost_model(scenario: Scenario) -> tuple[CostModel, str, int | None]:
-    """The scenario's cost model, a short description, and a measured KV block count if the profile has one."""
-    cm = scenario.cost_model
-    s = scenario.serving
-    if cm.uses_profile:
-        from calibration.profile import load_profile  # calibration is part of the core install
-
-        base = Path(scenario.base_dir) if scenario.base_dir else None
-        prof = load_profile(cm.profile, base_dir=base)
-        model = scenario.model_spec
-        if prof.tensor_parallel != s.tensor_parallel:
-            raise ConfigError(f"cost_model.profile: {prof.name} was measured at tensor_parallel "
-                              f"{prof.tensor_parallel}, the scenario uses {s.tensor_parallel}")
-        if prof.model.lower() != model.name.lower() and model.name != "inline":
-            raise ConfigError(f"cost_model.profile: {prof.name} was measured for model {prof.model!r}, "
-                              f"the scenario serves {model.name!r}")
-        gpu = scenario.gpu_spec
-        if prof.gpu is not None and gpu.name != "inline" and prof.gpu.lower() != gpu.name.lower():
-            raise ConfigError(f"cost_model.profile: {prof.name} was measured on {prof.gpu!r}, "
-                              f"the scenario runs on {gpu.name!r}")
-        served = cm.serving_overhead and prof.serving is not None
-        desc = f"profile {prof.name} ({prof.provenance.get('source')})"
-        if served:
-            desc += f" + serving overhead ({prof.serving['provenance']['source']})"
-        blocks = prof.num_kv_blocks
-        if blocks is not None and prof.block_size_tokens != s.block_size_tokens:
-            # The engine allocated a KV pool of blocks x block size tokens; keep its size in tokens
-            # when the scenario pages it in other blocks (counting blocks would cut or blow it up).
-            blocks = blocks * prof.block_size_tokens // s.block_size_tokens
-        return prof.cost_model(serving=served), desc, blocks
-    cost = RooflineCostModel(scenario.model_spec, scenario.gpu_spec, tp=s.tensor_parallel,
-                             weight_dtype=s.quantization.weights, kv_dtype=s.quantization.kv_cache,
-                             params=cm.roofline_params())
-    return cost, "roofline", None
+    """The scenario's cost model, a short description, and a measured KV block count if the profile has one
+    (sim/cost_select.py decides; this keeps the three-value form its callers use)."""
+    choice = select_cost_model(scenario)
+    return choice.cost, choice.name, choice.num_kv_blocks
 
 
 def build_memory(scenario: Scenario, measured_blocks: int | None = None) -> MemoryPlan:
@@ -119,7 +91,9 @@ class Simulation:
         self.next_req = 0  # closed loop: next request id to hand to a client
         self.aborted_reason: str | None = None
         s = scenario.serving
-        self.cost, self.cost_name, measured_blocks = build_cost_model(scenario)
+        choice = select_cost_model(scenario)
+        self.cost, self.cost_name, measured_blocks = choice.cost, choice.name, choice.num_kv_blocks
+        self.notes = list(choice.notes)
         if cost_model is not None:  # a caller's own step pricing (e.g. a fit trying candidate terms)
             self.cost, self.cost_name = cost_model, f"{type(cost_model).__name__} given by the caller"
         self.memory = build_memory(scenario, measured_blocks)
@@ -158,9 +132,13 @@ class Simulation:
         self.max_time_s = scenario.sim.max_sim_time_s or (20.0 * window + 3600.0)
         self.done = self.env.event()
         self.closed_loop = workload.concurrency is not None
+        # Client -> engine delay per request (random, its own stream; none when the cost model has none).
+        self.jitter_s = float(getattr(self.cost, "request_jitter_s", 0.0))
+        self._jitter_rng = stream(seed, "request_jitter") if self.jitter_s > 0 else None
 
     # --- arrivals ------------------------------------------------------------
     def _issue(self, req: int) -> None:
+        """The client sends request `req` now; the engine sees it now or after its ingress delay."""
         self.table.arrival_s[req] = self.env.now
         if self.too_long[req]:
             self.table.failed[req] = True
@@ -169,6 +147,13 @@ class Simulation:
             self.env.timeout(0).callbacks.append(lambda _e: self.on_finish(np.array([now])))
             return
         self.queued += 1
+        if self._jitter_rng is not None:
+            delay = float(self._jitter_rng.exponential(self.jitter_s))
+            self.env.timeout(delay).callbacks.append(lambda _e, r=req: self._submit(r))
+        else:
+            self._submit(req)
+
+    def _submit(self, req: int) -> None:
         self.replicas[self.route(self.replicas, req)].submit(req)
         if self.queued > self.max_queue and self.aborted_reason is None:
             self.aborted_reason = (f"backlog reached {self.queued} waiting requests "
