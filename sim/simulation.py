@@ -82,6 +82,7 @@ class Simulation:
 
     def __init__(self, scenario: Scenario, workload: Workload, seed: int, cost_model: CostModel | None = None):
         self.scenario = scenario
+        self.seed = seed
         self.workload = workload
         self.env = simpy.Environment()
         self.table = RequestTable(workload)
@@ -171,9 +172,28 @@ class Simulation:
                 return
             self._issue(req)
 
+    def start_spread_s(self) -> float:
+        """Closed loop: the window over which the clients send their first request (Workload.start_spread_s;
+        None: one request's expected duration at full concurrency, from the cost model)."""
+        w = self.workload
+        if w.start_spread_s is not None:
+            return float(w.start_spread_s)
+        c = min(w.concurrency, len(w))
+        P, O = float(np.mean(w.prompt_tokens)), float(np.mean(w.output_tokens))
+        ctx = int(c * (P + O / 2))
+        prefill = self.cost.step_time_s(int(P), 1, int(P * (P + 1) / 2), int(P), 1)
+        decode = self.cost.step_time_s(c, c, ctx, ctx, c)
+        return float(prefill + (O - 1) * decode + w.think_time_s)
+
     def _closed_loop(self):
         # Each client has one request in flight; a response (plus think time) triggers its next request.
-        for _ in range(min(self.workload.concurrency, len(self.table))):
+        # Clients start out of phase: first sends uniform over the start spread (its own stream), in order.
+        n = min(self.workload.concurrency, len(self.table))
+        spread = self.start_spread_s()
+        starts = np.sort(stream(self.seed, "client_start").uniform(0.0, spread, n)) if spread > 0 else np.zeros(n)
+        for k in range(n):
+            if starts[k] > self.env.now:
+                yield self.env.timeout(starts[k] - self.env.now)
             self._issue(self.next_req)
             self.next_req += 1
         yield self.env.timeout(0)
