@@ -4,7 +4,6 @@ Formatting and summaries only: the numbers come from the simulations validate_si
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,7 @@ import pandas as pd
 
 from calibration.engine_fit import TRAIN_MODELS
 from calibration.engine_terms import engine_terms, known_versions, terms_path
-from calibration.silicon import (CSV_NAME, KV_BOUND_PEAK, MAX_REQUESTS, MIN_REQUESTS, PACKAGE, WAVES, Row,
-                                 package_version, silicon_csv)
+from calibration.silicon import MAX_REQUESTS, MIN_REQUESTS, PACKAGE, WAVES, Row, package_version, silicon_csv
 
 QUEUEING_TTFT_MS = 2000.0  # a measured TTFT above this is requests queueing (for KV blocks), not prefill
 TARGET_TPOT_PCT, TARGET_TTFT_PCT = 5.0, 15.0  # issue 10's targets on held-out rows (median |error|)
@@ -76,13 +74,14 @@ def cause(r) -> str:
     elif r.ttft_ms > QUEUEING_TTFT_MS:
         why.append("queueing in the measurement only: vLLM's KV capacity is below servesim's here")
     if abs(r.tpot_err_pct) > MISS_TPOT_PCT and not r.kv_bound:
-        why.append("TPOT: per-step engine time fitted on another model; this model's kernels-only gap differs"
-                   if r.tpot_err_pct > 0 else "TPOT: more per-step time than the engine terms and the profile give")
+        why.append("TPOT high: the engine terms carry the training model's per-step and per-sequence gap, larger "
+                   "than this model's" if r.tpot_err_pct > 0 else
+                   "TPOT low: more per-step time than the profile and the engine terms give")
     if abs(r.ttft_err_pct) > MISS_TTFT_PCT and not r.kv_bound and r.ttft_ms <= QUEUEING_TTFT_MS:
-        if r.isl >= 4096:
-            why.append("TTFT: long-prompt prefill (the profile's prefill with chunked mixing)")
-        else:
-            why.append("TTFT: prefill/arrival interleaving of a closed loop at this concurrency")
+        why.append("TTFT low: out-of-phase clients never share a prefill step in the simulation; measured ones "
+                   "partly do at this concurrency" if r.ttft_err_pct < 0 else
+                   "TTFT high: the profile's prefill of a long prompt is slower than the measured one"
+                   if r.isl >= 4096 else "TTFT high: response latency and jitter fitted on another model")
     return "; ".join(why) or "-"
 
 

@@ -38,7 +38,10 @@ DOC = ROOT / "docs" / "validation_gpu.md"
 
 
 def split_of(row: Row) -> str:
-    """'train' for the models the engine terms were fitted on, 'held-out' for every other."""
+    """'train' for the models the engine terms were fitted on, 'held-out' for every other; '†' for rows
+    without a recorded concurrency (neither fitted nor summarised)."""
+    if not row.concurrency_recorded:
+        return "†"
     return "train" if row.model in TRAIN_MODELS else "held-out"
 
 

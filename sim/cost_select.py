@@ -25,6 +25,7 @@ class CostChoice:
     num_kv_blocks: int | None  # a profile's measured KV block count
     kind: str  # "profile" or "roofline"
     notes: list[str] = field(default_factory=list)  # warnings the run carries (e.g. a stand-in engine version)
+    label: str = ""  # the short form for tables: "auto: profile NAME + vllm 0.12.0 engine terms", "roofline", ...
 
 
 def auto_profile_name(scenario: Scenario) -> str | None:
@@ -83,13 +84,15 @@ def _profile_choice(scenario: Scenario, name: str, how: str) -> CostChoice:
         raise ConfigError(f"cost_model.{knob}: {roof[knob]!r} applies to the roofline only, and cost_model {how} "
                           f"{prof.name}, where it would change nothing; remove it, or set cost_model.kind: roofline")
     desc = f"{how} {prof.name} ({prof.provenance.get('source')})"
+    label = f"{how} {prof.name}"
     knobs = cm.set_knobs(ENGINE_KNOBS)
     if not cm.serving_overhead:
         return CostChoice(prof.cost_model(serving=False), desc + "; bare engine step (serving_overhead: false)",
-                          prof.num_kv_blocks, "profile", notes)
+                          prof.num_kv_blocks, "profile", notes, label + " (bare)")
     if prof.serving is not None:  # measured against the real server: its own terms
         overhead = prof.serving_overhead
         desc += f" + serving overhead ({prof.serving['provenance']['source']})"
+        label += " + serving overhead"
     elif prof.provenance.get("lower_bound"):  # kernels only: add the engine's time for this version
         eng = scenario.engine
         terms = engine_terms(eng.name, eng.version)
@@ -99,6 +102,7 @@ def _profile_choice(scenario: Scenario, name: str, how: str) -> CostChoice:
         else:
             overhead = terms.overhead
             desc += f" + {terms.label} ({terms.provenance['source']})"
+            label += f" + {terms.label}"
             if terms.note:
                 notes.append(terms.note)
     else:
@@ -110,7 +114,8 @@ def _profile_choice(scenario: Scenario, name: str, how: str) -> CostChoice:
         desc += " with " + ", ".join(f"{k} = {v:g} (cost_model)" for k, v in knobs.items())
     from sim.cost_model import ProfileCostModel
 
-    return CostChoice(ProfileCostModel(prof.coefficients, overhead), desc, prof.num_kv_blocks, "profile", notes)
+    return CostChoice(ProfileCostModel(prof.coefficients, overhead), desc, prof.num_kv_blocks, "profile", notes,
+                      label)
 
 
 def roofline_defaults(scenario: Scenario) -> RooflineParams:
@@ -144,4 +149,5 @@ def select_cost_model(scenario: Scenario) -> CostChoice:
     else:
         why = "roofline"
     return CostChoice(cost, f"{why}; fixed step cost {params.step_overhead_s * 1e3:.2f} ms + "
-                            f"{params.per_seq_overhead_s * 1e6:.0f} us/sequence", None, "roofline")
+                            f"{params.per_seq_overhead_s * 1e6:.0f} us/sequence", None, "roofline",
+                      label="auto: roofline" if cm.kind == "auto" else "roofline")
