@@ -26,6 +26,7 @@ class CostChoice:
     kind: str  # "profile" or "roofline"
     notes: list[str] = field(default_factory=list)  # warnings the run carries (e.g. a stand-in engine version)
     label: str = ""  # the short form for tables: "auto: profile NAME + vllm 0.12.0 engine terms", "roofline", ...
+    profile: str | None = None  # the profile's name or path as given (None: the roofline)
 
 
 def auto_profile_name(scenario: Scenario) -> str | None:
@@ -88,7 +89,7 @@ def _profile_choice(scenario: Scenario, name: str, how: str) -> CostChoice:
     knobs = cm.set_knobs(ENGINE_KNOBS)
     if not cm.serving_overhead:
         return CostChoice(prof.cost_model(serving=False), desc + "; bare engine step (serving_overhead: false)",
-                          prof.num_kv_blocks, "profile", notes, label + " (bare)")
+                          prof.num_kv_blocks, "profile", notes, label + " (bare)", name)
     if prof.serving is not None:  # measured against the real server: its own terms
         overhead = prof.serving_overhead
         desc += f" + serving overhead ({prof.serving['provenance']['source']})"
@@ -115,7 +116,7 @@ def _profile_choice(scenario: Scenario, name: str, how: str) -> CostChoice:
     from sim.cost_model import ProfileCostModel
 
     return CostChoice(ProfileCostModel(prof.coefficients, overhead), desc, prof.num_kv_blocks, "profile", notes,
-                      label)
+                      label, name)
 
 
 def roofline_defaults(scenario: Scenario) -> RooflineParams:
