@@ -194,6 +194,8 @@ class Simulation:
         for k in range(n):
             if starts[k] > self.env.now:
                 yield self.env.timeout(starts[k] - self.env.now)
+            if self.aborted_reason is not None:
+                return
             self._issue(self.next_req)
             self.next_req += 1
         yield self.env.timeout(0)

@@ -104,16 +104,31 @@ def test_engine_name_and_version_are_validated():
         scen("engine.version=''")
 
 
+CLOSED = ["workload.arrival={kind: closed_loop, concurrency: 8}", "workload.num_requests=64",
+          "workload.prompt_tokens={kind: constant, value: 512}", "workload.output_tokens={kind: constant, value: 64}"]
+
+
+def test_closed_loop_clients_start_out_of_phase_seeded_and_lockstep_on_request():
+    a, b = run(scen(*CLOSED)), run(scen(*CLOSED))
+    first = a.requests["arrival_s"].to_numpy()[:8]
+    assert np.array_equal(first, b.requests["arrival_s"].to_numpy()[:8])  # same seed, same starts
+    assert np.unique(first).size == 8 and first.max() > 0  # out of phase
+    assert not np.array_equal(first, run(scen(*CLOSED), seed=3).requests["arrival_s"].to_numpy()[:8])
+    lock = run(scen(*CLOSED, "workload.arrival.start_spread_s=0", "cost_model.serving_overhead=false"))
+    assert (lock.requests["arrival_s"].to_numpy()[:8] == 0).all()
+    # Lockstep: equal clients started together share every prefill, wave after wave: one TTFT per wave.
+    assert latency_table(lock.requests)["ttft_s"].round(9).nunique() <= 8
+
+
 @pytest.mark.skipif(not known_versions(), reason="no engine terms shipped")
-def test_request_jitter_desynchronises_a_closed_loop_and_is_seeded():
-    over = ["workload.arrival={kind: closed_loop, concurrency: 8}", "workload.num_requests=64",
-            "workload.prompt_tokens={kind: constant, value: 512}", "workload.output_tokens={kind: constant, value: 64}"]
+def test_request_jitter_spreads_a_wave_and_is_seeded():
+    over = [*CLOSED, "workload.arrival.start_spread_s=0"]
+    if engine_terms("vllm").overhead.request_jitter_s == 0:
+        pytest.skip("the shipped terms have no request jitter")
     a, b = run(scen(*over)), run(scen(*over))
     ta, tb = latency_table(a.requests)["ttft_s"].to_numpy(), latency_table(b.requests)["ttft_s"].to_numpy()
-    assert np.array_equal(ta, tb)  # same seed, same numbers
-    assert not np.array_equal(ta, latency_table(run(scen(*over), seed=3).requests)["ttft_s"].to_numpy())
-    # Lockstep (no jitter) gives one TTFT per wave; with jitter the TTFTs spread.
-    lock = run(scen(*over, "cost_model.serving_overhead=false"))
-    steady = latency_table(lock.requests).iloc[8:]
-    assert steady["ttft_s"].round(9).nunique() <= 8
-    assert np.unique(np.round(ta[8:], 9)).size > 16
+    assert np.array_equal(ta, tb)
+    # The first wave, sent together, reaches the engine spread out: its prompts no longer share one step.
+    bare = latency_table(run(scen(*over, "cost_model.serving_overhead=false")).requests)["ttft_s"].to_numpy()
+    assert np.unique(np.round(bare[:8], 9)).size == 1
+    assert np.unique(np.round(ta[:8], 9)).size > 1
