@@ -89,7 +89,7 @@ def _profile_choice(scenario: Scenario, name: str, how: str) -> CostChoice:
     knobs = cm.set_knobs(ENGINE_KNOBS)
     if not cm.serving_overhead:
         return CostChoice(prof.cost_model(serving=False), desc + "; bare engine step (serving_overhead: false)",
-                          prof.num_kv_blocks, "profile", notes, label + " (bare)", name)
+                          blocks, "profile", notes, label + " (bare)", name)
     if prof.serving is not None:  # measured against the real server: its own terms
         overhead = prof.serving_overhead
         desc += f" + serving overhead ({prof.serving['provenance']['source']})"
@@ -115,7 +115,7 @@ def _profile_choice(scenario: Scenario, name: str, how: str) -> CostChoice:
         desc += " with " + ", ".join(f"{k} = {v:g} (cost_model)" for k, v in knobs.items())
     from sim.cost_model import ProfileCostModel
 
-    return CostChoice(ProfileCostModel(prof.coefficients, overhead), desc, prof.num_kv_blocks, "profile", notes,
+    return CostChoice(ProfileCostModel(prof.coefficients, overhead), desc, blocks, "profile", notes,
                       label, name)
 
 
