@@ -268,7 +268,11 @@ def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variant
                        for m, g in gap_by_model) +
                    ". One set of terms per engine version cannot be right for models whose gaps differ; the "
                    "difference is model-specific kernel time the composed profiles miss (e.g. Qwen3's q/k norms), "
-                   "not engine time, and it is what the held-out TPOT error measures."), "",
+                   "not engine time, and it is what the held-out TPOT error measures. Two ways forward: fit on "
+                   "more models (as profiles for more GPUs and models land, add models to TRAIN_MODELS and keep "
+                   "others held out), and per deployment `servesim calibrate observe` (fits a profile's own terms "
+                   "on `vllm bench serve --save-result` files; tests/test_observe.py does it on these "
+                   "Llama-3.1-70B rows)."), "",
               "## Every row", "",
               "† concurrency not recorded (batch_size used; not in the summaries).", ""]
     lines += rows_markdown(res)

@@ -85,7 +85,7 @@ def _roofline_cost(row: Row, step_s: float, per_seq_s: float) -> RooflineCostMod
 
 
 def _sim(row: Row, cost) -> dict:
-    return simulate_row(row, requests=fit_requests(row), cost_model=cost)
+    return simulate_row(row, requests=fit_requests(row), cost_model=cost, seed=SEED)
 
 
 def linearised_fit(f, measured: np.ndarray, x0: np.ndarray, h: np.ndarray, lower: np.ndarray,
