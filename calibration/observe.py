@@ -3,9 +3,9 @@
     servesim calibrate observe my_scenario.yaml result_c8.json result_c32.json ... --out profiles/mine
 
 A user with a GPU runs `vllm bench serve --save-result` at a few concurrencies or rates on their
-deployment. Each result file gives the load (`max_concurrency` and/or `request_rate`), the mean
-prompt and output lengths (`total_input_tokens` / `total_output_tokens` over `completed`) and the
-measured mean TTFT and TPOT. Each is simulated with the scenario's profile (its GPU, model, TP,
+deployment. Each result file is read as `servesim compare` reads it (sim/compare.py: the requests
+it sent, per request with --save-detailed, else `completed` requests of the mean lengths, through
+`max_concurrency` clients or at `request_rate`) with its measured mean TTFT and TPOT. Each is simulated with the scenario's profile (its GPU, model, TP,
 dtypes and serving limits) and the terms are fitted as `python -m calibration.engine_fit` fits the
 shipped ones: per-step and per-sequence time on TPOT (a linearised least squares of the
 simulation), then the response latency on TTFT (the median gap; the request jitter stays the
@@ -14,7 +14,6 @@ came from, per-file fit), which a scenario then uses instead of the shipped engi
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, replace
@@ -26,8 +25,9 @@ import pandas as pd
 
 from sim.cost_model import ProfileCostModel, ServingOverhead
 from sim.metrics import latency_table
-from sim.configio import to_dict
-from sim.scenario import Scenario, scenario_from_dict
+from sim.compare import load_bench_result, workload_from_result
+from sim.scenario import Scenario
+from sim.workload import Workload
 
 from .engine_fit import linearised_fit
 from .profile import Profile
@@ -38,73 +38,54 @@ MAX_SIM_REQUESTS = 600  # per result file: enough for a steady state, fast enoug
 @dataclass(frozen=True)
 class Observation:
     source: str  # file name
-    concurrency: int | None  # max_concurrency (None: open loop at request_rate)
-    rate_per_s: float | None  # request_rate (None: as fast as the concurrency allows)
-    prompt_tokens: int  # mean over completed requests
-    output_tokens: int
-    num_requests: int
+    workload: Workload  # the requests the benchmark sent (sim.compare.workload_from_result)
     ttft_ms: float  # measured mean
     tpot_ms: float
 
     @property
+    def concurrency(self) -> int | None:
+        return self.workload.concurrency
+
+    @property
     def label(self) -> str:
-        load = f"c{self.concurrency}" if self.concurrency else f"{self.rate_per_s:g} req/s"
-        return f"{self.source} ({load}, {self.prompt_tokens}/{self.output_tokens})"
+        w = self.workload
+        load = f"c{w.concurrency}" if w.concurrency else f"{len(w)} requests over {w.duration_s:.0f} s"
+        return f"{self.source} ({load}, {np.mean(w.prompt_tokens):.0f}/{np.mean(w.output_tokens):.0f})"
 
 
 def read_result(path: str | Path) -> Observation:
-    """One `vllm bench serve --save-result` JSON file (ValueError naming the file and the field)."""
-    p = Path(path)
-    try:
-        d = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{p}: not a readable JSON result ({exc})") from None
-
-    def num(key: str) -> float:
-        v = d.get(key)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-            raise ValueError(f"{p}: field {key!r} must be a number >= 0, got {v!r} (a `vllm bench serve "
-                             "--save-result` file?)")
-        return float(v)
-
-    completed = int(num("completed"))
-    if completed < 1:
-        raise ValueError(f"{p}: field 'completed' is 0: no request finished")
-    conc = d.get("max_concurrency")
-    rate = d.get("request_rate")
-    rate = None if rate in (None, "inf", float("inf")) else float(rate)
-    if conc is None and rate is None:
-        raise ValueError(f"{p}: neither 'max_concurrency' nor a finite 'request_rate': the load is unknown")
-    return Observation(source=p.name, concurrency=int(conc) if conc is not None else None, rate_per_s=rate,
-                       prompt_tokens=max(1, round(num("total_input_tokens") / completed)),
-                       output_tokens=max(2, round(num("total_output_tokens") / completed)),
-                       num_requests=completed, ttft_ms=num("mean_ttft_ms"), tpot_ms=num("mean_tpot_ms"))
+    """One `vllm bench serve --save-result` file, read as `servesim compare` reads it (sim/compare.py):
+    its requests (closed loop through max_concurrency clients, or sent at request_rate), at most
+    MAX_SIM_REQUESTS of them, and its measured mean TTFT and TPOT. Closed-loop clients start out of phase
+    (the workload's default spread), as real ones run."""
+    doc = load_bench_result(path)
+    for key in ("mean_ttft_ms", "mean_tpot_ms"):
+        v = doc.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{Path(path).name}: field {key!r} must be a number > 0, got {v!r}")
+    wl, _ = workload_from_result(doc, seed=0)
+    n = min(len(wl), MAX_SIM_REQUESTS)
+    wl = replace(wl, arrival_s=wl.arrival_s[:n], prompt_tokens=wl.prompt_tokens[:n], output_tokens=wl.output_tokens[:n],
+                 priority=wl.priority[:n], start_spread_s=None if wl.concurrency else 0.0,
+                 duration_s=wl.duration_s if wl.concurrency else float(wl.arrival_s[n - 1]))
+    return Observation(source=Path(path).name, workload=wl, ttft_ms=float(doc["mean_ttft_ms"]),
+                       tpot_ms=float(doc["mean_tpot_ms"]))
 
 
 def observation_scenario(base: Scenario, obs: Observation) -> Scenario:
-    """`base` (GPU, model, TP, dtypes, serving limits, cost model) driven as the benchmark drove the server:
-    closed loop at max_concurrency, or Poisson at request_rate; constant lengths at the measured means."""
-    d = to_dict(base)
-    d.pop("base_dir", None)
-    n = int(min(obs.num_requests, MAX_SIM_REQUESTS))
-    if obs.concurrency is not None and obs.rate_per_s is None:
-        arrival = {"kind": "closed_loop", "concurrency": obs.concurrency}
-    else:
-        arrival = {"kind": "poisson", "rate_per_s": obs.rate_per_s}
-    d["workload"] = {"arrival": arrival, "num_requests": n,
-                     "prompt_tokens": {"kind": "constant", "value": obs.prompt_tokens},
-                     "output_tokens": {"kind": "constant", "value": obs.output_tokens}}
-    d["serving"]["replicas"] = 1
-    d["serving"]["max_model_len"] = max(d["serving"].get("max_model_len") or 0, obs.prompt_tokens + obs.output_tokens)
-    d["sim"] = {"record_timeseries": False}
-    return scenario_from_dict(d, base_dir=Path(base.base_dir) if base.base_dir else None)
+    """`base` (GPU, model, TP, dtypes, serving limits) on one replica, with room for the result's longest request."""
+    w = obs.workload
+    longest = int((w.prompt_tokens + w.output_tokens).max())
+    serving = replace(base.serving, replicas=1, max_model_len=max(base.max_model_len, longest))
+    return replace(base, serving=serving, sim=replace(base.sim, record_timeseries=False))
 
 
-def _predict(sc: Scenario, cost: ProfileCostModel, concurrency: int | None) -> tuple[float, float]:
+def _predict(sc: Scenario, cost: ProfileCostModel, obs: Observation) -> tuple[float, float]:
     from sim.simulation import run
 
-    lat = latency_table(run(sc, cost_model=cost).requests)
-    steady = lat[lat["request_id"] >= (concurrency or 0)] if concurrency else lat
+    lat = latency_table(run(sc, workload=obs.workload, cost_model=cost).requests)
+    c = obs.concurrency
+    steady = lat[lat["request_id"] >= c] if c else lat
     steady = steady if len(steady) else lat
     return 1e3 * float(steady["ttft_s"].mean()), 1e3 * float(steady["tpot_s"].mean())
 
@@ -124,7 +105,7 @@ def fit_observed(base: Scenario, profile: Profile, observations: list[Observatio
 
     def preds(ov):
         cost = ProfileCostModel(profile.coefficients, ov)
-        return np.array([_predict(sc, cost, o.concurrency) for sc, o in zip(scs, observations)])
+        return np.array([_predict(sc, cost, o) for sc, o in zip(scs, observations)])
 
     x0 = np.array([start.step_overhead_s * 1e3, start.per_seq_overhead_s * 1e6])
     h = np.array([0.5, 10.0])

@@ -32,15 +32,23 @@ def _result(path, concurrency, isl, osl, ttft_ms, tpot_ms, n):
     return path
 
 
-def test_read_result_names_the_bad_field(tmp_path):
+def test_read_result_rebuilds_the_benchmarks_requests_and_names_bad_input(tmp_path):
     good = read_result(_result(tmp_path / "a.json", 8, 1000, 200, 120.0, 11.0, 80))
-    assert (good.concurrency, good.rate_per_s, good.prompt_tokens, good.output_tokens) == (8, None, 1000, 200)
-    (tmp_path / "b.json").write_text(json.dumps({"completed": 3, "max_concurrency": 2}))
-    with pytest.raises(ValueError, match="b.json: field 'total_input_tokens'"):
+    w = good.workload
+    assert (good.concurrency, len(w), int(w.prompt_tokens[0]), int(w.output_tokens[0])) == (8, 80, 1000, 200)
+    assert w.start_spread_s is None  # closed-loop clients start out of phase
+    assert (good.ttft_ms, good.tpot_ms) == (120.0, 11.0)
+    (tmp_path / "b.json").write_text(json.dumps({"completed": 3, "max_concurrency": 2, "mean_ttft_ms": 5.0,
+                                                 "mean_tpot_ms": 1.0}))
+    with pytest.raises(ValueError, match="total_input_tokens"):
         read_result(tmp_path / "b.json")
     (tmp_path / "c.json").write_text("{not json")
-    with pytest.raises(ValueError, match="c.json: not a readable JSON result"):
+    with pytest.raises(ValueError, match="not a JSON result"):
         read_result(tmp_path / "c.json")
+    (tmp_path / "d.json").write_text(json.dumps({"completed": 3, "max_concurrency": 2, "total_input_tokens": 30,
+                                                 "total_output_tokens": 30}))
+    with pytest.raises(ValueError, match="d.json: field 'mean_ttft_ms'"):
+        read_result(tmp_path / "d.json")
 
 
 @pytest.mark.skipif(not HAS_AIC, reason="aiconfigurator-core not installed")
