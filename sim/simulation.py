@@ -94,7 +94,7 @@ class Simulation:
         s = scenario.serving
         choice = select_cost_model(scenario)
         self.cost, self.cost_name, measured_blocks = choice.cost, choice.name, choice.num_kv_blocks
-        self.notes = list(choice.notes)
+        self.notes: list[str] = list(choice.notes)  # what the run's report lists under "note:"
         if cost_model is not None:  # a caller's own step pricing (e.g. a fit trying candidate terms)
             self.cost, self.cost_name = cost_model, f"{type(cost_model).__name__} given by the caller"
         self.memory = build_memory(scenario, measured_blocks)
@@ -102,7 +102,6 @@ class Simulation:
         # A request whose prompt + output exceeds max_model_len fails on arrival, as vLLM's server
         # refuses it (HTTP 400); it is counted as failed and the run goes on.
         self.too_long = (workload.prompt_tokens + workload.output_tokens) > scenario.max_model_len
-        self.notes: list[str] = []
         if self.too_long.any():
             longest = int((workload.prompt_tokens + workload.output_tokens).max())
             self.notes.append(f"{int(self.too_long.sum())} request(s) need more than serving.max_model_len = "
