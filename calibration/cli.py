@@ -3,6 +3,7 @@
     servesim calibrate run --model calibration/models/tiny-llama --dummy-weights --grid quick --out profiles/mine
     servesim calibrate fit profiles/mine
     servesim calibrate serve scenarios/cpu_vllm_tiny_llama.yaml   # + what serving adds (calibration/serving.py)
+    servesim calibrate observe my.yaml res_c8.json res_c32.json --out profiles/mine   # engine terms from your runs
 
 A profile folder holds measurements.csv (one row per measured step), telemetry.csv (GPU
 samples, when there is an NVIDIA driver), run.json (what was measured: engine, device,
@@ -77,6 +78,14 @@ def register(subparsers) -> None:
                        help="no server: re-fit the terms from the profile's serving_measurements.csv (e.g. after "
                             "`calibrate fit` changed the coefficients)")
     serve.set_defaults(func=cmd_serve)
+
+    observe = sub.add_parser("observe", help="fit a profile's engine terms from `vllm bench serve --save-result` "
+                                             "files of your own deployment")
+    observe.add_argument("scenario", help="a scenario of the deployment: GPU, model, TP, dtypes, serving limits; its "
+                                          "profile (cost_model.profile, or the one auto picks) gets the terms")
+    observe.add_argument("results", nargs="+", help="`vllm bench serve --save-result` JSON files (a few loads)")
+    observe.add_argument("--out", required=True, help="profile folder to write (the profile with a serving section)")
+    observe.set_defaults(func=cmd_observe)
 
 
 def _fit_options(p: argparse.ArgumentParser) -> None:
@@ -186,6 +195,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
           f"+{sv['per_seq_overhead_s'] * 1e3:.4f} ms/sequence, response latency {sv['response_latency_s'] * 1e3:.2f} ms")
     for metric, f in sv["fit"]["per_metric"].items():
         print(f"  fit {metric}: mean abs error {f['mape_pct']:.1f} %, worst {f['max_abs_pct_error']:.1f} %")
+    print(f"profile written to {out / 'profile.json'}")
+    return 0
+
+
+@_errors_to_exit
+def cmd_observe(args: argparse.Namespace) -> int:
+    from sim.configio import ConfigError
+    from sim.cost_model import ServingOverhead
+    from sim.cost_select import select_cost_model
+    from sim.scenario import load_scenario
+
+    from .observe import fit_observed, read_result, with_observed
+    from .profile import load_profile
+
+    try:
+        scenario = load_scenario(args.scenario)
+        choice = select_cost_model(scenario)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    if choice.kind != "profile":
+        raise ValueError(f"{args.scenario}: no profile matches ({choice.name}); set cost_model.profile")
+    profile = load_profile(choice.profile, base_dir=Path(scenario.base_dir) if scenario.base_dir else None)
+    observations = [read_result(p) for p in args.results]
+    start = getattr(choice.cost, "serving", None) or ServingOverhead()
+    t0 = time.perf_counter()
+    overhead, table = fit_observed(scenario, profile, observations, start)
+    out = Path(args.out)
+    command = "servesim " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:]))
+    prof = with_observed(Profile(**{**profile.__dict__, "name": out.resolve().name, "path": None}), overhead,
+                         table, args.results, command)
+    save_profile(prof, out)
+    print(f"calibrate observe: {len(observations)} result(s), {profile.name}, fitted in {time.perf_counter() - t0:.1f} s")
+    print(f"engine terms: +{overhead.step_overhead_s * 1e3:.3f} ms/step, +{overhead.per_seq_overhead_s * 1e6:.1f} "
+          f"us/sequence, response latency {overhead.response_latency_s * 1e3:.1f} ms")
+    with pd.option_context("display.width", 200):
+        print(table.round(2).to_string(index=False))
     print(f"profile written to {out / 'profile.json'}")
     return 0
 

@@ -56,7 +56,8 @@ class Profile:
     def serving_overhead(self) -> ServingOverhead | None:
         if not self.serving:
             return None
-        return ServingOverhead(**{k: float(self.serving[k]) for k in SERVING_TERMS})
+        optional = {k: float(self.serving[k]) for k in ("request_jitter_s",) if k in self.serving}
+        return ServingOverhead(**{k: float(self.serving[k]) for k in SERVING_TERMS}, **optional)
 
     def cost_model(self, serving: bool = True) -> ProfileCostModel:
         """The fitted step cost; with the serving terms folded in when the profile has them and

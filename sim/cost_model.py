@@ -27,6 +27,7 @@ from .quantization import matmul_tflops, weight_bytes_per_param
 
 class CostModel(Protocol):
     response_latency_s: float  # seconds from a token leaving the engine to the client reading it
+    request_jitter_s: float  # mean seconds from a client sending a request to the engine seeing it (random)
 
     def step_times_s(self, new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs) -> np.ndarray:
         """Seconds per step for each step described by the (broadcast) feature arrays."""
@@ -41,6 +42,7 @@ class _ScalarFromArrays:
     """`step_time_s` and `decode_step_times_s` for cost models that only define `step_times_s`."""
 
     response_latency_s: float = 0.0  # engine -> client delay added to every response (ServingOverhead)
+    request_jitter_s: float = 0.0  # mean of the random client -> engine delay of each request (ServingOverhead)
 
     def step_time_s(self, new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs) -> float:
         return float(self.step_times_s(new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs))
@@ -186,7 +188,12 @@ class ServingOverhead:
     token each step on the CPU cores left to them, and once that takes longer than the model's step,
     steps wait for it (on a small host this is the knee where latency climbs with concurrency).
     Plus `response_latency_s` between a token leaving the engine and the client reading it (HTTP,
-    the API server's output handling, streaming), which moves TTFT and E2E but not TPOT.
+    the API server's output handling, streaming), which moves TTFT and E2E but not TPOT; and on
+    the way in, a random delay per request between the client sending it and the engine seeing it
+    (HTTP, tokenisation, the API server's queue), exponential with mean `request_jitter_s` and
+    drawn from its own seeded stream (sim/simulation.py). It moves TTFT, and it is what keeps
+    closed-loop clients with equal lengths from staying in lockstep: real ones drift apart
+    because no two requests take the same path to the engine.
     """
 
     compute_scale: float = 1.0  # the served worker's step / the in-process sweep's (contention for the cores)
@@ -194,6 +201,7 @@ class ServingOverhead:
     per_seq_overhead_s: float = 0.0  # per sequence in the step (output processing, streaming)
     host_per_seq_s: float = 0.0  # host time per sequence per step: the floor above (0: no floor)
     response_latency_s: float = 0.0  # engine -> client, per response
+    request_jitter_s: float = 0.0  # client -> engine, per request: mean of an exponential delay (0: none)
 
     def apply(self, coefficients: dict[str, float]) -> dict[str, float]:
         """Profile coefficients with the served step's terms folded in."""
@@ -220,6 +228,7 @@ class ProfileCostModel(_ScalarFromArrays):
         self.serving = serving
         self.coefficients = serving.apply(self.measured_coefficients) if serving else self.measured_coefficients
         self.response_latency_s = serving.response_latency_s if serving else 0.0
+        self.request_jitter_s = serving.request_jitter_s if serving else 0.0
         self._host_per_seq_s = serving.host_per_seq_s if serving else 0.0
 
     def step_times_s(self, new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs) -> np.ndarray:

@@ -46,7 +46,8 @@ def code_fingerprint() -> str:
     h = hashlib.sha256()
     files = sorted(_ROOT.rglob("*.py")) + sorted(_ROOT.rglob("*.yaml"))
     calibration = _ROOT.parent / "calibration"
-    files += [calibration / "profile.py", *sorted((calibration / "profiles").glob("*/profile.json"))]
+    files += [calibration / "profile.py", *sorted((calibration / "profiles").glob("*/profile.json")),
+              calibration / "engine_terms.py", calibration / "profiles" / "engine_terms.json"]
     for f in files:
         if f.is_file():
             h.update(str(f.relative_to(_ROOT.parent)).encode())

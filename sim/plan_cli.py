@@ -43,10 +43,10 @@ def format_plan(p) -> str:
                      f"{lo}–{hi}" if lo != hi else str(lo), _money(c.usd_per_month_fixed),
                      _money(c.usd_per_month_autoscaled), _cents(c.usd_per_1k_queries_autoscaled),
                      _cents(c.usd_per_1m_tokens_autoscaled), fmt_s(c.ttft_s), fmt_s(c.tpot_s),
-                     f"{c.price_usd_per_gpu_hour:.2f}"])
+                     f"{c.price_usd_per_gpu_hour:.2f}", c.cost_model])
     if rows:
         lines += _table(["#", "candidate", "peak rep×TP=GPUs", "autoscaled rep", "$/month fixed", "$/month auto",
-                         "$/1k queries", "$/1M tokens", f"{pct} TTFT", f"{pct} TPOT", "$/GPU-h"], rows)
+                         "$/1k queries", "$/1M tokens", f"{pct} TTFT", f"{pct} TPOT", "$/GPU-h", "cost model"], rows)
     bad = [c for c in p.candidates if not c.feasible]
     if bad:
         lines += ["", "not feasible:"]

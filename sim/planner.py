@@ -32,6 +32,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from .configio import ConfigError, build, to_dict
+from .cost_select import select_cost_model
 from .metrics import HOURS_PER_MONTH
 from .plan_backend import LocalBackend, RayBackend
 from .plan_config import CandidateConfig, PlanConfig, candidate_scenario, describe, read_plan
@@ -57,6 +58,7 @@ class CandidatePlan:
     model: str = ""
     gpu: str = ""
     tensor_parallel: int | None = None
+    cost_model: str = ""  # which cost model priced it (sim/cost_select.py's label)
     price_usd_per_gpu_hour: float = math.nan
     replicas_peak: int | None = None
     gpus_peak: int | None = None
@@ -269,7 +271,7 @@ def _costed(name: str, sc: Scenario, est: Estimate, out: _Outcome, slo: Slo, pea
     tp = sc.serving.tensor_parallel
     price = sc.price_usd_per_gpu_hour
     common = dict(name=name, label=describe(sc), model=sc.model_spec.name, gpu=sc.gpu_spec.name,
-                  tensor_parallel=tp, price_usd_per_gpu_hour=price,
+                  tensor_parallel=tp, cost_model=select_cost_model(sc).label, price_usd_per_gpu_hour=price,
                   analytic_rate_per_replica_per_s=est.max_rate_per_s, points_simulated=sims,
                   analytic_replicas=est.replicas_for(peak_rate_per_s, START_UTILISATION))
     if out.replicas_peak is None:

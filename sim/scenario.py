@@ -103,19 +103,28 @@ class ServingConfig:
         require_range(self.num_kv_blocks, f"{path}.num_kv_blocks", 1, MAX_KV_BLOCKS, "blocks")
 
 
+# Knobs of the analytic roofline alone: with a profile they would change nothing, so they are an error there.
+ROOFLINE_ONLY_KNOBS = ("compute_efficiency", "attention_efficiency", "memory_efficiency", "allreduce_latency_s")
+# Knobs of the engine's own time: the roofline's fixed costs, or a profile's engine terms (replacing them).
+ENGINE_KNOBS = ("step_overhead_s", "per_seq_overhead_s")
+
+
 @dataclass(frozen=True)
 class CostModelConfig:
-    """`kind: roofline` (analytic, from catalog numbers) or `profile: NAME|PATH` (fitted on measurements)."""
+    """`kind: auto` (default: the shipped profile that matches GPU, model, TP and weight dtype, with
+    the engine's terms; the roofline where none does), `roofline` (analytic, from catalog numbers)
+    or `profile: NAME|PATH` (fitted on measurements). A knob left null takes its default; a knob
+    set where it cannot act is an error (sim/cost_select.py), never ignored."""
 
-    kind: Literal["roofline", "profile"] = "roofline"  # a `profile`, when given, is used whatever the kind
+    kind: Literal["auto", "roofline", "profile"] = "auto"  # a `profile`, when given, is used whatever the kind
     profile: str | None = None
-    serving_overhead: bool = True  # a profile's measured serving terms (its `serving` section), if it has them
-    compute_efficiency: float = RooflineParams.compute_efficiency
-    attention_efficiency: float = RooflineParams.attention_efficiency
-    memory_efficiency: float = RooflineParams.memory_efficiency
-    step_overhead_s: float = RooflineParams.step_overhead_s
-    per_seq_overhead_s: float = RooflineParams.per_seq_overhead_s
-    allreduce_latency_s: float = RooflineParams.allreduce_latency_s
+    serving_overhead: bool = True  # a profile's engine/serving terms (its `serving` section or the engine's)
+    compute_efficiency: float | None = None  # roofline only; default RooflineParams.compute_efficiency
+    attention_efficiency: float | None = None  # roofline only
+    memory_efficiency: float | None = None  # roofline only
+    step_overhead_s: float | None = None  # roofline: its fixed per-step cost; profile: replaces the engine's
+    per_seq_overhead_s: float | None = None  # roofline: per sequence; profile: replaces the engine's
+    allreduce_latency_s: float | None = None  # roofline only
 
     @property
     def uses_profile(self) -> bool:
@@ -126,12 +135,38 @@ class CostModelConfig:
                 "kind: profile needs a profile name or folder")
         for name in ("compute_efficiency", "attention_efficiency", "memory_efficiency"):
             value = getattr(self, name)
-            require(0 < value <= 1, f"{path}.{name}", value, "allowed 0 < x <= 1")
+            require(value is None or 0 < value <= 1, f"{path}.{name}", value, "allowed 0 < x <= 1")
         for name in ("step_overhead_s", "per_seq_overhead_s", "allreduce_latency_s"):
             require_range(getattr(self, name), f"{path}.{name}", 0.0, MAX_STEP_COST_S, "s")
+        if self.profile is not None:
+            for name in ROOFLINE_ONLY_KNOBS:
+                require(getattr(self, name) is None, f"{path}.{name}", getattr(self, name),
+                        f"applies to the roofline only; with profile {self.profile!r} it would change nothing "
+                        "(remove it, or use kind: roofline)")
+            for name in ENGINE_KNOBS:
+                require(getattr(self, name) is None or self.serving_overhead, f"{path}.{name}",
+                        getattr(self, name), "needs serving_overhead: true (it replaces the engine's own term)")
 
-    def roofline_params(self) -> RooflineParams:
-        return RooflineParams(**{f.name: getattr(self, f.name) for f in dataclasses.fields(RooflineParams)})
+    def set_knobs(self, names: tuple[str, ...]) -> dict[str, float]:
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    def roofline_params(self, defaults: RooflineParams = RooflineParams()) -> RooflineParams:
+        """The roofline's parameters: the knobs set here, `defaults` for the rest."""
+        return dataclasses.replace(defaults, **self.set_knobs(tuple(f.name for f in dataclasses.fields(RooflineParams))))
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The serving engine and its release: the engine's own time per step differs between releases
+    by milliseconds, so a profile's engine terms are looked up by version
+    (calibration/profiles/engine_terms.json; null: the version with the most data)."""
+
+    name: Literal["vllm"] = "vllm"
+    version: str | None = None
+
+    def validate(self, path: str) -> None:
+        require(self.version is None or self.version.strip() != "", f"{path}.version", self.version,
+                "must be a release such as '0.12.0', or null")
 
 
 @dataclass(frozen=True)
@@ -179,6 +214,7 @@ class Scenario:
     hardware: HardwareConfig = HardwareConfig()
     serving: ServingConfig = ServingConfig()
     cost_model: CostModelConfig = CostModelConfig()
+    engine: EngineConfig = EngineConfig()
     slo: SloConfig = SloConfig()
     sim: SimConfig = SimConfig()
     seed: int = 0

@@ -16,6 +16,7 @@ import simpy
 
 from .configio import ConfigError
 from .cost_model import CostModel, RooflineCostModel, RooflineParams
+from .cost_select import select_cost_model
 from .engine import Replica
 from .histogram import LogHistogram
 from .kv_cache import KVCache
@@ -58,46 +59,10 @@ class Results:
 
 
 def build_cost_model(scenario: Scenario) -> tuple[CostModel, str, int | None]:
-    """The scenario's cost model, a short description, and a measured KV block count if the profile has one."""
-    cm = scenario.cost_model
-    s = scenario.serving
-    if cm.uses_profile:
-        from calibration.profile import load_profile  # calibration is part of the core install
-
-        base = Path(scenario.base_dir) if scenario.base_dir else None
-        prof = load_profile(cm.profile, base_dir=base)
-        model = scenario.model_spec
-        if prof.tensor_parallel != s.tensor_parallel:
-            raise ConfigError(f"cost_model.profile: {prof.name} was measured at tensor_parallel "
-                              f"{prof.tensor_parallel}, the scenario uses {s.tensor_parallel}")
-        if prof.model.lower() != model.name.lower() and model.name != "inline":
-            raise ConfigError(f"cost_model.profile: {prof.name} was measured for model {prof.model!r}, "
-                              f"the scenario serves {model.name!r}")
-        gpu = scenario.gpu_spec
-        if prof.gpu is not None and gpu.name != "inline" and prof.gpu.lower() != gpu.name.lower():
-            raise ConfigError(f"cost_model.profile: {prof.name} was measured on {prof.gpu!r}, "
-                              f"the scenario runs on {gpu.name!r}")
-        width = {"fp16": "bf16"}  # the same 16-bit width and tensor cores: one measurement prices both
-        for what, measured, used in (("weights", prof.weight_dtype, s.quantization.weights),
-                                     ("KV cache", prof.kv_dtype, s.quantization.kv_cache)):
-            if width.get(measured, measured) != width.get(used, used):
-                raise ConfigError(f"cost_model.profile: {prof.name} was measured with {measured} {what}, the "
-                                  f"scenario uses {used}; it would price {used} as {measured} (use the roofline "
-                                  f"or a profile measured with {used})")
-        served = cm.serving_overhead and prof.serving is not None
-        desc = f"profile {prof.name} ({prof.provenance.get('source')})"
-        if served:
-            desc += f" + serving overhead ({prof.serving['provenance']['source']})"
-        blocks = prof.num_kv_blocks
-        if blocks is not None and prof.block_size_tokens != s.block_size_tokens:
-            # The engine allocated a KV pool of blocks x block size tokens; keep its size in tokens
-            # when the scenario pages it in other blocks (counting blocks would cut or blow it up).
-            blocks = blocks * prof.block_size_tokens // s.block_size_tokens
-        return prof.cost_model(serving=served), desc, blocks
-    cost = RooflineCostModel(scenario.model_spec, scenario.gpu_spec, tp=s.tensor_parallel,
-                             weight_dtype=s.quantization.weights, kv_dtype=s.quantization.kv_cache,
-                             params=cm.roofline_params())
-    return cost, "roofline", None
+    """The scenario's cost model, a short description, and a measured KV block count if the profile has one
+    (sim/cost_select.py decides; this keeps the three-value form its callers use)."""
+    choice = select_cost_model(scenario)
+    return choice.cost, choice.name, choice.num_kv_blocks
 
 
 def build_memory(scenario: Scenario, measured_blocks: int | None = None) -> MemoryPlan:
@@ -117,6 +82,7 @@ class Simulation:
 
     def __init__(self, scenario: Scenario, workload: Workload, seed: int, cost_model: CostModel | None = None):
         self.scenario = scenario
+        self.seed = seed
         self.workload = workload
         self.env = simpy.Environment()
         self.table = RequestTable(workload)
@@ -126,7 +92,9 @@ class Simulation:
         self.next_req = 0  # closed loop: next request id to hand to a client
         self.aborted_reason: str | None = None
         s = scenario.serving
-        self.cost, self.cost_name, measured_blocks = build_cost_model(scenario)
+        choice = select_cost_model(scenario)
+        self.cost, self.cost_name, measured_blocks = choice.cost, choice.name, choice.num_kv_blocks
+        self.notes: list[str] = list(choice.notes)  # what the run's report lists under "note:"
         if cost_model is not None:  # a caller's own step pricing (e.g. a fit trying candidate terms)
             self.cost, self.cost_name = cost_model, f"{type(cost_model).__name__} given by the caller"
         self.memory = build_memory(scenario, measured_blocks)
@@ -134,7 +102,6 @@ class Simulation:
         # A request whose prompt + output exceeds max_model_len fails on arrival, as vLLM's server
         # refuses it (HTTP 400); it is counted as failed and the run goes on.
         self.too_long = (workload.prompt_tokens + workload.output_tokens) > scenario.max_model_len
-        self.notes: list[str] = []
         if self.too_long.any():
             longest = int((workload.prompt_tokens + workload.output_tokens).max())
             self.notes.append(f"{int(self.too_long.sum())} request(s) need more than serving.max_model_len = "
@@ -165,9 +132,13 @@ class Simulation:
         self.max_time_s = scenario.sim.max_sim_time_s or (20.0 * window + 3600.0)
         self.done = self.env.event()
         self.closed_loop = workload.concurrency is not None
+        # Client -> engine delay per request (random, its own stream; none when the cost model has none).
+        self.jitter_s = float(getattr(self.cost, "request_jitter_s", 0.0))
+        self._jitter_rng = stream(seed, "request_jitter") if self.jitter_s > 0 else None
 
     # --- arrivals ------------------------------------------------------------
     def _issue(self, req: int) -> None:
+        """The client sends request `req` now; the engine sees it now or after its ingress delay."""
         self.table.arrival_s[req] = self.env.now
         if self.too_long[req]:
             self.table.failed[req] = True
@@ -176,6 +147,13 @@ class Simulation:
             self.env.timeout(0).callbacks.append(lambda _e: self.on_finish(np.array([now])))
             return
         self.queued += 1
+        if self._jitter_rng is not None:
+            delay = float(self._jitter_rng.exponential(self.jitter_s))
+            self.env.timeout(delay).callbacks.append(lambda _e, r=req: self._submit(r))
+        else:
+            self._submit(req)
+
+    def _submit(self, req: int) -> None:
         self.replicas[self.route(self.replicas, req)].submit(req)
         if self.queued > self.max_queue and self.aborted_reason is None:
             self.aborted_reason = (f"backlog reached {self.queued} waiting requests "
@@ -193,9 +171,30 @@ class Simulation:
                 return
             self._issue(req)
 
+    def start_spread_s(self) -> float:
+        """Closed loop: the window over which the clients send their first request (Workload.start_spread_s;
+        None: one request's expected duration at full concurrency, from the cost model)."""
+        w = self.workload
+        if w.start_spread_s is not None:
+            return float(w.start_spread_s)
+        c = min(w.concurrency, len(w))
+        P, O = float(np.mean(w.prompt_tokens)), float(np.mean(w.output_tokens))
+        ctx = int(c * (P + O / 2))
+        prefill = self.cost.step_time_s(int(P), 1, int(P * (P + 1) / 2), int(P), 1)
+        decode = self.cost.step_time_s(c, c, ctx, ctx, c)
+        return float(prefill + (O - 1) * decode + w.think_time_s)
+
     def _closed_loop(self):
         # Each client has one request in flight; a response (plus think time) triggers its next request.
-        for _ in range(min(self.workload.concurrency, len(self.table))):
+        # Clients start out of phase: first sends uniform over the start spread (its own stream), in order.
+        n = min(self.workload.concurrency, len(self.table))
+        spread = self.start_spread_s()
+        starts = np.sort(stream(self.seed, "client_start").uniform(0.0, spread, n)) if spread > 0 else np.zeros(n)
+        for k in range(n):
+            if starts[k] > self.env.now:
+                yield self.env.timeout(starts[k] - self.env.now)
+            if self.aborted_reason is not None:
+                return
             self._issue(self.next_req)
             self.next_req += 1
         yield self.env.timeout(0)

@@ -45,7 +45,7 @@ _ARRIVAL_FIELDS = {
     "gamma": {"rate_per_s", "cv"},
     "daily": {"queries_per_day", "hourly_weights", "hours"},
     "trace": {"path", "time_scale"},
-    "closed_loop": {"concurrency", "think_time_s"},
+    "closed_loop": {"concurrency", "think_time_s", "start_spread_s"},
 }
 # Fields with a non-None default: "set" means "differs from the default".
 _ARRIVAL_DEFAULTS = {"time_scale": 1.0, "think_time_s": 0.0}
@@ -175,7 +175,12 @@ class ArrivalConfig:
     trace: replay a trace file (CSV, Parquet, Mooncake or OpenAI-log JSONL, vLLM bench detailed JSON;
     see sim/traces.py); `time_scale` multiplies the gaps (0.5 = twice as fast).
     closed_loop: `concurrency` clients, each with one request in flight, waiting `think_time_s`
-    between a response and its next request; the simulator issues the arrivals.
+    between a response and its next request; the simulator issues the arrivals. Client k sends its
+    first request at a time drawn uniformly from [0, `start_spread_s`) (seeded): real clients are not
+    in phase, and a simulation has no noise to spread them, so equal clients started together would
+    stay in lockstep (their prompts reach the engine in the same instant, wave after wave). null (the
+    default): one request's expected duration, so the clients are spread over a cycle as in a
+    steady state; 0: all start at t = 0 (lockstep).
     """
 
     kind: Literal["poisson", "gamma", "daily", "trace", "closed_loop"]
@@ -188,6 +193,7 @@ class ArrivalConfig:
     time_scale: float = 1.0
     concurrency: int | None = None
     think_time_s: float = 0.0
+    start_spread_s: float | None = None
 
     def validate(self, path: str) -> None:
         _require_only(self, self.kind, _ARRIVAL_FIELDS[self.kind], _ARRIVAL_FIELDS, path, _ARRIVAL_DEFAULTS)
@@ -221,6 +227,8 @@ class ArrivalConfig:
             _require_set(self.concurrency, f"{path}.concurrency", self.kind)
             require_range(self.concurrency, f"{path}.concurrency", 1, MAX_CONCURRENCY, "clients")
             require_range(self.think_time_s, f"{path}.think_time_s", 0.0, 86_400.0, "s")
+            require_range(self.start_spread_s, f"{path}.start_spread_s", 0.0, 86_400.0,
+                          "s (null: one expected request duration)")
 
 
 @dataclass(frozen=True)
@@ -322,6 +330,7 @@ class Workload:
     notes: list[str] = field(default_factory=list)
     hash_ids: list[list[int]] | None = None  # trace replays that carry them (Mooncake): per request, its
     hash_block_tokens: int | None = None  # prompt's block hashes (equal ids = shared prefix), tokens per id
+    start_spread_s: float | None = 0.0  # closed loop: first sends uniform over [0, this); None: one request's duration
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -423,4 +432,5 @@ def generate_workload(cfg: WorkloadConfig, seed: int, base_dir: pathlib.Path | N
                     priority_names=names, duration_s=window_s,
                     concurrency=arrival.concurrency if arrival.kind == "closed_loop" else None,
                     think_time_s=arrival.think_time_s, notes=notes, hash_ids=hash_ids,
-                    hash_block_tokens=hash_block_tokens)
+                    hash_block_tokens=hash_block_tokens,
+                    start_spread_s=arrival.start_spread_s if arrival.kind == "closed_loop" else 0.0)

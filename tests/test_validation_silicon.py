@@ -2,8 +2,9 @@
 
 benchmarks/validate_silicon.py simulates every vLLM row a shipped profile covers; here a small
 subset checks that the reader still finds and maps the rows, that the simulation still behaves
-like the measurement where it should (TPOT grows with concurrency, the KV cliff), and that the
-errors stay within bounds set from the full run (docs/validation_gpu.md) with margin.
+like the measurement where it should (TPOT grows with concurrency, the KV cliff), that the
+engine terms were never fitted on the held-out rows, and that the held-out error on a slice
+does not grow beyond today's (docs/validation_gpu.md).
 """
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ HAS_AIC = importlib.util.find_spec("aiconfigurator_core") is not None
 
 pytestmark = pytest.mark.skipif(not HAS_AIC, reason="aiconfigurator-core not installed (pip install 'servesim[aiconfigurator]')")
 
-# Qwen3-32B bf16 on H100, TP8, 1024/1024 at three concurrencies: the measured TPOT rises
-# 7.96 -> 10.45 -> 19.28 ms. The full run predicts -24 %, -30 %, -36 % (the profile has no engine
-# overhead); TTFT +73 %, +15 %, -45 %.
+# Qwen3-32B bf16 on H100, TP8, 1024/1024 at three concurrencies (training rows of the engine terms):
+# the measured TPOT rises 7.96 -> 10.45 -> 19.28 ms. The profile alone predicts -24 %, -30 %, -36 %
+# (no engine time); with the engine terms -1 %, +3 %, +15 %.
 LADDER = ("qwen3-32b", "bf16", 8, 1024, 1024, (8, 32, 128))
 # Qwen3-32B bf16 TP2 4096/128: c64 measured TTFT 1.36 s, c128 19 s (requests wait for KV blocks).
 CLIFF = ("qwen3-32b", "bf16", 2, 4096, 128, (64, 128))
@@ -60,7 +61,9 @@ def test_reader_finds_rows_and_maps_them_to_shipped_profiles(vs, rows):
     from calibration.profile import load_profile
 
     kept, skipped = rows
-    total = len(pd.read_csv(vs.silicon_csv()))
+    from calibration.silicon import silicon_csv
+
+    total = len(pd.read_csv(silicon_csv()))
     assert len(kept) >= 100  # 138 in aiconfigurator-core 0.12.0: Qwen3-32B bf16/fp8, Llama-3.1-70B fp8 on H100
     assert len(kept) + int(skipped["rows"].sum()) == total  # every row is used or counted under a reason
     assert {r.gpu for r in kept} == {"h100-sxm"}
@@ -85,8 +88,10 @@ def test_predicted_tpot_grows_with_concurrency_like_the_measured(vs, rows):
         errs = res[col].tolist()
         assert all(math.isfinite(e) for e in errs)
         assert max(abs(e) for e in errs) < bound, (col, errs)
-    # No engine overhead in the profile: the prediction stays under the measurement on this ladder.
-    assert (res["tpot_gap_ms"] > 0).all(), res["tpot_gap_ms"].tolist()
+    # No engine time in the profile alone: its prediction stays under the measurement on this ladder.
+    bare = vs.validate(ladder, engine=False, log=lambda m: None)
+    assert (bare["tpot_gap_ms"] > 0).all(), bare["tpot_gap_ms"].tolist()
+    assert (res["tpot_err_pct"].abs() < bare["tpot_err_pct"].abs()).all()
 
 
 def test_kv_cliff_is_reproduced(vs, rows):
@@ -98,3 +103,48 @@ def test_kv_cliff_is_reproduced(vs, rows):
     assert res.loc[128, "kv_bound"] and not res.loc[64, "kv_bound"]
     assert res.loc[128, "pred_ttft_ms"] > 10 * res.loc[64, "pred_ttft_ms"]
     assert abs(res.loc[128, "ttft_err_pct"]) < 50.0  # measured 19.0 s, predicted 14.9 s
+
+
+# Held out from the engine-terms fit (calibration/engine_fit.TRAIN_MODELS = qwen3-32b): Llama-3.1-70B
+# fp8 rows across TP, prompt length and concurrency.
+HELD_SLICE = (("llama-3.1-70b", "fp8", 8, 1024, 1024, (4, 16, 64)), ("llama-3.1-70b", "fp8", 4, 8192, 1024, (4, 16)),
+              ("llama-3.1-70b", "fp8", 2, 1024, 1024, (8,)))
+# Today's median |error| % on that slice (the full held-out set: TTFT 17.8 %, TPOT 12.8 %); one point
+# of slack. The simulation is seeded, so these are exact: a change that moves them is a model change,
+# and it must not make the held-out error grow.
+TODAY_HELD_TTFT_PCT, TODAY_HELD_TPOT_PCT = 17.8, 15.4
+
+
+def test_engine_terms_were_not_fitted_on_held_out_rows(vs, rows):
+    from calibration.engine_fit import TRAIN_MODELS, split
+    from calibration.engine_terms import engine_terms, known_versions
+
+    train, held = split(rows[0])
+    assert train and held and not {r.model for r in held} & set(TRAIN_MODELS)
+    fitted = set()
+    for v in known_versions():
+        prov = engine_terms("vllm", v).provenance
+        fitted |= set(prov["row_ids"])
+        assert "by model" in prov["split"] and set(prov["models"]) <= set(TRAIN_MODELS)
+    assert fitted and not fitted & {r.id for r in held}
+    assert {vs.split_of(r) for r in held} == {"held-out"}
+
+
+@pytest.fixture(scope="module")
+def held_slice(vs, rows):
+    return vs.validate([r for spec in HELD_SLICE for r in pick(rows[0], *spec)], log=lambda m: None)
+
+
+def test_held_out_error_does_not_grow_beyond_today(held_slice):
+    res = held_slice
+    assert (res["split"] == "held-out").all()
+    ttft, tpot = res["ttft_err_pct"].abs().median(), res["tpot_err_pct"].abs().median()
+    assert ttft <= TODAY_HELD_TTFT_PCT + 1.0, res[["setup", "ttft_err_pct"]].to_string()
+    assert tpot <= TODAY_HELD_TPOT_PCT + 1.0, res[["setup", "tpot_err_pct"]].to_string()
+
+
+@pytest.mark.xfail(reason="issue 10 targets on held-out rows (TPOT <= 5 %, TTFT <= 15 %); today TPOT 12.8 %, "
+                          "TTFT 17.8 % (docs/validation_gpu.md)", strict=True)
+def test_held_out_slice_meets_the_issue_targets(held_slice):
+    res = held_slice
+    assert res["tpot_err_pct"].abs().median() <= 5.0 and res["ttft_err_pct"].abs().median() <= 15.0

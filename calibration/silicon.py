@@ -1,0 +1,256 @@
+"""Measured vLLM serving runs (aiconfigurator-core's silicon_sample.csv) as servesim scenarios.
+
+The CSV (shipped inside the `aiconfigurator-core` wheel, read in place, never copied) holds
+end-to-end serving benchmarks on real GPUs: per row a model, GPU, backend and version,
+precision, TP, fixed input/output lengths (ISL/OSL), the client concurrency, and the measured
+TTFT and TPOT in ms. `read_rows` keeps every vLLM row that a SHIPPED profile covers (same GPU,
+model, TP and weight dtype); `scenario_for` is the same closed loop in servesim: `concurrency`
+clients with no think time, every prompt exactly ISL tokens, every output exactly OSL tokens,
+on one replica with vLLM's default serving settings; `simulate_row` runs it.
+
+Used by the engine-terms fit (calibration/engine_fit.py, on the training models) and by the
+validation (benchmarks/validate_silicon.py, on the held-out ones).
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import re
+from collections import Counter
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sim.catalog import resolve_model
+from sim.cost_model import CostModel, price, step_features
+from sim.metrics import latency_table, summarize
+from sim.scenario import scenario_from_dict
+from sim.simulation import run as simulate
+
+from .profile import list_shipped_profiles, load_profile
+
+PACKAGE = "aiconfigurator-core"
+CSV_NAME = "silicon_sample.csv"
+
+# aiconfigurator's system names -> servesim catalog GPUs (sim/catalog/gpus.yaml) that have profiles.
+GPUS = {"h100_sxm": "h100-sxm", "a100_sxm": "a100-80gb-sxm", "h200_sxm": "h200-sxm", "l40s": "l40s",
+        "b200_sxm": "b200-sxm"}
+# Hugging Face model paths in the CSV -> catalog models (sim/catalog/models.yaml) that have profiles.
+MODELS = {"Qwen/Qwen3-32B": "qwen3-32b", "meta-llama/Llama-3.1-70B": "llama-3.1-70b",
+          "meta-llama/Llama-3.1-70B-Instruct": "llama-3.1-70b", "meta-llama/Llama-3.1-8B": "llama-3.1-8b",
+          "meta-llama/Llama-3.1-8B-Instruct": "llama-3.1-8b", "nvidia/Llama-3.1-8B-Instruct-FP8": "llama-3.1-8b"}
+
+# vLLM's defaults for the OpenAI API server on a >= 70 GiB GPU that is not an A100 (H100/H200):
+# vllm/engine/arg_utils.py (`UsageContext.OPENAI_API_SERVER`: 8192 batched tokens, 1024 sequences;
+# A100s get 2048 / 256, PR #17885). Block size 16 and gpu_memory_utilization 0.9 are vLLM's
+# CUDA defaults; chunked prefill is always on in vLLM v1.
+VLLM_H100_SERVER = {"max_num_batched_tokens": 8192, "max_num_seqs": 1024}
+VLLM_A100_SERVER = {"max_num_batched_tokens": 2048, "max_num_seqs": 256}
+BLOCK_SIZE_TOKENS = 16
+GPU_MEMORY_UTILIZATION = 0.9
+# vLLM's default --kv-cache-dtype is "auto" (the model dtype, bf16 for these checkpoints) even when
+# the weights are quantised to fp8; the CSV has no KV-dtype column, so the default is assumed.
+DEFAULT_KV_DTYPE = "bf16"
+
+MIN_REQUESTS, MAX_REQUESTS, WAVES = 100, 2000, 10  # requests = clamp(WAVES * concurrency, MIN, MAX)
+KV_BOUND_PEAK = 0.98  # a prediction whose peak KV-block use reaches this is KV-bound (requests wait for memory)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measured run that a shipped profile covers (times in ms, as the CSV gives them)."""
+
+    id: str
+    model: str  # catalog name
+    gpu: str  # catalog name
+    dtype: str  # weight dtype: bf16 | fp8
+    tp: int
+    isl: int
+    osl: int
+    concurrency: int
+    concurrency_recorded: bool  # False: taken from batch_size (the source string has no silicon_concurrency)
+    ttft_ms: float
+    tpot_ms: float
+    backend_version: str
+
+    @property
+    def profile(self) -> str:
+        return f"{self.gpu}_{self.model}_tp{self.tp}_{self.dtype}"
+
+    @property
+    def setup(self) -> str:
+        mark = "" if self.concurrency_recorded else "†"
+        return f"{self.model} {self.dtype} TP{self.tp} {self.isl}/{self.osl} c{self.concurrency}{mark}"
+
+
+# --------------------------------------------------------------------------- the data
+
+def silicon_csv() -> Path:
+    """The CSV inside the installed aiconfigurator-core package (ImportError if not installed)."""
+    return Path(str(resources.files("aiconfigurator_core").joinpath("systems", CSV_NAME)))
+
+
+def package_version() -> str:
+    return importlib.metadata.version(PACKAGE)
+
+
+def _concurrency(row: pd.Series) -> tuple[int | None, bool]:
+    """Client concurrency: `silicon_concurrency=N` in the source string, else the row's batch_size.
+
+    Where both exist they agree for every row we keep (per-replica batch = clients, one replica);
+    rows without the field (Dynamo runs) fall back to batch_size, marked as assumed."""
+    m = re.search(r"silicon_concurrency=(\d+)", str(row["silicon_data_source"]))
+    if m:
+        return int(m.group(1)), True
+    b = row["batch_size"]
+    return (int(b), False) if pd.notna(b) and b >= 1 else (None, False)
+
+
+def _dtype(row: pd.Series) -> str | None:
+    """Weight dtype with a shipped profile: fp8 (fp8 GEMMs) or bf16 (no precision recorded: the
+    unquantised Hugging Face checkpoint served as is). fp4 / int4 have no profiles."""
+    p, g = row["precision"], row["gemm_quant_mode"]
+    if pd.isna(p) and pd.isna(g):
+        return "bf16"
+    if p == "fp8" and g == "fp8":
+        return "fp8"
+    return None
+
+
+def read_rows(path: Path | None = None) -> tuple[list[Row], pd.DataFrame]:
+    """The rows a shipped profile covers, and a table of the rest: reason, rows, what they were.
+
+    Each row is tested in order (backend, mode, GPU, model, dtype, parallelism, profile,
+    concurrency); it is counted under the first test it fails."""
+    df = pd.read_csv(path or silicon_csv())
+    shipped = set(list_shipped_profiles())
+    keep: list[Row] = []
+    skipped: Counter = Counter()
+    examples: dict[str, set] = {}
+
+    def skip(reason: str, what: str) -> None:
+        skipped[reason] += 1
+        examples.setdefault(reason, set()).add(what)
+
+    for _, r in df.iterrows():
+        if r["backend"] != "vllm":
+            skip("backend is not vLLM", str(r["backend"]))
+            continue
+        if r["mode"] != "agg":
+            skip("disaggregated prefill/decode (servesim simulates aggregated replicas)", str(r["model_path"]))
+            continue
+        gpu = GPUS.get(r["system"])
+        if gpu is None:
+            skip("GPU without a shipped profile", str(r["system"]))
+            continue
+        model = MODELS.get(r["model_path"])
+        if model is None:
+            skip("model without a shipped profile", str(r["model_path"]))
+            continue
+        dtype = _dtype(r)
+        if dtype is None:
+            skip("precision without a shipped profile", f"{r['precision']}/{r['gemm_quant_mode']}")
+            continue
+        pp = r["pp_size"]
+        dp = r["attention_dp_size"]
+        if pd.isna(r["tp_size"]) or (pd.notna(pp) and pp != 1) or (pd.notna(dp) and dp != 1):
+            skip("pipeline or attention-data parallelism", f"pp {pp} dp {dp}")
+            continue
+        tp = int(r["tp_size"])
+        name = f"{gpu}_{model}_tp{tp}_{dtype}"
+        if name not in shipped:
+            skip("no shipped profile for this GPU/model/TP/dtype", name)
+            continue
+        conc, recorded = _concurrency(r)
+        if conc is None:
+            skip("concurrency not recorded", str(r["id"]))
+            continue
+        version = r["backend_version"]
+        keep.append(Row(id=str(r["id"]), model=model, gpu=gpu, dtype=dtype, tp=tp, isl=int(r["isl"]),
+                        osl=int(r["osl"]), concurrency=conc, concurrency_recorded=recorded,
+                        ttft_ms=float(r["silicon_ttft_ms"]), tpot_ms=float(r["silicon_tpot_ms"]),
+                        backend_version="not recorded" if pd.isna(version) else str(version)))
+    skipped_table = pd.DataFrame([{"reason": k, "rows": v, "examples": ", ".join(sorted(examples[k])[:8])
+                                   + (" ..." if len(examples[k]) > 8 else "")}
+                                  for k, v in skipped.most_common()])
+    keep.sort(key=lambda x: (x.model, x.dtype, x.tp, x.isl, x.osl, x.concurrency))
+    return keep, skipped_table
+
+
+# --------------------------------------------------------------------------- one row
+
+def num_requests(concurrency: int) -> int:
+    return int(min(max(WAVES * concurrency, MIN_REQUESTS), MAX_REQUESTS))
+
+
+def _lengths(tokens: int, spread: float) -> dict:
+    """`constant` at `tokens`, or `uniform` over tokens * (1 -+ spread) (same mean)."""
+    if spread <= 0:
+        return {"kind": "constant", "value": tokens}
+    return {"kind": "uniform", "min": max(1, round(tokens * (1 - spread))), "max": round(tokens * (1 + spread))}
+
+
+def engine_version(row: Row) -> str | None:
+    """The row's vLLM release, None where the CSV does not record it (the engine terms' default)."""
+    return None if row.backend_version == "not recorded" else row.backend_version
+
+
+def scenario_for(row: Row, kv_dtype: str = DEFAULT_KV_DTYPE, requests: int | None = None, spread: float = 0.0,
+                 engine_terms: bool = True, seed: int = 0, lockstep: bool = False):
+    """The servesim scenario of one measured row (vLLM's defaults where the CSV is silent), priced by
+    the row's profile with the engine terms of the row's vLLM version (`engine_terms` False: the
+    profile's kernels alone). `spread` > 0 draws lengths uniformly within +-spread of ISL/OSL.
+    The clients start out of phase (closed_loop's default start spread); `lockstep`: all at t = 0."""
+    model = resolve_model(row.model, "model")
+    server = VLLM_A100_SERVER if row.gpu.startswith("a100") else VLLM_H100_SERVER
+    return scenario_from_dict({
+        "name": row.id,
+        "seed": seed,  # random: the requests' client -> engine delays (and the variant's lengths)
+        "workload": {"arrival": {"kind": "closed_loop", "concurrency": row.concurrency, "think_time_s": 0.0,
+                                 "start_spread_s": 0.0 if lockstep else None},
+                     "num_requests": requests or num_requests(row.concurrency),
+                     "prompt_tokens": _lengths(row.isl, spread), "output_tokens": _lengths(row.osl, spread)},
+        "model": row.model,
+        "hardware": {"gpu": row.gpu},
+        "serving": {"replicas": 1, "tensor_parallel": row.tp,
+                    "scheduler": {"policy": "continuous", "chunked_prefill": True,
+                                  "max_num_seqs": max(server["max_num_seqs"], row.concurrency),
+                                  "max_num_batched_tokens": server["max_num_batched_tokens"]},
+                    "quantization": {"weights": row.dtype, "kv_cache": kv_dtype},
+                    "block_size_tokens": BLOCK_SIZE_TOKENS, "gpu_memory_utilization": GPU_MEMORY_UTILIZATION,
+                    "max_model_len": model.max_context_tokens},  # vLLM's default: the model's context
+        "cost_model": {"profile": row.profile, "serving_overhead": engine_terms},
+        "engine": {"name": "vllm", "version": engine_version(row)},
+        "sim": {"record_timeseries": True},
+    })
+
+
+def simulate_row(row: Row, kv_dtype: str = DEFAULT_KV_DTYPE, requests: int | None = None,
+                 spread: float = 0.0, engine_terms: bool = True, cost_model: CostModel | None = None,
+                 seed: int = 0, lockstep: bool = False) -> dict:
+    """Predicted TTFT/TPOT (ms) of one row: steady state (the first wave of `concurrency`
+    requests, all sent at t=0, is warm-up and left out) and over all requests. `cost_model`
+    replaces the scenario's (a fit trying candidate engine terms)."""
+    res = simulate(scenario_for(row, kv_dtype, requests, spread, engine_terms, seed, lockstep), cost_model=cost_model)
+    lat = latency_table(res.requests)
+    steady = lat[lat["request_id"] >= row.concurrency]
+    if steady.empty:
+        steady = lat
+    s = summarize(res)
+    return {"pred_ttft_ms": 1e3 * float(steady["ttft_s"].mean()),
+            "pred_ttft_p50_ms": 1e3 * float(steady["ttft_s"].median()),
+            "pred_tpot_ms": 1e3 * float(steady["tpot_s"].mean()),
+            "pred_ttft_all_ms": 1e3 * float(lat["ttft_s"].mean()),
+            "pred_tpot_all_ms": 1e3 * float(lat["tpot_s"].mean()),
+            "pred_output_tok_per_s": float(s["output_token_throughput_per_s"]),
+            "kv_peak": float(s["kv_utilisation_peak"]), "kv_capacity_tokens": int(res.memory.kv_capacity_tokens),
+            "preemptions": int(s["preemptions"]), "requests": len(res.requests), "status": res.status}
+
+
+def lone_prefill_ms(row: Row) -> float:
+    """The profile's time for one step that prefills a single ISL-token prompt and nothing else (ms)."""
+    cost = load_profile(row.profile).cost_model()
+    return 1e3 * price(cost, step_features(np.array([row.isl]), np.array([0]), np.array([1])))
+

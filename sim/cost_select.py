@@ -1,0 +1,155 @@
+"""Which cost model a scenario gets, with which engine terms, and why.
+
+`cost_model: auto` (the default) takes the shipped profile named
+`<gpu>_<model>_tp<TP>_<weight dtype>` when there is one, and the roofline otherwise.
+A profile composed from kernel tables (provenance `lower_bound: true`, no `serving` section of
+its own) gets the engine's own time for the scenario's `engine:` version
+(calibration/engine_terms.py); a profile measured against the real server keeps its own
+serving terms. Every choice is spelled out in the description the report and planner print,
+and every knob that cannot act is an error (ConfigError), never ignored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .configio import ConfigError
+from .cost_model import CostModel, RooflineCostModel, RooflineParams
+from .scenario import ENGINE_KNOBS, ROOFLINE_ONLY_KNOBS, Scenario
+
+
+@dataclass(frozen=True)
+class CostChoice:
+    cost: CostModel
+    name: str  # what the report prints: kind, profile, engine terms, and why
+    num_kv_blocks: int | None  # a profile's measured KV block count
+    kind: str  # "profile" or "roofline"
+    notes: list[str] = field(default_factory=list)  # warnings the run carries (e.g. a stand-in engine version)
+    label: str = ""  # the short form for tables: "auto: profile NAME + vllm 0.12.0 engine terms", "roofline", ...
+    profile: str | None = None  # the profile's name or path as given (None: the roofline)
+
+
+def auto_profile_name(scenario: Scenario) -> str | None:
+    """The shipped profile that matches the scenario's GPU, model, TP and weight dtype, if any."""
+    from calibration.profile import list_shipped_profiles  # calibration is part of the core install
+
+    gpu, model = scenario.gpu_spec, scenario.model_spec
+    if gpu.name == "inline" or model.name == "inline":
+        return None
+    s = scenario.serving
+    name = f"{gpu.name}_{model.name}_tp{s.tensor_parallel}_{s.quantization.weights}".lower()
+    return name if name in list_shipped_profiles() else None
+
+
+def _check_profile(prof, scenario: Scenario, how: str) -> list[str]:
+    s = scenario.serving
+    model, gpu = scenario.model_spec, scenario.gpu_spec
+    if prof.tensor_parallel != s.tensor_parallel:
+        raise ConfigError(f"cost_model.profile: {prof.name} was measured at tensor_parallel "
+                          f"{prof.tensor_parallel}, the scenario uses {s.tensor_parallel}")
+    if prof.model.lower() != model.name.lower() and model.name != "inline":
+        raise ConfigError(f"cost_model.profile: {prof.name} was measured for model {prof.model!r}, "
+                          f"the scenario serves {model.name!r}")
+    if prof.gpu is not None and gpu.name != "inline" and prof.gpu.lower() != gpu.name.lower():
+        raise ConfigError(f"cost_model.profile: {prof.name} was measured on {prof.gpu!r}, "
+                          f"the scenario runs on {gpu.name!r}")
+    width = {"fp16": "bf16"}.get  # the same 16-bit width and tensor cores: one measurement prices both
+    if width(prof.weight_dtype, prof.weight_dtype) != width(s.quantization.weights, s.quantization.weights):
+        raise ConfigError(f"cost_model.profile: {prof.name} was measured with {prof.weight_dtype} weights, the "
+                          f"scenario quantizes them to {s.quantization.weights} (serving.quantization.weights); "
+                          f"use a {s.quantization.weights} profile or kind: roofline")
+    notes = []
+    if width(prof.kv_dtype, prof.kv_dtype) != width(s.quantization.kv_cache, s.quantization.kv_cache):
+        notes.append(f"WARNING: cost model {how} {prof.name} prices attention with a {prof.kv_dtype} KV cache; the "
+                     f"scenario's is {s.quantization.kv_cache} (serving.quantization.kv_cache): KV capacity follows "
+                     f"the scenario, step time the profile (decode attention reads "
+                     f"{'half' if prof.kv_dtype in ('fp8', 'int8') else 'twice'} the KV bytes the scenario's would)")
+    return notes
+
+
+def _profile_choice(scenario: Scenario, name: str, how: str) -> CostChoice:
+    from calibration.engine_terms import engine_terms
+    from calibration.profile import load_profile
+
+    cm = scenario.cost_model
+    base = Path(scenario.base_dir) if scenario.base_dir else None
+    prof = load_profile(name, base_dir=base)
+    notes = _check_profile(prof, scenario, how)
+    blocks = prof.num_kv_blocks
+    if blocks is not None and prof.block_size_tokens != scenario.serving.block_size_tokens:
+        # The engine allocated a KV pool of blocks x block size tokens; keep its size in tokens
+        # when the scenario pages it in other blocks (counting blocks would cut or blow it up).
+        blocks = blocks * prof.block_size_tokens // scenario.serving.block_size_tokens
+    roof = cm.set_knobs(ROOFLINE_ONLY_KNOBS)
+    if roof:
+        knob = next(iter(roof))
+        raise ConfigError(f"cost_model.{knob}: {roof[knob]!r} applies to the roofline only, and cost_model {how} "
+                          f"{prof.name}, where it would change nothing; remove it, or set cost_model.kind: roofline")
+    desc = f"{how} {prof.name} ({prof.provenance.get('source')})"
+    label = f"{how} {prof.name}"
+    knobs = cm.set_knobs(ENGINE_KNOBS)
+    if not cm.serving_overhead:
+        return CostChoice(prof.cost_model(serving=False), desc + "; bare engine step (serving_overhead: false)",
+                          blocks, "profile", notes, label + " (bare)", name)
+    if prof.serving is not None:  # measured against the real server: its own terms
+        overhead = prof.serving_overhead
+        desc += f" + serving overhead ({prof.serving['provenance']['source']})"
+        label += " + serving overhead"
+    elif prof.provenance.get("lower_bound"):  # kernels only: add the engine's time for this version
+        eng = scenario.engine
+        terms = engine_terms(eng.name, eng.version)
+        if terms is None:
+            overhead = None
+            notes.append(f"WARNING: no engine terms for {eng.name}; {prof.name} is a lower bound (kernels only)")
+        else:
+            overhead = terms.overhead
+            desc += f" + {terms.label} ({terms.provenance['source']})"
+            label += f" + {terms.label}"
+            if terms.note:
+                notes.append(terms.note)
+    else:
+        overhead = None
+    if knobs:
+        from sim.cost_model import ServingOverhead
+
+        overhead = replace(overhead or ServingOverhead(), **knobs)
+        desc += " with " + ", ".join(f"{k} = {v:g} (cost_model)" for k, v in knobs.items())
+    from sim.cost_model import ProfileCostModel
+
+    return CostChoice(ProfileCostModel(prof.coefficients, overhead), desc, blocks, "profile", notes,
+                      label, name)
+
+
+def roofline_defaults(scenario: Scenario) -> RooflineParams:
+    """RooflineParams() with the fixed per-step and per-sequence cost re-derived for the scenario's
+    engine version where the engine terms carry them."""
+    from calibration.engine_terms import engine_terms
+
+    terms = engine_terms(scenario.engine.name, scenario.engine.version)
+    p = RooflineParams()
+    if terms is not None and terms.roofline_step_overhead_s is not None:
+        p = replace(p, step_overhead_s=terms.roofline_step_overhead_s,
+                    per_seq_overhead_s=terms.roofline_per_seq_overhead_s or 0.0)
+    return p
+
+
+def select_cost_model(scenario: Scenario) -> CostChoice:
+    cm = scenario.cost_model
+    if cm.uses_profile:
+        return _profile_choice(scenario, cm.profile, "profile")
+    if cm.kind == "auto":
+        name = auto_profile_name(scenario)
+        if name is not None:
+            return _profile_choice(scenario, name, "auto: profile")
+    s = scenario.serving
+    params = cm.roofline_params(roofline_defaults(scenario))
+    cost = RooflineCostModel(scenario.model_spec, scenario.gpu_spec, tp=s.tensor_parallel,
+                             weight_dtype=s.quantization.weights, kv_dtype=s.quantization.kv_cache, params=params)
+    if cm.kind == "auto":
+        why = (f"auto: roofline (no shipped profile {scenario.gpu_spec.name}_{scenario.model_spec.name}_tp"
+               f"{s.tensor_parallel}_{s.quantization.weights})")
+    else:
+        why = "roofline"
+    return CostChoice(cost, f"{why}; fixed step cost {params.step_overhead_s * 1e3:.2f} ms + "
+                            f"{params.per_seq_overhead_s * 1e6:.0f} us/sequence", None, "roofline",
+                      label="auto: roofline" if cm.kind == "auto" else "roofline")

@@ -1,0 +1,134 @@
+"""Which cost model a scenario gets (sim/cost_select.py): auto, engine terms per version, no silent knobs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from calibration.engine_terms import engine_terms, known_versions
+from sim.configio import ConfigError
+from sim.cost_model import ProfileCostModel, RooflineCostModel
+from sim.cost_select import auto_profile_name, select_cost_model
+from sim.metrics import latency_table
+from sim.scenario import load_scenario
+from sim.simulation import run
+
+BASE = ["workload.num_requests=60", "cost_model.kind=auto"]
+
+
+def scen(*overrides: str):
+    return load_scenario("chat_llama3_8b_a100.yaml", [*BASE, *overrides])
+
+
+def test_auto_picks_the_matching_shipped_profile_with_engine_terms():
+    s = scen()
+    assert auto_profile_name(s) == "a100-80gb-sxm_llama-3.1-8b_tp1_bf16"
+    c = select_cost_model(s)
+    assert c.kind == "profile" and isinstance(c.cost, ProfileCostModel)
+    assert c.name.startswith("auto: profile a100-80gb-sxm_llama-3.1-8b_tp1_bf16")
+    assert "vllm" in c.name and "engine terms" in c.name
+    # The engine's own time is on top of the kernels: every step costs more than the bare profile's.
+    bare = select_cost_model(scen("cost_model.serving_overhead=false")).cost
+    f = (64, 64, 64 * 500, 64 * 500, 64)
+    assert c.cost.step_time_s(*f) > bare.step_time_s(*f)
+    assert "serving_overhead: false" in select_cost_model(scen("cost_model.serving_overhead=false")).name
+
+
+def test_auto_falls_back_to_the_roofline_and_says_why():
+    s = scen("model=llama-3.2-1b")
+    c = select_cost_model(s)
+    assert c.kind == "roofline" and isinstance(c.cost, RooflineCostModel)
+    assert c.name.startswith("auto: roofline (no shipped profile a100-80gb-sxm_llama-3.2-1b_tp1_bf16)")
+    assert run(s).cost_model_name == c.name  # what the report prints
+
+
+def test_explicit_roofline_stays_the_roofline():
+    c = select_cost_model(scen("cost_model.kind=roofline"))
+    assert c.kind == "roofline" and c.name.startswith("roofline")
+
+
+def test_default_kind_is_auto():
+    from sim.scenario import CostModelConfig
+
+    assert CostModelConfig().kind == "auto"
+
+
+def test_roofline_knob_with_a_profile_is_an_error():
+    with pytest.raises(ConfigError, match="compute_efficiency.*roofline only"):
+        load_scenario("chat_llama3_8b_a100.yaml", ["cost_model.profile=a100-80gb-sxm_llama-3.1-8b_tp1_bf16",
+                                                   "cost_model.compute_efficiency=0.5"])
+    # auto resolving to a profile: the same error, at build time, naming the profile auto chose
+    with pytest.raises(ConfigError, match="compute_efficiency.*auto: profile a100-80gb-sxm_llama-3.1-8b_tp1_bf16"):
+        select_cost_model(scen("cost_model.compute_efficiency=0.5"))
+
+
+def test_step_overhead_with_a_profile_does_what_it_says():
+    f = (8, 8, 8 * 300, 8 * 300, 8)
+    base = select_cost_model(scen())
+    more = select_cost_model(scen("cost_model.step_overhead_s=0.05"))
+    terms = engine_terms("vllm")
+    delta = more.cost.step_time_s(*f) - base.cost.step_time_s(*f)
+    assert delta == pytest.approx(0.05 - (terms.overhead.step_overhead_s if terms else 0.0), rel=1e-6)
+    assert "step_overhead_s = 0.05 (cost_model)" in more.name
+    with pytest.raises(ConfigError, match="needs serving_overhead: true"):
+        load_scenario("chat_llama3_8b_a100.yaml", ["cost_model.profile=a100-80gb-sxm_llama-3.1-8b_tp1_bf16",
+                                                   "cost_model.serving_overhead=false",
+                                                   "cost_model.step_overhead_s=0.01"])
+
+
+def test_profile_weight_dtype_must_match_and_kv_dtype_mismatch_warns():
+    with pytest.raises(ConfigError, match="bf16 weights.*fp8|bf16 weights, the scenario quantizes them to int8"):
+        select_cost_model(load_scenario("chat_llama3_8b_a100.yaml", [
+            *BASE, "cost_model.profile=a100-80gb-sxm_llama-3.1-8b_tp1_bf16", "serving.quantization.weights=int8"]))
+    c = select_cost_model(load_scenario("chat_llama3_8b_a100.yaml", [
+        *BASE, "cost_model.profile=a100-80gb-sxm_llama-3.1-8b_tp1_bf16", "serving.quantization.kv_cache=fp8"]))
+    assert any(n.startswith("WARNING") and "KV cache" in n for n in c.notes)
+    res = run(load_scenario("chat_llama3_8b_a100.yaml", [
+        *BASE, "cost_model.profile=a100-80gb-sxm_llama-3.1-8b_tp1_bf16", "serving.quantization.kv_cache=fp8"]))
+    assert any("WARNING" in n for n in res.notes)
+
+
+@pytest.mark.skipif(not known_versions(), reason="no engine terms shipped")
+def test_engine_version_without_data_says_what_is_used_instead():
+    v = known_versions()[0]
+    assert engine_terms("vllm", v).note == ""
+    t = engine_terms("vllm", "0.3.1")
+    assert t.version in known_versions() and "0.3.1 has no measured engine terms" in t.note and t.version in t.note
+    res = run(scen("engine.version=0.3.1"))
+    assert any("0.3.1 has no measured engine terms" in n for n in res.notes)
+
+
+def test_engine_name_and_version_are_validated():
+    with pytest.raises(ConfigError, match="engine.name"):
+        scen("engine.name=tgi")
+    with pytest.raises(ConfigError, match="engine.version"):
+        scen("engine.version=''")
+
+
+CLOSED = ["workload.arrival={kind: closed_loop, concurrency: 8}", "workload.num_requests=64",
+          "workload.prompt_tokens={kind: constant, value: 512}", "workload.output_tokens={kind: constant, value: 64}"]
+
+
+def test_closed_loop_clients_start_out_of_phase_seeded_and_lockstep_on_request():
+    a, b = run(scen(*CLOSED)), run(scen(*CLOSED))
+    first = a.requests["arrival_s"].to_numpy()[:8]
+    assert np.array_equal(first, b.requests["arrival_s"].to_numpy()[:8])  # same seed, same starts
+    assert np.unique(first).size == 8 and first.max() > 0  # out of phase
+    assert not np.array_equal(first, run(scen(*CLOSED), seed=3).requests["arrival_s"].to_numpy()[:8])
+    lock = run(scen(*CLOSED, "workload.arrival.start_spread_s=0", "cost_model.serving_overhead=false"))
+    assert (lock.requests["arrival_s"].to_numpy()[:8] == 0).all()
+    # Lockstep: equal clients started together share every prefill, wave after wave: one TTFT per wave.
+    assert latency_table(lock.requests)["ttft_s"].round(9).nunique() <= 8
+
+
+@pytest.mark.skipif(not known_versions(), reason="no engine terms shipped")
+def test_request_jitter_spreads_a_wave_and_is_seeded():
+    over = [*CLOSED, "workload.arrival.start_spread_s=0"]
+    if engine_terms("vllm").overhead.request_jitter_s == 0:
+        pytest.skip("the shipped terms have no request jitter")
+    a, b = run(scen(*over)), run(scen(*over))
+    ta, tb = latency_table(a.requests)["ttft_s"].to_numpy(), latency_table(b.requests)["ttft_s"].to_numpy()
+    assert np.array_equal(ta, tb)
+    # The first wave, sent together, reaches the engine spread out: its prompts no longer share one step.
+    bare = latency_table(run(scen(*over, "cost_model.serving_overhead=false")).requests)["ttft_s"].to_numpy()
+    assert np.unique(np.round(bare[:8], 9)).size == 1
+    assert np.unique(np.round(ta[:8], 9)).size > 1
