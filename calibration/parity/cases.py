@@ -1,0 +1,55 @@
+"""Randomized parity cases: bursts and gaps of arrivals, short and long prompts (some beyond
+the step's token budget), a KV pool from barely one max-length sequence (preemption) to
+roomy, chunked prefill on and off, FCFS and priority with levels.
+
+Every case is valid for both simulators: prompt + output <= max_model_len, the pool holds one
+max-length sequence, max_num_batched_tokens >= max_num_seqs, and without chunked prefill the
+budget holds a max-length prompt (vLLM's and servesim's own rules).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .trace import ParityCase, Request
+
+CHUNKED_MAX_MODEL_LEN = 2048
+UNCHUNKED_MAX_MODEL_LEN = 1024
+
+
+def random_case(seed: int) -> ParityCase:
+    rng = np.random.default_rng(seed)
+    chunked = bool(rng.random() < 0.75)
+    mml = CHUNKED_MAX_MODEL_LEN if chunked else UNCHUNKED_MAX_MODEL_LEN
+    max_num_seqs = int(rng.choice([1, 2, 3, 4, 8, 16, 32]))
+    if chunked:
+        budget = int(rng.choice([16, 32, 48, 64, 100, 128, 256, 512, 2048]))
+    else:
+        budget = int(rng.choice([mml, mml + 100, 2 * mml]))
+    budget = max(budget, max_num_seqs)
+    block_size = int(rng.choice([16, 32]))
+    min_blocks = -(-mml // block_size)
+    tight = rng.random() < 0.5
+    num_blocks = int(rng.integers(min_blocks, 2 * min_blocks + 1)) if tight else int(rng.integers(2 * min_blocks, 8 * min_blocks))
+    priority = bool(rng.random() < 0.3)
+    levels = int(rng.integers(2, 4)) if priority else 1
+
+    n = int(rng.integers(1, 41))
+    gaps = np.where(rng.random(n) < 0.4, 0, rng.integers(1, 25, n))
+    gaps[0] = rng.integers(0, 3)
+    steps = np.cumsum(gaps)
+    requests = []
+    for i in range(n):
+        kind = rng.random()
+        if kind < 0.3:
+            prompt = int(rng.integers(1, 33))
+        elif kind < 0.8:
+            prompt = int(rng.integers(33, 400))
+        else:
+            prompt = int(rng.integers(400, mml - 200))  # long: often beyond the token budget
+        output = int(rng.integers(1, 4)) if rng.random() < 0.15 else int(rng.integers(4, 200))
+        output = min(output, mml - prompt)
+        requests.append(Request(arrival_step=int(steps[i]), prompt_tokens=prompt, output_tokens=output,
+                                priority=int(rng.integers(0, levels))))
+    return ParityCase(requests=tuple(requests), max_num_seqs=max_num_seqs, max_num_batched_tokens=budget,
+                      chunked_prefill=chunked, block_size=block_size, num_blocks=num_blocks, max_model_len=mml,
+                      policy="priority" if priority else "fcfs", name=f"random-{seed}")
