@@ -180,7 +180,11 @@ class Replica:
         # ---- fast-forward: plain decode steps ------------------------------
         ff = None
         closed_loop_reply = self.sim.closed_loop and not plan.padded and finished_0.any()  # its client acts now
-        if plan.follow != "none" and completes.all() and not finished_0.all() and not closed_loop_reply:
+        # "until_completion": waiting requests wait for a sequence to finish; one finishing in step 0
+        # frees its slot and blocks for the very next step, so the scheduler decides again.
+        freed_for_waiting = plan.follow == "until_completion" and finished_0.any()
+        if (plan.follow != "none" and completes.all() and not finished_0.all() and not closed_loop_reply
+                and not freed_for_waiting):
             slots = np.arange(n) if plan.padded or not finished_0.any() else np.flatnonzero(~finished_0)
             follow = "until_completion" if self.sim.closed_loop else plan.follow  # clients react to each response
             ff = self._plan_fast_forward(plan, follow, slots, computed_1[slots], remaining_1[slots])
@@ -254,8 +258,12 @@ class Replica:
             self._outstanding -= len(done_reqs)
             b.remove(~finished)
             self.sim.on_finish(t.finish_s[done_reqs])
-        # Blocks for tokens computed in the fast-forward are taken by the scheduler's next
-        # allocation; the look-ahead already checked that they fit.
+        if m > 0 and b.n:
+            # Blocks for the tokens the fast-forward computed, as vLLM took them step by step (the
+            # look-ahead checked they fit). Taken now, before the next decision, so that decision
+            # sees the pool as vLLM's would and does not hand them to someone else first.
+            if not self.kv.allocate_many(b.req[:b.n], b.computed[:b.n]):
+                raise RuntimeError("fast-forward outgrew the KV cache")  # steps_that_fit rules this out
 
     def _plan_fast_forward(self, plan: StepPlan, follow: str, slots: np.ndarray, c: np.ndarray,
                            r: np.ndarray) -> "FastForward | None":

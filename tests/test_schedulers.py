@@ -114,7 +114,9 @@ def test_priority_orders_waiting_by_level_then_arrival():
     assert rep.admitted == [1]
 
 
-def test_priority_preempts_less_urgent_running_for_urgent_waiting():
+def test_priority_never_preempts_running_for_urgent_waiting():
+    # vLLM 0.32's priority policy orders the queue and picks victims; a waiting request,
+    # however urgent, waits for a slot (calibration/parity checks this against vLLM).
     table = FakeTable([10, 10], [50, 50], priorities=[1, 0], arrivals=[0.0, 1.0])
     sched = SCHEDULERS["priority"](SchedulerConfig(policy="priority", max_num_seqs=1))
     rep = FakeReplica(table, 100)
@@ -122,9 +124,74 @@ def test_priority_preempts_less_urgent_running_for_urgent_waiting():
     sched.schedule(rep)
     assert rep.admitted == [0]
     sched.add(rep, 1)
-    assert sched.should_interrupt(rep, 1)
+    assert sched.should_interrupt(rep, 1)  # first in line: the fast-forward must stop at the next completion
+    plan = sched.schedule(rep)
+    assert rep.preempted == [] and list(rep.running.view("req")) == [0]
+    assert plan.follow == "until_completion"
+
+
+def test_priority_victim_is_least_urgent_then_latest_arrival_not_newest_slot():
+    # Slots in admission order [2, 0, 1]: request 2 (arrived last) was admitted first. The victim
+    # is the least urgent level, and among those the latest arrival (vLLM's max(priority, arrival)).
+    table = FakeTable([16, 16, 16], [100, 100, 100], priorities=[1, 1, 0], arrivals=[0.0, 1.0, 2.0])
+    sched = SCHEDULERS["priority"](SchedulerConfig(policy="priority"))
+    rep = FakeReplica(table, 3)
+    for r in (2, 0, 1):
+        sched.add(rep, r)
     sched.schedule(rep)
-    assert rep.preempted == [0] and list(rep.running.view("req")) == [1]
+    assert list(rep.running.view("req")) == [2, 0, 1]
+    b = rep.running
+    b.computed[:3] = 16
+    b.num_tokens[:3] = 17  # every decode needs a second block; the pool is full
+    sched.schedule(rep)
+    assert rep.preempted == [1, 0]  # level 1 first, latest arrival first; request 2 (level 0) keeps running
+    assert list(b.view("req")) == [2]
+
+
+def test_admission_needs_the_whole_prompt_to_fit_not_just_the_chunk():
+    # vLLM's scheduler_reserve_full_isl: a 200-token prompt needs 13 free blocks to be admitted,
+    # though its first 64-token chunk takes only 4.
+    table = FakeTable([16, 200], [100, 10])
+    sched, rep = make("continuous", table, num_blocks=13, max_num_batched_tokens=64, chunked_prefill=True)
+    sched.schedule(rep)
+    assert rep.admitted == [0]  # 1 block used, 12 free: 200 tokens do not fit
+    assert rep.kv.num_used_blocks == 1
+    table2 = FakeTable([16, 200], [100, 10])
+    sched2, rep2 = make("continuous", table2, num_blocks=14, max_num_batched_tokens=64, chunked_prefill=True)
+    sched2.schedule(rep2)
+    assert rep2.admitted == [0, 1]
+    assert list(rep2.running.view("chunk")) == [16, 48]
+    assert rep2.kv.num_used_blocks == 1 + 3  # blocks only for the chunk computed now
+
+
+def test_a_running_prefill_can_take_the_budget_from_later_decodes():
+    # vLLM serves running sequences in order, each up to the budget left: a partial prefill
+    # admitted before a decoding sequence can leave it without a token for a step.
+    table = FakeTable([100, 8], [10, 10])
+    sched, rep = make("continuous", table, max_num_batched_tokens=64, max_num_seqs=4)
+    b = rep.running
+    sched.schedule(rep)  # request 0 takes all 64 tokens; request 1 waits for budget
+    assert rep.admitted == [0] and list(b.view("chunk")) == [64]
+    b.computed[0] = 64
+    sched.schedule(rep)  # 36 left for request 0, 8 for request 1
+    assert list(b.view("chunk")) == [36, 8]
+    b.computed[:2] = [0, 8]
+    b.num_tokens[:2] = [101, 9]  # request 1 decodes; request 0 (first slot) has 101 tokens to compute
+    plan = sched.schedule(rep)
+    assert list(b.view("chunk")) == [64, 0]  # request 1 gets no token this step
+    assert plan.follow == "none"
+
+
+def test_a_step_that_preempts_is_followed_by_a_new_decision():
+    table = FakeTable([16, 16], [100, 100])
+    sched, rep = make("continuous", table, num_blocks=2)
+    sched.schedule(rep)
+    b = rep.running
+    b.computed[:2] = 16
+    b.num_tokens[:2] = 17
+    plan = sched.schedule(rep)
+    assert rep.preempted == [1]
+    assert plan.follow == "none"  # blocks freed by the preemption may admit someone next step
 
 
 def test_fifo_never_interrupts_for_less_urgent():

@@ -1,15 +1,21 @@
-"""Continuous (iteration-level) batching, as vLLM v1 schedules: and its priority variant.
+"""Continuous (iteration-level) batching, as vLLM v1 schedules (checked step for step against
+vLLM 0.32's own scheduler by calibration/parity): and its priority variant.
 
-Each step has a token budget (`max_num_batched_tokens`) and a sequence cap
-(`max_num_seqs`). Running sequences are served first (decode: one token each; a
-partly prefilled prompt: the next chunk), then waiting requests are admitted while
-budget, slots and KV blocks last. When a running sequence cannot get KV blocks,
-the victim is preempted by recompute: its blocks are freed and it waits again.
+Each step has a token budget (`max_num_batched_tokens`) and a sequence cap (`max_num_seqs`).
+Running sequences are served first, in admission order: each takes what it still needs (one
+token for a decode, the rest of its prompt for a prefill) up to the budget left, so a long
+prefill can leave later sequences without tokens for a step. When a running sequence cannot
+get KV blocks, a victim is preempted by recompute (its blocks are freed and it waits again)
+until it fits or is itself the victim. Then, if nobody was preempted, waiting requests are
+admitted in queue order while budget, slots and KV blocks last; a request is admitted only if
+its whole prompt fits in the free blocks (vLLM's `scheduler_reserve_full_isl`), though blocks
+are taken only for the chunk it computes now. The first request that does not fit stops
+admission (head-of-line, as in vLLM).
 
 `by_priority=False`: waiting order is arrival order; the victim is the newest running.
-`by_priority=True`: waiting order is (priority level, arrival); the victim is the
-least urgent running sequence (highest level, newest), and a waiting request may
-preempt a running one of a strictly less urgent level.
+`by_priority=True`: waiting order is (priority level, arrival); the victim is the least
+urgent running sequence (highest level, then latest arrival). As in vLLM, a waiting request
+never preempts a running one: priority only orders the queue and picks victims.
 """
 from __future__ import annotations
 
@@ -42,86 +48,100 @@ class ContinuousScheduler:
         self.waiting.push(key, float(t.arrival_s[req]), req)
 
     def _victim(self, replica: "Replica") -> int:
-        """Slot to preempt: the newest running sequence, or with priorities the least urgent."""
+        """Slot to preempt: the newest running sequence, or with priorities the least urgent
+        (highest level, then latest arrival; the first such slot on a tie, as vLLM's `max`)."""
         b = replica.running
         if not self.by_priority:
             return b.n - 1
         levels = b.view("level")
-        worst = levels.max()
-        return int(np.flatnonzero(levels == worst)[-1])
-
-    def _preempt(self, replica: "Replica", slot: int) -> None:
-        self.add(replica, replica.preempt(slot))
+        arrivals = replica.table.arrival_s[b.view("req")]
+        worst = np.flatnonzero(levels == levels.max())
+        return int(worst[np.argmax(arrivals[worst])])  # argmax: first of equal arrivals
 
     def should_interrupt(self, replica: "Replica", req: int) -> bool:
-        b = replica.running
-        if len(self.waiting) == 1 and b.n < self.max_num_seqs:
-            return True  # it is first in line and there is a free slot: it joins the next step
-        if self.by_priority and b.n:
-            return int(replica.table.priority[req]) < int(b.view("level").max())
-        return False
+        # A request that is now first in line changes the next step: it joins the batch, or,
+        # if slots or blocks are short, the fast-forward must stop at the first completion.
+        return bool(self.waiting) and self.waiting.peek()[2] == req
 
     def schedule(self, replica: "Replica") -> StepPlan | None:
-        b, kv = replica.running, replica.kv
+        b = replica.running
         if b.n == 0 and not self.waiting:
             return None
-        lookahead = replica.decode_lookahead
-        preempted = False
+        budget, preempted = self._schedule_running(replica)
 
-        # 1. Running sequences: decodes take one token each, partial prefills their next chunk.
-        #    If KV blocks run short, preempt victims until the rest fit.
-        while b.n:
-            n = b.n
-            computed = b.computed[:n]
-            todo = b.num_tokens[:n] - computed
-            decode = todo == 1
-            chunk = b.chunk[:n]
-            chunk[:] = decode
-            n_decode = int(np.count_nonzero(decode))
-            budget = self.max_tokens - n_decode
-            if n_decode < n:
-                for i in np.flatnonzero(~decode):  # partial prefills, oldest first
-                    c = min(int(todo[i]), budget)
-                    chunk[i] = c
-                    budget -= c
-            need = computed + chunk
-            if lookahead:
-                need = need + decode * lookahead
-            if kv.allocate_many(b.req[:n], need):
-                break
-            self._preempt(replica, self._victim(replica))
-            preempted = True
-        if b.n == 0:
-            budget, preempted = self.max_tokens, False  # everyone was preempted: start over from the queue
-
-        # 2. Waiting requests, in queue order, while slots, budget and blocks last.
-        #    (vLLM admits nobody in a step that had to preempt.)
+        # Waiting requests, in queue order, while slots, budget and blocks last.
+        # (vLLM admits nobody in a step that had to preempt.)
+        kv = replica.kv
         blocked_by_budget = False
         while self.waiting and not preempted:
-            key, _, req = self.waiting.peek()
             if budget <= 0:
                 blocked_by_budget = True
                 break
-            tokens = replica.tokens_known(req)
-            c = tokens if tokens <= budget else (budget if self.chunked_prefill else 0)
-            if c == 0:
-                blocked_by_budget = b.n > 0
+            if b.n >= self.max_num_seqs:
                 break
-            if b.n < self.max_num_seqs and kv.allocate(req, c):
-                self.waiting.pop()
-                replica.admit(req, c)
-                budget -= c
-                continue
-            if self.by_priority and b.n and int(b.view("level").max()) > key:
-                self._preempt(replica, self._victim(replica))  # less urgent running work makes room
-                continue
-            break
+            req = self.waiting.peek()[2]
+            tokens = replica.tokens_known(req)
+            if tokens > budget and not self.chunked_prefill:
+                blocked_by_budget = True
+                break
+            c = min(tokens, budget)
+            if not kv.can_allocate(req, tokens) or not kv.allocate(req, c):
+                break  # the whole prompt must fit now, though only this chunk's blocks are taken
+            self.waiting.pop()
+            replica.admit(req, c)
+            budget -= c
 
         if b.n == 0:
             return None  # nothing fits (cannot happen when one max-length sequence fits the cache)
-        if bool((b.view("num_tokens") - b.view("computed") - b.view("chunk") > 0).any()) or blocked_by_budget:
-            return StepPlan(follow="none", interruptible=False)  # a prefill continues next step
+        if (preempted or blocked_by_budget
+                or bool((b.view("num_tokens") - b.view("computed") - b.view("chunk") > 0).any())):
+            # A prefill continues, someone got no tokens, or a preemption freed blocks that the
+            # waiting queue may take next step: decide again after this one.
+            return StepPlan(follow="none", interruptible=False)
         if self.waiting:
-            # Waiting requests are blocked by slots or KV blocks: nothing changes until a sequence finishes.
+            # Waiting requests are blocked by slots or KV blocks: nothing changes until a sequence
+            # finishes, unless a new arrival becomes first in line (priority).
             return StepPlan(follow="until_completion", interruptible=self.by_priority)
         return StepPlan(follow="to_end", interruptible=True)
+
+    def _schedule_running(self, replica: "Replica") -> tuple[int, bool]:
+        """Give running sequences their tokens (`chunk`) and blocks, preempting where blocks
+        run short. Returns the token budget left and whether anyone was preempted."""
+        b, kv = replica.running, replica.kv
+        n = b.n
+        if n == 0:
+            return self.max_tokens, False
+        lookahead = replica.decode_lookahead
+        # Fast path: in admission order, each takes min(what it needs, budget left).
+        todo = b.num_tokens[:n] - b.computed[:n]
+        before = np.cumsum(todo) - todo
+        chunk = np.clip(np.minimum(todo, self.max_tokens - before), 0, None)
+        need = b.computed[:n] + chunk + (todo == 1) * lookahead
+        scheduled = chunk > 0
+        if kv.allocate_many(b.req[:n][scheduled], need[scheduled]):
+            b.chunk[:n] = chunk
+            return self.max_tokens - int(chunk.sum()), False
+        # Blocks run short: go one by one as vLLM does, preempting victims as needed.
+        b.chunk[:n] = 0
+        budget, preempted, i = self.max_tokens, False, 0
+        while i < b.n and budget > 0:
+            todo_i = int(b.num_tokens[i] - b.computed[i])
+            c = min(todo_i, budget)
+            req = int(b.req[i])
+            extra = lookahead if todo_i == 1 else 0
+            while not kv.allocate(req, int(b.computed[i]) + c + extra):
+                victim = self._victim(replica)
+                budget += int(b.chunk[victim])  # a victim scheduled earlier in this step gives its tokens back
+                self.add(replica, replica.preempt(victim))
+                preempted = True
+                if victim == i:
+                    break
+                if victim < i:
+                    i -= 1
+            else:
+                b.chunk[i] = c
+                budget -= c
+                i += 1
+                continue
+            break  # this sequence was itself the victim: nobody after it runs this step
+        return budget, preempted
