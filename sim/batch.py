@@ -24,14 +24,15 @@ class RunningBatch:
     def __len__(self) -> int:
         return self.n
 
-    def add(self, req: int, prompt: int, output: int, num_tokens: int, level: int, chunk: int) -> int:
+    def add(self, req: int, prompt: int, output: int, num_tokens: int, level: int, chunk: int,
+            computed: int = 0) -> int:
         i = self.n
         if i == len(self.req):  # grow (a static batch may be bigger than max_num_seqs)
             for name in _FIELDS:
                 arr = getattr(self, name)
                 setattr(self, name, np.concatenate([arr, np.zeros(len(arr), dtype=np.int64)]))
         self.req[i], self.prompt[i], self.output[i] = req, prompt, output
-        self.computed[i], self.num_tokens[i], self.level[i], self.chunk[i] = 0, num_tokens, level, chunk
+        self.computed[i], self.num_tokens[i], self.level[i], self.chunk[i] = computed, num_tokens, level, chunk
         self.n = i + 1
         return i
 

@@ -76,13 +76,15 @@ class Replica:
         """Prompt + tokens generated so far: what a (re)started request must prefill."""
         return int(self.table.prompt_tokens[req] + self.table.generated[req])
 
-    def admit(self, req: int, chunk: int) -> int:
+    def admit(self, req: int, chunk: int, cached: int = 0) -> int:
+        """Start `req` with `cached` tokens found in the prefix cache and `chunk` to compute now."""
         t = self.table
         if math.isnan(t.scheduled_s[req]):
             t.scheduled_s[req] = self.env.now
+            t.prefix_hit_tokens[req] = cached
             self.sim.queued -= 1
         return self.running.add(req, int(t.prompt_tokens[req]), int(t.output_tokens[req]), self.tokens_known(req),
-                                int(t.priority[req]), chunk)
+                                int(t.priority[req]), chunk, computed=cached)
 
     def preempt(self, slot: int) -> int:
         """Preemption by recompute: free the sequence's KV; it must prefill again later."""
@@ -250,20 +252,52 @@ class Replica:
         else:
             finished = finish_at <= ends[steps_done - 1]
         self._finishing_s = _NONE
+        replay = m > 0 and self.kv.tracks_block_order
+        if replay:
+            self._replay_kv(ff, m, computed_1, finished_0)
         if finished.any():
             done_reqs = reqs[finished]
             t.finish_s[done_reqs] = start + finish_at[finished] + self.response_latency_s
             t.generated[done_reqs] = b.num_tokens[:n][finished] - prompt[finished]
-            self.kv.free_many(done_reqs)
+            if not replay:
+                self.kv.free_many(done_reqs)
             self._outstanding -= len(done_reqs)
             b.remove(~finished)
             self.sim.on_finish(t.finish_s[done_reqs])
-        if m > 0 and b.n:
+        if m > 0 and b.n and not replay:
             # Blocks for the tokens the fast-forward computed, as vLLM took them step by step (the
             # look-ahead checked they fit). Taken now, before the next decision, so that decision
             # sees the pool as vLLM's would and does not hand them to someone else first.
             if not self.kv.allocate_many(b.req[:b.n], b.computed[:b.n]):
                 raise RuntimeError("fast-forward outgrew the KV cache")  # steps_that_fit rules this out
+
+    def _replay_kv(self, ff: "FastForward", m: int, computed_1: np.ndarray, finished_0: np.ndarray) -> None:
+        """KV blocks taken and freed by step 0's finishes and m fast-forwarded steps, in vLLM's
+        order: within a step, new blocks (running order) before finishes free theirs (slot order).
+
+        Only for a prefix cache, where the order decides which cached blocks are evicted; a plain
+        pool only counts, and takes the blocks in one call instead."""
+        kv, b, bs = self.kv, self.running, self.kv.block_size_tokens
+        reqs = b.req[:b.n].copy()
+        events = [(0, 1, int(s), 0) for s in np.flatnonzero(finished_0)]  # (step, free?, slot, tokens)
+        for s, c, r in zip(ff.slots.tolist(), computed_1[ff.slots].tolist(), ff.remaining.tolist()):
+            last = min(m, r)  # fast-forward steps this slot computes a token in
+            # In step i (1-based) it computes position c + i - 1: a new block when that starts one.
+            first_new = (-c) % bs + 1
+            events.extend((i, 0, s, c + i) for i in range(first_new, last + 1, bs))
+            if r <= m:
+                events.append((r, 1, s, c + r))
+            else:
+                events.append((m, 2, s, c + m))  # still running: cache the blocks it filled
+        for _, kind, s, tokens in sorted(events):
+            req = int(reqs[s])
+            if kind == 1 and tokens == 0:
+                kv.free(req)  # finished in step 0: its blocks were registered when it was scheduled
+                continue
+            if not kv.allocate(req, tokens):
+                raise RuntimeError("fast-forward outgrew the KV cache")  # steps_that_fit rules this out
+            if kind == 1:
+                kv.free(req)
 
     def _plan_fast_forward(self, plan: StepPlan, follow: str, slots: np.ndarray, c: np.ndarray,
                            r: np.ndarray) -> "FastForward | None":

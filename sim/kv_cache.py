@@ -12,6 +12,8 @@ import numpy as np
 
 
 class KVCache:
+    tracks_block_order = False  # only counts: the order of allocations and frees within a step is moot
+
     def __init__(self, num_blocks: int, block_size_tokens: int, num_requests: int):
         if num_blocks < 1 or block_size_tokens < 1:
             raise ValueError("KVCache needs at least one block of at least one token")
@@ -34,6 +36,19 @@ class KVCache:
     def can_allocate(self, req: int, num_tokens: int) -> bool:
         """Could `req` hold `num_tokens` tokens in total?"""
         return self._blocks(num_tokens) - self._held[req] <= self.num_free_blocks
+
+    def cache_hit_tokens(self, req: int, num_tokens: int) -> int:
+        """Tokens of a waiting request found in the prefix cache (none here: no prefix caching)."""
+        return 0
+
+    def can_admit(self, req: int, num_tokens: int, hit_tokens: int) -> bool:
+        """Could a waiting request with `num_tokens` known tokens be held whole (its cached prefix
+        of `hit_tokens` included)? The admission gate of vLLM's scheduler."""
+        return self.can_allocate(req, num_tokens)
+
+    def admit(self, req: int, hit_tokens: int, num_tokens: int) -> bool:
+        """Take a waiting request's cached prefix and grow it to `num_tokens`; all or nothing."""
+        return self.allocate(req, num_tokens)
 
     def fits_alone(self, num_tokens: int) -> bool:
         """Could a request with `num_tokens` tokens ever be held, with the cache otherwise empty?"""
@@ -80,12 +95,26 @@ class KVCache:
         """
         if horizon <= 0 or len(reqs) == 0:
             return max(horizon, 0)
-        capacity = self.num_free_blocks + int(self._held[reqs].sum())
+        held = self._held[reqs]
         last = np.minimum(steps_left, horizon) - 1  # last step each request runs in the horizon
-        if int(self._blocks(tokens_now + np.maximum(last, 0) * tokens_per_step).sum()) <= capacity:
-            return horizon  # even the peak (everyone at their last step) fits: the common case
+        peak = np.maximum(self._blocks(tokens_now + np.maximum(last, 0) * tokens_per_step) - held, 0)
+        if int(peak.sum()) <= self.num_free_blocks:
+            return horizon  # even the peak (everyone at their last step, nobody freeing) fits: the common case
+        # Step i needs the blocks the running requests still lack, from the free pool plus what
+        # the finished ones gave back.
+        released = self.released_on_finish(reqs)
         steps = np.arange(horizon)
         active = steps[:, None] < steps_left[None, :]
-        need = (self._blocks(tokens_now[None, :] + steps[:, None] * tokens_per_step) * active).sum(axis=1)
-        over = np.flatnonzero(need > capacity)
+        lack = ((self._blocks(tokens_now[None, :] + steps[:, None] * tokens_per_step) - held) * active).sum(axis=1)
+        freed = (released * ~active).sum(axis=1)
+        over = np.flatnonzero(lack > self.num_free_blocks + freed)
         return int(over[0]) if len(over) else horizon
+
+    def blocks_by_holders(self, reqs: np.ndarray) -> list[tuple[frozenset, int]]:
+        """The blocks `reqs` hold, as (the requests holding them, how many): a block goes back to the
+        free pool when all its holders have finished. Here each request holds its blocks alone."""
+        return [(frozenset([int(r)]), int(self._held[r])) for r in reqs if self._held[r]]
+
+    def released_on_finish(self, reqs: np.ndarray) -> np.ndarray:
+        """Blocks each request gives back to the free pool when it finishes."""
+        return self._held[reqs]

@@ -69,6 +69,14 @@ def kv_utilisation(results: Results) -> tuple[float, float]:
     return float(np.mean(means)), float(ts["kv_blocks_used"].max() / blocks)
 
 
+def prefix_cache_hit_rate(requests) -> float:
+    """Share of the prompt tokens of scheduled requests found in the prefix cache at their first
+    admission (0 without prefix caching; NaN when nothing was scheduled)."""
+    started = requests["scheduled_s"].notna()
+    prompt = float(requests.loc[started, "prompt_tokens"].sum())
+    return float(requests.loc[started, "prefix_hit_tokens"].sum()) / prompt if prompt else math.nan
+
+
 def summarize(results: Results) -> dict[str, Any]:
     """Headline numbers of one run, each named with its unit."""
     sc = results.scenario
@@ -92,6 +100,7 @@ def summarize(results: Results) -> dict[str, Any]:
         "output_token_throughput_per_s": out_tokens / duration if duration else math.nan,
         "total_token_throughput_per_s": (out_tokens + in_tokens) / duration if duration else math.nan,
         "preemptions": int(req["preemptions"].sum()),
+        "prefix_cache_hit_rate": prefix_cache_hit_rate(req),
     }
     s.update(distribution(lat["ttft_s"], "ttft_s"))
     s.update(distribution(lat["tpot_s"], "tpot_s"))

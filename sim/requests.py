@@ -21,6 +21,7 @@ class RequestTable:
         self.first_token_s = np.full(n, np.nan)
         self.finish_s = np.full(n, np.nan)
         self.preemptions = np.zeros(n, dtype=np.int64)
+        self.prefix_hit_tokens = np.zeros(n, dtype=np.int64)  # prompt tokens found in the prefix cache at first admission
         self.last_token_s = np.full(n, np.nan)  # set on preemption: when its last token came out
         self.replica = np.full(n, -1, dtype=np.int64)
         self.failed = np.zeros(n, dtype=bool)  # refused on arrival (longer than max_model_len), as vLLM does
@@ -46,4 +47,5 @@ class RequestTable:
             "replica": self.replica,
             "preemptions": self.preemptions,
             "failed": self.failed,
+            "prefix_hit_tokens": self.prefix_hit_tokens,
         })

@@ -89,9 +89,12 @@ class ServingConfig:
     max_model_len: int | None = None  # default: the model's context, capped at 8192 tokens
     overhead_gib: float = 1.0  # non-activation reserve per GPU: CUDA context, CUDA graphs, NCCL buffers
     num_kv_blocks: int | None = None  # override the memory estimate with a measured block count
+    enable_prefix_caching: bool = False  # reuse cached prompt blocks across requests, as vLLM does (sim/prefix_cache.py)
 
     def validate(self, path: str) -> None:
         require_range(self.replicas, f"{path}.replicas", 1, MAX_REPLICAS, "replicas")
+        require(not (self.enable_prefix_caching and self.speculative is not None), f"{path}.enable_prefix_caching",
+                self.enable_prefix_caching, "not modelled together with speculative decoding; turn one off")
         require(self.tensor_parallel in (1, 2, 4, 8, 16), f"{path}.tensor_parallel", self.tensor_parallel,
                 "allowed 1, 2, 4, 8, 16")
         require(self.block_size_tokens in (1, 8, 16, 32, 64, 128), f"{path}.block_size_tokens",

@@ -20,6 +20,7 @@ from .cost_select import select_cost_model
 from .engine import Replica
 from .histogram import LogHistogram
 from .kv_cache import KVCache
+from .prefix_cache import PrefixCachingKVCache, shared_prefixes
 from .memory import MemoryPlan, plan_memory
 from .requests import RequestTable
 from .rng import stream
@@ -121,7 +122,10 @@ class Simulation:
             if s.speculative is not None:
                 spec = Speculation(s.speculative.num_speculative_tokens, s.speculative.acceptance_rate,
                                    draft_cost, stream(seed, "acceptance", i))
-            kv = KVCache(self.memory.num_kv_blocks, s.block_size_tokens, n)
+            if s.enable_prefix_caching:
+                kv = PrefixCachingKVCache(self.memory.num_kv_blocks, s.block_size_tokens, *shared_prefixes(workload))
+            else:
+                kv = KVCache(self.memory.num_kv_blocks, s.block_size_tokens, n)
             self.replicas.append(Replica(i, self, SCHEDULERS[sched_cfg.policy](sched_cfg), kv, self.cost, spec,
                                          capacity, scenario.sim.record_timeseries))
         self.route = ROUTERS[s.router]()

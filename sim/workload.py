@@ -238,11 +238,14 @@ class PriorityClass:
     name: str
     share: float
     level: int
+    shared_prefix_tokens: int | None = None  # this class's system prompt (default: the workload's)
 
     def validate(self, path: str) -> None:
         require(self.name.strip() != "", f"{path}.name", self.name, "must be a non-empty name")
         require(0 <= self.share <= 1, f"{path}.share", self.share, "must be a fraction in [0, 1]")
         require_range(self.level, f"{path}.level", 0, MAX_PRIORITY_LEVEL, "(0 is most urgent)")
+        if self.shared_prefix_tokens is not None:
+            require_range(self.shared_prefix_tokens, f"{path}.shared_prefix_tokens", 0, MAX_TOKENS, "tokens")
 
 
 @dataclass(frozen=True)
@@ -262,9 +265,14 @@ class WorkloadConfig:
     num_requests: int | None = None
     duration_s: float | None = None
     priorities: tuple[PriorityClass, ...] = ()
+    # The first tokens of every prompt are a system prompt shared by its priority class (one per
+    # class; a prompt shorter than it is all system prompt). Reused across requests only with
+    # serving.enable_prefix_caching.
+    shared_prefix_tokens: int = 0
 
     def validate(self, path: str) -> None:
         kind = self.arrival.kind
+        require_range(self.shared_prefix_tokens, f"{path}.shared_prefix_tokens", 0, MAX_TOKENS, "tokens")
         for name in ("prompt_tokens", "output_tokens"):
             value = getattr(self, name)
             if kind == "trace":
@@ -331,6 +339,10 @@ class Workload:
     hash_ids: list[list[int]] | None = None  # trace replays that carry them (Mooncake): per request, its
     hash_block_tokens: int | None = None  # prompt's block hashes (equal ids = shared prefix), tokens per id
     start_spread_s: float | None = 0.0  # closed loop: first sends uniform over [0, this); None: one request's duration
+    # Shared prefixes: request i's first prefix_tokens[i] tokens are the first tokens of stream
+    # prefix_group[i] (a class's system prompt). None: no request shares any token.
+    prefix_group: np.ndarray | None = None
+    prefix_tokens: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -428,9 +440,18 @@ def generate_workload(cfg: WorkloadConfig, seed: int, base_dir: pathlib.Path | N
     else:
         priority, names = np.zeros(n, dtype=np.int64), {0: "default"}
 
+    system = {p.level: p.shared_prefix_tokens for p in cfg.priorities if p.shared_prefix_tokens is not None}
+    prefix_group = prefix_tokens = None
+    if cfg.shared_prefix_tokens or any(system.values()):
+        per_level = np.array([system.get(lvl, cfg.shared_prefix_tokens) for lvl in range(int(priority.max(initial=0)) + 1)],
+                             dtype=np.int64)
+        prefix_group = priority.astype(np.int64)
+        prefix_tokens = np.minimum(per_level[priority], prompt)
+
     return Workload(arrival_s=arrival_s, prompt_tokens=prompt, output_tokens=output, priority=priority,
                     priority_names=names, duration_s=window_s,
                     concurrency=arrival.concurrency if arrival.kind == "closed_loop" else None,
                     think_time_s=arrival.think_time_s, notes=notes, hash_ids=hash_ids,
                     hash_block_tokens=hash_block_tokens,
-                    start_spread_s=arrival.start_spread_s if arrival.kind == "closed_loop" else 0.0)
+                    start_spread_s=arrival.start_spread_s if arrival.kind == "closed_loop" else 0.0,
+                    prefix_group=prefix_group, prefix_tokens=prefix_tokens)

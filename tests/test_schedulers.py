@@ -33,11 +33,11 @@ class FakeReplica:
     def tokens_known(self, req):
         return int(self.table.prompt_tokens[req] + self.table.generated[req])
 
-    def admit(self, req, chunk):
+    def admit(self, req, chunk, cached=0):
         self.admitted.append(req)
         t = self.table
         return self.running.add(req, int(t.prompt_tokens[req]), int(t.output_tokens[req]), self.tokens_known(req),
-                                int(t.priority[req]), chunk)
+                                int(t.priority[req]), chunk, computed=cached)
 
     def preempt(self, slot):
         b = self.running

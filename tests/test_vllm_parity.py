@@ -11,12 +11,14 @@ import importlib.util
 
 import pytest
 
-from calibration.parity.cases import random_case
+from dataclasses import replace
+
+from calibration.parity.cases import random_case, random_prefix_case
 from calibration.parity.sim_driver import sim_trace
 from calibration.parity.trace import ParityCase, Request, StepRecord, first_divergence
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
-CI_CASES = 200  # ~0.25 s each on a busy 2-core machine, plus ~15 s to import vLLM
+CI_CASES = 150  # per kind (without and with prefix caching): ~0.25 s each on a busy 2-core machine
 
 
 def full_batch_case() -> ParityCase:
@@ -40,6 +42,24 @@ FULL_BATCH_TRACE = [
 ]
 
 
+def system_prompt_case() -> ParityCase:
+    # Prefix caching: A and B start with the same 64-token system prompt (4 blocks). B arrives after
+    # A has finished; A's blocks are free but still cached, so B computes only its last 16 tokens.
+    return ParityCase(requests=(Request(0, 100, 3, prefix_group=0, prefix_tokens=64),
+                                Request(5, 80, 2, prefix_group=0, prefix_tokens=64)),
+                      max_num_seqs=4, max_num_batched_tokens=256, chunked_prefill=True, block_size=16,
+                      num_blocks=128, max_model_len=2048, enable_prefix_caching=True)
+
+
+SYSTEM_PROMPT_TRACE = [
+    StepRecord(0, ((0, 100),), admitted=(0,), kv_blocks=7),
+    StepRecord(1, ((0, 1),), kv_blocks=7),
+    StepRecord(2, ((0, 1),), finished=(0,), kv_blocks=7),
+    StepRecord(5, ((1, 16),), admitted=(1,), kv_blocks=5, cached=((1, 64),)),  # 4 cached blocks reused + 1 new
+    StepRecord(6, ((1, 1),), finished=(1,), kv_blocks=6),
+]
+
+
 def chunked_preemption_case() -> ParityCase:
     # 8 blocks of 16 tokens = 128 tokens. Two 60-token prompts fit (4 blocks each) and decode; at
     # 64 tokens each needs a fifth block: the newer one (1) is preempted and recomputed later.
@@ -51,6 +71,13 @@ def chunked_preemption_case() -> ParityCase:
 
 def test_servesim_trace_of_a_hand_worked_case():
     assert sim_trace(full_batch_case()) == FULL_BATCH_TRACE
+
+
+def test_servesim_trace_with_a_cached_system_prompt():
+    assert sim_trace(system_prompt_case()) == SYSTEM_PROMPT_TRACE
+    # Without prefix caching B computes its whole prompt.
+    off = sim_trace(replace(system_prompt_case(), enable_prefix_caching=False))
+    assert off[3].scheduled == ((1, 80),)
 
 
 def test_servesim_preempts_the_newest_and_recomputes_it():
@@ -112,6 +139,13 @@ def test_vllm_driver_gives_the_hand_worked_trace():
 
 @pytest.mark.vllm
 @needs_vllm
+def test_vllm_driver_gives_the_hand_worked_prefix_cache_trace():
+    from calibration.parity.vllm_driver import vllm_trace
+    assert vllm_trace(system_prompt_case()) == SYSTEM_PROMPT_TRACE
+
+
+@pytest.mark.vllm
+@needs_vllm
 def test_vllm_preempts_like_servesim():
     from calibration.parity.vllm_driver import vllm_trace
     case = chunked_preemption_case()
@@ -122,11 +156,14 @@ def test_vllm_preempts_like_servesim():
 
 @pytest.mark.vllm
 @needs_vllm
-def test_random_cases_give_identical_step_traces():
+@pytest.mark.parametrize("make_case", [random_case, random_prefix_case], ids=["plain", "prefix_caching"])
+def test_random_cases_give_identical_step_traces(make_case):
     from calibration.parity.check import check_all
-    tally = check_all(random_case(seed) for seed in range(CI_CASES))
+    tally = check_all(make_case(seed) for seed in range(CI_CASES))
     report = "\n".join(f"{c.name}: {d}" for c, d in tally.diverging[:5])
     assert tally.identical == CI_CASES, f"{len(tally.diverging)} of {CI_CASES} cases diverge:\n{report}"
     # The cases exercised what they are meant to: preemption and prompts split across steps.
     assert tally.with_preemption >= CI_CASES // 20
     assert tally.with_split_prompt >= CI_CASES // 4
+    if make_case is random_prefix_case:
+        assert tally.with_prefix_hit >= CI_CASES // 2

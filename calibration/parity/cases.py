@@ -8,6 +8,8 @@ budget holds a max-length prompt (vLLM's and servesim's own rules).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from .trace import ParityCase, Request
@@ -53,3 +55,20 @@ def random_case(seed: int) -> ParityCase:
     return ParityCase(requests=tuple(requests), max_num_seqs=max_num_seqs, max_num_batched_tokens=budget,
                       chunked_prefill=chunked, block_size=block_size, num_blocks=num_blocks, max_model_len=mml,
                       policy="priority" if priority else "fcfs", name=f"random-{seed}")
+
+
+def random_prefix_case(seed: int) -> ParityCase:
+    """`random_case(seed)` with prefix caching on and one to three system prompts: each request
+    is given a class's system prompt (16-600 tokens) ahead of its own prompt, or none."""
+    base = random_case(seed)
+    rng = np.random.default_rng([seed, 1])
+    groups = int(rng.integers(1, 4))
+    system = rng.integers(16, 600, groups)
+    requests = []
+    for r in base.requests:
+        g = int(rng.integers(0, groups + 1))  # `groups`: no system prompt
+        shared = int(system[g]) if g < groups else 0
+        prompt = min(shared + r.prompt_tokens, base.max_model_len - r.output_tokens)
+        requests.append(Request(arrival_step=r.arrival_step, prompt_tokens=prompt, output_tokens=r.output_tokens,
+                                priority=r.priority, prefix_group=g, prefix_tokens=min(shared, prompt)))
+    return replace(base, requests=tuple(requests), enable_prefix_caching=True, name=f"prefix-{seed}")

@@ -23,6 +23,7 @@ class Tally:
     steps: int = 0
     with_preemption: int = 0  # cases where vLLM preempted at least once
     with_split_prompt: int = 0  # cases where some prompt took several steps
+    with_prefix_hit: int = 0  # cases where some request found cached blocks
 
     @property
     def total(self) -> int:
@@ -42,6 +43,7 @@ class Tally:
         self.with_preemption += any(r.preempted for r in vllm)
         prompts = {i: r.prompt_tokens for i, r in enumerate(case.requests)}
         self.with_split_prompt += any(0 < n < prompts[i] and n > 1 for r in vllm for i, n in r.scheduled)
+        self.with_prefix_hit += any(r.cached for r in vllm)
         return d
 
 

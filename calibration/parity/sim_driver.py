@@ -47,7 +47,7 @@ def scenario_for(case: ParityCase):
         "model": "llama-3.1-8b",
         "hardware": {"gpu": "a100-80gb-sxm"},
         "serving": {"replicas": 1, "max_model_len": case.max_model_len, "block_size_tokens": case.block_size,
-                    "num_kv_blocks": case.num_blocks,
+                    "num_kv_blocks": case.num_blocks, "enable_prefix_caching": case.enable_prefix_caching,
                     "scheduler": {"policy": policy, "max_num_seqs": case.max_num_seqs,
                                   "max_num_batched_tokens": case.max_num_batched_tokens,
                                   "chunked_prefill": case.chunked_prefill}},
@@ -58,9 +58,11 @@ def scenario_for(case: ParityCase):
 class _Snapshot:
     """The batch right after one scheduler call at step `step`."""
 
-    def __init__(self, step, reqs, chunk, computed, admitted, preempted, kv_blocks):
+    def __init__(self, step, reqs, chunk, computed, admitted, preempted, kv_blocks, held, holders):
         self.step, self.reqs, self.chunk, self.computed = step, reqs, chunk, computed
         self.admitted, self.preempted, self.kv_blocks = admitted, preempted, kv_blocks
+        self.held = held  # per request: blocks held
+        self.holders = holders  # (requests holding some blocks, how many blocks)
 
 
 class _RecordingScheduler:
@@ -87,11 +89,13 @@ class _RecordingScheduler:
         self.preempted = []
         plan = self.inner.schedule(replica)
         reqs = b.view("req").tolist()
+        kv = replica.kv
         self.snapshots.append(_Snapshot(
             step=int(round(replica.now)), reqs=reqs, chunk=b.view("chunk").tolist(),
             computed=b.view("computed").tolist(),
             admitted=sorted(set(reqs) - before), preempted=sorted(self.preempted),
-            kv_blocks=replica.kv.num_used_blocks))
+            kv_blocks=kv.num_used_blocks, held=[kv.held_blocks(r) for r in reqs],
+            holders=kv.blocks_by_holders(b.view("req"))))
         return plan
 
 
@@ -105,7 +109,9 @@ def sim_trace(case: ParityCase) -> list[StepRecord]:
     workload = Workload(arrival_s=steps, prompt_tokens=np.array([r.prompt_tokens for r in case.requests]),
                         output_tokens=np.array([r.output_tokens for r in case.requests]),
                         priority=np.array([r.priority for r in case.requests]), priority_names={},
-                        duration_s=float(steps.max(initial=0.0)))
+                        duration_s=float(steps.max(initial=0.0)),
+                        prefix_group=np.array([r.prefix_group for r in case.requests], dtype=np.int64),
+                        prefix_tokens=np.array([r.prefix_tokens for r in case.requests], dtype=np.int64))
     sim = Simulation(scenario_for(case), workload, seed=0, cost_model=UnitStepCost())
     replica = sim.replicas[0]
     recorder = _RecordingScheduler(replica.scheduler, replica)
@@ -148,18 +154,22 @@ def _records(case: ParityCase, snaps: list[_Snapshot], finish_s: np.ndarray, blo
     for k, snap in enumerate(snaps):
         nxt = snaps[k + 1].step if k + 1 < len(snaps) else max(finish_step.values(), default=snap.step) + 1
         sched = tuple(sorted((r, c) for r, c in zip(snap.reqs, snap.chunk) if c > 0))
-        records.append(StepRecord(step=snap.step, scheduled=sched, admitted=tuple(snap.admitted),
+        cached = tuple((r, comp) for r, comp in zip(snap.reqs, snap.computed) if r in snap.admitted and comp > 0)
+        records.append(StepRecord(step=snap.step, scheduled=sched, admitted=tuple(snap.admitted), cached=tuple(sorted(cached)),
                                   preempted=tuple(snap.preempted), finished=tuple(sorted(by_step.get(snap.step, ()))),
                                   kv_blocks=snap.kv_blocks))
         # Fast-forwarded decode steps until the next decision: every member of the batch
-        # that has not finished computes one token per step.
+        # that has not finished computes one token per step. Blocks a member takes in them are
+        # its own (and leave with it); a block held at the decision leaves with its last holder.
         after = {r: comp + c for r, c, comp in zip(snap.reqs, snap.chunk, snap.computed)}
+        held = dict(zip(snap.reqs, snap.held))
         for step in range(snap.step + 1, nxt):
             active = sorted(r for r in snap.reqs if finish_step.get(r, step) >= step)
             if not active:
                 continue
-            records.append(StepRecord(
-                step=step, scheduled=tuple((r, 1) for r in active),
-                finished=tuple(sorted(by_step.get(step, ()))),
-                kv_blocks=sum(blocks(after[r] + (step - snap.step - 1) + 1) for r in active)))
+            grown = lambda r, k: blocks(after[r] + (k - snap.step - 1) + 1) - held[r]
+            freed = sum(n for hs, n in snap.holders if all(finish_step.get(r, step) < step for r in hs))
+            used = snap.kv_blocks + sum(grown(r, step) for r in active) - freed
+            records.append(StepRecord(step=step, scheduled=tuple((r, 1) for r in active),
+                                      finished=tuple(sorted(by_step.get(step, ()))), kv_blocks=used))
     return records

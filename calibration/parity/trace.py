@@ -16,6 +16,8 @@ class Request:
     prompt_tokens: int
     output_tokens: int  # tokens sampled before the request finishes (EOS ignored)
     priority: int = 0  # 0 most urgent (used by the priority policy only)
+    prefix_group: int = 0  # the first `prefix_tokens` tokens are those of shared stream `prefix_group`
+    prefix_tokens: int = 0  # (a system prompt); the rest of the request's tokens are its own
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class ParityCase:
     num_blocks: int
     max_model_len: int
     policy: str = "fcfs"
+    enable_prefix_caching: bool = False
     name: str = ""
 
 
@@ -46,6 +49,7 @@ class StepRecord:
     preempted: ids preempted (KV blocks freed, back to waiting) while scheduling this step.
     finished:  ids whose last output token was sampled at the end of this step.
     kv_blocks: KV blocks held by requests once this step is scheduled (before finishes free any).
+    cached:    (id, tokens found in the prefix cache) for admitted requests that found any.
     """
 
     step: int
@@ -54,6 +58,7 @@ class StepRecord:
     preempted: tuple[int, ...] = ()
     finished: tuple[int, ...] = ()
     kv_blocks: int = 0
+    cached: tuple[tuple[int, int], ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -72,7 +77,7 @@ class Divergence:
         return f"step {self.step}: " + "; ".join(parts)
 
 
-_FIELDS = ("scheduled", "admitted", "preempted", "finished", "kv_blocks")
+_FIELDS = ("scheduled", "admitted", "preempted", "finished", "kv_blocks", "cached")
 
 
 def first_divergence(vllm: list[StepRecord], servesim: list[StepRecord]) -> Divergence | None:

@@ -9,8 +9,9 @@ get KV blocks, a victim is preempted by recompute (its blocks are freed and it w
 until it fits or is itself the victim. Then, if nobody was preempted, waiting requests are
 admitted in queue order while budget, slots and KV blocks last; a request is admitted only if
 its whole prompt fits in the free blocks (vLLM's `scheduler_reserve_full_isl`), though blocks
-are taken only for the chunk it computes now. The first request that does not fit stops
-admission (head-of-line, as in vLLM).
+are taken only for the chunk it computes now. With prefix caching, the cached blocks at the
+start of its prompt are reused and only the rest is computed. The first request that does not
+fit stops admission (head-of-line, as in vLLM).
 
 `by_priority=False`: waiting order is arrival order; the victim is the newest running.
 `by_priority=True`: waiting order is (priority level, arrival); the victim is the least
@@ -81,14 +82,15 @@ class ContinuousScheduler:
                 break
             req = self.waiting.peek()[2]
             tokens = replica.tokens_known(req)
-            if tokens > budget and not self.chunked_prefill:
+            cached = kv.cache_hit_tokens(req, tokens)  # prefix-cache hit: these need no compute
+            if tokens - cached > budget and not self.chunked_prefill:
                 blocked_by_budget = True
                 break
-            c = min(tokens, budget)
-            if not kv.can_allocate(req, tokens) or not kv.allocate(req, c):
+            c = min(tokens - cached, budget)
+            if not kv.can_admit(req, tokens, cached) or not kv.admit(req, cached, cached + c):
                 break  # the whole prompt must fit now, though only this chunk's blocks are taken
             self.waiting.pop()
-            replica.admit(req, c)
+            replica.admit(req, c, cached)
             budget -= c
 
         if b.n == 0:
