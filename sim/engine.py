@@ -281,6 +281,8 @@ class Replica:
         reqs = b.req[:b.n].copy()
         events = [(0, 1, int(s), 0) for s in np.flatnonzero(finished_0)]  # (step, free?, slot, tokens)
         for s, c, r in zip(ff.slots.tolist(), computed_1[ff.slots].tolist(), ff.remaining.tolist()):
+            if r == 0:
+                continue  # finished in step 0 (a static batch keeps it as padding): freed above
             last = min(m, r)  # fast-forward steps this slot computes a token in
             # In step i (1-based) it computes position c + i - 1: a new block when that starts one.
             first_new = (-c) % bs + 1

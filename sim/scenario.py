@@ -93,8 +93,11 @@ class ServingConfig:
 
     def validate(self, path: str) -> None:
         require_range(self.replicas, f"{path}.replicas", 1, MAX_REPLICAS, "replicas")
-        require(not (self.enable_prefix_caching and self.speculative is not None), f"{path}.enable_prefix_caching",
-                self.enable_prefix_caching, "not modelled together with speculative decoding; turn one off")
+        if self.enable_prefix_caching:
+            require(self.speculative is None, f"{path}.enable_prefix_caching", True,
+                    "not modelled together with speculative decoding; turn one off")
+            require(self.scheduler.policy in ("continuous", "priority"), f"{path}.enable_prefix_caching", True,
+                    f"needs scheduler policy continuous or priority (got {self.scheduler.policy!r})")
         require(self.tensor_parallel in (1, 2, 4, 8, 16), f"{path}.tensor_parallel", self.tensor_parallel,
                 "allowed 1, 2, 4, 8, 16")
         require(self.block_size_tokens in (1, 8, 16, 32, 64, 128), f"{path}.block_size_tokens",

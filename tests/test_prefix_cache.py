@@ -109,3 +109,27 @@ def test_a_shared_system_prompt_is_computed_once_and_lowers_ttft(shared_prompt_r
     req = on.requests
     assert (req["generated_tokens"] == req["output_tokens"]).all()  # conservation holds with reuse
     assert (req["prefix_hit_tokens"] % 16 == 0).all() and (req["prefix_hit_tokens"] < req["prompt_tokens"]).all()
+
+
+def test_priority_classes_reuse_their_own_system_prompts():
+    patch = {"workload": {"num_requests": 150, "shared_prefix_tokens": 256,
+                          "priorities": [{"name": "a", "share": 0.5, "level": 0},
+                                         {"name": "b", "share": 0.5, "level": 1, "shared_prefix_tokens": 64}]},
+             "serving": {"scheduler": {"policy": "priority"}, "num_kv_blocks": 400}}
+    res = run(make_scenario(patch, ["serving.enable_prefix_caching=true"]), seed=2)
+    req = res.requests
+    assert (req["generated_tokens"] == req["output_tokens"]).all()
+    assert summarize(res)["prefix_cache_hit_rate"] > 0
+    hits = req.groupby("priority_class")["prefix_hit_tokens"].max()
+    assert hits["a"] == 256 and hits["b"] == 64  # each class finds its own prompt, never the other's
+
+
+@pytest.mark.parametrize("patch, words", [
+    ({"serving": {"scheduler": {"policy": "static"}}}, "needs scheduler policy continuous or priority"),
+    ({"serving": {"speculative": {"draft_model": "llama-3.2-1b", "num_speculative_tokens": 4,
+                                  "acceptance_rate": 0.7}}}, "speculative decoding"),
+])
+def test_prefix_caching_is_refused_where_it_is_not_modelled(patch, words):
+    from sim.configio import ConfigError
+    with pytest.raises(ConfigError, match=words):
+        make_scenario(patch, ["serving.enable_prefix_caching=true"])
