@@ -71,7 +71,9 @@ def format_summary(results: Results, s: dict[str, Any]) -> str:
                      f"goodput {s['goodput_per_s']:.2f} req/s")
     lines += [
         f"  GPU busy {s['gpu_busy_fraction_mean'] * 100:.0f} %, KV cache used {s['kv_utilisation_mean'] * 100:.1f} % mean / "
-        f"{s['kv_utilisation_peak'] * 100:.1f} % peak, preemptions {s['preemptions']}",
+        f"{s['kv_utilisation_peak'] * 100:.1f} % peak, preemptions {s['preemptions']}"
+        + (f", prefix-cache hits {s['prefix_cache_hit_rate'] * 100:.1f} % of prompt tokens"
+           if sc.serving.enable_prefix_caching else ""),
         f"  cost: {s['num_gpus']} GPUs x ${s['price_usd_per_gpu_hour']:.2f}/h = ${s['cost_usd_per_hour']:.2f}/h, "
         f"${s['cost_usd_per_month']:,.0f}/month; ${s['cost_usd_per_1m_output_tokens']:.3f} per 1M output tokens, "
         f"${s['cost_usd_per_1k_requests']:.3f} per 1k requests",
