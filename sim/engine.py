@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .simulation import Simulation
 
 IDLE, BUSY, FAST_FORWARD = "idle", "busy", "fast_forward"
+_TAKE, _FREE, _KEEP = 0, 1, 2  # KV events of a replayed fast-forward, in the order vLLM runs them within a step
 MIN_HORIZON, MAX_HORIZON = 256, 4096  # a horizon shorter than ~256 steps costs more re-plans than it saves
 _NONE = np.empty(0)
 
@@ -279,26 +280,21 @@ class Replica:
         pool only counts, and takes the blocks in one call instead."""
         kv, b, bs = self.kv, self.running, self.kv.block_size_tokens
         reqs = b.req[:b.n].copy()
-        events = [(0, 1, int(s), 0) for s in np.flatnonzero(finished_0)]  # (step, free?, slot, tokens)
+        # (step, what, slot, tokens it holds then); within a step: take blocks, then free, then keep.
+        events = [(0, _FREE, int(s), None) for s in np.flatnonzero(finished_0)]  # registered when scheduled
         for s, c, r in zip(ff.slots.tolist(), computed_1[ff.slots].tolist(), ff.remaining.tolist()):
             if r == 0:
                 continue  # finished in step 0 (a static batch keeps it as padding): freed above
             last = min(m, r)  # fast-forward steps this slot computes a token in
             # In step i (1-based) it computes position c + i - 1: a new block when that starts one.
-            first_new = (-c) % bs + 1
-            events.extend((i, 0, s, c + i) for i in range(first_new, last + 1, bs))
-            if r <= m:
-                events.append((r, 1, s, c + r))
-            else:
-                events.append((m, 2, s, c + m))  # still running: cache the blocks it filled
-        for _, kind, s, tokens in sorted(events):
+            events.extend((i, _TAKE, s, c + i) for i in range((-c) % bs + 1, last + 1, bs))
+            # It leaves after step r, or is still running: either way cache the blocks it filled.
+            events.append((r, _FREE, s, c + r) if r <= m else (m, _KEEP, s, c + m))
+        for _, what, s, tokens in sorted(events, key=lambda e: e[:3]):
             req = int(reqs[s])
-            if kind == 1 and tokens == 0:
-                kv.free(req)  # finished in step 0: its blocks were registered when it was scheduled
-                continue
-            if not kv.allocate(req, tokens):
+            if tokens is not None and not kv.allocate(req, tokens):
                 raise RuntimeError("fast-forward outgrew the KV cache")  # steps_that_fit rules this out
-            if kind == 1:
+            if what == _FREE:
                 kv.free(req)
 
     def _plan_fast_forward(self, plan: StepPlan, follow: str, slots: np.ndarray, c: np.ndarray,
