@@ -58,17 +58,31 @@ def random_case(seed: int) -> ParityCase:
 
 
 def random_prefix_case(seed: int) -> ParityCase:
-    """`random_case(seed)` with prefix caching on and one to three system prompts: each request
-    is given a class's system prompt (16-600 tokens) ahead of its own prompt, or none."""
+    """`random_case(seed)` with prefix caching on. A request opens with one of one to three
+    system prompts (16-600 tokens), or opens a conversation, or takes the next turn of one: its
+    prompt is an earlier turn's prompt and output plus a new message, so it can reuse that turn's
+    output blocks too (whether they are computed and still cached when it arrives is up to the
+    schedule). A conversation is one shared stream: every token of its turns is the stream's."""
     base = random_case(seed)
     rng = np.random.default_rng([seed, 1])
     groups = int(rng.integers(1, 4))
     system = rng.integers(16, 600, groups)
-    requests = []
-    for r in base.requests:
-        g = int(rng.integers(0, groups + 1))  # `groups`: no system prompt
-        shared = int(system[g]) if g < groups else 0
-        prompt = min(shared + r.prompt_tokens, base.max_model_len - r.output_tokens)
-        requests.append(Request(arrival_step=r.arrival_step, prompt_tokens=prompt, output_tokens=r.output_tokens,
-                                priority=r.priority, prefix_group=g, prefix_tokens=min(shared, prompt)))
+    requests: list[Request] = []
+    for i, r in enumerate(base.requests):
+        kind = int(rng.integers(0, groups + 2))  # < groups: that system prompt; groups: new conversation
+        turns = [q for q in requests if q.prefix_tokens == q.prompt_tokens + q.output_tokens]
+        if kind == groups + 1 and turns:
+            prev = turns[int(rng.integers(0, len(turns)))]
+            prompt = prev.prompt_tokens + prev.output_tokens + int(rng.integers(1, 64))
+            if prompt + r.output_tokens <= base.max_model_len:
+                requests.append(Request(r.arrival_step, prompt, r.output_tokens, r.priority,
+                                        prefix_group=prev.prefix_group, prefix_tokens=prompt + r.output_tokens))
+                continue
+        if kind < groups:
+            prompt = min(int(system[kind]) + r.prompt_tokens, base.max_model_len - r.output_tokens)
+            requests.append(Request(r.arrival_step, prompt, r.output_tokens, r.priority,
+                                    prefix_group=kind, prefix_tokens=min(int(system[kind]), prompt)))
+        else:  # a new conversation: a stream of its own
+            requests.append(Request(r.arrival_step, r.prompt_tokens, r.output_tokens, r.priority,
+                                    prefix_group=groups + i, prefix_tokens=r.prompt_tokens + r.output_tokens))
     return replace(base, requests=tuple(requests), enable_prefix_caching=True, name=f"prefix-{seed}")
