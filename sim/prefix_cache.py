@@ -4,7 +4,9 @@ A full block of a request's tokens is named by what it holds. Requests share con
 through a prefix: request r's first `prefix_tokens[r]` tokens are the first tokens of a stream
 `prefix_group[r]` (a class's system prompt, or a conversation whose turns extend each other);
 the rest are its own. So block b of request r is ("shared", group, b) when it lies wholly in the
-prefix, else ("own", r, b) -- equal names, equal content, as vLLM's chained block hashes.
+prefix, else ("own", r, b) -- equal names, equal content, as vLLM's chained block hashes. A
+trace that carries hash ids (Mooncake: id k stands for prompt tokens [k*H, (k+1)*H) and, being
+chained, for all before them) names a block inside hashed block k ("hash", id_k, b).
 
 As in vLLM (block_pool.py, kv_cache_manager.py):
 * a block is registered in the cache as soon as the step that fills it is scheduled;
@@ -27,22 +29,31 @@ import numpy as np
 from .kv_cache import KVCache
 
 
-def shared_prefixes(workload) -> tuple[np.ndarray, np.ndarray]:
-    """(prefix_group, prefix_tokens) per request; no shared tokens when the workload has none."""
+def prefix_cache_for(workload, num_blocks: int, block_size_tokens: int) -> "PrefixCachingKVCache":
+    """A prefix cache whose block names come from the workload: its shared system prompts, or the
+    hash ids a trace carries (Mooncake), or none (then only a preempted request's own blocks hit)."""
     n = len(workload)
-    if workload.prefix_tokens is None:
-        return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-    return np.asarray(workload.prefix_group, dtype=np.int64), np.asarray(workload.prefix_tokens, dtype=np.int64)
+    group = np.zeros(n, dtype=np.int64) if workload.prefix_group is None else workload.prefix_group
+    tokens = np.zeros(n, dtype=np.int64) if workload.prefix_tokens is None else workload.prefix_tokens
+    return PrefixCachingKVCache(num_blocks, block_size_tokens, group, tokens, hash_ids=workload.hash_ids,
+                                hash_block_tokens=workload.hash_block_tokens, prompt_tokens=workload.prompt_tokens)
 
 
 class PrefixCachingKVCache(KVCache):
     tracks_block_order = True  # which cached block a new one evicts depends on the order
 
     def __init__(self, num_blocks: int, block_size_tokens: int, prefix_group: np.ndarray,
-                 prefix_tokens: np.ndarray):
+                 prefix_tokens: np.ndarray, hash_ids: list[list[int]] | None = None,
+                 hash_block_tokens: int | None = None, prompt_tokens: np.ndarray | None = None):
         super().__init__(num_blocks, block_size_tokens, len(prefix_tokens))
         self._group = np.asarray(prefix_group, dtype=np.int64)
         self._prefix = np.asarray(prefix_tokens, dtype=np.int64)
+        # A trace's hash ids: id k names prompt tokens [k*H, (k+1)*H) and everything before them.
+        self._hash_ids = hash_ids if hash_ids is not None and hash_block_tokens else None
+        self._hash_tokens = int(hash_block_tokens or 0)
+        if self._hash_ids is not None:
+            self._hashed = np.minimum([len(ids) * self._hash_tokens for ids in self._hash_ids],
+                                      np.asarray(prompt_tokens, dtype=np.int64))
         self._ref = [0] * self.num_blocks
         self._name: list[tuple | None] = [None] * self.num_blocks  # what a cached block holds
         self._cached: dict[tuple, dict[int, None]] = {}  # name -> blocks holding it, first registered first
@@ -53,7 +64,13 @@ class PrefixCachingKVCache(KVCache):
 
     # --- names ---------------------------------------------------------------
     def _block_name(self, req: int, b: int) -> tuple:
-        if (b + 1) * self.block_size_tokens <= self._prefix[req]:
+        lo, hi = b * self.block_size_tokens, (b + 1) * self.block_size_tokens
+        if self._hash_ids is not None and self._hash_ids[req]:
+            k = lo // self._hash_tokens
+            if hi <= self._hashed[req] and (hi - 1) // self._hash_tokens == k:  # inside one hashed block
+                return ("hash", self._hash_ids[req][k], b)
+            return ("own", req, b)
+        if hi <= self._prefix[req]:
             return ("shared", int(self._group[req]), b)
         return ("own", req, b)
 

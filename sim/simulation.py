@@ -20,7 +20,7 @@ from .cost_select import select_cost_model
 from .engine import Replica
 from .histogram import LogHistogram
 from .kv_cache import KVCache
-from .prefix_cache import PrefixCachingKVCache, shared_prefixes
+from .prefix_cache import prefix_cache_for
 from .memory import MemoryPlan, plan_memory
 from .requests import RequestTable
 from .rng import stream
@@ -123,7 +123,7 @@ class Simulation:
                 spec = Speculation(s.speculative.num_speculative_tokens, s.speculative.acceptance_rate,
                                    draft_cost, stream(seed, "acceptance", i))
             if s.enable_prefix_caching:
-                kv = PrefixCachingKVCache(self.memory.num_kv_blocks, s.block_size_tokens, *shared_prefixes(workload))
+                kv = prefix_cache_for(workload, self.memory.num_kv_blocks, s.block_size_tokens)
             else:
                 kv = KVCache(self.memory.num_kv_blocks, s.block_size_tokens, n)
             self.replicas.append(Replica(i, self, SCHEDULERS[sched_cfg.policy](sched_cfg), kv, self.cost, spec,

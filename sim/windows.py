@@ -94,7 +94,9 @@ def window_tasks(scenario: Scenario, window_s: float, warmup_s: float, seed: int
             workload, arrival_s=arrival[rows] - offset, prompt_tokens=workload.prompt_tokens[rows],
             output_tokens=workload.output_tokens[rows], priority=workload.priority[rows],
             duration_s=float(stop_s - offset), notes=[],
-            hash_ids=None if workload.hash_ids is None else workload.hash_ids[lo:hi])
+            hash_ids=None if workload.hash_ids is None else workload.hash_ids[lo:hi],
+            prefix_group=None if workload.prefix_group is None else workload.prefix_group[rows],
+            prefix_tokens=None if workload.prefix_tokens is None else workload.prefix_tokens[rows])
         tasks.append(WindowTask(scenario=scenario, seed=seed, workload=part, offset_s=offset,
                                 first_scored=first - lo, request_ids=np.arange(lo, hi)))
     return tasks

@@ -133,3 +133,26 @@ def test_prefix_caching_is_refused_where_it_is_not_modelled(patch, words):
     from sim.configio import ConfigError
     with pytest.raises(ConfigError, match=words):
         make_scenario(patch, ["serving.enable_prefix_caching=true"])
+
+
+def test_a_mooncake_trace_reuses_blocks_its_hash_ids_share():
+    import json
+    from pathlib import Path
+    trace = Path(__file__).resolve().parent.parent / "scenarios" / "traces" / "sample_mooncake.jsonl"
+    lines = [json.loads(x) for x in trace.read_text().splitlines()]
+    patch = {"workload": {"arrival": {"kind": "trace", "path": str(trace)}, "num_requests": len(lines),
+                          "prompt_tokens": None, "output_tokens": None},
+             "serving": {"max_model_len": 32768}}
+    on = run(make_scenario(patch, ["serving.enable_prefix_caching=true"]), seed=1)
+    off = run(make_scenario(patch), seed=1)
+    req = on.requests
+    assert summarize(off)["prefix_cache_hit_rate"] == 0
+    assert summarize(on)["prefix_cache_hit_rate"] > 0.2
+    # A request can only reuse 512-token blocks whose ids an earlier request had.
+    seen: set = set()
+    for i, line in enumerate(lines):
+        ids = line["hash_ids"]
+        shared = next((k for k, h in enumerate(ids) if h not in seen), len(ids))
+        assert req["prefix_hit_tokens"][i] <= min(shared * 512, line["input_length"] - 1)
+        seen.update(ids)
+    assert (req["generated_tokens"] == req["output_tokens"]).all()
