@@ -18,7 +18,7 @@ from calibration.parity.sim_driver import sim_trace
 from calibration.parity.trace import ParityCase, Request, StepRecord, first_divergence
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
-CI_CASES = 150  # per kind (without and with prefix caching): ~0.25 s each on a busy 2-core machine
+CI_CASES = 100  # per kind (without and with prefix caching): 0.25-0.9 s each on 2 shared cores
 
 
 def full_batch_case() -> ParityCase:

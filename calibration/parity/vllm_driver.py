@@ -98,6 +98,8 @@ def vllm_trace(case: ParityCase, max_idle_steps: int = 10_000) -> list[StepRecor
     records: list[StepRecord] = []
     step, idle = 0, 0
     while step <= last_arrival or sched.has_requests():
+        if not sched.has_requests():
+            step = min(s for s in by_step if s >= step)  # idle until the next arrival: nothing to step
         for i in by_step.get(step, ()):
             sched.add_request(_make_request(i, case, hasher))
         running_before = {r.request_id for r in sched.running}
