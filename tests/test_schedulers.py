@@ -222,3 +222,16 @@ def test_fifo_is_one_at_a_time():
     sched, rep = make("fifo", table)
     sched.schedule(rep)
     assert rep.admitted == [0] and sched.num_waiting == 1
+
+
+def test_when_everyone_is_preempted_the_queue_is_tried_again_at_once():
+    # A pool smaller than one sequence's need (scenario validation rules this out) must neither
+    # stall nor spin: the scheduler asks to be called again now, then finds that nothing fits.
+    table = FakeTable([16], [100])
+    sched, rep = make("continuous", table, num_blocks=1)
+    sched.schedule(rep)
+    b = rep.running
+    b.computed[0], b.num_tokens[0] = 16, 17  # needs a second block; there is none
+    plan = sched.schedule(rep)
+    assert rep.preempted == [0] and isinstance(plan, Wait) and plan.until_s == rep.now
+    assert sched.schedule(rep) is None and rep.admitted == [0]  # 17 tokens never fit one block

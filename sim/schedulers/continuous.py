@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .base import StepPlan, WaitingQueue
+from .base import StepPlan, Wait, WaitingQueue
 
 if TYPE_CHECKING:
     from ..engine import Replica
@@ -64,7 +64,7 @@ class ContinuousScheduler:
         # if slots or blocks are short, the fast-forward must stop at the first completion.
         return bool(self.waiting) and self.waiting.peek()[2] == req
 
-    def schedule(self, replica: "Replica") -> StepPlan | None:
+    def schedule(self, replica: "Replica") -> StepPlan | Wait | None:
         b = replica.running
         if b.n == 0 and not self.waiting:
             return None
@@ -94,7 +94,9 @@ class ContinuousScheduler:
             budget -= c
 
         if b.n == 0:
-            return None  # nothing fits (cannot happen when one max-length sequence fits the cache)
+            # Everyone was preempted: admit from the queue in the next step, as vLLM does (it cannot
+            # happen while one max-length sequence fits the cache). Otherwise nothing fits at all.
+            return Wait(replica.now) if preempted else None
         if (preempted or blocked_by_budget
                 or bool((b.view("num_tokens") - b.view("computed") - b.view("chunk") > 0).any())):
             # A prefill continues, someone got no tokens, or a preemption freed blocks that the
