@@ -78,7 +78,11 @@ def valid_scenarios(draw):
     if policy == "priority":
         data["workload"]["priorities"] = [{"name": "urgent", "share": 0.3, "level": 0},
                                           {"name": "batch", "share": 0.7, "level": draw(st.integers(1, 10))}]
-    if draw(st.booleans()) and policy in ("continuous", "priority"):
+    if policy in ("continuous", "priority") and draw(st.booleans()):
+        # vLLM's default: prefix caching on, with a shared system prompt some of the time.
+        data["serving"]["enable_prefix_caching"] = True
+        data["workload"]["shared_prefix_tokens"] = draw(st.sampled_from([0, 64, 500]))
+    elif draw(st.booleans()) and policy in ("continuous", "priority"):
         data["serving"]["speculative"] = {"draft_model": "llama-3.2-1b", "num_speculative_tokens": draw(st.integers(1, 5)),
                                           "acceptance_rate": draw(st.floats(0.0, 0.95))}
     return data
