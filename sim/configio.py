@@ -220,7 +220,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if not ok and isinstance(value, float) and value.is_integer():
             value, ok = int(value), True
         require(ok, path, value, "expected an integer")
-        require(abs(value) <= MAX_ABS_INT, path, value, f"expected an integer of magnitude <= 2**53")
+        require(abs(value) <= MAX_ABS_INT, path, value, "expected an integer of magnitude <= 2**53")
         return value
     if tp is float:
         require(isinstance(value, (int, float)) and not isinstance(value, bool), path, value, "expected a number")

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -117,12 +113,10 @@ def alias_bomb(levels: int) -> str:
 
 def test_alias_bomb_is_refused_at_once(tmp_path):
     p = write(tmp_path, alias_bomb(9))  # 9**10 values expanded: it used to hang, then MemoryError
-    t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "sim.cli", "run", str(p)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
     one_line_error(proc.stderr, "expands to more than")
-    assert time.perf_counter() - t0 < 30
-    assert len(proc.stderr) < 500
+    assert len(proc.stderr) < 500  # a hang would have hit the subprocess timeout
 
 
 def test_shared_aliases_of_modest_size_still_load():
@@ -398,10 +392,8 @@ def test_an_uploaded_file_goes_through_the_same_bounded_loader():
     pytest.importorskip("streamlit")
     from app_pages.common import parse_uploaded_yaml
 
-    t0 = time.perf_counter()
     with pytest.raises(ConfigError, match="bomb.yaml: the document expands"):
-        parse_uploaded_yaml(alias_bomb(9).encode(), "bomb.yaml")
-    assert time.perf_counter() - t0 < 30
+        parse_uploaded_yaml(alias_bomb(9).encode(), "bomb.yaml")  # refused before anything expands it
     with pytest.raises(ConfigError, match="dup.yaml: line 2: duplicate key 'seed'"):
         parse_uploaded_yaml(b"seed: 1\nseed: 2\n", "dup.yaml")
     with pytest.raises(ConfigError, match="not UTF-8"):
