@@ -211,7 +211,8 @@ def load_tables(system: str, framework: str = "vllm", version: str | None = None
     if not comm:
         raise ImportFailed(f"{system}/{framework}: no custom_allreduce_perf table at or before version {version}")
     comm_version = comm[-1]
-    moe = [v for v in _versions(root / "moe" / framework, "moe_perf.parquet") if _version_key(v) <= _version_key(version)]
+    moe = [v for v in _versions(root / "moe" / framework, "moe_perf.parquet")
+           if _version_key(v) <= _version_key(version)]
     moe_version = moe[-1] if moe else None
 
     rel = {
