@@ -104,3 +104,32 @@ def test_bytes_per_block_are_vllms(model, tp, kv):
                                        SlidingWindowSpec(block_size=16, num_kv_heads=heads, head_size=m.head_dim,
                                                          dtype=dtype, sliding_window=m.sliding_window_tokens)))
     assert _get_kv_cache_bytes_per_block(groups, KVCacheLayout.LBHNC) == 16 * kv_bytes_per_token(m, kv, tp)
+
+
+# -- the block count each composed profile implies (calibration/kv_capacity.py) ---------------------
+
+def test_vllm_server_defaults_follow_gpu_memory():
+    from calibration.kv_capacity import vllm_server_limits
+
+    limits = {g: vllm_server_limits(resolve_gpu(g, "gpu")) for g in ("b200-sxm", "h200-sxm", "h100-sxm",
+                                                                      "a100-80gb-sxm", "l40s")}
+    assert limits["b200-sxm"] == {"max_num_batched_tokens": 16384, "max_num_seqs": 1024}
+    assert limits["h200-sxm"] == limits["h100-sxm"] == {"max_num_batched_tokens": 8192, "max_num_seqs": 1024}
+    assert limits["a100-80gb-sxm"] == limits["l40s"] == {"max_num_batched_tokens": 2048, "max_num_seqs": 256}
+
+
+def test_profiles_record_the_plan_the_simulator_would_make():
+    from calibration.kv_capacity import vllm_kv_capacity
+    from calibration.profile import list_shipped_profiles, load_profile
+
+    checked = 0
+    for name in list_shipped_profiles():
+        prof = load_profile(name)
+        recorded = prof.provenance.get("kv_cache_at_vllm_defaults")
+        if not recorded or "error" in recorded:
+            continue
+        again = vllm_kv_capacity(prof.model, prof.gpu, prof.tensor_parallel, prof.weight_dtype, prof.kv_dtype)
+        assert again["num_kv_blocks"] == recorded["num_kv_blocks"], name
+        assert prof.num_kv_blocks is None  # an estimate, never passed off as a measured count
+        checked += 1
+    assert checked >= 80
