@@ -94,8 +94,9 @@ NOT_MODELLED = [
     "model-specific small ops (e.g. Qwen3's q/k RMSNorm)",
     "the LM-head all-gather of logits under TP",
     "prefill chunks on top of a cached prefix (the context-attention tables measure prompts from position 0)",
+    "activation quantisation of block-scaled fp8 and NVFP4 GEMMs (per-tensor fp8 uses the scale_matrix table)",
+    "MoE: routing skew beyond the table's power-law distribution; gpt-oss's attention sinks and biases",
 ]
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,7 +109,7 @@ class StepComposer:
     def __init__(self, tables: OpTables, model: ModelSpec, *, tp: int, dtype: str = "bf16",
                  kv_dtype: str | None = None, step_overhead_s: float = DEFAULT_STEP_OVERHEAD_S,
                  moe_parallel: str = "tp"):
-        kv_dtype = kv_dtype or dtype
+        kv_dtype = kv_dtype or (dtype if dtype in KV_DTYPES else "bf16")
         if tp < 1 or model.num_attention_heads % tp or (model.num_kv_heads % tp and tp % model.num_kv_heads):
             raise ImportFailed(f"--tp: {tp} does not split {model.name}'s {model.num_attention_heads} heads / "
                                f"{model.num_kv_heads} KV heads evenly")
@@ -367,7 +368,7 @@ def compose_measurements(model: ModelSpec | str, system: str, tp: int, dtype: st
     if system not in SYSTEMS:
         raise ImportFailed(f"--system: got {system!r}; supported: {sorted(SYSTEMS)}")
     model = resolve_model(model, "--model") if isinstance(model, str) else model
-    kv_dtype = kv_dtype or dtype
+    kv_dtype = kv_dtype or (dtype if dtype in KV_DTYPES else "bf16")
     tables = tables or load_tables(system, framework, version)
     composer = StepComposer(tables, model, tp=tp, dtype=dtype, kv_dtype=kv_dtype, step_overhead_s=step_overhead_s,
                             moe_parallel=moe_parallel)

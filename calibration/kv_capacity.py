@@ -23,6 +23,7 @@ BLOCK_SIZE_TOKENS = 16
 # (vLLM subtracts its CUDA-graph estimate, VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1): the
 # scenario default serving.overhead_gib.
 NON_TORCH_GIB = 1.0
+CLIFF_SECTION = "## Check against the measured KV cliffs"
 
 
 def vllm_server_limits(gpu: GpuSpec) -> dict[str, int]:
@@ -83,5 +84,9 @@ def write_kv_table(path: Path) -> None:
              "| profile | tokens / seqs per step | requested GiB | weights GiB | reserve GiB | KV GiB | KV blocks "
              "| KV tokens |",
              "|---|---|---:|---:|---:|---:|---:|---:|"] + rows
+    # Keep the cliff check that benchmarks/kv_cliffs.py appends (it needs the simulator, this does not).
+    tail = ""
+    if path.is_file() and CLIFF_SECTION in path.read_text():
+        tail = "\n" + CLIFF_SECTION + path.read_text().split(CLIFF_SECTION, 1)[1]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + tail)
