@@ -328,3 +328,28 @@ def test_moe_profile_records_its_split_and_kv_capacity(h200):
     assert p.provenance["moe"]["parallel"] == "tp" and "/moe/" in " ".join(p.provenance["tables"])
     kv = p.provenance["kv_cache_at_vllm_defaults"]
     assert kv["kv_dtype"] == "bf16" and kv["num_kv_blocks"] * 16 == kv["kv_capacity_tokens"]
+
+
+def test_a_moe_scenario_runs_on_its_profile_and_on_the_roofline():
+    """MoE sanity end to end: gpt-oss-120b (mxfp4 experts, sliding windows) on one H200, the shipped
+    composed profile and the catalog roofline agree on TPOT within a factor of two, and the KV cache
+    holds over a million tokens (18 full-attention layers, 60 GiB of weights on 141 GB)."""
+    from sim.metrics import summarize
+    from sim.scenario import scenario_from_dict
+    from sim.simulation import run
+
+    tpot = {}
+    for name, cm in (("roofline", {"kind": "roofline"}), ("profile", {"profile": "h200-sxm_gpt-oss-120b_tp1_mxfp4"})):
+        sc = scenario_from_dict({
+            "name": name, "seed": 1, "model": "gpt-oss-120b", "hardware": {"gpu": "h200-sxm"},
+            "workload": {"arrival": {"kind": "closed_loop", "concurrency": 16, "think_time_s": 0}, "num_requests": 100,
+                         "prompt_tokens": {"kind": "constant", "value": 1024},
+                         "output_tokens": {"kind": "constant", "value": 128}},
+            "serving": {"replicas": 1, "tensor_parallel": 1, "quantization": {"weights": "mxfp4", "kv_cache": "bf16"},
+                        "max_model_len": 131072,
+                        "scheduler": {"policy": "continuous", "max_num_seqs": 1024, "max_num_batched_tokens": 8192}},
+            "cost_model": cm})
+        res = run(sc, seed=1)
+        assert res.memory.kv_capacity_tokens > 1_000_000
+        tpot[name] = summarize(res)["tpot_s_mean"]
+    assert 0.5 < tpot["profile"] / tpot["roofline"] < 2.0, tpot
