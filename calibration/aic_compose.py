@@ -31,7 +31,7 @@ from sim.memory import kv_heads_per_gpu, plan_memory
 
 # aiconfigurator system name -> servesim catalog GPU name: every system with vLLM GEMM + attention tables.
 SYSTEMS = {"h100_sxm": "h100-sxm", "a100_sxm": "a100-80gb-sxm", "h200_sxm": "h200-sxm", "b200_sxm": "b200-sxm",
-           "l40s": "l40s"}
+           "b300_sxm": "b300-sxm", "l40s": "l40s"}
 # servesim weight dtype -> the tables' gemm_dtype of the dense layers (attention projections, dense MLP)
 # and moe_dtype of the experts, as the usual checkpoint of that format runs under vLLM: fp8 = per-tensor
 # scales (modelopt FP8, e.g. nvidia/Llama-3.1-70B-Instruct-FP8), fp4 = NVFP4, mxfp4 = gpt-oss's MXFP4

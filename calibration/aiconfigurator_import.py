@@ -193,6 +193,8 @@ SHIPPED += [
     ("b200_sxm", "minimax-m2.5", (2, 4), ("fp8",)),
     ("b200_sxm", "minimax-m2.5", (2, 4), ("fp8",), "ep"),
     ("b200_sxm", "minimax-m2.5", (1, 2, 4, 8), ("fp4",)),
+    ("b300_sxm", "minimax-m2.5", (1, 2, 4), ("fp8",)),
+    ("b300_sxm", "minimax-m2.5", (1, 2, 4, 8), ("fp4",)),
     ("h200_sxm", "qwen3-235b-a22b", (2, 4), ("fp8",)),
     ("h200_sxm", "qwen3-235b-a22b", (2, 4), ("fp8",), "ep"),
     ("a100_sxm", "mixtral-8x7b", (2, 4, 8), ("bf16",)),
