@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from calibration.engine_fit import TRAIN_MODELS
 from calibration.engine_terms import engine_terms
 from calibration.profile import load_profile
-from calibration.silicon import (DEFAULT_KV_DTYPE, KV_BOUND_PEAK, Row, engine_version, lone_prefill_ms, read_rows,
+from calibration.silicon import (KV_BOUND_PEAK, Row, engine_version, lone_prefill_ms, read_rows,
                                  simulate_row)
 from sim.cost_model import ProfileCostModel
 
@@ -52,7 +52,7 @@ def _lockstep_cost(row: Row) -> ProfileCostModel:
     return ProfileCostModel(load_profile(row.profile).coefficients, replace(terms.overhead, request_jitter_s=0.0))
 
 
-def validate(rows: list[Row], kv_dtype: str = DEFAULT_KV_DTYPE, spread: float = 0.0, engine: bool = True,
+def validate(rows: list[Row], kv_dtype: str | None = None, spread: float = 0.0, engine: bool = True,
              lockstep: bool = False, seed: int = 0, log=print) -> pd.DataFrame:
     """One record per row: measured, predicted, error % = (pred - real) / real, TPOT gap (ms).
     `engine` False: the profile's kernels alone (no engine terms); `lockstep`: clients start together and

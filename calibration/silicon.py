@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib.metadata
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -26,7 +26,9 @@ import pandas as pd
 from sim.catalog import resolve_model
 from sim.cost_model import CostModel, price, step_features
 from sim.metrics import latency_table, summarize
+from sim.configio import ConfigError
 from sim.scenario import scenario_from_dict
+from sim.simulation import build_memory
 from sim.simulation import run as simulate
 
 from .profile import list_shipped_profiles, load_profile
@@ -36,11 +38,16 @@ CSV_NAME = "silicon_sample.csv"
 
 # aiconfigurator's system names -> servesim catalog GPUs (sim/catalog/gpus.yaml) that have profiles.
 GPUS = {"h100_sxm": "h100-sxm", "a100_sxm": "a100-80gb-sxm", "h200_sxm": "h200-sxm", "l40s": "l40s",
-        "b200_sxm": "b200-sxm"}
+        "b200_sxm": "b200-sxm", "b300_sxm": "b300-sxm"}
 # Hugging Face model paths in the CSV -> catalog models (sim/catalog/models.yaml) that have profiles.
 MODELS = {"Qwen/Qwen3-32B": "qwen3-32b", "meta-llama/Llama-3.1-70B": "llama-3.1-70b",
           "meta-llama/Llama-3.1-70B-Instruct": "llama-3.1-70b", "meta-llama/Llama-3.1-8B": "llama-3.1-8b",
-          "meta-llama/Llama-3.1-8B-Instruct": "llama-3.1-8b", "nvidia/Llama-3.1-8B-Instruct-FP8": "llama-3.1-8b"}
+          "meta-llama/Llama-3.1-8B-Instruct": "llama-3.1-8b", "nvidia/Llama-3.1-8B-Instruct-FP8": "llama-3.1-8b",
+          "openai/gpt-oss-120b": "gpt-oss-120b", "Qwen/Qwen3-235B-A22B-FP8": "qwen3-235b-a22b",
+          "MiniMaxAI/MiniMax-M2.5": "minimax-m2.5"}
+# Models whose only checkpoint is 4-bit MXFP4 (the CSV labels gpt-oss's rows fp4/nvfp4; the served
+# openai/gpt-oss-120b checkpoint is MXFP4 experts with bf16 attention).
+MXFP4_MODELS = {"gpt-oss-120b"}
 
 # vLLM's defaults for the OpenAI API server on a >= 70 GiB GPU that is not an A100 (H100/H200):
 # vllm/engine/arg_utils.py (`UsageContext.OPENAI_API_SERVER`: 8192 batched tokens, 1024 sequences;
@@ -53,6 +60,10 @@ GPU_MEMORY_UTILIZATION = 0.9
 # vLLM's default --kv-cache-dtype is "auto" (the model dtype, bf16 for these checkpoints) even when
 # the weights are quantised to fp8; the CSV has no KV-dtype column, so the default is assumed.
 DEFAULT_KV_DTYPE = "bf16"
+# Except for NVIDIA's modelopt checkpoints, whose hf_quant_config declares kv_cache_quant_algo FP8, which
+# "auto" resolves to (vllm/utils/torch_utils.py resolve_kv_cache_dtype_string): rows naming one
+# (nvidia/...-FP8), and fp4 rows (NVFP4 exists only as nvidia/...-NVFP4 checkpoints).
+CHECKPOINT_FP8_KV_PREFIX = "nvidia/"
 
 MIN_REQUESTS, MAX_REQUESTS, WAVES = 100, 2000, 10  # requests = clamp(WAVES * concurrency, MIN, MAX)
 KV_BOUND_PEAK = 0.98  # a prediction whose peak KV-block use reaches this is KV-bound (requests wait for memory)
@@ -65,7 +76,7 @@ class Row:
     id: str
     model: str  # catalog name
     gpu: str  # catalog name
-    dtype: str  # weight dtype: bf16 | fp8
+    dtype: str  # weight dtype: bf16 | fp8 | fp4 | mxfp4
     tp: int
     isl: int
     osl: int
@@ -74,10 +85,18 @@ class Row:
     ttft_ms: float
     tpot_ms: float
     backend_version: str
+    expert_parallel: bool = False  # MoE: whole experts per GPU (moe_ep_size = TP), not split by TP
+    kv_dtype: str = DEFAULT_KV_DTYPE  # the KV dtype vLLM's "auto" picks for the row's checkpoint
 
     @property
     def profile(self) -> str:
-        return f"{self.gpu}_{self.model}_tp{self.tp}_{self.dtype}"
+        """The shipped profile of this GPU, model, TP (and expert split) and weight dtype: the one named
+        exactly so, else the one that adds the checkpoint's KV dtype (`_kv<dtype>`)."""
+        base = f"{self.gpu}_{self.model}_tp{self.tp}{f'_ep{self.tp}' if self.expert_parallel else ''}_{self.dtype}"
+        shipped = set(list_shipped_profiles())
+        if base in shipped:
+            return base
+        return next((n for n in sorted(shipped) if n.startswith(base + "_kv")), base)
 
     @property
     def setup(self) -> str:
@@ -108,14 +127,28 @@ def _concurrency(row: pd.Series) -> tuple[int | None, bool]:
     return (int(b), False) if pd.notna(b) and b >= 1 else (None, False)
 
 
-def _dtype(row: pd.Series) -> str | None:
-    """Weight dtype with a shipped profile: fp8 (fp8 GEMMs) or bf16 (no precision recorded: the
-    unquantised Hugging Face checkpoint served as is). fp4 / int4 have no profiles."""
+def _dtype(row: pd.Series, model: str | None = None) -> str | None:
+    """Weight dtype with a shipped profile: fp8 (fp8 GEMMs), fp4 (NVFP4; MXFP4 for gpt-oss, whose
+    checkpoint is MXFP4 whatever the CSV says) or bf16 (no precision recorded: the unquantised Hugging
+    Face checkpoint served as is). int4 has no profiles."""
     p, g = row["precision"], row["gemm_quant_mode"]
     if pd.isna(p) and pd.isna(g):
         return "bf16"
     if p == "fp8" and g == "fp8":
         return "fp8"
+    if p == "fp4" and g == "nvfp4":
+        return "mxfp4" if model in MXFP4_MODELS else "fp4"
+    return None
+
+
+def _expert_split(row: pd.Series, tp: int) -> bool | None:
+    """Whether a MoE row places whole experts per GPU (moe_ep_size = TP: True), splits them by TP
+    (moe_tp_size = TP: False), or (None) splits them some other way than the attention's TP group."""
+    mtp, mep = row["moe_tp_size"], row["moe_ep_size"]
+    if pd.isna(mtp) or pd.isna(mep) or (mtp in (0, 1) and mep in (0, 1)) or (mtp == tp and mep == 1):
+        return False
+    if mtp == 1 and mep == tp:
+        return True
     return None
 
 
@@ -149,7 +182,7 @@ def read_rows(path: Path | None = None) -> tuple[list[Row], pd.DataFrame]:
         if model is None:
             skip("model without a shipped profile", str(r["model_path"]))
             continue
-        dtype = _dtype(r)
+        dtype = _dtype(r, model)
         if dtype is None:
             skip("precision without a shipped profile", f"{r['precision']}/{r['gemm_quant_mode']}")
             continue
@@ -159,7 +192,16 @@ def read_rows(path: Path | None = None) -> tuple[list[Row], pd.DataFrame]:
             skip("pipeline or attention-data parallelism", f"pp {pp} dp {dp}")
             continue
         tp = int(r["tp_size"])
-        name = f"{gpu}_{model}_tp{tp}_{dtype}"
+        ep = _expert_split(r, tp) if resolve_model(model, "model").is_moe else False
+        if ep is None:
+            skip("experts split differently from the TP group (attention data parallel)",
+                 f"tp {tp} moe_tp {r['moe_tp_size']:g} moe_ep {r['moe_ep_size']:g}")
+            continue
+        kv = "fp8" if dtype == "fp4" or str(r["model_path"]).startswith(CHECKPOINT_FP8_KV_PREFIX) else DEFAULT_KV_DTYPE
+        probe = Row(id=str(r["id"]), model=model, gpu=gpu, dtype=dtype, tp=tp, isl=int(r["isl"]), osl=int(r["osl"]),
+                    concurrency=1, concurrency_recorded=True, ttft_ms=0.0, tpot_ms=0.0, backend_version="not recorded",
+                    expert_parallel=ep, kv_dtype=kv)
+        name = probe.profile
         if name not in shipped:
             skip("no shipped profile for this GPU/model/TP/dtype", name)
             continue
@@ -167,11 +209,17 @@ def read_rows(path: Path | None = None) -> tuple[list[Row], pd.DataFrame]:
         if conc is None:
             skip("concurrency not recorded", str(r["id"]))
             continue
+        try:
+            build_memory(scenario_for(probe))
+        except ConfigError:
+            # vLLM would refuse to start with these defaults too (one max_model_len sequence's KV does not
+            # fit): the run must have set a smaller --max-model-len or another KV dtype; the CSV does not say.
+            skip("does not fit at vLLM's defaults (max_model_len = the model's context)", name)
+            continue
         version = r["backend_version"]
-        keep.append(Row(id=str(r["id"]), model=model, gpu=gpu, dtype=dtype, tp=tp, isl=int(r["isl"]),
-                        osl=int(r["osl"]), concurrency=conc, concurrency_recorded=recorded,
-                        ttft_ms=float(r["silicon_ttft_ms"]), tpot_ms=float(r["silicon_tpot_ms"]),
-                        backend_version="not recorded" if pd.isna(version) else str(version)))
+        keep.append(replace(probe, concurrency=conc, concurrency_recorded=recorded,
+                            ttft_ms=float(r["silicon_ttft_ms"]), tpot_ms=float(r["silicon_tpot_ms"]),
+                            backend_version="not recorded" if pd.isna(version) else str(version)))
     skipped_table = pd.DataFrame([{"reason": k, "rows": v, "examples": ", ".join(sorted(examples[k])[:8])
                                    + (" ..." if len(examples[k]) > 8 else "")}
                                   for k, v in skipped.most_common()])
@@ -197,7 +245,7 @@ def engine_version(row: Row) -> str | None:
     return None if row.backend_version == "not recorded" else row.backend_version
 
 
-def scenario_for(row: Row, kv_dtype: str = DEFAULT_KV_DTYPE, requests: int | None = None, spread: float = 0.0,
+def scenario_for(row: Row, kv_dtype: str | None = None, requests: int | None = None, spread: float = 0.0,
                  engine_terms: bool = True, seed: int = 0, lockstep: bool = False):
     """The servesim scenario of one measured row (vLLM's defaults where the CSV is silent), priced by
     the row's profile with the engine terms of the row's vLLM version (`engine_terms` False: the
@@ -218,7 +266,7 @@ def scenario_for(row: Row, kv_dtype: str = DEFAULT_KV_DTYPE, requests: int | Non
                     "scheduler": {"policy": "continuous", "chunked_prefill": True,
                                   "max_num_seqs": max(server["max_num_seqs"], row.concurrency),
                                   "max_num_batched_tokens": server["max_num_batched_tokens"]},
-                    "quantization": {"weights": row.dtype, "kv_cache": kv_dtype},
+                    "quantization": {"weights": row.dtype, "kv_cache": kv_dtype or row.kv_dtype},
                     "block_size_tokens": BLOCK_SIZE_TOKENS, "gpu_memory_utilization": GPU_MEMORY_UTILIZATION,
                     "max_model_len": model.max_context_tokens},  # vLLM's default: the model's context
         "cost_model": {"profile": row.profile, "serving_overhead": engine_terms},
@@ -227,7 +275,7 @@ def scenario_for(row: Row, kv_dtype: str = DEFAULT_KV_DTYPE, requests: int | Non
     })
 
 
-def simulate_row(row: Row, kv_dtype: str = DEFAULT_KV_DTYPE, requests: int | None = None,
+def simulate_row(row: Row, kv_dtype: str | None = None, requests: int | None = None,
                  spread: float = 0.0, engine_terms: bool = True, cost_model: CostModel | None = None,
                  seed: int = 0, lockstep: bool = False) -> dict:
     """Predicted TTFT/TPOT (ms) of one row: steady state (the first wave of `concurrency`

@@ -33,6 +33,7 @@ class GpuSpec:
     price_source: str  # provider, instance type, date seen
     spec_source: str  # datasheet the hardware numbers come from
     notes: str = ""
+    fp4_tflops: float | None = None  # dense fp4 (NVFP4/MXFP4) tensor-core rate; None: no fp4 tensor cores
 
     def validate(self, path: str) -> None:
         require(self.memory_bytes > 0, f"{path}.memory_bytes", self.memory_bytes, "must be > 0")
@@ -47,7 +48,10 @@ class GpuSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A decoder-only transformer's shape. MoE models set num_experts > 1."""
+    """A decoder-only transformer's shape. MoE models set num_experts > 1 (ffn_size is then ONE
+    expert's intermediate size; every layer routes each token to experts_per_token of them).
+    Models that alternate sliding-window and full attention (gpt-oss) set sliding_window_tokens
+    and num_sliding_layers: those layers keep at most the window's KV per sequence."""
 
     name: str
     num_layers: int
@@ -62,6 +66,9 @@ class ModelSpec:
     tied_embeddings: bool = False
     num_experts: int = 1
     experts_per_token: int = 1
+    sliding_window_tokens: int = 0  # window of the sliding-window layers (0: none)
+    num_sliding_layers: int = 0  # how many of num_layers use it
+    unquantized_params: int = 0  # params a quantised checkpoint keeps in 16 bit besides embeddings (e.g. attention)
     source: str = ""
 
     def validate(self, path: str) -> None:
@@ -74,6 +81,12 @@ class ModelSpec:
                 f"must divide num_attention_heads ({self.num_attention_heads})")
         require(self.experts_per_token <= self.num_experts, f"{path}.experts_per_token",
                 self.experts_per_token, f"must be <= num_experts ({self.num_experts})")
+        require(0 <= self.num_sliding_layers < self.num_layers, f"{path}.num_sliding_layers",
+                self.num_sliding_layers, f"must be in [0, num_layers ({self.num_layers}))")
+        require((self.sliding_window_tokens > 0) == (self.num_sliding_layers > 0), f"{path}.sliding_window_tokens",
+                self.sliding_window_tokens, "must be > 0 exactly when num_sliding_layers > 0")
+        require(0 <= self.unquantized_params < self.num_params, f"{path}.unquantized_params",
+                self.unquantized_params, f"must be in [0, num_params ({self.num_params}))")
 
     # Parameter counts derived from the shape (used for FLOPs; num_params for memory).
     @property
@@ -110,6 +123,17 @@ class ModelSpec:
     @property
     def is_moe(self) -> bool:
         return self.num_experts > 1
+
+    @property
+    def active_params(self) -> int:
+        """Parameters one token passes through (attention, experts_per_token experts, LM head), as model cards
+        count "active" (the input embedding is a lookup, not a matmul)."""
+        return self.active_linear_params + self.lm_head_params
+
+    @property
+    def num_full_attention_layers(self) -> int:
+        """Layers whose KV grows with the context (the rest keep a sliding window)."""
+        return self.num_layers - self.num_sliding_layers
 
 
 def _load(filename: str) -> dict[str, dict[str, Any]]:

@@ -1,18 +1,28 @@
-"""How one replica's GPU memory divides into weights, reserve and paged KV cache.
+"""How one replica's GPU memory divides into weights, reserve and paged KV cache, as vLLM decides it.
 
-Per GPU of a tensor-parallel group of size t (vLLM's accounting):
+vLLM (v1/worker/gpu_worker.py `determine_available_memory`, utils/mem_utils.py `memory_profiling`)
+profiles one forward pass of max_num_batched_tokens tokens plus a sampler pass over max_num_seqs
+sequences, then gives the KV cache what is left of its share of the GPU. Per GPU of a
+tensor-parallel group of size t:
 
-    usable      = memory_bytes * gpu_memory_utilization
-    kv_budget   = usable - weights / t - reserve
-    kv_blocks   = kv_budget // (block_size_tokens * kv_bytes_per_token_per_gpu)
+    requested   = ceil(memory_bytes * gpu_memory_utilization)
+    non_kv      = weights / t                     (torch, measured at load)
+                + non-torch memory                (CUDA context, cuBLAS, CUDA graphs: overhead_bytes;
+                                                   NCCL / custom all-reduce buffers when t > 1)
+                + activation peak of the profile  (transient torch peak above what stays allocated)
+    kv_blocks   = (requested - non_kv) // (block_size_tokens * kv_bytes_per_token_per_gpu)
 
-KV bytes per token = 2 (K and V) * layers * KV heads on this GPU * head_dim * dtype
-bytes; with grouped-query attention KV heads are few, and when t exceeds them they
-are replicated (each GPU keeps at least one). A speculative draft model adds its own
-weights and its own KV per token.
+KV bytes per token = 2 (K and V) * full-attention layers * KV heads on this GPU * head_dim * dtype
+bytes. With grouped-query attention KV heads are few, and when t exceeds them they are replicated
+(each GPU keeps at least one). Sliding-window layers (gpt-oss) keep only their window per sequence:
+vLLM's hybrid allocator sizes a block as the largest KV-cache group's layers (v1/core/kv_cache_utils.py
+`_get_kv_cache_bytes_per_block`), so with equal full and sliding groups only the full-attention
+layers count per token (the window's few blocks per running sequence are left out). A speculative
+draft model adds its own weights and its own KV per token.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .catalog import GIB, GpuSpec, ModelSpec
@@ -21,10 +31,11 @@ from .quantization import kv_bytes_per_value, weight_bytes_per_param
 
 
 def weight_bytes(model: ModelSpec, weight_dtype: str) -> int:
-    """Whole-model weight bytes. Quantised checkpoints keep embedding and LM head in 16 bit."""
-    embed = model.embedding_params
-    linear = max(model.num_params - embed, 0)
-    return int(linear * weight_bytes_per_param(weight_dtype) + embed * 2.0)
+    """Whole-model weight bytes. Quantised checkpoints keep embedding and LM head in 16 bit, and
+    the model's `unquantized_params` (e.g. gpt-oss's attention) too."""
+    kept = model.embedding_params + model.unquantized_params
+    linear = max(model.num_params - kept, 0)
+    return int(linear * weight_bytes_per_param(weight_dtype) + kept * 2.0)
 
 
 def kv_heads_per_gpu(model: ModelSpec, tp: int) -> int:
@@ -32,20 +43,45 @@ def kv_heads_per_gpu(model: ModelSpec, tp: int) -> int:
 
 
 def kv_bytes_per_token(model: ModelSpec, kv_dtype: str, tp: int) -> int:
-    """KV-cache bytes one token occupies on one GPU of the TP group."""
-    return 2 * model.num_layers * kv_heads_per_gpu(model, tp) * model.head_dim * kv_bytes_per_value(kv_dtype)
+    """KV-cache bytes one token occupies on one GPU of the TP group (full-attention layers)."""
+    return (2 * model.num_full_attention_layers * kv_heads_per_gpu(model, tp) * model.head_dim
+            * kv_bytes_per_value(kv_dtype))
+
+
+# NCCL and vLLM's custom all-reduce buffers per GPU under tensor parallelism (non-torch memory that
+# vLLM's profiling counts against the KV cache): aiconfigurator-core 0.12.0 systems/<gpu>.yaml
+# `misc.nccl_mem`, the same on every GPU it describes (342 MB at TP 2, 392 MB at TP 4 and 8).
+NCCL_BYTES_BY_TP = {1: 0, 2: 358612992, 4: 411041792, 8: 411041792}
+# vLLM's fused-MoE kernels process at most this many tokens per call (VLLM_FUSED_MOE_CHUNK_SIZE),
+# so their workspaces stop growing beyond it.
+FUSED_MOE_CHUNK_TOKENS = 16 * 1024
+
+
+def nccl_bytes(tp: int) -> int:
+    """Communication buffers per GPU at TP `tp` (the nearest listed TP size at or below it)."""
+    return NCCL_BYTES_BY_TP[max(k for k in NCCL_BYTES_BY_TP if k <= max(tp, 1))]
 
 
 def activation_reserve_bytes(model: ModelSpec, tp: int, max_num_batched_tokens: int, max_num_seqs: int) -> int:
-    """Peak activation memory of the largest step, as vLLM's profiling run measures it (estimate).
+    """Transient peak of vLLM's profiling run: one forward pass of max_num_batched_tokens tokens,
+    then the sampler over max_num_seqs sequences (estimate; 16-bit activations, fp32 logits).
 
-    The widest intermediate is the gated MLP (gate and up, 2 * ffn per token, 16 bit),
-    plus the residual/attention buffers (~4 * hidden per token) and fp32 logits for the
-    sequences sampled in a step.
+    Dense: the gated MLP's gate/up output (2 * ffn / t per token) beside the residual and attention
+    buffers (~4 * hidden per token). MoE: the fused-MoE workspaces for every (token, chosen expert)
+    pair (gate/up output, activation and down output, 2 * ffn / t + ffn / t + hidden, up to
+    FUSED_MOE_CHUNK_TOKENS tokens per call) beside the same residual buffers. The sampler's logits
+    cover the whole vocabulary on every rank (vLLM gathers them), so they do not shrink with t.
     """
-    per_token = (2 * model.ffn_size // tp + 4 * model.hidden_size) * 2
-    logits = max_num_seqs * model.vocab_size * 4 // tp
-    return max_num_batched_tokens * per_token + logits
+    T = max_num_batched_tokens
+    h = model.hidden_size
+    if model.is_moe:
+        pairs = min(T, FUSED_MOE_CHUNK_TOKENS) * model.experts_per_token
+        mlp = pairs * (3 * model.ffn_size // tp + h) * 2
+    else:
+        mlp = T * (2 * model.ffn_size // tp) * 2
+    residual = T * 4 * h * 2
+    logits = max_num_seqs * model.vocab_size * 4
+    return mlp + residual + logits
 
 
 @dataclass(frozen=True)
@@ -55,7 +91,7 @@ class MemoryPlan:
     gpu_memory_bytes: int
     usable_bytes: int
     weights_bytes: int  # per GPU, target + draft
-    reserve_bytes: int  # activations + non-torch overhead (CUDA context, graphs, NCCL)
+    reserve_bytes: int  # activation peak + non-torch memory (CUDA context, graphs, NCCL)
     kv_budget_bytes: int
     kv_bytes_per_token: int  # per GPU, target + draft
     block_size_tokens: int
@@ -76,8 +112,9 @@ def plan_memory(*, model: ModelSpec, gpu: GpuSpec, tp: int, weight_dtype: str, k
     if draft is not None:
         weights += weight_bytes(draft, "bf16") // tp
         per_token += kv_bytes_per_token(draft, kv_dtype, tp)
-    reserve = overhead_bytes + activation_reserve_bytes(model, tp, max_num_batched_tokens, max_num_seqs)
-    usable = int(gpu.memory_bytes * gpu_memory_utilization)
+    reserve = (overhead_bytes + nccl_bytes(tp)
+               + activation_reserve_bytes(model, tp, max_num_batched_tokens, max_num_seqs))
+    usable = math.ceil(gpu.memory_bytes * gpu_memory_utilization)  # vLLM's requested_memory
     kv_budget = usable - weights - reserve
     block_bytes = block_size_tokens * per_token
     blocks = max(kv_budget, 0) // block_bytes

@@ -9,13 +9,15 @@ from sim.catalog import GpuSpec, ModelSpec, gpu_catalog, model_catalog, resolve_
 from sim.configio import ConfigError
 
 EXPECTED_GPUS = {
-    "a100-40gb-sxm", "a100-80gb-sxm", "h100-sxm", "h100-pcie", "h200-sxm",
+    "a100-40gb-sxm", "a100-80gb-sxm", "h100-sxm", "h100-pcie", "h200-sxm", "b200-sxm", "b300-sxm",
     "l4", "l40s", "a10g", "rtx-4090",
 }
 EXPECTED_MODELS = {
     "llama-3.1-8b", "llama-3.1-70b", "llama-2-7b", "llama-2-13b", "llama-2-70b", "mistral-7b",
     "mixtral-8x7b", "qwen2.5-7b", "qwen2.5-32b", "qwen3-32b", "llama-3.2-1b", "qwen2.5-0.5b",
+    "gpt-oss-120b", "qwen3-235b-a22b", "minimax-m2.5",
 }
+MOE_MODELS = {"mixtral-8x7b", "gpt-oss-120b", "qwen3-235b-a22b", "minimax-m2.5"}
 NO_FP8 = {"a100-40gb-sxm", "a100-80gb-sxm", "a10g"}
 
 
@@ -57,8 +59,39 @@ def test_moe_and_draft_models():
         assert models[draft].num_params < 2e9
     assert models["llama-3.2-1b"].head_dim == 64
     for name, model in models.items():
-        if name != "mixtral-8x7b":
-            assert not model.is_moe, name
+        assert model.is_moe == (name in MOE_MODELS), name
+
+
+@pytest.mark.parametrize("name, total, active, rel", [
+    # Model cards: gpt-oss-120b 116.83B total / 5.13B active; Qwen3-235B-A22B 235B / 22B;
+    # MiniMax-M2 family ~230B / 10B.
+    ("gpt-oss-120b", 116.83e9, 5.13e9, 0.01),
+    ("qwen3-235b-a22b", 235e9, 22e9, 0.03),
+    ("minimax-m2.5", 230e9, 10e9, 0.05),
+])
+def test_moe_total_and_active_params(name, total, active, rel):
+    m = model_catalog()[name]
+    assert m.num_params == pytest.approx(total, rel=rel)
+    assert m.active_params == pytest.approx(active, rel=rel)
+    assert m.active_params < m.num_params / 10
+
+
+def test_sliding_window_layers_hold_no_context_kv():
+    from sim.memory import kv_bytes_per_token
+
+    oss = model_catalog()["gpt-oss-120b"]
+    assert (oss.num_sliding_layers, oss.sliding_window_tokens, oss.num_full_attention_layers) == (18, 128, 18)
+    # 18 full-attention layers x 8 KV heads x 64 x K and V x 2 bytes.
+    assert kv_bytes_per_token(oss, "bf16", 1) == 18 * 8 * 64 * 2 * 2
+
+
+def test_fp4_weights_run_on_fp4_tensor_cores_only_where_they_exist():
+    from sim.quantization import matmul_tflops, weight_bytes_per_param
+
+    gpus = gpu_catalog()
+    assert matmul_tflops(gpus["b200-sxm"], "fp4", "w") == gpus["b200-sxm"].fp4_tflops > gpus["b200-sxm"].fp8_tflops
+    assert matmul_tflops(gpus["h100-sxm"], "mxfp4", "w") == gpus["h100-sxm"].bf16_tflops  # weight-only
+    assert weight_bytes_per_param("mxfp4") < weight_bytes_per_param("fp4") < weight_bytes_per_param("fp8")
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_GPUS))
@@ -72,22 +105,25 @@ def test_gpu_sources_and_fp8(name):
         assert gpu.fp8_tflops is None
     else:
         assert gpu.fp8_tflops is not None and gpu.fp8_tflops > gpu.bf16_tflops
-    assert gpu.int8_tops is not None and gpu.int8_tops > gpu.bf16_tflops
+    assert gpu.int8_tops is not None
+    if name != "b300-sxm":  # Blackwell Ultra cut INT8 to 153.5 TOPS, below its bf16 rate
+        assert gpu.int8_tops > gpu.bf16_tflops
 
 
 def test_gpu_numbers_are_plausible():
     # Guards against unit slips (GB vs GiB, TB/s vs GB/s, bidirectional vs one-way).
     for name, gpu in gpu_catalog().items():
-        assert 16 * 2**30 <= gpu.memory_bytes <= 160 * 2**30, name
+        assert 16 * 2**30 <= gpu.memory_bytes <= 288 * 2**30, name
         assert 1e11 <= gpu.hbm_bandwidth_bytes_per_s <= 1e13, name
-        assert 50 <= gpu.bf16_tflops <= 2000, name
-        assert 1e10 <= gpu.interconnect_bw_bytes_per_s <= 5e11, name
+        assert 50 <= gpu.bf16_tflops <= 2500, name  # B200: 2250 dense
+        assert 1e10 <= gpu.interconnect_bw_bytes_per_s <= 1e12, name  # B200 NVLink 5: 900 GB/s one way
         assert 0 < gpu.price_usd_per_gpu_hour < 20, name
     gpus = gpu_catalog()
     assert gpus["a100-80gb-sxm"].memory_bytes == 81920 * 2**20
     assert gpus["h100-sxm"].interconnect_bw_bytes_per_s == 450e9  # half of 900 GB/s bidirectional
     assert gpus["h200-sxm"].bf16_tflops == gpus["h100-sxm"].bf16_tflops
     assert gpus["h200-sxm"].memory_bytes > gpus["h100-sxm"].memory_bytes
+    assert gpus["b200-sxm"].interconnect_bw_bytes_per_s == 2 * gpus["h100-sxm"].interconnect_bw_bytes_per_s
 
 
 def test_unknown_gpu_names_path_and_catalog():

@@ -229,7 +229,7 @@ def test_plan_section_is_validated_with_field_names():
     with pytest.raises(ConfigError, match="plan.scale_up_margin"):
         plan(small(), ["plan.scale_up_margin=-1"], workers=1)
     # A malformed candidate is listed as not feasible, with the field, rather than failing the plan.
-    p = plan(small(), ["plan.candidates=[{weights: fp4}]"], workers=1)
+    p = plan(small(), ["plan.candidates=[{weights: fp3}]"], workers=1)  # fp4 is a weight dtype now
     assert not p.candidates[0].feasible and "plan.candidates[0].weights" in p.candidates[0].reason
 
 

@@ -50,9 +50,10 @@ def rows(vs):
     return kept, skipped
 
 
-def pick(rows, model, dtype, tp, isl, osl, concurrencies):
+def pick(rows, model, dtype, tp, isl, osl, concurrencies, gpu="h100-sxm"):
+    """The rows of one H100 setup (the same setups were also measured on H200 / B200)."""
     found = {r.concurrency: r for r in rows if (r.model, r.dtype, r.tp, r.isl, r.osl) == (model, dtype, tp, isl, osl)
-             and r.concurrency in concurrencies}
+             and r.gpu == gpu and r.concurrency in concurrencies}
     assert sorted(found) == sorted(concurrencies), f"rows missing from silicon_sample.csv: {model} TP{tp} {isl}/{osl}"
     return [found[c] for c in concurrencies]
 
@@ -64,16 +65,26 @@ def test_reader_finds_rows_and_maps_them_to_shipped_profiles(vs, rows):
     from calibration.silicon import silicon_csv
 
     total = len(pd.read_csv(silicon_csv()))
-    assert len(kept) >= 100  # 138 in aiconfigurator-core 0.12.0: Qwen3-32B bf16/fp8, Llama-3.1-70B fp8 on H100
+    # 1,052 in aiconfigurator-core 0.12.0 (of 1,328 aggregated vLLM rows): H100, H200, B200, B300;
+    # Qwen3-32B, Llama-3.1-8B/70B, gpt-oss-120b, Qwen3-235B-A22B, MiniMax-M2.5 (Kimi-K2.5 has none).
+    assert len(kept) >= 800
     assert len(kept) + int(skipped["rows"].sum()) == total  # every row is used or counted under a reason
-    assert {r.gpu for r in kept} == {"h100-sxm"}
+    assert {"h100-sxm", "h200-sxm", "b200-sxm", "b300-sxm"} <= {r.gpu for r in kept}
+    assert {"gpt-oss-120b", "qwen3-235b-a22b", "minimax-m2.5"} <= {r.model for r in kept}
     for name in {r.profile for r in kept}:
         prof = load_profile(name)
-        assert prof.gpu == "h100-sxm"
+        row = next(r for r in kept if r.profile == name)
+        assert (prof.gpu, prof.model, prof.tensor_parallel, prof.weight_dtype) == (row.gpu, row.model, row.tp, row.dtype)
+        moe = prof.provenance.get("moe")
+        assert (moe is not None and moe["parallel"] == "ep") == row.expert_parallel, name
     assert all(r.concurrency >= 1 and r.ttft_ms > 0 and r.tpot_ms > 0 for r in kept)
+    # gpt-oss's checkpoint is MXFP4 whatever the CSV's precision column says; NVFP4 checkpoints declare fp8 KV.
+    assert {r.dtype for r in kept if r.model == "gpt-oss-120b"} == {"mxfp4"}
+    assert {r.kv_dtype for r in kept if r.dtype == "fp4"} == {"fp8"}
     # Rows no shipped profile covers are skipped with a reason, never mapped to a wrong profile.
     reasons = set(skipped["reason"])
-    assert "backend is not vLLM" in reasons and "GPU without a shipped profile" in reasons
+    assert "backend is not vLLM" in reasons and "model without a shipped profile" in reasons
+    assert "experts split differently from the TP group (attention data parallel)" in reasons
 
 
 def test_predicted_tpot_grows_with_concurrency_like_the_measured(vs, rows):
