@@ -56,7 +56,7 @@ def test_observe_fits_terms_that_beat_the_shipped_ones_on_the_users_runs(tmp_pat
     from calibration.cli import main
     from calibration.silicon import read_rows
 
-    rows = [r for r in read_rows()[0] if (r.model, r.tp, r.isl, r.osl) == ("llama-3.1-70b", 8, 1024, 1024)
+    rows = [r for r in read_rows()[0] if (r.model, r.gpu, r.tp, r.isl, r.osl) == ("llama-3.1-70b", "h100-sxm", 8, 1024, 1024)
             and r.concurrency in (4, 16)]
     assert len(rows) == 2
     files = [str(_result(tmp_path / f"c{r.concurrency}.json", r.concurrency, r.isl, r.osl, r.ttft_ms, r.tpot_ms,
