@@ -20,7 +20,7 @@ from typing import Any
 
 from typing import get_args
 
-from sim.configio import ConfigError, short_path, short_repr
+from sim.configio import ConfigError, is_file, short_path, short_repr
 from sim.cost_model import PROFILE_COEFFICIENTS, SERVING_TERMS, ProfileCostModel, ServingOverhead
 from sim.quantization import KvDtype, WeightDtype
 
@@ -146,13 +146,6 @@ def list_shipped_profiles() -> list[str]:
     return sorted(p.parent.name for p in root.glob(f"*/{PROFILE_FILE}")) if root.is_dir() else []
 
 
-def _is_file(p: Path) -> bool:
-    try:
-        return p.is_file()
-    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
-        return False
-
-
 def _reject_constant(name: str) -> float:
     raise ProfileError(f"{name} is not a number a profile may hold (Python's JSON accepts NaN and Infinity; "
                        f"servesim does not)")
@@ -185,7 +178,7 @@ def load_profile(name_or_path: str | Path, base_dir: Path | None = None) -> Prof
     candidates += [p, shipped_profiles_dir() / str(name_or_path)]
     for c in candidates:
         f = c if c.suffix == ".json" else c / PROFILE_FILE
-        if _is_file(f):
+        if is_file(f):
             prof = _parse(read_json(f), str(f))
             return Profile(**{**prof.__dict__, "path": str(f.parent)})
     raise ProfileError(f"cost_model.profile: no profile {short_path(name_or_path)} (looked for {PROFILE_FILE} in "

@@ -10,9 +10,7 @@ import math
 import os
 import sys
 
-from .configio import ConfigError
-
-MAX_SEED = 2**32 - 1
+from .configio import MAX_SEED, ConfigError
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -22,27 +20,22 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def seed_arg(text: str) -> int:
-    """--seed: an integer in 0 .. 2**32-1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"got {text[:40]!r}; expected an integer in 0..{MAX_SEED}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"got {value if abs(value) < 10**20 else 'a huge number'}; "
-                                         f"allowed 0..{MAX_SEED}")
-    return value
+def int_arg(lo: int, hi: int):
+    """An argparse type: an integer in lo..hi, else a one-line usage error saying the range."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"got {text[:40]!r}; expected an integer in {lo}..{hi}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"got {value if abs(value) < 10**20 else 'a huge number'}; "
+                                             f"allowed {lo}..{hi}")
+        return value
+    return parse
 
 
-def workers_arg(text: str) -> int:
-    """--workers: 1 .. 1024 local processes."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"got {text[:40]!r}; expected an integer in 1..1024") from None
-    if not 1 <= value <= 1024:
-        raise argparse.ArgumentTypeError(f"got {value if abs(value) < 10**20 else 'a huge number'}; allowed 1..1024")
-    return value
+seed_arg = int_arg(0, MAX_SEED)  # --seed
+workers_arg = int_arg(1, 1024)  # --workers: local processes
 
 
 def version() -> str:

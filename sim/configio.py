@@ -25,6 +25,7 @@ MAX_ABS_INT = 2**53  # exact in a float64; token counts, request counts and seed
 # A YAML document may share nodes through aliases (&a / *a); expanded, a 1 KB file can grow to
 # gigabytes (the "billion laughs"). Documents whose expanded tree exceeds this many nodes, or that
 # nest deeper than MAX_YAML_DEPTH, are refused before anything walks them.
+MAX_SEED = 2**32 - 1  # numpy's SeedSequence takes any int >= 0; a 32-bit seed is what people type
 MAX_YAML_NODES = 1_000_000
 MAX_YAML_DEPTH = 64
 
@@ -50,6 +51,16 @@ _short.maxstring, _short.maxother, _short.maxlong = 60, 60, 40
 def short_repr(value: Any) -> str:
     """repr(value) cut to about a line: an error message never prints an unbounded value."""
     return _short.repr(value)
+
+
+def is_file(p: Any) -> bool:
+    """Path(p).is_file(), False (not an exception) for a name too long for the file system or a NUL byte."""
+    from pathlib import Path
+
+    try:
+        return Path(p).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def short_path(path: Any) -> str:

@@ -82,7 +82,8 @@ def task_key(task: Task) -> str:
 
 
 class SampleCache:
-    """Samples by task key in `folder`; a missing, partial or unreadable entry is a miss."""
+    """Samples by task key (`task_key`: compute it once per task, it loads and hashes what the task
+    reads) in `folder`; a missing, partial or unreadable entry is a miss."""
 
     def __init__(self, folder: str | Path | None = None):
         self.folder = Path(folder) if folder is not None else default_folder()
@@ -92,8 +93,8 @@ class SampleCache:
     def _path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.npz"
 
-    def get(self, task: Task) -> Sample | None:
-        path = self._path(task_key(task))
+    def get(self, key: str) -> Sample | None:
+        path = self._path(key)
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
@@ -105,8 +106,8 @@ class SampleCache:
         self.hits += 1
         return sample
 
-    def put(self, task: Task, sample: Sample) -> None:
-        path = self._path(task_key(task))
+    def put(self, key: str, sample: Sample) -> None:
+        path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             meta = json.dumps({"seed": sample.seed, "stable": sample.stable, "status": sample.status,

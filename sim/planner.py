@@ -404,7 +404,7 @@ def plan(source: str | Path | dict | Scenario, overrides: tuple[str, ...] | list
 
     store = None
     if cache is not False:
-        from .plan_cache import SampleCache
+        from .plan_cache import SampleCache, task_key
         store = SampleCache(None if cache is True else cache)
 
     def run_tasks(tasks):
@@ -413,17 +413,18 @@ def plan(source: str | Path | dict | Scenario, overrides: tuple[str, ...] | list
         bar.refresh()
         if store is None:
             return backend.map(tasks, one_done)
-        found = [store.get(t) for t in tasks]
+        keys = [task_key(t) for t in tasks]
+        found = [store.get(k) for k in keys]
         for s in found:
             if s is not None:
                 one_done()
         missing = [t for t, s in zip(tasks, found) if s is None]
         fresh = iter(backend.map(missing, one_done) if missing else [])
         out = []
-        for t, s in zip(tasks, found):
+        for k, s in zip(keys, found):
             if s is None:
                 s = next(fresh)
-                store.put(t, s)
+                store.put(k, s)
             out.append(s)
         return out
 

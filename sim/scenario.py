@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from .catalog import GIB, GpuSpec, ModelSpec, resolve_gpu, resolve_model
-from .configio import ConfigError, build, load_yaml, require, require_range, short_path, to_dict
+from .configio import MAX_SEED, ConfigError, build, is_file, load_yaml, require, require_range, short_path, to_dict
 from .cost_model import RooflineParams
 from .quantization import KvDtype, WeightDtype
 from .workload import WorkloadConfig
@@ -34,7 +34,6 @@ MAX_KV_BLOCKS = 1_000_000_000
 MAX_SECONDS = 366 * 86_400.0  # a year of simulated time
 MAX_STEP_COST_S = 10.0  # any per-step or per-sequence time
 MAX_PRICE_USD_PER_GPU_HOUR = 1_000.0
-MAX_SEED = 2**32 - 1  # numpy's SeedSequence takes any int >= 0; a 32-bit seed is what people type
 
 
 @dataclass(frozen=True)
@@ -371,20 +370,13 @@ def scenario_from_dict(data: dict, overrides: tuple[str, ...] | list[str] = (), 
     return build(Scenario, data, "")
 
 
-def _is_file(p: Path) -> bool:
-    try:
-        return p.is_file()
-    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
-        return False
-
-
 def _find_scenario_file(path: str | Path) -> Path:
     """The file `path` names, or the shipped scenario of that name; ConfigError if neither exists."""
     p = Path(path)
-    if _is_file(p):
+    if is_file(p):
         return p
     shipped = Path(str(resources.files("scenarios").joinpath(str(path))))
-    if _is_file(shipped):
+    if is_file(shipped):
         return shipped
     raise ConfigError(f"scenario: no file {short_path(path)}; shipped scenarios: {shipped_scenarios()}")
 
@@ -407,7 +399,7 @@ def load_scenario(path: str | Path, overrides: tuple[str, ...] | list[str] = (),
     data = read_scenario_file(path)
     data.pop("plan", None)  # a planning file's section for `servesim plan` (sim/plan_config.py); a run ignores it
     p = Path(path)
-    base = p.parent if _is_file(p) else Path(str(resources.files("scenarios")))
+    base = p.parent if is_file(p) else Path(str(resources.files("scenarios")))
     try:
         return scenario_from_dict(data, overrides, base_dir=base.resolve(), vllm_args=vllm_args)
     except ConfigError as exc:

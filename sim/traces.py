@@ -23,14 +23,13 @@ beyond a short value.
 from __future__ import annotations
 
 import json
-import math
 import pathlib
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from .configio import ConfigError, short_repr
+from .configio import ConfigError, is_file, short_repr
 
 MAX_TOKENS = 10_000_000  # as sim/workload.py: one prompt or output
 MAX_ABS_TIME_S = 366 * 86_400.0 * 100
@@ -287,11 +286,7 @@ def _read_vllm_json(file: pathlib.Path) -> Trace:
 def load_trace(file: pathlib.Path) -> Trace:
     """Read the trace `file` (format by suffix and fields; see the module docstring)."""
     file = pathlib.Path(file)
-    try:
-        exists = file.is_file()
-    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
-        exists = False
-    if not exists:
+    if not is_file(file):
         raise _error(file, f"no such file; expected a trace ({_accepted()})")
     suffix = file.suffix.lower()
     if suffix == ".jsonl":
