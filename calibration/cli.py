@@ -29,7 +29,7 @@ from .vllm_harness import FIT_STATS, GRIDS, EngineError, VllmSettings, measure_v
 
 RUN_FILE = "run.json"
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt")
-DEFAULT_TIMEOUT_S = {"smoke": 300.0, "quick": 600.0, "full": 1800.0}
+DEFAULT_TIMEOUT_S = {"smoke": 300.0, "quick": 1200.0, "full": 3600.0}
 
 
 def register(subparsers) -> None:
@@ -55,7 +55,7 @@ def register(subparsers) -> None:
     run.add_argument("--max-model-len", type=int, default=8192,
                      help="cap on the context length (default 8192; the model's limit if lower)")
     run.add_argument("--timeout-s", type=float,
-                     help="stop a hung engine after this long (default: smoke 300, quick 600, full 1800)")
+                     help="stop a hung engine after this long (default: smoke 300, quick 1200, full 3600)")
     run.add_argument("--telemetry-interval-s", type=float, default=0.5, help="GPU sampling period (default 0.5)")
     run.add_argument("--keep-log", action="store_true", help="keep engine.log in --out")
     _fit_options(run)

@@ -122,14 +122,17 @@ GRIDS = {
         decode_batches=(1, 4), decode_contexts=(32, 96), decode_steps=6,
         mixed_batches=(1, 3), mixed_contexts=(48,), mixed_new_prompts=(8, 24, 40),
         repeats=2, max_repeats=2, max_resident_tokens=4096),
-    # About a minute of engine time on 2 CPU cores (tiny-llama): enough shapes per phase for a held-out fit.
+    # Enough shapes per phase for a held-out fit. A pass is about 60 s of engine time for tiny-llama
+    # on this 2-core machine (the sweep runs under the served worker's binding: one thread), so
+    # warm-up + 3 passes take about 4 minutes; a busy machine adds passes (up to max_repeats).
+    # Decode points pay for their prompts' prefill, so batch x context is capped at 8k tokens.
     "quick": Grid(
         name="quick",
         prefill=((1, 16), (1, 64), (1, 128), (1, 256), (1, 384), (1, 512), (1, 768), (1, 1024), (1, 1536),
                  (1, 2047), (2, 512), (4, 32), (4, 256), (8, 128), (16, 64)),
         decode_batches=(1, 4, 16, 64), decode_contexts=(128, 512, 1024), decode_steps=6,
         mixed_batches=(1, 4, 16), mixed_contexts=(256, 768), mixed_new_prompts=(32, 256, 1024),
-        repeats=5, max_repeats=12, max_resident_tokens=16384),
+        repeats=3, max_repeats=8, max_resident_tokens=8192),
     # Pins each curve: prompt lengths up to the model limit, decode batch 1-128 x context up to
     # the limit, mixed steps across batch, context and new-prompt length.
     "full": Grid(
