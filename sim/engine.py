@@ -168,8 +168,12 @@ class Replica:
             ctx_cost = np.full(n, computed.max())
         f = step_features(chunk_cost, ctx_cost, samples)
         t0 = self.cost.step_time_s(f.new_tokens, f.sampled, f.attn_pairs, f.kv_read_tokens, f.num_seqs)
-        if spec is not None and n_decode:
-            t0 += spec.draft_time_s(n_decode, int(computed[decode].sum()) + n_decode)
+        if spec is not None:
+            # The proposer runs over the step's tokens (prefill chunks too) and drafts for every
+            # sequence that sampled; the rejection sampler reads the verified positions' logits.
+            t0 += spec.step_extra_s(f.new_tokens, f.attn_pairs, f.kv_read_tokens, f.num_seqs,
+                                    int(np.count_nonzero(completes)), int((computed + chunk)[completes].sum()),
+                                    n_decode)
         if spec is not None:
             emitted = np.minimum(emitted, output - generated)  # a verify may accept past the end
             advance = np.where(decode, emitted, chunk)
@@ -349,7 +353,8 @@ class Replica:
         running = before < r[None, :]
         B = running.sum(axis=1)
         ctx = ((c[None, :] + before + 1) * running).sum(axis=1)
-        times = self.cost.step_times_s(B * (k + 1), B * (k + 1), ctx * (k + 1), ctx, B) + self.spec.draft_times_s(B, ctx)
+        times = (self.cost.step_times_s(B * (k + 1), B * (k + 1), ctx * (k + 1), ctx, B)
+                 + self.spec.steps_extra_s(B * (k + 1), ctx * (k + 1), ctx, B, B, ctx + B, B))
         finish_step = np.where(finished_by.any(axis=0), np.argmax(finished_by, axis=0), horizon + 1)
         return FastForward(times=np.where(B > 0, times, 0.0), slots=slots, active=B, finish_step=finish_step,
                            cum_tokens=cum, remaining=r)

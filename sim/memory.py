@@ -105,12 +105,15 @@ class MemoryPlan:
 def plan_memory(*, model: ModelSpec, gpu: GpuSpec, tp: int, weight_dtype: str, kv_dtype: str,
                 gpu_memory_utilization: float, block_size_tokens: int, max_num_batched_tokens: int,
                 max_num_seqs: int, max_model_len: int, overhead_bytes: int,
-                draft: ModelSpec | None = None, num_kv_blocks_override: int | None = None) -> MemoryPlan:
-    """Divide one replica's memory; raise ConfigError (needed vs available GiB) if it does not fit."""
+                draft: ModelSpec | None = None, num_kv_blocks_override: int | None = None,
+                draft_weight_bytes: int | None = None) -> MemoryPlan:
+    """Divide one replica's memory; raise ConfigError (needed vs available GiB) if it does not fit.
+    `draft_weight_bytes`: the draft's own weights (default: all of `draft` in bf16; a speculative
+    head shares the target's embedding and LM head)."""
     weights = weight_bytes(model, weight_dtype) // tp
     per_token = kv_bytes_per_token(model, kv_dtype, tp)
     if draft is not None:
-        weights += weight_bytes(draft, "bf16") // tp
+        weights += (weight_bytes(draft, "bf16") if draft_weight_bytes is None else draft_weight_bytes) // tp
         per_token += kv_bytes_per_token(draft, kv_dtype, tp)
     reserve = (overhead_bytes + nccl_bytes(tp)
                + activation_reserve_bytes(model, tp, max_num_batched_tokens, max_num_seqs))

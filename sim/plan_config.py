@@ -186,5 +186,6 @@ def describe(scenario: Scenario) -> str:
     parts = [scenario.model_spec.name, f"{scenario.gpu_spec.name} TP{s.tensor_parallel}",
              f"w {q.weights}/kv {q.kv_cache}", s.scheduler.policy]
     if s.speculative is not None:
-        parts.append(f"spec k={s.speculative.num_speculative_tokens}")
+        method = "" if s.speculative.method == "draft_model" else f"{s.speculative.method} "
+        parts.append(f"spec {method}k={s.speculative.num_speculative_tokens}")
     return ", ".join(parts)

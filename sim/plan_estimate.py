@@ -2,7 +2,7 @@
 latency floor at zero load. Both come from the scenario's own cost model and memory plan.
 
 Continuous batching in steady state with B decoding sequences, mean prompt P and mean
-output O tokens, and g tokens emitted per sequence-step (1; speculative: (1 - a^(k+1))/(1 - a)):
+output O tokens, and g tokens emitted per sequence-step (1; speculative: the mean acceptance length):
 requests finish at B g / O per step, so each step also prefills B g P / O prompt tokens
 (chunked prefill mixes them in). The step costs t(B) from the cost model; a replica then
 serves mu(B) = B g / (O t(B)) requests/s with TPOT ~ t(B) / g. The best batch size is the
@@ -18,10 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cost_model import RooflineCostModel, RooflineParams
 from .scenario import Scenario
-from .simulation import DRAFT_STEP_OVERHEAD_S, build_cost_model, build_memory
-from .speculative import mean_tokens_per_step
+from .simulation import build_cost_model, build_memory
+from .speculative import Speculation
 
 _LENGTH_SAMPLES = 8192  # draws used for length quantiles and E[max of b outputs]
 
@@ -41,12 +40,11 @@ class Estimate:
         return max(1, math.ceil(rate_per_s / (self.max_rate_per_s * utilisation)))
 
 
-def _draft_cost(scenario: Scenario):
+def _speculation(scenario: Scenario) -> Speculation:
     s = scenario.serving
-    # Priced as simulation.Simulation prices the draft model.
-    return RooflineCostModel(scenario.draft_spec, scenario.gpu_spec, tp=s.tensor_parallel, weight_dtype="bf16",
-                             kv_dtype=s.quantization.kv_cache,
-                             params=RooflineParams(step_overhead_s=DRAFT_STEP_OVERHEAD_S, per_seq_overhead_s=0.0))
+    # Priced as simulation.Simulation prices drafting and rejection (its acceptance stream is unused here).
+    return Speculation(s.speculative, scenario.drafter, scenario.gpu_spec, s.tensor_parallel,
+                       s.quantization.kv_cache, scenario.model_spec.vocab_size, np.random.default_rng(0))
 
 
 def _prefill_s(cost, prompt: int, chunk_tokens: int) -> float:
@@ -93,7 +91,7 @@ def estimate(scenario: Scenario, percentile: float | None = None) -> Estimate:
 
     spec = s.speculative
     k = spec.num_speculative_tokens if spec is not None else 0
-    g = mean_tokens_per_step(k, spec.acceptance_rate) if spec is not None else 1.0
+    g = spec.mean_tokens_per_step if spec is not None else 1.0
     B = np.arange(1, sched.max_num_seqs + 1, dtype=np.float64)
     ctx = P + O / 2.0  # mean context of a decoding sequence
     finishing = B * g / O  # requests completing (and starting) per step
@@ -102,7 +100,8 @@ def estimate(scenario: Scenario, percentile: float | None = None) -> Estimate:
     kv_read = B * ctx + finishing * P
     t = cost.step_times_s(new_tokens, B * (k + 1) + finishing, pairs, kv_read, B + finishing)
     if spec is not None:
-        t = t + k * _draft_cost(scenario).step_times_s(B, B, B * ctx, B * ctx, B)
+        t = t + _speculation(scenario).steps_extra_s(new_tokens, pairs, kv_read, B + finishing, B + finishing,
+                                                     (B + finishing) * ctx, B)
     mu = B * g / (O * t)
     ok = B * (P + O / 2.0) <= memory.kv_capacity_tokens
     if scenario.slo.tpot_s is not None and ok.any():

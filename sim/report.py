@@ -33,8 +33,7 @@ def format_summary(results: Results, s: dict[str, Any]) -> str:
         f"servesim — {sc.name} (seed {results.seed})",
         f"  model {sc.model_spec.name} on {serving.replicas} x {sc.gpu_spec.name} (TP {serving.tensor_parallel}), "
         f"scheduler {serving.scheduler.policy}, router {serving.router}, weights {serving.quantization.weights}, "
-        f"KV {serving.quantization.kv_cache}" + (f", speculative k={spec.num_speculative_tokens} alpha={spec.acceptance_rate}"
-                                                  if spec else ""),
+        f"KV {serving.quantization.kv_cache}" + (f", {spec.describe()}" if spec else ""),
         f"  cost model: {s['cost_model']}",
         f"  memory per GPU: weights {m.weights_bytes / GIB:.1f} GiB, reserve {m.reserve_bytes / GIB:.1f} GiB, "
         f"KV {m.num_kv_blocks:,} blocks = {m.kv_capacity_tokens:,} tokens",

@@ -18,6 +18,7 @@ from .catalog import GIB, GpuSpec, ModelSpec, resolve_gpu, resolve_model
 from .configio import MAX_SEED, ConfigError, build, is_file, load_yaml, require, require_range, short_path, to_dict
 from .cost_model import RooflineParams
 from .quantization import KvDtype, WeightDtype
+from .speculative import Drafter, SpeculativeConfig, check_speculative, drafter_for
 from .workload import WorkloadConfig
 
 DEFAULT_SCENARIO = "chat_llama3_8b_a100.yaml"
@@ -60,19 +61,6 @@ class SchedulerConfig:
 class QuantizationConfig:
     weights: WeightDtype = "bf16"
     kv_cache: KvDtype = "bf16"
-
-
-@dataclass(frozen=True)
-class SpeculativeConfig:
-    draft_model: str | dict[str, Any]  # catalog name or inline ModelSpec mapping
-    num_speculative_tokens: int = 4  # k draft tokens proposed per step
-    acceptance_rate: float = 0.7  # alpha: probability each draft token is accepted (given the previous one was)
-
-    def validate(self, path: str) -> None:
-        require(1 <= self.num_speculative_tokens <= 16, f"{path}.num_speculative_tokens",
-                self.num_speculative_tokens, "allowed 1..16")
-        require(0.0 <= self.acceptance_rate < 1.0, f"{path}.acceptance_rate", self.acceptance_rate,
-                "allowed 0 <= alpha < 1")
 
 
 @dataclass(frozen=True)
@@ -236,15 +224,8 @@ class Scenario:
         require(model.num_attention_heads % tp == 0, "serving.tensor_parallel", tp,
                 f"must divide {model.name}'s {model.num_attention_heads} attention heads: allowed {divisors}")
         spec = self.serving.speculative
-        sched = self.serving.scheduler
-        require(spec is None or sched.policy in ("continuous", "priority"), "serving.speculative",
-                "set", f"needs scheduler policy continuous or priority (got {sched.policy!r})")
         if spec is not None:
-            draft = resolve_model(spec.draft_model, "serving.speculative.draft_model")
-            require(draft.vocab_size == model.vocab_size, "serving.speculative.draft_model", draft.name,
-                    f"needs the target's vocabulary ({model.vocab_size} tokens), has {draft.vocab_size}")
-            require(draft.num_attention_heads % tp == 0, "serving.speculative.draft_model", draft.name,
-                    f"its {draft.num_attention_heads} heads must divide by tensor_parallel {tp}")
+            check_speculative(spec, model, tp, self.serving.scheduler.policy, "serving.speculative", self.drafter)
         max_len = self.max_model_len
         require(max_len <= model.max_context_tokens, "serving.max_model_len", max_len,
                 f"must be <= {model.name}'s context ({model.max_context_tokens})")
@@ -268,9 +249,15 @@ class Scenario:
         return resolve_gpu(self.hardware.gpu, "hardware.gpu")
 
     @property
-    def draft_spec(self) -> ModelSpec | None:
+    def drafter(self) -> Drafter | None:
+        """The speculative proposer on the GPU (a draft model or a head); None without one or for n-gram."""
         spec = self.serving.speculative
-        return None if spec is None else resolve_model(spec.draft_model, "serving.speculative.draft_model")
+        return None if spec is None else drafter_for(spec, self.model_spec, "serving.speculative")
+
+    @property
+    def draft_spec(self) -> ModelSpec | None:
+        drafter = self.drafter
+        return None if drafter is None else drafter.spec
 
     @property
     def max_model_len(self) -> int:

@@ -15,7 +15,7 @@ import pandas as pd
 import simpy
 
 from .configio import ConfigError
-from .cost_model import CostModel, RooflineCostModel, RooflineParams
+from .cost_model import CostModel
 from .cost_select import select_cost_model
 from .engine import Replica
 from .histogram import LogHistogram
@@ -29,8 +29,6 @@ from .scenario import Scenario
 from .schedulers import SCHEDULERS
 from .speculative import Speculation
 from .workload import Workload, generate_workload
-
-DRAFT_STEP_OVERHEAD_S = 5e-4  # a draft forward pass inside the target's step: launches only, no scheduling
 
 
 @dataclass
@@ -75,6 +73,7 @@ def build_memory(scenario: Scenario, measured_blocks: int | None = None) -> Memo
                        max_num_batched_tokens=sched.max_num_batched_tokens, max_num_seqs=sched.max_num_seqs,
                        max_model_len=scenario.max_model_len, overhead_bytes=scenario.overhead_bytes,
                        draft=scenario.draft_spec,
+                       draft_weight_bytes=scenario.drafter.own_weight_bytes if scenario.drafter else None,
                        num_kv_blocks_override=s.num_kv_blocks if s.num_kv_blocks is not None else measured_blocks)
 
 
@@ -108,20 +107,16 @@ class Simulation:
             self.notes.append(f"{int(self.too_long.sum())} request(s) need more than serving.max_model_len = "
                               f"{scenario.max_model_len} tokens (prompt + output, up to {longest}); they fail on "
                               f"arrival, as vLLM refuses them")
-        draft_cost = None
-        if s.speculative is not None:
-            draft_cost = RooflineCostModel(scenario.draft_spec, scenario.gpu_spec, tp=s.tensor_parallel,
-                                           weight_dtype="bf16", kv_dtype=s.quantization.kv_cache,
-                                           params=RooflineParams(step_overhead_s=DRAFT_STEP_OVERHEAD_S,
-                                                                 per_seq_overhead_s=0.0))
+        drafter = scenario.drafter
         sched_cfg = s.scheduler
         capacity = max(sched_cfg.max_num_seqs, sched_cfg.batch_size, 1)
         self.replicas = []
         for i in range(s.replicas):
             spec = None
             if s.speculative is not None:
-                spec = Speculation(s.speculative.num_speculative_tokens, s.speculative.acceptance_rate,
-                                   draft_cost, stream(seed, "acceptance", i))
+                spec = Speculation(s.speculative, drafter, scenario.gpu_spec, s.tensor_parallel,
+                                   s.quantization.kv_cache, scenario.model_spec.vocab_size,
+                                   stream(seed, "acceptance", i))
             if s.enable_prefix_caching:
                 kv = prefix_cache_for(workload, self.memory.num_kv_blocks, s.block_size_tokens)
             else:

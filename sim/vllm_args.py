@@ -19,8 +19,9 @@ have no effect on a simulation.
     gpu_memory_utilization   serving.gpu_memory_utilization
     max_model_len            serving.max_model_len
     num_gpu_blocks_override  serving.num_kv_blocks
-    speculative_config       serving.speculative  ({"model": draft, "num_speculative_tokens": k};
-                                                   servesim also reads "acceptance_rate" there)
+    speculative_config       serving.speculative  (method draft_model/eagle/eagle3/mtp/ngram, model,
+                                                   num_speculative_tokens, synthetic acceptance; plus
+                                                   servesim's acceptance keys, docs/speculative.md)
 
 A scenario that speaks vLLM gets vLLM's defaults where vLLM has them: `max_num_seqs` and
 `max_num_batched_tokens` not set anywhere take the OpenAI server's per-GPU defaults
@@ -128,7 +129,17 @@ def _choice(table: dict[str, str | None], what: str) -> Callable[[Any, str], str
     return convert
 
 
+def _synthetic_rates(length: float, k: int) -> list[float]:
+    """vLLM's `synthetic_acceptance_length` as per-position rates: its minimum-variance schedule
+    (every step accepts floor(L-1) or ceil(L-1) drafts), as config/speculative.py resolves it."""
+    drafts = length - 1.0
+    full = int(drafts)
+    return ([1.0] * full + [drafts - full] + [0.0] * k)[:k]
+
+
 def _speculative(value: Any, label: str) -> dict[str, Any]:
+    from .speculative import ACCEPTANCE_KEYS, method_from_vllm
+
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -137,22 +148,52 @@ def _speculative(value: Any, label: str) -> dict[str, Any]:
                               '{"model": "llama-3.2-1b", "num_speculative_tokens": 4}') from None
     if not isinstance(value, dict):
         raise ConfigError(f"{label}: got {short_repr(value)}; expected a mapping")
-    allowed = {"model", "method", "num_speculative_tokens", "acceptance_rate"}
+    vllm_keys = {"model", "method", "num_speculative_tokens", "prompt_lookup_max", "prompt_lookup_min",
+                 "rejection_sample_method", "synthetic_acceptance_rates", "synthetic_acceptance_length"}
+    allowed = vllm_keys | set(ACCEPTANCE_KEYS) | {"draft_layers"}
     unknown = sorted(set(value) - allowed, key=str)
     if unknown:
         raise ConfigError(f"{label}.{unknown[0]}: not modelled; servesim reads {sorted(allowed)}")
-    method = value.get("method", "draft_model")
-    if method not in ("draft_model", None):
-        raise ConfigError(f"{label}.method: got {short_repr(method)}; servesim models a separate "
-                          f"draft model only (method draft_model, with `model`)")
-    if "model" not in value:
-        raise ConfigError(f"{label}.model: missing; name the draft model (catalog name, hub id or a "
-                          f"config.json folder)")
-    out: dict[str, Any] = {"draft_model": value["model"]}
+    model = value.get("model")
+    method = value.get("method")
+    if method is None:  # vLLM detects EAGLE heads by name, else takes a separate draft model
+        name = str(model or "").lower()
+        method = "eagle3" if "eagle3" in name else "eagle" if "eagle" in name else "draft_model"
+    method = method_from_vllm(method, f"{label}.method")
+    out: dict[str, Any] = {"method": method}
+    if method == "draft_model":
+        if model is None:
+            raise ConfigError(f"{label}.model: missing; name the draft model (catalog name, hub id or a "
+                              f"config.json folder)")
+        out["draft_model"] = model
+    # eagle / eagle3: `model` names the head's checkpoint; servesim prices a head of the target's shape
+    # (draft_layers decoder layers). ngram: prompt_lookup_* change what is proposed, which the
+    # acceptance numbers describe, not what a step costs.
     if "num_speculative_tokens" in value:
         out["num_speculative_tokens"] = _int(value["num_speculative_tokens"], f"{label}.num_speculative_tokens")
-    if "acceptance_rate" in value:
-        out["acceptance_rate"] = _float(value["acceptance_rate"], f"{label}.acceptance_rate")
+    if "draft_layers" in value:
+        out["draft_layers"] = _int(value["draft_layers"], f"{label}.draft_layers")
+    for key in ("acceptance_rate", "draft_acceptance_rate", "mean_acceptance_length"):
+        if key in value:
+            out[key] = _float(value[key], f"{label}.{key}")
+    if "per_position_acceptance_rates" in value:
+        out["per_position_acceptance_rates"] = value["per_position_acceptance_rates"]
+    # vLLM's synthetic rejection sampler draws acceptance from given rates: the same description.
+    synthetic = value.get("rejection_sample_method", "standard")
+    if synthetic not in ("standard", "synthetic"):
+        raise ConfigError(f"{label}.rejection_sample_method: got {short_repr(synthetic)}; servesim models "
+                          f"standard and synthetic")
+    for key in ("synthetic_acceptance_rates", "synthetic_acceptance_length"):
+        if key in value and synthetic != "synthetic":
+            raise ConfigError(f"{label}.{key}: vLLM reads it only with rejection_sample_method synthetic")
+    if "synthetic_acceptance_rates" in value:
+        out["per_position_acceptance_rates"] = value["synthetic_acceptance_rates"]
+    if "synthetic_acceptance_length" in value:
+        k = out.get("num_speculative_tokens", 4)
+        length = _float(value["synthetic_acceptance_length"], f"{label}.synthetic_acceptance_length")
+        if not 1.0 <= length <= k + 1:
+            raise ConfigError(f"{label}.synthetic_acceptance_length: got {length}; allowed 1 .. {k + 1}")
+        out["per_position_acceptance_rates"] = _synthetic_rates(length, k)
     return out
 
 

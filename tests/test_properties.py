@@ -82,8 +82,15 @@ def valid_scenarios(draw):
         data["serving"]["enable_prefix_caching"] = True
         data["workload"]["shared_prefix_tokens"] = draw(st.sampled_from([0, 64, 500]))
     elif draw(st.booleans()) and policy in ("continuous", "priority"):
-        data["serving"]["speculative"] = {"draft_model": "llama-3.2-1b", "num_speculative_tokens": draw(st.integers(1, 5)),
-                                          "acceptance_rate": draw(st.floats(0.0, 0.95))}
+        method = draw(st.sampled_from(["draft_model", "eagle", "eagle3", "mtp", "ngram"]))
+        k = draw(st.integers(1, 5))
+        spec = {"method": method, "num_speculative_tokens": k}
+        if method == "draft_model":
+            spec["draft_model"] = "llama-3.2-1b"
+        acceptance = draw(st.sampled_from(["acceptance_rate", "draft_acceptance_rate", "mean_acceptance_length"]))
+        spec[acceptance] = draw(st.floats(0.0, 0.95)) * (k if acceptance == "mean_acceptance_length" else 1) + (
+            1 if acceptance == "mean_acceptance_length" else 0)
+        data["serving"]["speculative"] = spec
     return data
 
 

@@ -251,7 +251,7 @@ def test_engine_args_in_a_scenario_and_conflicts():
     ("--kv-cache-dtype int4", "--vllm-args --kv-cache-dtype: got 'int4'"),
     ("--quantization bitsandbytes", "quantization methods"),
     ("--max-num-seqs lots", "--vllm-args --max-num-seqs: got 'lots'"),
-    ("--speculative-config '{\"method\": \"ngram\", \"num_speculative_tokens\": 4}'", "draft model only"),
+    ("--speculative-config '{\"method\": \"medusa\", \"num_speculative_tokens\": 4}'", "servesim models methods"),
     ("--max-num-seqs", "--max-num-seqs needs a value"),
     ("--max-num-seqs 0", "serving.scheduler.max_num_seqs"),
 ])

@@ -116,15 +116,19 @@ class ContinuousScheduler:
         if n == 0:
             return self.max_tokens, False
         lookahead = replica.decode_lookahead
-        # Fast path: in admission order, each takes min(what it needs, budget left).
+        # Fast path: in admission order, each takes min(what it needs, budget left). A decoding
+        # sequence's k draft tokens (speculative decoding) are scheduled with it and count against
+        # the budget, as in vLLM (num_tokens_with_spec); the budget's last few may cut its drafts.
         todo = b.num_tokens[:n] - b.computed[:n]
-        before = np.cumsum(todo) - todo
+        charge = todo + (todo == 1) * lookahead
+        before = np.cumsum(charge) - charge
         chunk = np.clip(np.minimum(todo, self.max_tokens - before), 0, None)
         need = b.computed[:n] + chunk + (todo == 1) * lookahead
         scheduled = chunk > 0
         if kv.allocate_many(b.req[:n][scheduled], need[scheduled]):
             b.chunk[:n] = chunk
-            return self.max_tokens - int(chunk.sum()), False
+            used = np.minimum(charge, np.clip(self.max_tokens - before, 0, None))
+            return self.max_tokens - int(used.sum()), False
         # Blocks run short: go one by one as vLLM does, preempting victims as needed.
         b.chunk[:n] = 0
         budget, preempted, i = self.max_tokens, False, 0
@@ -135,7 +139,11 @@ class ContinuousScheduler:
             extra = lookahead if todo_i == 1 else 0
             while not kv.allocate(req, int(b.computed[i]) + c + extra):
                 victim = self._victim(replica)
-                budget += int(b.chunk[victim])  # a victim scheduled earlier in this step gives its tokens back
+                # A victim scheduled earlier in this step gives its tokens (and drafts) back.
+                given = int(b.chunk[victim])
+                if given and b.num_tokens[victim] - b.computed[victim] == 1:
+                    given += lookahead
+                budget = min(budget + given, self.max_tokens)
                 self.add(replica, replica.preempt(victim))
                 preempted = True
                 if victim == i:
@@ -144,7 +152,7 @@ class ContinuousScheduler:
                     i -= 1
             else:
                 b.chunk[i] = c
-                budget -= c
+                budget -= min(c + extra, budget)
                 i += 1
                 continue
             break  # this sequence was itself the victim: nobody after it runs this step
