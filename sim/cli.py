@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -35,6 +36,55 @@ def int_arg(lo: int, hi: int):
 
 
 seed_arg = int_arg(0, MAX_SEED)  # --seed
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")  # the standard logging levels
+LOGGERS = ("sim", "calibration")  # the packages whose records --log-level shows
+
+
+def log_level_arg(text: str) -> int:
+    """An argparse type: a standard logging level by name (any case), as the logging module's constant."""
+    name = text.strip().lower()
+    if name not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"got {text[:40]!r}; allowed {', '.join(LOG_LEVELS)}")
+    return getattr(logging, name.upper())
+
+
+class _Once(logging.Filter):
+    """Let each distinct message through once: a plan runs many simulations that share a warning."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[tuple[int, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.levelno, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record comes (a caller, or a test, may swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def configure_logging(level: int) -> None:
+    """Records of servesim's packages at `level` and above go to stderr, one line each."""
+    handler = _Stderr()
+    handler.setFormatter(logging.Formatter("servesim: %(levelname)s: %(message)s"))
+    handler.addFilter(_Once())
+    for name in LOGGERS:
+        log = logging.getLogger(name)
+        log.handlers = [h for h in log.handlers if isinstance(h, logging.NullHandler)] + [handler]
+        log.setLevel(level)
+        log.propagate = False
 workers_arg = int_arg(1, 1024)  # --workers: local processes
 
 
@@ -223,6 +273,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The whole CLI; with `argv`, only the command it names is fully registered (fast start-up)."""
     p = OneLineParser(prog="servesim", description="Simulate LLM inference serving: latency, throughput, cost.")
     p.add_argument("--version", action="version", version=f"servesim {version()}")
+    log_help = f"what servesim reports on stderr: {', '.join(LOG_LEVELS)} (default: warning)"
+    p.add_argument("--log-level", type=log_level_arg, default=logging.WARNING, metavar="LEVEL", help=log_help)
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="simulate one scenario and print its summary")
     r.add_argument("scenario", nargs="?", help="scenario YAML (a path, or a shipped name; default: the embedded "
@@ -287,6 +339,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             continue  # that part is not installed / not written yet
         if hasattr(mod, "register"):
             mod.register(sub)
+    for command_parser in sub.choices.values():  # before or after the command: servesim run --log-level info
+        command_parser.add_argument("--log-level", type=log_level_arg, default=argparse.SUPPRESS, metavar="LEVEL",
+                                    help=log_help)
     return p
 
 
@@ -298,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         args.streamlit_args = extra  # streamlit's own flags (--server.port ...)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    configure_logging(args.log_level)
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:

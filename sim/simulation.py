@@ -6,6 +6,7 @@ router, one engine process per replica) -> RequestTable + per-replica time serie
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ from .scenario import Scenario
 from .schedulers import SCHEDULERS
 from .speculative import Speculation
 from .workload import Workload, generate_workload
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -286,9 +289,25 @@ def run(scenario: Scenario, seed: int | None = None, workload: Workload | None =
                                 "running": np.asarray(r.ts_running, dtype=np.int64),
                                 "kv_blocks_used": np.asarray(r.ts_kv_blocks, dtype=np.int64)}))
     sim.itl.flush()
-    return Results(scenario=scenario, seed=seed, requests=table.to_frame(),
-                   timeseries=pd.concat(ts, ignore_index=True), itl=sim.itl,
-                   replica_busy_s=np.array([r.busy_s for r in sim.replicas]), memory=sim.memory,
-                   cost_model_name=sim.cost_name, arrival_window_s=float(window), end_s=end_s, stable=stable,
-                   status=status, offered_rate_per_s=offered, sustained_rate_per_s=sustained,
-                   wall_s=time.perf_counter() - wall0, notes=list(workload.notes) + sim.notes)
+    results = Results(scenario=scenario, seed=seed, requests=table.to_frame(),
+                      timeseries=pd.concat(ts, ignore_index=True), itl=sim.itl,
+                      replica_busy_s=np.array([r.busy_s for r in sim.replicas]), memory=sim.memory,
+                      cost_model_name=sim.cost_name, arrival_window_s=float(window), end_s=end_s, stable=stable,
+                      status=status, offered_rate_per_s=offered, sustained_rate_per_s=sustained,
+                      wall_s=time.perf_counter() - wall0, notes=list(workload.notes) + sim.notes)
+    _log_run(results, len(workload))
+    return results
+
+
+def _log_run(results: Results, num_requests: int) -> None:
+    """The run's notes as log records (a note that starts with WARNING as a warning), and what ran."""
+    for note in results.notes:
+        if note.startswith("WARNING"):
+            log.warning("%s", note.removeprefix("WARNING:").strip())
+        else:
+            log.info("%s", note)
+    if not results.stable:
+        log.info("%s: %s", results.scenario.name, results.status)
+    log.debug("%s (seed %d): %d requests, %.1f s simulated in %.2f s wall; cost model %s; %d KV blocks per replica",
+              results.scenario.name, results.seed, num_requests, results.end_s, results.wall_s,
+              results.cost_model_name, results.memory.num_kv_blocks)
