@@ -124,9 +124,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = check_output_path(args.out, (".csv", ".parquet"), args.force) if args.out else None
     save = (check_output_path(args.save_result, (".json",), args.force, flag="--save-result")
             if args.save_result else None)
+    trace_out = (check_output_path(args.trace_out, (".json",), args.force, flag="--trace-out")
+                 if args.trace_out else None)
     overrides = goodput_overrides(args.goodput or []) + list(args.set or [])
     scenario = load_scenario(args.scenario or DEFAULT_SCENARIO, overrides, vllm_args=args.vllm_args)
-    results = run(scenario, seed=args.seed)
+    detailed_itls = args.save_detailed and (save is not None or fmt == "vllm-bench")
+    results = run(scenario, seed=args.seed, record_steps=trace_out is not None, record_token_times=detailed_itls)
     summary = summarize(results)
     if out is not None:
         write_output(out, results.requests)
@@ -135,6 +138,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         bench = bench_result(results, percentiles, metrics, detailed=args.save_detailed, version=version())
     if save is not None:
         write_output(save, document=bench, flag="--save-result", indent=None)
+    if trace_out is not None:
+        from .chrome_trace import chrome_trace
+
+        write_output(trace_out, document=chrome_trace(results, version()), flag="--trace-out", indent=None)
     if fmt == "json":
         doc = {k: _jsonable(v) for k, v in summary.items()}
         doc["servesim_version"] = version()
@@ -149,6 +156,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  per-request records written to {args.out}")
         if save is not None:
             print(f"  vllm bench serve results written to {args.save_result}")
+        if trace_out is not None:
+            print(f"  Chrome trace written to {args.trace_out} (open in ui.perfetto.dev or chrome://tracing)")
     return 0 if results.stable else 3
 
 
@@ -293,6 +302,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     r.add_argument("--save-detailed", action="store_true",
                    help="with --save-result / --format vllm-bench: per-request input_lens, output_lens, "
                         "ttfts, itls, start_times (as vLLM's --save-detailed)")
+    r.add_argument("--trace-out", metavar="FILE.json",
+                   help="write a Chrome trace of the run (Perfetto / chrome://tracing): each replica's steps "
+                        "with their batch, each request's queue, prefill and decode")
     r.add_argument("--metric-percentiles", default="99", metavar="P,P,...",
                    help="percentiles in the vllm-bench results, as vLLM's flag (default: 99)")
     r.add_argument("--percentile-metrics", default=None, metavar="M,M,...",

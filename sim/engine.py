@@ -25,6 +25,7 @@ from .kv_cache import KVCache
 from .requests import RequestTable
 from .schedulers import StepPlan, Wait
 from .speculative import Speculation
+from .steplog import StepLog, TokenLog
 
 if TYPE_CHECKING:
     from .simulation import Simulation
@@ -58,6 +59,8 @@ class Replica:
         self.record_timeseries = record_timeseries
         self.ts_time_s, self.ts_waiting, self.ts_running, self.ts_kv_blocks = (array("d"), array("l"), array("l"), array("l"))
         self.itl = sim.itl  # shared inter-token-latency histogram
+        self.step_log = StepLog() if sim.record_steps else None  # a Chrome trace's steps (sim/steplog.py)
+        self.token_log = TokenLog() if sim.record_token_times else None  # real per-chunk times
         self.process = self.env.process(self._loop())
 
     @property
@@ -225,6 +228,8 @@ class Replica:
             yield env.timeout(max(float(ends_at[i]) - env.now, 0.0))
         self.state = BUSY
         self.busy_s += float(ends[steps_done - 1])
+        if self.step_log is not None or self.token_log is not None:
+            self._log(start, ends, steps_done - 1, ff, reqs, chunk, decode, completes)
 
         # ---- apply step 0 ---------------------------------------------------
         first = completes & (generated == 0)
@@ -275,6 +280,20 @@ class Replica:
             # sees the pool as vLLM's would and does not hand them to someone else first.
             if not self.kv.allocate_many(b.req[:b.n], b.computed[:b.n]):
                 raise RuntimeError("fast-forward outgrew the KV cache")  # steps_that_fit rules this out
+
+    def _log(self, start: float, ends: np.ndarray, m: int, ff: "FastForward | None", reqs: np.ndarray,
+             chunk: np.ndarray, decode: np.ndarray, completes: np.ndarray) -> None:
+        """Record step 0 and the m fast-forwarded steps that ran (steps, and who received tokens when)."""
+        per_seq = self.spec.k + 1 if self.spec is not None else 1  # positions a decoding sequence computes
+        if self.step_log is not None:
+            self.step_log.add(start, float(ends[0]), int(np.count_nonzero(chunk)), int(chunk[~decode].sum()),
+                              int(np.count_nonzero(decode)) * per_seq)
+            if m > 0:
+                self.step_log.add_decode_run(start + ends[:m], ff.times[:m], ff.active[:m], per_seq)
+        if self.token_log is not None:
+            self.token_log.add(reqs[completes], start + float(ends[0]))
+            if m > 0:
+                self.token_log.add_run(reqs[ff.slots], start + ends[1:m + 1], ff.finish_step)
 
     def _replay_kv(self, ff: "FastForward", m: int, computed_1: np.ndarray, finished_0: np.ndarray) -> None:
         """KV blocks taken and freed by step 0's finishes and m fast-forwarded steps, in vLLM's

@@ -29,6 +29,7 @@ from .router import ROUTERS
 from .scenario import Scenario
 from .schedulers import SCHEDULERS
 from .speculative import Speculation
+from .steplog import TokenTimes
 from .workload import Workload, generate_workload
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ class Results:
     sustained_rate_per_s: float
     wall_s: float
     notes: list[str] = field(default_factory=list)
+    steps: pd.DataFrame | None = None  # run(record_steps=True): replica, start_s, duration_s, num_seqs, prefill/decode tokens
+    token_times: TokenTimes | None = None  # run(record_token_times=True): each request's chunk times
 
     @property
     def num_gpus(self) -> int:
@@ -83,8 +86,11 @@ def build_memory(scenario: Scenario, measured_blocks: int | None = None) -> Memo
 class Simulation:
     """The SimPy world of one run: arrivals, router, replicas, and the stop rules."""
 
-    def __init__(self, scenario: Scenario, workload: Workload, seed: int, cost_model: CostModel | None = None):
+    def __init__(self, scenario: Scenario, workload: Workload, seed: int, cost_model: CostModel | None = None,
+                 record_steps: bool = False, record_token_times: bool = False):
         self.scenario = scenario
+        self.record_steps = record_steps  # every step of every replica (a Chrome trace; sim/steplog.py)
+        self.record_token_times = record_token_times  # when each request received tokens (real ITLs)
         self.seed = seed
         self.workload = workload
         self.env = simpy.Environment()
@@ -268,15 +274,17 @@ def _stability(table: RequestTable, window_s: float, end_s: float, aborted: str 
 
 
 def run(scenario: Scenario, seed: int | None = None, workload: Workload | None = None,
-        cost_model: CostModel | None = None) -> Results:
+        cost_model: CostModel | None = None, record_steps: bool = False, record_token_times: bool = False) -> Results:
     """Simulate `scenario` (with `seed`, default the scenario's) and return its records; `workload`
-    and `cost_model`, when given, replace the scenario's (memory and KV capacity still come from it)."""
+    and `cost_model`, when given, replace the scenario's (memory and KV capacity still come from it).
+    `record_steps` keeps every engine step (`Results.steps`), `record_token_times` when each request
+    received tokens (`Results.token_times`); neither changes a simulated number."""
     seed = scenario.seed if seed is None else int(seed)
     wall0 = time.perf_counter()
     if workload is None:
         base = Path(scenario.base_dir) if scenario.base_dir else None
         workload = generate_workload(scenario.workload, seed, base)
-    sim = Simulation(scenario, workload, seed, cost_model)
+    sim = Simulation(scenario, workload, seed, cost_model, record_steps, record_token_times)
     sim.run()
     table = sim.table
     end_s = float(sim.env.now)
@@ -295,6 +303,11 @@ def run(scenario: Scenario, seed: int | None = None, workload: Workload | None =
                       cost_model_name=sim.cost_name, arrival_window_s=float(window), end_s=end_s, stable=stable,
                       status=status, offered_rate_per_s=offered, sustained_rate_per_s=sustained,
                       wall_s=time.perf_counter() - wall0, notes=list(workload.notes) + sim.notes)
+    if record_steps:
+        results.steps = pd.concat([r.step_log.frame(r.index) for r in sim.replicas], ignore_index=True)
+    if record_token_times:
+        results.token_times = TokenTimes.gather([r.token_log for r in sim.replicas], len(workload),
+                                                float(sim.cost.response_latency_s))
     _log_run(results, len(workload))
     return results
 

@@ -10,13 +10,16 @@ the totals and rates `duration`, `completed`, `failed`, `total_input_tokens`,
 `--save-detailed` it keeps the per-request lists `input_lens`, `output_lens`, `ttfts`, `itls`,
 `start_times`, `generated_texts`, `errors` (seconds, one entry per request in send order).
 
-Two things servesim does not record, and how they are written (also under the `servesim` key):
+Two things servesim does not record by default, and how they are written (also under the
+`servesim` key):
 - ITL statistics come from the run's log-binned histogram of every token's gap (bins ~1.2 %
   wide: medians and percentiles are bin centres, not interpolated samples).
-- servesim keeps each request's first-token and finish times, not every token's: a detailed
-  file's `itls[i]` spaces request i's tokens evenly between them ((E2E - TTFT) / (out - 1)
-  each), so its TPOT is exact and its per-token jitter is absent. `max_output_tokens_per_s`
-  is counted over those evenly spaced token times.
+- A run keeps each request's first-token and finish times, not every token's. Run with
+  `record_token_times=True` (the CLI does for `--save-detailed`) and `itls[i]` holds the real
+  gaps between the steps that gave request i tokens, one per streamed chunk as vLLM's client
+  records them; otherwise it spaces the tokens evenly between first token and finish
+  ((E2E - TTFT) / (out - 1) each): TPOT exact, per-token jitter absent.
+  `max_output_tokens_per_s` is counted over evenly spaced token times either way.
 """
 from __future__ import annotations
 
@@ -35,6 +38,9 @@ PERCENTILE_METRICS = ("ttft", "tpot", "itl", "e2el")
 DEFAULT_PERCENTILE_METRICS = ("ttft", "tpot", "itl")  # vLLM's default for generative models
 DEFAULT_PERCENTILES = (99.0,)  # vLLM's --metric-percentiles default
 DETAILED_KEYS = ("input_lens", "output_lens", "start_times", "ttfts", "itls", "generated_texts", "errors")
+_ITLS_EVEN = "itls: each request's tokens spaced evenly between its first token and its finish"
+_ITLS_RECORDED = ("itls: the gaps between the engine steps that gave each request tokens, as a streaming "
+                  "client receives them (a speculative step's tokens arrive together, as one gap)")
 _TOKEN_CHUNK = 4_000_000  # token times materialised at once when counting the peak output rate
 
 
@@ -217,7 +223,12 @@ def bench_result(results: Results, percentiles: Iterable[float] = DEFAULT_PERCEN
         doc["input_lens"] = in_len.tolist()
         doc["output_lens"] = out_len.tolist()
         doc["ttfts"] = ttft.tolist()
-        doc["itls"] = [[float(g)] * max(int(n) - 1, 0) for g, n in zip(gap, out_len)]
+        if results.token_times is not None:  # recorded: the gaps between the chunks a client received
+            ids = req["request_id"].to_numpy(dtype=np.int64)
+            doc["itls"] = [results.token_times.itls(int(i)).tolist() if good_i else []
+                           for i, good_i in zip(ids, ok)]
+        else:
+            doc["itls"] = [[float(g)] * max(int(n) - 1, 0) for g, n in zip(gap, out_len)]
         doc["start_times"] = np.where(np.isfinite(arrival), arrival, 0.0).tolist()
         doc["generated_texts"] = [""] * len(req)
         doc["errors"] = ["" if good_i else ("failed" if f else "unfinished: the run stopped early")
@@ -236,8 +247,7 @@ def bench_result(results: Results, percentiles: Iterable[float] = DEFAULT_PERCEN
         "notes": list(results.notes) + [
             "itl statistics: from a log-binned histogram of every token gap (bins ~1.2 % wide)",
             "start_times: seconds from the start of the simulation",
-        ] + (["itls: each request's tokens spaced evenly between its first token and its finish"]
-             if detailed else []),
+        ] + ([_ITLS_RECORDED if results.token_times is not None else _ITLS_EVEN] if detailed else []),
     }
     return {k: _clean(v) for k, v in doc.items()}
 
