@@ -465,7 +465,9 @@ def _quant_and_spec(data: dict, fe: c.FieldErrors) -> None:
         drafts = sorted(model_catalog())
         with cols[0]:
             draft = spec.get("draft_model", "llama-3.2-1b")
-            if isinstance(draft, dict):
+            if spec.get("method", "draft_model") != "draft_model":
+                st.caption(f"Method {spec['method']} from the file (no separate draft model).")
+            elif isinstance(draft, dict):
                 st.caption("Inline draft model from the file.")
             else:
                 spec["draft_model"] = _select("Draft model", drafts, str(draft).lower(), p + "draft_model", fe,
@@ -474,9 +476,16 @@ def _quant_and_spec(data: dict, fe: c.FieldErrors) -> None:
             spec["num_speculative_tokens"] = _number("Draft tokens k", spec.get("num_speculative_tokens", 4),
                                                      p + "num_speculative_tokens", fe, cast=int, slot=False, step=1)
         with cols[2]:
-            spec["acceptance_rate"] = _number("Acceptance rate", spec.get("acceptance_rate", 0.7),
-                                              p + "acceptance_rate", fe, slot=False, step=0.05)
-        for name in ("draft_model", "num_speculative_tokens", "acceptance_rate"):
+            # vLLM's own acceptance numbers (docs/speculative.md) are kept as the file gives them.
+            vllm_terms = [k for k in ("draft_acceptance_rate", "mean_acceptance_length",
+                                      "per_position_acceptance_rates") if k in spec]
+            if vllm_terms:
+                st.caption(f"Acceptance from the file: {vllm_terms[0]} = {spec[vllm_terms[0]]}")
+            else:
+                spec["acceptance_rate"] = _number("Acceptance rate", spec.get("acceptance_rate", 0.7),
+                                                  p + "acceptance_rate", fe, slot=False, step=0.05)
+        for name in ("draft_model", "num_speculative_tokens", "acceptance_rate", "draft_acceptance_rate",
+                     "mean_acceptance_length", "per_position_acceptance_rates", "method", "draft_layers"):
             fe.slot(p + name)
         serving["speculative"] = spec
     else:
