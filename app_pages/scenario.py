@@ -6,6 +6,7 @@ import streamlit as st
 import yaml
 
 from app_pages import common as c
+from app_pages import runs
 from app_pages.progress import forget_stop, run_with_stop, stopped_notice
 from app_pages.scenario_form import edit_scenario, scenario_source
 from sim.catalog import GIB
@@ -56,9 +57,9 @@ with out_col:
     out = None
     if job is not None:
         try:
-            out = c.kept_run(job) or run_with_stop(
+            out = runs.kept_run(job) or run_with_stop(
                 "scenario", "scenario.run", "Simulating", "requests finished",
-                lambda on_progress: c.run_and_keep(job, on_progress))
+                lambda on_progress: runs.run_and_keep(job, on_progress))
         except ConfigError as exc:
             if fe.show(exc) is None:
                 run_error.error(str(exc), icon=":material/error:")
