@@ -1,8 +1,7 @@
-"""What the UI pages share: loading scenarios, the cached run, field-level errors, cards and charts.
+"""What the UI pages share: loading and checking scenarios, field-level errors, cards and charts.
 
 No simulation logic lives here: a page builds a scenario dict, `check` turns it into a
-`Scenario` with the core's own validation, and `simulate` calls `sim.simulation.run` and
-`sim.metrics.summarize` exactly as the CLI does, caching the outcome by (scenario YAML, seed).
+`Scenario` with the core's own validation, and app_pages/runs.py runs it as the CLI does.
 """
 from __future__ import annotations
 
@@ -50,40 +49,25 @@ def parse_uploaded_yaml(data: bytes, filename: str) -> dict:
     return parsed
 
 
-def preflight(scenario: Scenario) -> Any:
+def preflight(scenario: Scenario) -> tuple[Any, str]:
     """The core's load-time checks that need the catalog numbers (quantization support,
-    memory fit, profile match), run without simulating. Returns the memory plan."""
-    from sim.simulation import build_cost_model, build_memory
+    memory fit, profile match), run without simulating. Returns the memory plan and the
+    cost model the run will use ("auto: profile NAME …", "roofline", …)."""
+    from sim.cost_select import select_cost_model
+    from sim.simulation import build_memory
 
-    _cost, _name, measured_blocks = build_cost_model(scenario)
-    return build_memory(scenario, measured_blocks)
+    choice = select_cost_model(scenario)
+    return build_memory(scenario, choice.num_kv_blocks), choice.label or choice.name
 
 
-def check(data: dict, base_dir: str | None) -> tuple[Scenario, Any]:
-    """(Scenario, memory plan) for a scenario mapping; ConfigError names the field on failure."""
+def check(data: dict, base_dir: str | None) -> tuple[Scenario, Any, str]:
+    """(Scenario, memory plan, cost model label) for a scenario mapping; ConfigError names the field on failure."""
     scenario = scenario_from_dict(data, base_dir=Path(base_dir) if base_dir else None)
-    return scenario, preflight(scenario)
+    return scenario, *preflight(scenario)
 
 
 def scenario_yaml(scenario: Scenario) -> str:
     return scenario_to_yaml(scenario)
-
-
-@st.cache_data(show_spinner=False, max_entries=256)
-def simulate(yaml_text: str, base_dir: str | None, seed: int) -> dict[str, Any]:
-    """Run one scenario (given as YAML) and return its records and summary, cached by the inputs.
-
-    Returns plain data (DataFrames, dicts) so the cache can pickle it.
-    """
-    from sim.metrics import by_class, latency_table, summarize
-    from sim.simulation import run
-
-    scenario = scenario_from_dict(yaml.safe_load(yaml_text), base_dir=Path(base_dir) if base_dir else None)
-    results = run(scenario, seed=seed)
-    return {"summary": summarize(results), "requests": results.requests, "timeseries": results.timeseries,
-            "latency": latency_table(results.requests), "by_class": by_class(results),
-            "num_kv_blocks": results.memory.num_kv_blocks, "stable": results.stable, "status": results.status,
-            "notes": list(results.notes)}
 
 
 def yaml_to_dict(text: str) -> dict:

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import common as c
+from app_pages.runs import simulate
 from sim.catalog import model_catalog, resolve_gpu, resolve_model
 from sim.configio import ConfigError
 from sim.scenario import DEFAULT_SCENARIO
@@ -161,7 +162,7 @@ with tab_side:
         bar = st.progress(0.0, text="Simulating…")
         for i, (name, yaml_text) in enumerate(jobs["runs"].items()):
             bar.progress(i / len(jobs["runs"]), text=f"Simulating {name} ({i + 1}/{len(jobs['runs'])})")
-            outs[name] = c.simulate(yaml_text, jobs["base_dir"], jobs["seed"])
+            outs[name] = simulate(yaml_text, jobs["base_dir"], jobs["seed"])
         bar.empty()
         table = pd.DataFrame([c.summary_row(name, o["summary"]) for name, o in outs.items()])
         shown = table.dropna(axis="columns", how="all")  # goodput without an SLO: a column of blanks
@@ -218,7 +219,7 @@ with tab_load:
                     done += 1
                     try:
                         sweep_yaml = c.variant_yaml(variant, job["base_dir"], [f"{job['path']}={load}"])
-                        s = c.simulate(sweep_yaml, job["base_dir"], job["seed"])["summary"]
+                        s = simulate(sweep_yaml, job["base_dir"], job["seed"])["summary"]
                     except ConfigError as exc:
                         st.warning(f"{name} at {load:.3g}: {exc}")
                         continue

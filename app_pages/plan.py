@@ -11,6 +11,7 @@ import streamlit as st
 import yaml
 
 from app_pages import common as c
+from app_pages.progress import forget_stop, run_with_stop, stopped_notice
 from app_pages.scenario_form import DAILY_SHAPES
 from sim.catalog import gpu_catalog, model_catalog, resolve_gpu, resolve_model
 from sim.configio import ConfigError
@@ -50,6 +51,11 @@ def reports_progress() -> bool:
 AUTO = "auto: a matching measured profile, else the roofline"
 ROOFLINE = "roofline (analytic) for every candidate"
 PLANS_KEPT = 8  # finished plans remembered per browser session
+
+
+def kept_plan(planning_yaml: str, seed: int) -> dict | None:
+    """The finished plan of (YAML, seed) if this browser session has it."""
+    return st.session_state.get("plan.results", {}).get((planning_yaml, seed))
 
 
 def planned(planning_yaml: str, seed: int, on_progress=None) -> dict:
@@ -300,24 +306,21 @@ with out_col:
     if clicked and valid:
         st.session_state["plan.job"] = {"yaml": planning_yaml, "seed": int(planning.get("seed", 0)),
                                         "cost_models": cost_models}
+        forget_stop("plan")
     job = st.session_state.get("plan.job")
     result = None
     if job is not None:
-        bar = st.empty()
-
-        def progress(done: int, total: int) -> None:
-            bar.progress(min(done / max(total, 1), 1.0), text=f"Planning: {done} of {total} simulations")
-
         try:
-            with st.spinner("Simulating candidate fleets…", show_time=True):
-                result = planned(job["yaml"], job["seed"], on_progress=progress)
+            result = kept_plan(job["yaml"], job["seed"]) or run_with_stop(
+                "plan", "plan.job", "Planning (the total grows as the searches go)", "simulations",
+                lambda on_progress: planned(job["yaml"], job["seed"], on_progress=on_progress))
         except ConfigError as exc:
             if fe.show(exc) is None:
                 st.error(str(exc), icon=":material/error:")
             st.session_state.pop("plan.job", None)
-        bar.empty()
     if result is None:
-        st.info("Fill in the traffic, SLO and candidates, then press **Plan**.")
+        if not stopped_notice("plan", "Press **Plan** to plan again, or simulate fewer requests per point."):
+            st.info("Fill in the traffic, SLO and candidates, then press **Plan**.")
     else:
         if job["yaml"] != planning_yaml:
             st.caption("The form has changed since this plan; press Plan to update.")

@@ -6,6 +6,8 @@ import streamlit as st
 import yaml
 
 from app_pages import common as c
+from app_pages import runs
+from app_pages.progress import forget_stop, run_with_stop, stopped_notice
 from app_pages.scenario_form import edit_scenario, scenario_source
 from sim.catalog import GIB
 from sim.configio import ConfigError
@@ -20,9 +22,9 @@ form_col, out_col = st.columns([2, 3], gap="large")
 with form_col:
     data = edit_scenario(base, fe)
 
-scenario = memory = None
+scenario = memory = cost_label = None
 try:
-    scenario, memory = c.check(data, base_dir)
+    scenario, memory, cost_label = c.check(data, base_dir)
 except ConfigError as exc:
     with out_col:
         fe.fallback = fe.fallback or st.empty()
@@ -42,7 +44,7 @@ with out_col:
                                 mime="application/x-yaml", key="download.scenario")
         cols[2].caption(f"{scenario.num_gpus} × {scenario.gpu_spec.name} · {scenario.model_spec.name} · "
                         f"KV cache {memory.num_kv_blocks:,} blocks = {memory.kv_capacity_tokens:,} tokens per replica · "
-                        f"weights {memory.weights_bytes / GIB:.1f} GiB per GPU")
+                        f"weights {memory.weights_bytes / GIB:.1f} GiB per GPU · cost model: {cost_label}")
     else:
         cols[2].error("Fix the highlighted field to run.", icon=":material/error:")
     run_error = st.empty()
@@ -50,19 +52,22 @@ with out_col:
     if run_clicked and scenario is not None:
         st.session_state["scenario.run"] = {"yaml": c.scenario_yaml(scenario), "base_dir": base_dir,
                                             "seed": scenario.seed}
+        forget_stop("scenario")
     job = st.session_state.get("scenario.run")
     out = None
     if job is not None:
         try:
-            with st.spinner("Simulating…"):
-                out = c.simulate(job["yaml"], job["base_dir"], job["seed"])
+            out = runs.kept_run(job) or run_with_stop(
+                "scenario", "scenario.run", "Simulating", "requests finished",
+                lambda on_progress: runs.run_and_keep(job, on_progress))
         except ConfigError as exc:
             if fe.show(exc) is None:
                 run_error.error(str(exc), icon=":material/error:")
             st.session_state.pop("scenario.run", None)
 
     if out is None:
-        st.info("Press **Run simulation** to see latency, throughput and cost.")
+        if not stopped_notice("scenario", "Press **Run simulation** to run it again, or simulate fewer requests."):
+            st.info("Press **Run simulation** to see latency, throughput and cost.")
     else:
         s = out["summary"]
         if scenario is None or c.scenario_yaml(scenario) != job["yaml"]:

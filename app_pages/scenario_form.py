@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-from typing import Any
+from typing import Any, get_args
 
 import pandas as pd
 import streamlit as st
@@ -18,11 +18,12 @@ import streamlit as st
 from app_pages import common as c
 from sim.catalog import gpu_catalog, model_catalog
 from sim.configio import ConfigError
+from sim.quantization import KvDtype, WeightDtype
 from sim.scenario import DEFAULT_SCENARIO
 
 POLICIES = ["continuous", "priority", "static", "fifo"]
-WEIGHT_DTYPES = ["bf16", "fp16", "fp8", "int8", "int4"]
-KV_DTYPES = ["bf16", "fp16", "fp8", "int8"]
+WEIGHT_DTYPES = list(get_args(WeightDtype))  # the formats the core's validation accepts, in its order
+KV_DTYPES = list(get_args(KvDtype))
 TP_SIZES = [1, 2, 4, 8, 16]
 ARRIVALS = {"poisson": "Poisson (rate)", "gamma": "Gamma (bursty rate)", "daily": "Daily volume (hourly shape)",
             "closed_loop": "Closed loop (fixed clients)", "trace": "Trace replay (from the file)"}
@@ -493,28 +494,44 @@ def _quant_and_spec(data: dict, fe: c.FieldErrors) -> None:
     fe.slot("serving.speculative")
 
 
-def _cost_and_slo(base: dict, data: dict, fe: c.FieldErrors) -> None:
+AUTO_COST = "auto: the measured profile for this GPU, model, TP and weights, else the roofline"
+ROOFLINE_COST = "roofline (analytic, from catalog numbers)"
+
+
+def _cost_model(base: dict, data: dict, fe: c.FieldErrors) -> dict:
+    """The cost model picker: auto (the core's default, as `servesim run` does), the roofline, or
+    one of the profiles measured for this model and TP; the file's choice is the default."""
     cm = base.get("cost_model")
-    cm = dict(cm) if isinstance(cm, dict) else {"kind": "roofline"}
+    cm = dict(cm) if isinstance(cm, dict) else {}
     model = data.get("model")
     tp = data["serving"].get("tensor_parallel")
     profiles = c.available_profiles(model if isinstance(model, str) else None,
                                     tp if isinstance(tp, int) else None)
     current = cm.get("profile")
-    options = ["roofline (analytic, from catalog numbers)"] + list(profiles)
+    options = [AUTO_COST, ROOFLINE_COST] + list(profiles)
     if current and current not in profiles.values():
         profiles[f"{current} (from the file)"] = current
         options.append(f"{current} (from the file)")
-    default = next((label for label, value in profiles.items() if value == current), options[0])
+    if current:
+        default = next(label for label, value in profiles.items() if value == current)
+    else:
+        default = ROOFLINE_COST if cm.get("kind") == "roofline" else AUTO_COST
     chosen = _select("Cost model", options, default, "cost_model", fe,
-                     help="Profiles are fitted on measured steps (Calibrate page); the roofline needs no "
-                          "measurements. Listed: the profiles measured for this model and TP size.")
-    if chosen == options[0]:
+                     help="auto: the shipped profile measured for this GPU, model, TP and weight format, with the "
+                          "engine's own step terms, else the roofline (what `servesim run` does by default). "
+                          "Profiles are fitted on measured steps (Calibrate page); the roofline needs no "
+                          "measurements. Listed: the profiles measured for this model and TP size. The line "
+                          "beside Run names the one a run uses.")
+    if chosen in (AUTO_COST, ROOFLINE_COST):
         cm.pop("profile", None)
-        cm["kind"] = "roofline"
+        cm["kind"] = "auto" if chosen == AUTO_COST else "roofline"
     else:
         cm = {"kind": "profile", "profile": profiles[chosen]}
-    data["cost_model"] = cm
+    return cm
+
+
+def _cost_and_slo(base: dict, data: dict, fe: c.FieldErrors) -> None:
+    data["cost_model"] = _cost_model(base, data, fe)
     slo = base.get("slo")
     slo = dict(slo) if isinstance(slo, dict) else {}
     names = (("ttft_s", "SLO: TTFT (s)"), ("tpot_s", "SLO: TPOT (s)"), ("e2e_s", "SLO: E2E (s)"))

@@ -41,8 +41,10 @@ class LocalBackend:
         return out
 
     def close(self) -> None:
+        # Tasks not yet started are cancelled: after an error (or a stop from the caller's progress
+        # callback) in the middle of a round, waiting for the rest of the round would only waste time.
         if self._pool is not None:
-            self._pool.shutdown()
+            self._pool.shutdown(cancel_futures=True)
             self._pool = None
 
 

@@ -10,12 +10,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 import simpy
 
-from .configio import ConfigError
 from .cost_model import CostModel
 from .cost_select import select_cost_model
 from .engine import Replica
@@ -33,6 +33,21 @@ from .steplog import TokenTimes
 from .workload import Workload, generate_workload
 
 log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 0.25  # wall seconds between progress calls (when a caller asks for them)
+EVENTS_PER_CLOCK_READ = 256  # SimPy events between two reads of the wall clock while reporting progress
+
+# on_progress(finished_requests, total_requests) -> False to stop the run (None or True: go on).
+ProgressCallback = Callable[[int, int], "bool | None"]
+
+
+class RunStopped(Exception):
+    """The caller's progress callback asked the run to stop. A stopped run returns no Results:
+    its percentiles would describe only the requests that happened to finish first."""
+
+    def __init__(self, finished: int, total: int, sim_time_s: float):
+        super().__init__(f"stopped after {finished:,} of {total:,} requests finished "
+                         f"({sim_time_s:,.1f} s of simulated time); no results")
+        self.finished, self.total, self.sim_time_s = finished, total, sim_time_s
 
 
 @dataclass
@@ -232,12 +247,34 @@ class Simulation:
             self.aborted_reason = f"simulated time reached sim.max_sim_time_s = {self.max_time_s:.0f} s"
             self.done.succeed()
 
-    def run(self) -> None:
+    def run(self, on_progress: ProgressCallback | None = None, every_s: float = PROGRESS_EVERY_S) -> None:
+        """Simulate until every request finished or a stop rule fired; with `on_progress`, call it
+        about every `every_s` wall seconds with (finished, total) requests (RunStopped if it says False)."""
         if len(self.table) == 0:
             return
         self.env.process(self._closed_loop() if self.workload.concurrency is not None else self._open_loop())
         self.env.process(self._watchdog())
-        self.env.run(until=self.done)
+        if on_progress is None:
+            self.env.run(until=self.done)  # the plain loop: no per-event cost for progress
+        else:
+            self._run_reporting(on_progress, every_s)
+
+    def _run_reporting(self, on_progress: ProgressCallback, every_s: float) -> None:
+        """env.run(until=self.done), one event at a time, with a look at the wall clock every
+        EVENTS_PER_CLOCK_READ events. Same events in the same order: the numbers do not change."""
+        env, done, total = self.env, self.done, len(self.table)
+        due = time.perf_counter() + every_s
+        events = 0
+        try:
+            while not done.processed:
+                env.step()
+                events += 1
+                if events % EVENTS_PER_CLOCK_READ == 0 and time.perf_counter() >= due:
+                    if on_progress(self.completed, total) is False:
+                        raise RunStopped(self.completed, total, float(env.now))
+                    due = time.perf_counter() + every_s
+        except simpy.core.EmptySchedule:  # as env.run(until=...) reports it
+            raise RuntimeError(f'No scheduled events left but "until" event was not triggered: {done}') from None
 
 
 def _rate(x: float) -> str:
@@ -274,18 +311,23 @@ def _stability(table: RequestTable, window_s: float, end_s: float, aborted: str 
 
 
 def run(scenario: Scenario, seed: int | None = None, workload: Workload | None = None,
-        cost_model: CostModel | None = None, record_steps: bool = False, record_token_times: bool = False) -> Results:
+        cost_model: CostModel | None = None, record_steps: bool = False, record_token_times: bool = False,
+        on_progress: ProgressCallback | None = None, progress_every_s: float = PROGRESS_EVERY_S) -> Results:
     """Simulate `scenario` (with `seed`, default the scenario's) and return its records; `workload`
     and `cost_model`, when given, replace the scenario's (memory and KV capacity still come from it).
     `record_steps` keeps every engine step (`Results.steps`), `record_token_times` when each request
-    received tokens (`Results.token_times`); neither changes a simulated number."""
+    received tokens (`Results.token_times`); neither changes a simulated number.
+
+    `on_progress(finished, total)` is called about every `progress_every_s` wall seconds; when it
+    returns False the run stops and raises RunStopped (no partial Results). Without it the run
+    is the plain SimPy loop, and with it the numbers are the same."""
     seed = scenario.seed if seed is None else int(seed)
     wall0 = time.perf_counter()
     if workload is None:
         base = Path(scenario.base_dir) if scenario.base_dir else None
         workload = generate_workload(scenario.workload, seed, base)
     sim = Simulation(scenario, workload, seed, cost_model, record_steps, record_token_times)
-    sim.run()
+    sim.run(on_progress, progress_every_s)
     table = sim.table
     end_s = float(sim.env.now)
     window = workload.duration_s if np.isfinite(workload.duration_s) else end_s

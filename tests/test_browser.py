@@ -643,3 +643,77 @@ def test_bad_files_get_one_clear_line_each(server, browser, tmp_path):
     upload(browser, scenario_file(tmp_path, "section.yaml", **{"serving.quantization": "fp8"}))
     no_traceback(browser)
     assert any(t.startswith("serving.quantization") for t in messages(browser)), messages(browser)
+
+
+# --- long runs: progress and Stop; the cost model the CLI uses --------------------------------------
+
+def test_stop_ends_a_long_run_and_says_so(server, browser):
+    """A run of two million requests (minutes here) shows its progress; Stop ends it within seconds,
+    the page says it stopped and after how many requests, and shows no numbers."""
+    import re
+
+    open_page(browser, f"{server}/")
+    type_number(browser, "Requests to simulate", 2_000_000)
+    click_button(browser, "Run simulation")
+    progress = re.compile(r"Simulating: ([\d,]+) of 2,000,000 requests finished")
+    WebDriverWait(browser, RENDER_S).until(
+        lambda d: (m := progress.search(body_text(d))) and int(m.group(1).replace(",", "")) > 0)
+    assert script_state(browser) == "running"
+    asked = time.monotonic()
+    click_button(browser, "Stop")
+    wait_text(browser, "Stopped after")
+    settle(browser)
+    took_s = time.monotonic() - asked
+    body = body_text(browser)
+    no_traceback(browser)
+    finished = int(re.search(r"Stopped after ([\d,]+) of 2,000,000 requests finished", body).group(1).replace(",", ""))
+    assert 0 < finished < 1_000_000, body[:2000]  # well before the end
+    assert took_s < 20, f"Stop took {took_s:.1f} s"
+    assert "No results" in body and "TTFT p99" not in body and "Stable:" not in body
+    assert not browser.find_elements(By.XPATH, '//button[.//p[normalize-space()="Stop"]]')
+    assert not progress.search(body)
+    # The page stays usable: a short run afterwards gives numbers and the notice goes.
+    type_number(browser, "Requests to simulate", 300)
+    status = run_scenario(browser)
+    assert "Stopped after" not in body_text(browser) and status
+
+
+def test_cost_model_defaults_to_auto_and_the_result_names_it(server, browser):
+    """The form starts from the CLI's default cost model (auto) when the file names none, and the
+    result says which profile priced it; a file that asks for the roofline keeps it."""
+    open_page(browser, f"{server}/")
+    assert selected(browser, "Cost model").startswith("roofline")  # chat_llama3_8b_a100.yaml says so
+    choose(browser, "Shipped scenario", "priority_mixed.yaml")  # names no cost model
+    assert selected(browser, "Cost model").startswith("auto:")
+    assert "cost model: auto: profile a100-80gb-sxm_llama-3.1-8b_tp1_bf16" in body_text(browser)
+    type_number(browser, "Requests to simulate", 300)
+    run_scenario(browser)
+    from sim.scenario import load_scenario
+    from sim.simulation import run
+
+    used = run(load_scenario("priority_mixed.yaml", ["workload.num_requests=300"])).cost_model_name
+    assert used.startswith("auto: profile a100-80gb-sxm_llama-3.1-8b_tp1_bf16")
+    assert f"cost model: {used}" in body_text(browser)
+
+
+def test_stop_ends_a_plan_and_says_so(server, browser):
+    """Plan shows simulations done so far and stops on Stop (the simulations running finish, the
+    rest are cancelled); no answer is shown for a stopped plan."""
+    import re
+
+    open_page(browser, f"{server}/plan")
+    click_text(browser, "Search settings")
+    type_number(browser, "Requests per simulated point", 5000)  # a plan of minutes here
+    click_button(browser, "Plan")
+    progress = re.compile(r"Planning \(the total grows as the searches go\): ([\d,]+) of ([\d,]+) simulations")
+    WebDriverWait(browser, 3 * RENDER_S).until(lambda d: (m := progress.search(body_text(d))) and int(m.group(1)) > 0)
+    asked = time.monotonic()
+    click_button(browser, "Stop")
+    wait_text(browser, "Stopped after", 3 * RENDER_S)
+    settle(browser)
+    took_s = time.monotonic() - asked
+    body = body_text(browser)
+    no_traceback(browser)
+    assert re.search(r"Stopped after [\d,]+ of [\d,]+ simulations\. No results", body), body[:2000]
+    assert "Cheapest:" not in body and not progress.search(body)
+    assert took_s < 60, f"Stop took {took_s:.1f} s"
