@@ -139,7 +139,7 @@ def answer_report(result: dict, ranked: pd.DataFrame, job: dict) -> str:
         f"- Prices (on-demand list, discount {discount:g}):", *[f"  {line}" for line in prices],
         f"- Seed {p['seed']}; {planning['plan']['requests_per_point']:,} requests per simulated point; "
         f"{p['points_simulated']} simulations ({p['backend']})",
-        f"- Reproduce: save the planning scenario (YAML) from the page and run `servesim plan plan.yaml`", "",
+        "- Reproduce: save the planning scenario (YAML) from the page and run `servesim plan plan.yaml`", "",
         "## Candidates, ranked", "", *rows, ""])
 
 
