@@ -280,6 +280,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     command = _command(argv) if argv is not None else None
     wanted = [EXTRA_COMMANDS[command]] if command in EXTRA_COMMANDS else (
         [] if command in ("run", "scenarios", "compare", "check", "ui") else list(EXTRA_COMMANDS.values()))
+    if command is None and argv is not None and "--version" in argv and "-h" not in argv and "--help" not in argv:
+        wanted = []  # `servesim --version` prints and exits: no need to load the planner or calibration
     for module in wanted:
         try:
             mod = __import__(module, fromlist=["register"])
