@@ -117,14 +117,23 @@ class ContinuousScheduler:
             return self.max_tokens, False
         lookahead = replica.decode_lookahead
         # Fast path: in admission order, each takes min(what it needs, budget left).
-        todo = b.num_tokens[:n] - b.computed[:n]
-        before = np.cumsum(todo) - todo
-        chunk = np.clip(np.minimum(todo, self.max_tokens - before), 0, None)
-        need = b.computed[:n] + chunk + (todo == 1) * lookahead
-        scheduled = chunk > 0
-        if kv.allocate_many(b.req[:n][scheduled], need[scheduled]):
+        # (ndarray methods, not np.* wrappers: this runs once per decision on a handful of slots)
+        computed = b.computed[:n]
+        todo = b.num_tokens[:n] - computed
+        before = todo.cumsum() - todo
+        chunk = np.maximum(np.minimum(todo, self.max_tokens - before), 0)
+        need = computed + chunk
+        if lookahead:
+            need += (todo == 1) * lookahead
+        total = int(chunk.sum())
+        if total == int(todo.sum()):  # everyone got all it needs (the common case): no mask to apply
+            ok = kv.allocate_many(b.req[:n], need)
+        else:
+            scheduled = chunk > 0
+            ok = kv.allocate_many(b.req[:n][scheduled], need[scheduled])
+        if ok:
             b.chunk[:n] = chunk
-            return self.max_tokens - int(chunk.sum()), False
+            return self.max_tokens - total, False
         # Blocks run short: go one by one as vLLM does, preempting victims as needed.
         b.chunk[:n] = 0
         budget, preempted, i = self.max_tokens, False, 0
