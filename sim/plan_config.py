@@ -8,13 +8,12 @@ builds one candidate's Scenario (or raises the ConfigError that says why it cann
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from .configio import ConfigError, build, require
+from .configio import ConfigError, build, require, set_path
 from .quantization import KvDtype, WeightDtype
 from .scenario import Scenario, SchedulerName, apply_override, read_scenario_file, scenario_from_dict
 
@@ -94,19 +93,6 @@ class PlanConfig:
         require(len(set(names)) == len(names), f"{p}candidates", names, "names must be unique")
 
 
-def _assign(data: dict, dotted: str, value: Any) -> dict:
-    """Set `dotted` (a.b.c) to a Python value in a nested dict, copying what it touches."""
-    parts = dotted.split(".")
-    root = dict(data)
-    node = root
-    for part in parts[:-1]:
-        child = node.get(part)
-        node[part] = dict(child) if isinstance(child, dict) else {}
-        node = node[part]
-    node[parts[-1]] = copy.deepcopy(value)
-    return root
-
-
 def read_plan(source: str | Path | dict,
               overrides: tuple[str, ...] | list[str] = ()) -> tuple[dict, PlanConfig, Path | None]:
     """(base scenario mapping without `plan:`, PlanConfig, base folder) of a planning file or mapping.
@@ -158,19 +144,19 @@ def candidate_dict(base: dict, cand: CandidateConfig) -> dict:
     for field_name, dotted in simple.items():
         value = getattr(cand, field_name)
         if value is not None:
-            data = _assign(data, dotted, value)
+            data = set_path(data, dotted, value)
     if cand.speculative is False:
-        data = _assign(data, "serving.speculative", None)
+        data = set_path(data, "serving.speculative", None)
     elif cand.speculative is True:
         if not (data.get("serving") or {}).get("speculative"):
             raise ConfigError("speculative: true keeps the base scenario's serving.speculative, which is not set; "
                               "give a mapping {draft_model: ..., num_speculative_tokens: ..., acceptance_rate: ...}")
     elif isinstance(cand.speculative, dict):
-        data = _assign(data, "serving.speculative", cand.speculative)
+        data = set_path(data, "serving.speculative", cand.speculative)
     for assignment in cand.set:
         data = apply_override(data, assignment)
     if cand.name is not None:
-        data = _assign(data, "name", cand.name)
+        data = set_path(data, "name", cand.name)
     return data
 
 
