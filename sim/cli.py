@@ -10,6 +10,7 @@ import math
 import os
 import sys
 
+from .cli_errors import run_command
 from .configio import MAX_SEED, ConfigError
 
 
@@ -300,23 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         args.streamlit_args = extra  # streamlit's own flags (--server.port ...)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    try:
-        return int(args.func(args) or 0)
-    except ConfigError as exc:
-        print(f"servesim: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        # The reader went away (servesim run | head): stop quietly, as cat and grep do.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
-    except KeyboardInterrupt:
-        print("servesim: interrupted", file=sys.stderr)
-        return 130
-    except (MemoryError, RecursionError) as exc:
-        print(f"servesim: error: the input is too large to simulate ({type(exc).__name__}); "
-              f"reduce num_requests, replicas or nesting", file=sys.stderr)
-        return 2
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":
