@@ -153,33 +153,22 @@ class Replica:
         n_completes = int(np.count_nonzero(completes))
 
         # ---- step 0: the scheduled step -----------------------------------
-        emitted = completes.astype(np.int64)
-        samples, chunk_cost = emitted, chunk
         spec = self.spec
-        if spec is not None and n_decode:
-            # Decoding sequences verify k draft tokens (k+1 positions); 1..k+1 tokens come out.
-            emitted = emitted.copy()
-            emitted[decode] = spec.sample_tokens(n_decode)
-            chunk_cost = np.where(decode, spec.k + 1, chunk)
-            samples = np.where(decode, spec.k + 1, samples)
-        ctx_cost = computed
-        if plan.padded:
-            # Padded static batch: every sequence costs as much as the longest.
-            chunk_cost = np.full(n, chunk_cost.max())
-            ctx_cost = np.full(n, computed.max())
-        t0 = self.cost.step_time_s(*step_feature_values(chunk_cost, ctx_cost, samples))
-        if spec is not None and n_decode:
-            t0 += spec.draft_time_s(n_decode, int(computed[decode].sum()) + n_decode)
-        if spec is not None:
-            emitted = np.minimum(emitted, output - generated)  # a verify may accept past the end
-            advance = np.where(decode, emitted, chunk)
+        if n_decode == n and spec is None and not plan.padded:
+            # Every sequence decodes one token (the common step): chunk 1, one sample, attending its
+            # context + 1, so the features are sums of `computed` alone (step_feature_values' integers).
+            ctx = int(computed.sum()) + n
+            t0 = self.cost.step_time_s(n, n, ctx, ctx, n)
+            computed_1 = computed + 1
+            num_tokens_1 = num_tokens + 1
+            remaining_1 = output - generated
+            remaining_1 -= 1
         else:
-            advance = chunk
-        computed_1 = computed + advance
-        num_tokens_1 = num_tokens + emitted
-        remaining_1 = output - generated - emitted
+            t0, computed_1, num_tokens_1, remaining_1 = self._step_zero(plan, n_decode, decode, completes, chunk,
+                                                                        computed, num_tokens, output, generated)
         finished_0 = remaining_1 == 0
         n_finished_0 = int(np.count_nonzero(finished_0))
+
 
         # ---- fast-forward: plain decode steps ------------------------------
         ff = None
@@ -189,9 +178,12 @@ class Replica:
         freed_for_waiting = plan.follow == "until_completion" and n_finished_0 > 0
         if (plan.follow != "none" and n_completes == n and n_finished_0 < n and not closed_loop_reply
                 and not freed_for_waiting):
-            slots = np.arange(n) if plan.padded or not n_finished_0 else np.flatnonzero(~finished_0)
             follow = "until_completion" if self.sim.closed_loop else plan.follow  # clients react to each response
-            ff = self._plan_fast_forward(plan, follow, slots, computed_1[slots], remaining_1[slots])
+            if plan.padded or not n_finished_0:  # every slot takes part
+                ff = self._plan_fast_forward(plan, follow, np.arange(n), computed_1, remaining_1)
+            else:
+                slots = np.flatnonzero(~finished_0)
+                ff = self._plan_fast_forward(plan, follow, slots, computed_1[slots], remaining_1[slots])
         # seconds after `start` each slot emits its last token
         finish_at = np.where(finished_0, t0, np.inf) if n_finished_0 else np.full(n, np.inf)
         if ff is None:
@@ -225,9 +217,10 @@ class Replica:
         self.busy_s += float(ends[steps_done - 1])
 
         # ---- apply step 0 ---------------------------------------------------
-        first = completes & (generated == 0)
-        if first.any():
-            t.first_token_s[reqs[first]] = start + t0 + self.response_latency_s
+        if not generated.all():  # someone had no token yet: those whose step 0 completed now have their first
+            first = completes & (generated == 0)
+            if first.any():
+                t.first_token_s[reqs[first]] = start + t0 + self.response_latency_s
         if n_decode:
             self.itl.add_one(t0, n_decode)
         if n_completes > n_decode:
@@ -276,6 +269,37 @@ class Replica:
             # sees the pool as vLLM's would and does not hand them to someone else first.
             if not self.kv.allocate_many(b.req[:b.n], b.computed[:b.n]):
                 raise RuntimeError("fast-forward outgrew the KV cache")  # steps_that_fit rules this out
+
+    def _step_zero(self, plan: StepPlan, n_decode: int, decode: np.ndarray, completes: np.ndarray, chunk: np.ndarray,
+                   computed: np.ndarray, num_tokens: np.ndarray, output: np.ndarray, generated: np.ndarray):
+        """Step 0 in general (prefill chunks, speculative verifies, a padded batch): its seconds, and
+        per slot the computed tokens, known tokens and tokens left to emit after it."""
+        n, spec = len(chunk), self.spec
+        emitted = completes.astype(np.int64)
+        samples, chunk_cost = emitted, chunk
+        if spec is not None and n_decode:
+            # Decoding sequences verify k draft tokens (k+1 positions); 1..k+1 tokens come out.
+            emitted = emitted.copy()
+            emitted[decode] = spec.sample_tokens(n_decode)
+            chunk_cost = np.where(decode, spec.k + 1, chunk)
+            samples = np.where(decode, spec.k + 1, samples)
+        ctx_cost = computed
+        if plan.padded:
+            # Padded static batch: every sequence costs as much as the longest.
+            chunk_cost = np.full(n, chunk_cost.max())
+            ctx_cost = np.full(n, computed.max())
+        t0 = self.cost.step_time_s(*step_feature_values(chunk_cost, ctx_cost, samples))
+        if spec is not None and n_decode:
+            t0 += spec.draft_time_s(n_decode, int(computed[decode].sum()) + n_decode)
+        if spec is not None:
+            emitted = np.minimum(emitted, output - generated)  # a verify may accept past the end
+            advance = np.where(decode, emitted, chunk)
+        else:
+            advance = chunk
+        computed_1 = computed + advance
+        num_tokens_1 = num_tokens + emitted
+        remaining_1 = output - generated - emitted
+        return t0, computed_1, num_tokens_1, remaining_1
 
     def _replay_kv(self, ff: "FastForward", m: int, computed_1: np.ndarray, finished_0: np.ndarray) -> None:
         """KV blocks taken and freed by step 0's finishes and m fast-forwarded steps, in vLLM's
