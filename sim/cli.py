@@ -152,7 +152,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         requests = f"about {expected:,.0f} requests" if math.isfinite(expected) else "requests until stopped"
     candidates = 0
     if "plan" in read_scenario_file(args.scenario):
-        from .plan_config import candidate_scenario, read_plan
+        from .plan.config import candidate_scenario, read_plan
 
         base, cfg, base_dir = read_plan(args.scenario, args.set or [])
         for i, cand in enumerate(cfg.candidates):
@@ -209,7 +209,7 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 
 # Commands that live in other modules, and the module that registers each. They import the
 # planner or the calibration stack (scipy, pandas, vLLM helpers): a `servesim run` loads neither.
-EXTRA_COMMANDS = {"plan": "sim.plan_cli", "calibrate": "calibration.cli"}
+EXTRA_COMMANDS = {"plan": "sim.plan.cli", "calibrate": "calibration.cli"}
 
 
 def _command(argv: list[str] | None) -> str | None:

@@ -386,7 +386,7 @@ def read_scenario_file(path: str | Path) -> dict:
 def load_scenario(path: str | Path, overrides: tuple[str, ...] | list[str] = (),
                   vllm_args: str | None = None) -> Scenario:
     data = read_scenario_file(path)
-    data.pop("plan", None)  # a planning file's section for `servesim plan` (sim/plan_config.py); a run ignores it
+    data.pop("plan", None)  # a planning file's section for `servesim plan` (sim/plan/config.py); a run ignores it
     p = Path(path)
     base = p.parent if is_file(p) else Path(str(resources.files("scenarios")))
     try:

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .plan_search import Sample, Task
-from .scenario import scenario_to_yaml
+from ..scenario import scenario_to_yaml
+from .search import Sample, Task
 
-_ROOT = Path(__file__).resolve().parent
+_ROOT = Path(__file__).resolve().parent.parent  # sim/
 
 
 def default_folder() -> Path:
@@ -60,7 +60,7 @@ def _profile_bytes(task: Task) -> bytes:
     name = task.scenario.cost_model.profile
     if not name:
         return b""
-    from .profile import load_profile  # the same lookup the simulation does
+    from ..profile import load_profile  # the same lookup the simulation does
 
     prof = load_profile(name, base_dir=Path(task.scenario.base_dir) if task.scenario.base_dir else None)
     f = Path(prof.path) / "profile.json" if prof.path else None

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cost_model import RooflineCostModel, RooflineParams
-from .scenario import Scenario
-from .simulation import DRAFT_STEP_OVERHEAD_S, build_cost_model, build_memory
-from .speculative import mean_tokens_per_step
+from ..cost_model import RooflineCostModel, RooflineParams
+from ..scenario import Scenario
+from ..simulation import DRAFT_STEP_OVERHEAD_S, build_cost_model, build_memory
+from ..speculative import mean_tokens_per_step
 
 _LENGTH_SAMPLES = 8192  # draws used for length quantiles and E[max of b outputs]
 
