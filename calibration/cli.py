@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from sim.cli_errors import run_command, user_errors
+
 from .fit import FitError, fit_profile, format_report
 from .profile import MEASUREMENTS_FILE, Profile, ProfileError, read_json, save_profile
 from .telemetry import TelemetrySampler
@@ -96,14 +98,9 @@ def _fit_options(p: argparse.ArgumentParser) -> None:
                         "adds time; median on a dedicated machine)")
 
 
-def _errors_to_exit(fn):
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except (EngineError, FitError, ProfileError, ValueError, FileNotFoundError) as exc:
-            print(f"servesim: error: {exc}", file=sys.stderr)
-            return 2
-    return run
+# A command's own failures are the user's to fix (a missing file, an engine that would not start, a
+# fit with too few shapes): one line and exit status 2, through the CLI's one error path.
+_errors_to_exit = user_errors(EngineError, FitError, ProfileError, ValueError, FileNotFoundError)
 
 
 @_errors_to_exit
@@ -308,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["calibrate", *argv]
     args = build_parser().parse_args(argv)
     args.argv = argv
-    return int(args.func(args) or 0)
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":  # vLLM spawns processes: nothing may run at import

@@ -11,6 +11,7 @@ import math
 import os
 import sys
 
+from .cli_errors import run_command
 from .configio import MAX_SEED, ConfigError
 
 
@@ -210,7 +211,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         requests = f"about {expected:,.0f} requests" if math.isfinite(expected) else "requests until stopped"
     candidates = 0
     if "plan" in read_scenario_file(args.scenario):
-        from .plan_config import candidate_scenario, read_plan
+        from .plan.config import candidate_scenario, read_plan
 
         base, cfg, base_dir = read_plan(args.scenario, args.set or [])
         for i, cand in enumerate(cfg.candidates):
@@ -267,7 +268,7 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 
 # Commands that live in other modules, and the module that registers each. They import the
 # planner or the calibration stack (scipy, pandas, vLLM helpers): a `servesim run` loads neither.
-EXTRA_COMMANDS = {"plan": "sim.plan_cli", "calibrate": "calibration.cli"}
+EXTRA_COMMANDS = {"plan": "sim.plan.cli", "calibrate": "calibration.cli"}
 
 
 def _command(argv: list[str] | None) -> str | None:
@@ -344,6 +345,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     command = _command(argv) if argv is not None else None
     wanted = [EXTRA_COMMANDS[command]] if command in EXTRA_COMMANDS else (
         [] if command in ("run", "scenarios", "compare", "check", "ui") else list(EXTRA_COMMANDS.values()))
+    if command is None and argv is not None and "--version" in argv and "-h" not in argv and "--help" not in argv:
+        wanted = []  # `servesim --version` prints and exits: no need to load the planner or calibration
     for module in wanted:
         try:
             mod = __import__(module, fromlist=["register"])
@@ -366,23 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     configure_logging(args.log_level)
-    try:
-        return int(args.func(args) or 0)
-    except ConfigError as exc:
-        print(f"servesim: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        # The reader went away (servesim run | head): stop quietly, as cat and grep do.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
-    except KeyboardInterrupt:
-        print("servesim: interrupted", file=sys.stderr)
-        return 130
-    except (MemoryError, RecursionError) as exc:
-        print(f"servesim: error: the input is too large to simulate ({type(exc).__name__}); "
-              f"reduce num_requests, replicas or nesting", file=sys.stderr)
-        return 2
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,30 @@ def is_file(p: Any) -> bool:
         return False
 
 
+def set_path(data: dict, dotted: str, value: Any, label: str | None = None) -> dict:
+    """A copy of the nested mapping `data` with `dotted` (a.b.c) set to `value`: the one dotted-path
+    setter (`--set`, plan candidates). Mappings along the path are copied, `data` is never changed;
+    a missing or null step becomes a new mapping, any other value there is a ConfigError (prefixed by
+    `label`, default the path): a catalog name cannot be refined key by key."""
+    import copy
+
+    parts = dotted.split(".")
+    if not all(parts):
+        raise ConfigError(f"{label or dotted}: empty key segment in {dotted!r}")
+    root = dict(data)
+    node = root
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"{label or dotted}: {'.'.join(parts[:i + 1])} is {short_repr(child)}, not a mapping")
+        node[part] = dict(child)
+        node = node[part]
+    node[parts[-1]] = copy.deepcopy(value)
+    return root
+
+
 def short_path(path: Any) -> str:
     """A path for a message: whole up to 200 characters (people need to see which file), cut beyond."""
     text = str(path)

@@ -66,11 +66,19 @@ def step_features(chunk_tokens: np.ndarray, context_tokens: np.ndarray, samples:
     """Features of one step where sequence j computes chunk_tokens[j] new tokens on top of
     context_tokens[j] cached ones, and samples[j] is how many positions it samples (0 for a
     prefill chunk that does not finish the prompt, 1 otherwise, k+1 for a speculative verify)."""
+    return StepFeatures(*step_feature_values(chunk_tokens, context_tokens, samples))
+
+
+def step_feature_values(chunk_tokens: np.ndarray, context_tokens: np.ndarray,
+                        samples: np.ndarray) -> tuple[int, int, int, int, int]:
+    """step_features as a plain tuple (new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs):
+    the engine's per-decision call, without building a frozen dataclass each step."""
     L = np.asarray(chunk_tokens, dtype=np.int64)
     c = np.asarray(context_tokens, dtype=np.int64)
+    new_tokens = int(L.sum())
     pairs = L * c + L * (L + 1) // 2
-    return StepFeatures(new_tokens=int(L.sum()), sampled=int(np.sum(samples)), attn_pairs=int(pairs.sum()),
-                        kv_read_tokens=int((c + L).sum()), num_seqs=int(np.count_nonzero(L)))
+    return (new_tokens, int(np.asarray(samples).sum()), int(pairs.sum()), int(c.sum()) + new_tokens,
+            int(np.count_nonzero(L)))
 
 
 def price(cost: CostModel, f: StepFeatures) -> float:
@@ -230,6 +238,34 @@ class ProfileCostModel(_ScalarFromArrays):
         self.response_latency_s = serving.response_latency_s if serving else 0.0
         self.request_jitter_s = serving.request_jitter_s if serving else 0.0
         self._host_per_seq_s = serving.host_per_seq_s if serving else 0.0
+
+    def step_time_s(self, new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs) -> float:
+        """step_times_s on plain floats, term by term in the same order (the per-decision call;
+        numpy costs ~1 us per scalar operation, so the array path is ~10x slower here)."""
+        c = self.coefficients
+        S = float(num_seqs)
+        t = (c["overhead_s"] + c["per_seq_s"] * S
+             + max(c["weights_s"], c["per_token_s"] * float(new_tokens))
+             + c["per_pair_s"] * float(attn_pairs)
+             + c["per_kv_token_s"] * float(kv_read_tokens)
+             + c["per_sample_s"] * float(sampled))
+        if self._host_per_seq_s:
+            t = max(t, self._host_per_seq_s * S)
+        return t
+
+    def decode_step_times_s(self, num_seqs: np.ndarray, context_tokens: np.ndarray) -> np.ndarray:
+        """step_times_s(B, B, ctx, ctx, B) with each array converted once (the engine's fast-forward)."""
+        c = self.coefficients
+        B = np.asarray(num_seqs, dtype=np.float64)
+        ctx = np.asarray(context_tokens, dtype=np.float64)
+        t = c["overhead_s"] + c["per_seq_s"] * B
+        t += np.maximum(c["weights_s"], c["per_token_s"] * B)
+        t += c["per_pair_s"] * ctx
+        t += c["per_kv_token_s"] * ctx
+        t += c["per_sample_s"] * B
+        if self._host_per_seq_s:
+            t = np.maximum(t, self._host_per_seq_s * B)
+        return t
 
     def step_times_s(self, new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs) -> np.ndarray:
         c = self.coefficients

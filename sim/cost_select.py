@@ -31,7 +31,7 @@ class CostChoice:
 
 def auto_profile_name(scenario: Scenario) -> str | None:
     """The shipped profile that matches the scenario's GPU, model, TP and weight dtype, if any."""
-    from calibration.profile import list_shipped_profiles  # calibration is part of the core install
+    from .profile import list_shipped_profiles
 
     gpu, model = scenario.gpu_spec, scenario.model_spec
     if gpu.name == "inline" or model.name == "inline":
@@ -69,7 +69,7 @@ def _check_profile(prof, scenario: Scenario, how: str) -> list[str]:
 
 def _profile_choice(scenario: Scenario, name: str, how: str) -> CostChoice:
     from calibration.engine_terms import engine_terms
-    from calibration.profile import load_profile
+    from .profile import load_profile
 
     cm = scenario.cost_model
     base = Path(scenario.base_dir) if scenario.base_dir else None

@@ -20,7 +20,7 @@ import numpy as np
 import simpy
 
 from .batch import RunningBatch
-from .cost_model import CostModel, step_features
+from .cost_model import CostModel, step_feature_values
 from .kv_cache import KVCache
 from .requests import RequestTable
 from .schedulers import StepPlan, Wait
@@ -153,58 +153,48 @@ class Replica:
         completes = chunk == todo  # the step reaches the last known token: it samples the next one
         decode = completes & (todo == 1)
         n_decode = int(np.count_nonzero(decode))
+        n_completes = int(np.count_nonzero(completes))
 
         # ---- step 0: the scheduled step -----------------------------------
-        emitted = completes.astype(np.int64)
-        samples, chunk_cost = emitted, chunk
         spec = self.spec
-        if spec is not None and n_decode:
-            # Decoding sequences verify k draft tokens (k+1 positions); 1..k+1 tokens come out.
-            emitted = emitted.copy()
-            emitted[decode] = spec.sample_tokens(n_decode)
-            chunk_cost = np.where(decode, spec.k + 1, chunk)
-            samples = np.where(decode, spec.k + 1, samples)
-        ctx_cost = computed
-        if plan.padded:
-            # Padded static batch: every sequence costs as much as the longest.
-            chunk_cost = np.full(n, chunk_cost.max())
-            ctx_cost = np.full(n, computed.max())
-        f = step_features(chunk_cost, ctx_cost, samples)
-        t0 = self.cost.step_time_s(f.new_tokens, f.sampled, f.attn_pairs, f.kv_read_tokens, f.num_seqs)
-        if spec is not None:
-            # The proposer runs over the step's tokens (prefill chunks too) and drafts for every
-            # sequence that sampled; the rejection sampler reads the verified positions' logits.
-            t0 += spec.step_extra_s(f.new_tokens, f.attn_pairs, f.kv_read_tokens, f.num_seqs,
-                                    int(np.count_nonzero(completes)), int((computed + chunk)[completes].sum()),
-                                    n_decode)
-        if spec is not None:
-            emitted = np.minimum(emitted, output - generated)  # a verify may accept past the end
-            advance = np.where(decode, emitted, chunk)
+        if n_decode == n and spec is None and not plan.padded:
+            # Every sequence decodes one token (the common step): chunk 1, one sample, attending its
+            # context + 1, so the features are sums of `computed` alone (step_feature_values' integers).
+            ctx = int(computed.sum()) + n
+            t0 = self.cost.step_time_s(n, n, ctx, ctx, n)
+            computed_1 = computed + 1
+            num_tokens_1 = num_tokens + 1
+            remaining_1 = output - generated
+            remaining_1 -= 1
         else:
-            advance = chunk
-        computed_1 = computed + advance
-        num_tokens_1 = num_tokens + emitted
-        remaining_1 = output - generated - emitted
+            t0, computed_1, num_tokens_1, remaining_1 = self._step_zero(plan, n_decode, decode, completes, chunk,
+                                                                        computed, num_tokens, output, generated)
         finished_0 = remaining_1 == 0
+        n_finished_0 = int(np.count_nonzero(finished_0))
+
 
         # ---- fast-forward: plain decode steps ------------------------------
         ff = None
-        closed_loop_reply = self.sim.closed_loop and not plan.padded and finished_0.any()  # its client acts now
+        closed_loop_reply = self.sim.closed_loop and not plan.padded and n_finished_0 > 0  # its client acts now
         # "until_completion": waiting requests wait for a sequence to finish; one finishing in step 0
         # frees its slot and blocks for the very next step, so the scheduler decides again.
-        freed_for_waiting = plan.follow == "until_completion" and finished_0.any()
-        if (plan.follow != "none" and completes.all() and not finished_0.all() and not closed_loop_reply
+        freed_for_waiting = plan.follow == "until_completion" and n_finished_0 > 0
+        if (plan.follow != "none" and n_completes == n and n_finished_0 < n and not closed_loop_reply
                 and not freed_for_waiting):
-            slots = np.arange(n) if plan.padded or not finished_0.any() else np.flatnonzero(~finished_0)
             follow = "until_completion" if self.sim.closed_loop else plan.follow  # clients react to each response
-            ff = self._plan_fast_forward(plan, follow, slots, computed_1[slots], remaining_1[slots])
-        finish_at = np.where(finished_0, t0, np.inf)  # seconds after `start` each slot emits its last token
+            if plan.padded or not n_finished_0:  # every slot takes part
+                ff = self._plan_fast_forward(plan, follow, np.arange(n), computed_1, remaining_1)
+            else:
+                slots = np.flatnonzero(~finished_0)
+                ff = self._plan_fast_forward(plan, follow, slots, computed_1[slots], remaining_1[slots])
+        # seconds after `start` each slot emits its last token
+        finish_at = np.where(finished_0, t0, np.inf) if n_finished_0 else np.full(n, np.inf)
         if ff is None:
             ends = np.array([t0])
         else:
             ends = np.empty(len(ff.times) + 1)
             ends[0] = t0
-            np.cumsum(ff.times, out=ends[1:])
+            ff.times.cumsum(out=ends[1:])
             ends[1:] += t0
             within = ff.finish_step < len(ff.times)
             finish_at[ff.slots[within]] = ends[1 + ff.finish_step[within]]
@@ -223,7 +213,7 @@ class Replica:
             # interrupt at the very instant the run ends has now == start + ends[-1] exactly, while
             # now - start can exceed ends[-1] by an ulp (and gave a negative delay).
             ends_at = start + ends
-            i = min(int(np.searchsorted(ends_at, env.now, side="left")), len(ends) - 1)  # step in flight ends at ends[i]
+            i = min(int(ends_at.searchsorted(env.now, side="left")), len(ends) - 1)  # step in flight ends at ends[i]
             steps_done = i + 1
             yield env.timeout(max(float(ends_at[i]) - env.now, 0.0))
         self.state = BUSY
@@ -232,15 +222,17 @@ class Replica:
             self._log(start, ends, steps_done - 1, ff, reqs, chunk, decode, completes)
 
         # ---- apply step 0 ---------------------------------------------------
-        first = completes & (generated == 0)
-        if first.any():
-            t.first_token_s[reqs[first]] = start + t0 + self.response_latency_s
+        if not generated.all():  # someone had no token yet: those whose step 0 completed now have their first
+            first = completes & (generated == 0)
+            if first.any():
+                t.first_token_s[reqs[first]] = start + t0 + self.response_latency_s
         if n_decode:
             self.itl.add_one(t0, n_decode)
-        resumed = completes & ~decode & (generated > 0)  # a preempted sequence's recompute finished
-        if resumed.any():
-            gap = start + t0 - t.last_token_s[reqs[resumed]]
-            self.itl.add(gap, np.ones(len(gap), dtype=np.int64))
+        if n_completes > n_decode:
+            resumed = completes & ~decode & (generated > 0)  # a preempted sequence's recompute finished
+            if resumed.any():
+                gap = start + t0 - t.last_token_s[reqs[resumed]]
+                self.itl.add(gap, np.ones(len(gap), dtype=np.int64))
         b.computed[:n] = computed_1
         b.num_tokens[:n] = num_tokens_1
         b.chunk[:n] = 0
@@ -259,13 +251,15 @@ class Replica:
             if ff is not None and m < len(ff.times):
                 raise RuntimeError("a static batch was interrupted")
             finished = np.ones(n, dtype=bool)  # everybody leaves when the batch ends
-        else:
+        elif n_finished_0 or ff is not None:
             finished = finish_at <= ends[steps_done - 1]
+        else:
+            finished = None  # nobody finished in step 0 and no fast-forward was planned: nobody leaves
         self._finishing_s = _NONE
         replay = m > 0 and self.kv.tracks_block_order
         if replay:
             self._replay_kv(ff, m, computed_1, finished_0)
-        if finished.any():
+        if finished is not None and finished.any():
             done_reqs = reqs[finished]
             t.finish_s[done_reqs] = start + finish_at[finished] + self.response_latency_s
             t.generated[done_reqs] = b.num_tokens[:n][finished] - prompt[finished]
@@ -294,6 +288,42 @@ class Replica:
             self.token_log.add(reqs[completes], start + float(ends[0]))
             if m > 0:
                 self.token_log.add_run(reqs[ff.slots], start + ends[1:m + 1], ff.finish_step)
+
+    def _step_zero(self, plan: StepPlan, n_decode: int, decode: np.ndarray, completes: np.ndarray, chunk: np.ndarray,
+                   computed: np.ndarray, num_tokens: np.ndarray, output: np.ndarray, generated: np.ndarray):
+        """Step 0 in general (prefill chunks, speculative verifies, a padded batch): its seconds, and
+        per slot the computed tokens, known tokens and tokens left to emit after it."""
+        n, spec = len(chunk), self.spec
+        emitted = completes.astype(np.int64)
+        samples, chunk_cost = emitted, chunk
+        if spec is not None and n_decode:
+            # Decoding sequences verify k draft tokens (k+1 positions); 1..k+1 tokens come out.
+            emitted = emitted.copy()
+            emitted[decode] = spec.sample_tokens(n_decode)
+            chunk_cost = np.where(decode, spec.k + 1, chunk)
+            samples = np.where(decode, spec.k + 1, samples)
+        ctx_cost = computed
+        if plan.padded:
+            # Padded static batch: every sequence costs as much as the longest.
+            chunk_cost = np.full(n, chunk_cost.max())
+            ctx_cost = np.full(n, computed.max())
+        new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs = step_feature_values(chunk_cost, ctx_cost, samples)
+        t0 = self.cost.step_time_s(new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs)
+        if spec is not None:
+            # The proposer runs over the step's tokens (prefill chunks too) and drafts for every
+            # sequence that sampled; the rejection sampler reads the verified positions' logits.
+            t0 += spec.step_extra_s(new_tokens, attn_pairs, kv_read_tokens, num_seqs,
+                                    int(np.count_nonzero(completes)), int((computed + chunk)[completes].sum()),
+                                    n_decode)
+        if spec is not None:
+            emitted = np.minimum(emitted, output - generated)  # a verify may accept past the end
+            advance = np.where(decode, emitted, chunk)
+        else:
+            advance = chunk
+        computed_1 = computed + advance
+        num_tokens_1 = num_tokens + emitted
+        remaining_1 = output - generated - emitted
+        return t0, computed_1, num_tokens_1, remaining_1
 
     def _replay_kv(self, ff: "FastForward", m: int, computed_1: np.ndarray, finished_0: np.ndarray) -> None:
         """KV blocks taken and freed by step 0's finishes and m fast-forwarded steps, in vLLM's
@@ -346,9 +376,10 @@ class Replica:
             active = (r[None, :] > steps[:, None]).sum(axis=1)
             times = self.cost.decode_step_times_s(B, ctx)
         else:
-            order = np.argsort(r, kind="stable")
-            c_prefix = np.concatenate(([0], np.cumsum(c[order])))
-            gone = np.searchsorted(r[order], steps, side="right")  # slots finished before step i
+            order = r.argsort(kind="stable")
+            c_prefix = np.zeros(len(slots) + 1, dtype=np.int64)
+            c[order].cumsum(out=c_prefix[1:])
+            gone = r[order].searchsorted(steps, side="right")  # slots finished before step i
             active = len(slots) - gone
             ctx = (c_prefix[-1] - c_prefix[gone]) + active * (steps + 1)
             times = self.cost.decode_step_times_s(active, ctx)

@@ -11,19 +11,26 @@ Cost: the fleet's $/hour (GPUs x price) spread over what it served in `duration`
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from .simulation import Results
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# `summarize` works on the run's arrays (results.table), so a `servesim run` never imports pandas;
+# the DataFrame functions below (for the UI and the planner) give the same numbers.
 
 PERCENTILES = (50, 90, 95, 99)
 HOURS_PER_MONTH = 730.0  # 8760 h / 12
 
 
-def latency_table(requests: pd.DataFrame) -> pd.DataFrame:
+def latency_table(requests: "pd.DataFrame") -> "pd.DataFrame":
     """Per finished request: ttft_s, tpot_s, e2e_s, queue_s (arrival -> first scheduled)."""
+    import pandas as pd
+
     done = requests[np.isfinite(requests["finish_s"])]
     ttft = done["first_token_s"] - done["arrival_s"]
     e2e = done["finish_s"] - done["arrival_s"]
@@ -35,7 +42,7 @@ def latency_table(requests: pd.DataFrame) -> pd.DataFrame:
                          "output_tokens": out, "prompt_tokens": done["prompt_tokens"]})
 
 
-def distribution(values: pd.Series | np.ndarray, prefix: str) -> dict[str, float]:
+def distribution(values: "pd.Series | np.ndarray", prefix: str) -> dict[str, float]:
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     out = {f"{prefix}_mean": float(v.mean()) if len(v) else math.nan}
@@ -44,7 +51,9 @@ def distribution(values: pd.Series | np.ndarray, prefix: str) -> dict[str, float
     return out
 
 
-def meets_slo(lat: pd.DataFrame, ttft_s: float | None, tpot_s: float | None, e2e_s: float | None) -> pd.Series:
+def meets_slo(lat: "pd.DataFrame", ttft_s: float | None, tpot_s: float | None, e2e_s: float | None) -> "pd.Series":
+    import pandas as pd
+
     ok = pd.Series(True, index=lat.index)
     if ttft_s is not None:
         ok &= lat["ttft_s"] <= ttft_s
@@ -57,50 +66,68 @@ def meets_slo(lat: pd.DataFrame, ttft_s: float | None, tpot_s: float | None, e2e
 
 def kv_utilisation(results: Results) -> tuple[float, float]:
     """Time-weighted mean and peak fraction of KV blocks in use, over replicas."""
-    ts = results.timeseries
+    ts = results.timeseries_columns
     blocks = results.memory.num_kv_blocks
-    if ts.empty:
+    if not len(ts["time_s"]):
         return math.nan, math.nan
     means = []
-    for _, g in ts.groupby("replica"):
-        t = np.append(g["time_s"].to_numpy(), results.end_s)
-        dt = np.diff(t)
-        means.append(float((g["kv_blocks_used"].to_numpy() * dt).sum() / max(dt.sum(), 1e-12)) / blocks)
-    return float(np.mean(means)), float(ts["kv_blocks_used"].max() / blocks)
+    replica, used = ts["replica"], ts["kv_blocks_used"]
+    for r in np.unique(replica):  # rows are grouped by replica, in order
+        rows = replica == r
+        dt = np.diff(np.append(ts["time_s"][rows], results.end_s))
+        means.append(float((used[rows] * dt).sum() / max(dt.sum(), 1e-12)) / blocks)
+    return float(np.mean(means)), float(used.max() / blocks)
+
+
+def _hit_rate(started: np.ndarray, prompt_tokens: np.ndarray, hit_tokens: np.ndarray) -> float:
+    prompt = float(prompt_tokens[started].sum())
+    return float(hit_tokens[started].sum()) / prompt if prompt else math.nan
 
 
 def prefix_cache_hit_rate(requests) -> float:
     """Share of the prompt tokens of scheduled requests found in the prefix cache at their first
     admission (0 without prefix caching; NaN when nothing was scheduled)."""
-    started = requests["scheduled_s"].notna()
-    prompt = float(requests.loc[started, "prompt_tokens"].sum())
-    return float(requests.loc[started, "prefix_hit_tokens"].sum()) / prompt if prompt else math.nan
+    return _hit_rate(requests["scheduled_s"].notna().to_numpy(), requests["prompt_tokens"].to_numpy(),
+                     requests["prefix_hit_tokens"].to_numpy())
+
+
+def _latencies(t) -> dict[str, np.ndarray]:
+    """latency_table's columns as arrays, from a RequestTable (finished requests, in id order)."""
+    done = np.isfinite(t.finish_s)
+    arrival = t.arrival_s[done]
+    ttft = t.first_token_s[done] - arrival
+    e2e = t.finish_s[done] - arrival
+    out = t.output_tokens[done]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tpot = np.where(out > 1, (e2e - ttft) / (out - 1), np.nan)
+    return {"ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e, "queue_s": t.scheduled_s[done] - arrival,
+            "output_tokens": out, "prompt_tokens": t.prompt_tokens[done]}
 
 
 def summarize(results: Results) -> dict[str, Any]:
     """Headline numbers of one run, each named with its unit."""
     sc = results.scenario
-    req = results.requests
-    lat = latency_table(req)
-    finished = len(lat)
+    t = results.table
+    lat = _latencies(t)
+    finished = len(lat["e2e_s"])
     if finished:
-        start = float(req["arrival_s"].min())
-        duration = float(req["finish_s"].max()) - start
+        start = float(np.nanmin(t.arrival_s))
+        duration = float(np.nanmax(t.finish_s)) - start
     else:
         duration = math.nan
     out_tokens = float(lat["output_tokens"].sum())
     in_tokens = float(lat["prompt_tokens"].sum())
     s: dict[str, Any] = {
         "scenario": sc.name, "seed": results.seed, "status": results.status, "stable": results.stable,
-        "requests_total": int(len(req)), "requests_finished": finished,
-        "requests_failed": int(req["failed"].sum()) if "failed" in req else 0,
+        "requests_total": len(t), "requests_finished": finished,
+        "requests_failed": int(t.failed.sum()),
         "offered_rate_per_s": results.offered_rate_per_s, "sustained_rate_per_s": results.sustained_rate_per_s,
         "duration_s": duration,
         "request_throughput_per_s": finished / duration if duration else math.nan,
         "output_token_throughput_per_s": out_tokens / duration if duration else math.nan,
         "total_token_throughput_per_s": (out_tokens + in_tokens) / duration if duration else math.nan,
-        "preemptions": int(req["preemptions"].sum()),
-        "prefix_cache_hit_rate": prefix_cache_hit_rate(req),
+        "preemptions": int(t.preemptions.sum()),
+        "prefix_cache_hit_rate": _hit_rate(~np.isnan(t.scheduled_s), t.prompt_tokens, t.prefix_hit_tokens),
     }
     s.update(distribution(lat["ttft_s"], "ttft_s"))
     s.update(distribution(lat["tpot_s"], "tpot_s"))
@@ -111,8 +138,16 @@ def summarize(results: Results) -> dict[str, Any]:
         s[f"itl_s_p{p}"] = results.itl.percentile_s(p)
     slo = sc.slo
     if any(v is not None for v in (slo.ttft_s, slo.tpot_s, slo.e2e_s)):
-        good = int(meets_slo(lat, slo.ttft_s, slo.tpot_s, slo.e2e_s).sum())
-        s["slo_attained_fraction"] = good / len(req) if len(req) else math.nan
+        ok = np.ones(finished, dtype=bool)  # meets_slo on the arrays
+        if slo.ttft_s is not None:
+            ok &= lat["ttft_s"] <= slo.ttft_s
+        if slo.tpot_s is not None:
+            tpot = lat["tpot_s"]
+            ok &= np.where(np.isnan(tpot), 0.0, tpot) <= slo.tpot_s
+        if slo.e2e_s is not None:
+            ok &= lat["e2e_s"] <= slo.e2e_s
+        good = int(ok.sum())
+        s["slo_attained_fraction"] = good / len(t) if len(t) else math.nan
         s["goodput_per_s"] = good / duration if duration else math.nan
     busy = results.replica_busy_s / duration if duration else np.full(len(results.replica_busy_s), math.nan)
     s["gpu_busy_fraction_mean"] = float(np.mean(busy))
@@ -134,8 +169,10 @@ def summarize(results: Results) -> dict[str, Any]:
     return s
 
 
-def by_class(results: Results) -> pd.DataFrame:
+def by_class(results: Results) -> "pd.DataFrame":
     """TTFT/TPOT/E2E percentiles per priority class."""
+    import pandas as pd
+
     lat = latency_table(results.requests)
     rows = []
     for name, g in lat.groupby("priority_class"):

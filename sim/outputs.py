@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .configio import ConfigError, short_path
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def check_output_path(path: str, allowed: tuple[str, ...], force: bool = False, flag: str = "--out") -> Path:

@@ -2,10 +2,14 @@
 per-request state (tokens generated so far) and, at the end, the flat result records."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from .workload import Workload
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class RequestTable:
@@ -29,8 +33,10 @@ class RequestTable:
     def __len__(self) -> int:
         return len(self.arrival_s)
 
-    def to_frame(self) -> pd.DataFrame:
+    def to_frame(self) -> "pd.DataFrame":
         """Flat records (seconds from simulation start; NaN where the event never happened)."""
+        import pandas as pd  # only here: a run that never asks for a frame never imports pandas
+
         names = np.array([self.priority_names.get(int(p), str(p)) for p in range(int(self.priority.max(initial=0)) + 1)],
                          dtype=object)
         return pd.DataFrame({

@@ -15,7 +15,8 @@ from typing import Any, Literal
 import yaml
 
 from .catalog import GIB, GpuSpec, ModelSpec, resolve_gpu, resolve_model
-from .configio import MAX_SEED, ConfigError, build, is_file, load_yaml, require, require_range, short_path, to_dict
+from .configio import (MAX_SEED, ConfigError, build, is_file, load_yaml, require, require_range, set_path, short_path,
+                       to_dict)
 from .cost_model import RooflineParams
 from .quantization import KvDtype, WeightDtype
 from .speculative import Drafter, SpeculativeConfig, check_speculative, drafter_for
@@ -291,22 +292,10 @@ def apply_override(data: dict, assignment: str) -> dict:
     if "=" not in assignment:
         raise ConfigError(f"--set {assignment!r}: expected path.to.key=value")
     key, text = assignment.split("=", 1)
-    parts = key.strip().split(".")
-    if not all(parts):
+    key = key.strip()
+    if not all(key.split(".")):
         raise ConfigError(f"--set {assignment!r}: empty key segment in {key!r}")
-    root = dict(data)
-    node = root
-    for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = {}
-        elif not isinstance(child, dict):
-            # A catalog name being refined inline is not supported; say so.
-            raise ConfigError(f"--set {key}: {'.'.join(parts[:i + 1])} is {child!r}, not a mapping")
-        node[part] = dict(child)
-        node = node[part]
-    node[parts[-1]] = _parse_value(text, key.strip())
-    return root
+    return set_path(data, key, _parse_value(text, key), label=f"--set {key}")
 
 
 def _with_engine_args(data: dict, vllm_args: str | None) -> dict:
@@ -384,7 +373,7 @@ def read_scenario_file(path: str | Path) -> dict:
 def load_scenario(path: str | Path, overrides: tuple[str, ...] | list[str] = (),
                   vllm_args: str | None = None) -> Scenario:
     data = read_scenario_file(path)
-    data.pop("plan", None)  # a planning file's section for `servesim plan` (sim/plan_config.py); a run ignores it
+    data.pop("plan", None)  # a planning file's section for `servesim plan` (sim/plan/config.py); a run ignores it
     p = Path(path)
     base = p.parent if is_file(p) else Path(str(resources.files("scenarios")))
     try:

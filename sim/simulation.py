@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import pandas as pd
 import simpy
 
 from .cost_model import CostModel
@@ -31,6 +31,9 @@ from .schedulers import SCHEDULERS
 from .speculative import Speculation
 from .steplog import TokenTimes
 from .workload import Workload, generate_workload
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.25  # wall seconds between progress calls (when a caller asks for them)
@@ -50,14 +53,18 @@ class RunStopped(Exception):
         self.finished, self.total, self.sim_time_s = finished, total, sim_time_s
 
 
+TIMESERIES_COLUMNS = ("replica", "time_s", "waiting", "running", "kv_blocks_used")
+
+
 @dataclass
 class Results:
-    """Everything a run produced. `requests` is one flat record per request."""
+    """Everything a run produced. `requests` is one flat record per request (a DataFrame built from
+    `table` on first use: pandas is imported only by a caller that wants frames)."""
 
     scenario: Scenario
     seed: int
-    requests: pd.DataFrame
-    timeseries: pd.DataFrame  # replica, time_s, waiting, running, kv_blocks_used
+    table: RequestTable  # the per-request arrays the run filled
+    timeseries_columns: dict[str, np.ndarray]  # TIMESERIES_COLUMNS -> one array each, replica by replica
     itl: LogHistogram
     replica_busy_s: np.ndarray
     memory: MemoryPlan
@@ -76,6 +83,17 @@ class Results:
     @property
     def num_gpus(self) -> int:
         return self.scenario.num_gpus
+
+    @cached_property
+    def requests(self) -> "pd.DataFrame":
+        return self.table.to_frame()
+
+    @cached_property
+    def timeseries(self) -> "pd.DataFrame":
+        """replica, time_s, waiting, running, kv_blocks_used: one row per scheduling decision."""
+        import pandas as pd
+
+        return pd.DataFrame(self.timeseries_columns)
 
 
 def build_cost_model(scenario: Scenario) -> tuple[CostModel, str, int | None]:
@@ -332,20 +350,21 @@ def run(scenario: Scenario, seed: int | None = None, workload: Workload | None =
     end_s = float(sim.env.now)
     window = workload.duration_s if np.isfinite(workload.duration_s) else end_s
     stable, status, offered, sustained = _stability(table, window, end_s, sim.aborted_reason, workload.concurrency)
-    ts = []
-    for r in sim.replicas:
-        ts.append(pd.DataFrame({"replica": r.index, "time_s": np.frombuffer(r.ts_time_s, dtype=np.float64),
-                                "waiting": np.asarray(r.ts_waiting, dtype=np.int64),
-                                "running": np.asarray(r.ts_running, dtype=np.int64),
-                                "kv_blocks_used": np.asarray(r.ts_kv_blocks, dtype=np.int64)}))
+    reps = sim.replicas
+    ts = {"replica": np.repeat(np.array([r.index for r in reps], dtype=np.int64), [len(r.ts_time_s) for r in reps]),
+          "time_s": np.concatenate([np.frombuffer(r.ts_time_s, dtype=np.float64) for r in reps]),
+          "waiting": np.concatenate([np.asarray(r.ts_waiting, dtype=np.int64) for r in reps]),
+          "running": np.concatenate([np.asarray(r.ts_running, dtype=np.int64) for r in reps]),
+          "kv_blocks_used": np.concatenate([np.asarray(r.ts_kv_blocks, dtype=np.int64) for r in reps])}
     sim.itl.flush()
-    results = Results(scenario=scenario, seed=seed, requests=table.to_frame(),
-                      timeseries=pd.concat(ts, ignore_index=True), itl=sim.itl,
+    results = Results(scenario=scenario, seed=seed, table=table, timeseries_columns=ts, itl=sim.itl,
                       replica_busy_s=np.array([r.busy_s for r in sim.replicas]), memory=sim.memory,
                       cost_model_name=sim.cost_name, arrival_window_s=float(window), end_s=end_s, stable=stable,
                       status=status, offered_rate_per_s=offered, sustained_rate_per_s=sustained,
                       wall_s=time.perf_counter() - wall0, notes=list(workload.notes) + sim.notes)
     if record_steps:
+        import pandas as pd
+
         results.steps = pd.concat([r.step_log.frame(r.index) for r in sim.replicas], ignore_index=True)
     if record_token_times:
         results.token_times = TokenTimes.gather([r.token_log for r in sim.replicas], len(workload),

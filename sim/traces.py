@@ -25,11 +25,16 @@ from __future__ import annotations
 import json
 import pathlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from .configio import ConfigError, is_file, short_repr
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# pandas is imported inside the readers that parse with it: a run without a trace never loads it.
 
 MAX_TOKENS = 10_000_000  # as sim/workload.py: one prompt or output
 MAX_ABS_TIME_S = 366 * 86_400.0 * 100
@@ -71,6 +76,8 @@ def _accepted() -> str:
 def _datetimes_s(column: pd.Series) -> np.ndarray:
     """Seconds since the earliest of datetime strings; zone-aware stamps are compared in UTC
     (a trace mixing offsets, or naive and zoned stamps, is read with naive ones as UTC)."""
+    import pandas as pd
+
     try:
         stamps = pd.to_datetime(column.astype(str), format="ISO8601", errors="coerce", utc=True)
     except (ValueError, TypeError, OverflowError):
@@ -80,6 +87,8 @@ def _datetimes_s(column: pd.Series) -> np.ndarray:
 
 def _tokens(raw: list | pd.Series, name: str, file: pathlib.Path, where) -> np.ndarray:
     """Whole token counts; `where(i)` names row i (a line and column, a list index)."""
+    import pandas as pd
+
     values = pd.to_numeric(pd.Series(raw, dtype=object), errors="coerce").to_numpy(dtype=float)
     bad = np.flatnonzero(~np.isfinite(values) | (values != np.floor(values)) | (np.abs(values) > MAX_TOKENS))
     if bad.size:
@@ -119,6 +128,8 @@ def _finish(file: pathlib.Path, times: np.ndarray, prompt: np.ndarray, output: n
 
 
 def _read_table(file: pathlib.Path) -> Trace:
+    import pandas as pd
+
     try:
         if file.suffix == ".parquet":
             try:
@@ -164,6 +175,8 @@ def _read_table(file: pathlib.Path) -> Trace:
 
 
 def _read_jsonl(file: pathlib.Path) -> Trace:
+    import pandas as pd
+
     times, prompt, output, hashes, lines = [], [], [], [], []
     kind = None
     try:
@@ -234,6 +247,8 @@ def vllm_result_requests(doc: dict, where_prefix: str, error) -> tuple[np.ndarra
     """(start_times, input_lens, output_lens, failed) of a `vllm bench serve --save-detailed` result,
     successful requests only (vLLM writes output length 0 for a failed one). `error(msg)` builds the
     exception for a malformed field."""
+    import pandas as pd
+
     start = doc.get("start_times")
     if not all(isinstance(doc.get(k), list) for k in ("start_times", "input_lens", "output_lens")):
         raise error(f"{where_prefix}: expected the lists start_times, input_lens, output_lens of a "

@@ -28,7 +28,6 @@ from datetime import datetime
 from typing import Any, Iterable
 
 import numpy as np
-import pandas as pd
 
 from .configio import ConfigError, short_repr
 from .histogram import EDGES_S, LogHistogram

@@ -120,7 +120,7 @@ def run_window(task: WindowTask) -> dict:
 def run_windowed(scenario: Scenario, window_s: float = 3600.0, warmup_s: float = 600.0, seed: int | None = None,
                  workers: int | None = 1, ray: str | bool | None = None) -> WindowedResults:
     """Simulate `scenario` window by window, on `workers` local processes or on Ray (as the planner does)."""
-    from .plan_backend import LocalBackend, RayBackend
+    from .plan.backend import LocalBackend, RayBackend
 
     wall0 = time.perf_counter()
     tasks = window_tasks(scenario, window_s, warmup_s, seed)

@@ -61,3 +61,26 @@ def test_profile_formula():
     assert t == pytest.approx(0.001 + 1e-4 + 0.004 + 1e-5 + 1e-4 + 2e-5)
     with pytest.raises(ValueError, match="missing"):
         ProfileCostModel({"overhead_s": 1.0})
+
+
+@pytest.mark.parametrize("host_per_seq_s", [0.0, 2e-4])
+def test_profile_scalar_and_decode_forms_are_bit_identical_to_the_array_form(host_per_seq_s):
+    """The engine prices step 0 with step_time_s (floats) and fast-forwards with decode_step_times_s:
+    both must give exactly the array formula's numbers, or runs would depend on which path priced a step."""
+    from sim.cost_model import ServingOverhead
+
+    c = {"overhead_s": 0.0013, "per_seq_s": 1.7e-5, "weights_s": 0.0041, "per_token_s": 3.3e-6,
+         "per_pair_s": 1.1e-10, "per_kv_token_s": 7.9e-9, "per_sample_s": 2.3e-6}
+    cm = ProfileCostModel(c, ServingOverhead(compute_scale=1.07, step_overhead_s=3e-4, per_seq_overhead_s=4e-6,
+                                             host_per_seq_s=host_per_seq_s))
+    rng = np.random.default_rng(0)
+    B = rng.integers(1, 512, 300)
+    ctx = B * rng.integers(1, 8000, 300)
+    T = B + rng.integers(0, 4096, 300)
+    pairs = ctx * rng.integers(1, 50, 300)
+    full = cm.step_times_s(T, B, pairs, ctx, B)
+    assert [cm.step_time_s(int(T[i]), int(B[i]), int(pairs[i]), int(ctx[i]), int(B[i])) for i in range(300)] \
+        == full.tolist()
+    assert cm.decode_step_times_s(B, ctx).tolist() == cm.step_times_s(B, B, ctx, ctx, B).tolist()
+    if host_per_seq_s:  # the host floor binds somewhere in this sample, so both branches are checked
+        assert (full == host_per_seq_s * B).any() and (full > host_per_seq_s * B).any()

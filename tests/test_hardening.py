@@ -319,7 +319,7 @@ def test_profile_blocks_keep_their_size_in_tokens_when_the_scenario_pages_differ
 
 @pytest.mark.parametrize("plan_value", [[], 0, False, "x"])
 def test_a_plan_section_that_is_not_a_mapping_is_refused(plan_value):
-    from sim.planner import plan
+    from sim.plan.planner import plan
     data = read_scenario_file("customer_support_1m_per_day.yaml")
     data["plan"] = plan_value
     with pytest.raises(ConfigError, match="^plan: got"):
@@ -327,7 +327,7 @@ def test_a_plan_section_that_is_not_a_mapping_is_refused(plan_value):
 
 
 def test_one_bad_candidate_is_reported_and_the_others_are_planned():
-    from sim.planner import plan
+    from sim.plan.planner import plan
     data = read_scenario_file("customer_support_1m_per_day.yaml")
     good = dict(data["plan"]["candidates"][0], name="good")
     data["plan"] = {**data["plan"], "requests_per_point": 200, "max_requests_per_point": 400,

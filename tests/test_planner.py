@@ -13,9 +13,9 @@ import pytest
 
 from sim.cli import main
 from sim.configio import ConfigError
-from sim.plan_config import CandidateConfig, candidate_scenario, read_plan
-from sim.plan_search import Slo, Task, Verdict, judge, point_scenario, simulate, smallest_true
-from sim.planner import HOURS_PER_DAY, pareto_front, plan
+from sim.plan.config import CandidateConfig, candidate_scenario, read_plan
+from sim.plan.search import Slo, Task, Verdict, judge, point_scenario, simulate, smallest_true
+from sim.plan.planner import HOURS_PER_DAY, pareto_front, plan
 
 WEIGHTS = [1.0] * 8 + [3.0] * 8 + [2.0] * 8  # night, day (peak), evening
 
@@ -326,7 +326,7 @@ def test_on_progress_counts_every_simulation():
 # --- the on-disk cache of simulated points -----------------------------------------------
 
 def test_replanning_the_same_inputs_reprices_from_the_cache(tmp_path, monkeypatch):
-    import sim.plan_cache as plan_cache
+    import sim.plan.cache as plan_cache
 
     first = plan(small(), workers=1, cache=tmp_path)
     assert first.points_simulated > 0 and "0 of" in first.notes[0]

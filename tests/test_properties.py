@@ -282,7 +282,7 @@ def test_malformed_traces_are_refused_in_one_line_or_replayed(tmp_path_factory, 
                                                 max_size=2), JSON_VALUES)})), max_size=2),
                            "scale_up_margin": st.sampled_from([0.2, -1, math.inf])})))
 def test_malformed_planning_sections_are_refused_or_listed_infeasible(section):
-    from sim.planner import plan
+    from sim.plan.planner import plan
     data = read_scenario_file("customer_support_1m_per_day.yaml")
     data["plan"] = section
     if isinstance(section, dict):

@@ -116,19 +116,36 @@ class ContinuousScheduler:
         if n == 0:
             return self.max_tokens, False
         lookahead = replica.decode_lookahead
-        # Fast path: in admission order, each takes min(what it needs, budget left). A decoding
-        # sequence's k draft tokens (speculative decoding) are scheduled with it and count against
-        # the budget, as in vLLM (num_tokens_with_spec); the budget's last few may cut its drafts.
-        todo = b.num_tokens[:n] - b.computed[:n]
-        charge = todo + (todo == 1) * lookahead
-        before = np.cumsum(charge) - charge
-        chunk = np.clip(np.minimum(todo, self.max_tokens - before), 0, None)
-        need = b.computed[:n] + chunk + (todo == 1) * lookahead
-        scheduled = chunk > 0
-        if kv.allocate_many(b.req[:n][scheduled], need[scheduled]):
-            b.chunk[:n] = chunk
-            used = np.minimum(charge, np.clip(self.max_tokens - before, 0, None))
-            return self.max_tokens - int(used.sum()), False
+        # Fast path: in admission order, each takes min(what it needs, budget left).
+        # (ndarray methods, not np.* wrappers: this runs once per decision on a handful of slots)
+        computed = b.computed[:n]
+        todo = b.num_tokens[:n] - computed
+        if lookahead:
+            # A decoding sequence's k draft tokens (speculative decoding) are scheduled with it and
+            # count against the budget, as in vLLM (num_tokens_with_spec); the budget's last few may
+            # cut its drafts.
+            charge = todo + (todo == 1) * lookahead
+            before = charge.cumsum() - charge
+            chunk = np.maximum(np.minimum(todo, self.max_tokens - before), 0)
+            need = computed + chunk + (todo == 1) * lookahead
+            scheduled = chunk > 0
+            if kv.allocate_many(b.req[:n][scheduled], need[scheduled]):
+                b.chunk[:n] = chunk
+                used = np.minimum(charge, np.maximum(self.max_tokens - before, 0))
+                return self.max_tokens - int(used.sum()), False
+        else:
+            before = todo.cumsum() - todo
+            chunk = np.maximum(np.minimum(todo, self.max_tokens - before), 0)
+            need = computed + chunk
+            total = int(chunk.sum())
+            if total == int(todo.sum()):  # everyone got all it needs (the common case): no mask to apply
+                ok = kv.allocate_many(b.req[:n], need)
+            else:
+                scheduled = chunk > 0
+                ok = kv.allocate_many(b.req[:n][scheduled], need[scheduled])
+            if ok:
+                b.chunk[:n] = chunk
+                return self.max_tokens - total, False
         # Blocks run short: go one by one as vLLM does, preempting victims as needed.
         b.chunk[:n] = 0
         budget, preempted, i = self.max_tokens, False, 0

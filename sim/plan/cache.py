@@ -6,9 +6,9 @@ so it can be stored under a key that names everything its numbers depend on:
 - the resolved scenario as YAML, less what a simulation never reads (prices, SLOs, names, the
   scenario's own seed: the task carries its seed);
 - the task's seed, warm-up and screening flag;
-- the code and data that turn a scenario into numbers: every `.py` and catalog file under `sim/`,
-  `calibration/profile.py`, the shipped profiles, and the contents of a profile the scenario names
-  by path.
+- the code and data that turn a scenario into numbers: every `.py` and catalog file under `sim/`
+  (the profile reader, sim/profile.py, among them), the shipped profiles, the engine terms, and the
+  contents of a profile the scenario names by path.
 
 Change any of those and the key changes, so a stale entry is never read; change a price, an SLO
 or a discount and every entry still applies. Entries are small `.npz` files (the scored
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .plan_search import Sample, Task
-from .scenario import scenario_to_yaml
+from ..scenario import scenario_to_yaml
+from .search import Sample, Task
 
-_ROOT = Path(__file__).resolve().parent
+_ROOT = Path(__file__).resolve().parent.parent  # sim/
 
 
 def default_folder() -> Path:
@@ -46,7 +46,7 @@ def code_fingerprint() -> str:
     h = hashlib.sha256()
     files = sorted(_ROOT.rglob("*.py")) + sorted(_ROOT.rglob("*.yaml"))
     calibration = _ROOT.parent / "calibration"
-    files += [calibration / "profile.py", *sorted((calibration / "profiles").glob("*/profile.json")),
+    files += [*sorted((calibration / "profiles").glob("*/profile.json")),
               calibration / "engine_terms.py", calibration / "profiles" / "engine_terms.json"]
     for f in files:
         if f.is_file():
@@ -60,7 +60,7 @@ def _profile_bytes(task: Task) -> bytes:
     name = task.scenario.cost_model.profile
     if not name:
         return b""
-    from calibration.profile import load_profile  # the same lookup the simulation does
+    from ..profile import load_profile  # the same lookup the simulation does
 
     prof = load_profile(name, base_dir=Path(task.scenario.base_dir) if task.scenario.base_dir else None)
     f = Path(prof.path) / "profile.json" if prof.path else None

@@ -1,6 +1,6 @@
 """Where the planner's simulations run: in this process, on a local process pool, or on Ray.
 
-A backend maps a task function (`plan_search.simulate` by default; `windows.run_window` for
+A backend maps a task function (`search.simulate` by default; `windows.run_window` for
 windowed runs) over a list of tasks and returns the results in task order. Every task carries its own seed, so the backend changes wall time only,
 never a number. Ray is an optional extra (``pip install 'servesim[ray]'``).
 """
@@ -10,8 +10,8 @@ import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable
 
-from .configio import ConfigError
-from .plan_search import Sample, Task, simulate
+from ..configio import ConfigError
+from .search import Sample, Task, simulate
 
 
 class LocalBackend:

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .scenario import Scenario
-from .simulation import build_cost_model, build_memory
-from .speculative import Speculation
+from ..scenario import Scenario
+from ..simulation import build_cost_model, build_memory
+from ..speculative import Speculation
 
 _LENGTH_SAMPLES = 8192  # draws used for length quantiles and E[max of b outputs]
 

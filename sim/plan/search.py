@@ -24,11 +24,11 @@ from typing import Callable, Generator, Iterable
 
 import numpy as np
 
-from .configio import build
-from .plan_config import PlanConfig
-from .scenario import Scenario
-from .simulation import run
-from .workload import ArrivalConfig
+from ..configio import build
+from ..scenario import Scenario
+from ..simulation import run
+from ..workload import ArrivalConfig
+from .config import PlanConfig
 
 METRICS = ("ttft", "tpot", "e2e")
 

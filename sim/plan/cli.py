@@ -8,7 +8,7 @@ import argparse
 import json
 import math
 
-from .cli import seed_arg, workers_arg
+from ..cli import seed_arg, workers_arg
 
 
 def _money(v: float) -> str:
@@ -27,7 +27,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def format_plan(p) -> str:
     """The headline sentence, the ranked table, the reasons, the Pareto front, and what it took."""
-    from .plan_search import fmt_s
+    from .search import fmt_s
 
     pct = f"P{p.slo.percentile:g}"
     lines = [p.headline(), "",
@@ -71,7 +71,7 @@ def format_plan(p) -> str:
 def cmd_plan(args: argparse.Namespace) -> int:
     from .planner import plan
 
-    from .outputs import check_output_path, write_output
+    from ..outputs import check_output_path, write_output
 
     # Check before minutes of simulation.
     out = check_output_path(args.out, (".csv", ".parquet", ".json"), args.force) if args.out else None
