@@ -173,15 +173,16 @@ class FieldErrors:
     def general(self) -> None:
         self.fallback = st.empty()
 
-    def where(self, message: str) -> str | None:
-        field = error_field(message)
+    def where(self, message: str, field: str | None = None) -> str | None:
+        """The registered widget path for an error on `field` (default: the path the message starts with)."""
+        field = field or error_field(message)
         matches = [p for p in self.slots if field == p or field.startswith(p + ".")]
         return max(matches, key=len) if matches else None
 
     def show(self, exc: Exception) -> str | None:
         """Write the error next to its field; return that field path (None: shown in the fallback)."""
         message = str(exc)
-        path = self.where(message)
+        path = self.where(message, getattr(exc, "field", None))  # ConfigError carries its dotted path
         target = self.slots[path] if path else (self.fallback or st.empty())
         target.error(message, icon=":material/error:")
         return path

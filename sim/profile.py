@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
-from .configio import ConfigError, is_file, short_path, short_repr
+from .configio import ConfigError, build, is_file, require, require_range, short_path
 from .cost_model import PROFILE_COEFFICIENTS, SERVING_TERMS, ProfileCostModel, ServingOverhead
 from .quantization import KvDtype, WeightDtype
 
@@ -31,24 +31,58 @@ class ProfileError(ConfigError):
     """A profile file is missing or malformed; the message names the file and the field."""
 
 
+MAX_TERM_S = 10.0  # no coefficient or serving term prices a unit (a token, a sequence, a step) above 10 s
+BLOCK_SIZES = (1, 8, 16, 32, 64, 128)
+TENSOR_PARALLEL = (1, 2, 4, 8, 16)
+# fp32: a CPU measurement (PyTorch harness); scenarios cannot ask for it, so it never matches one.
+ProfileWeightDtype = Literal[(*get_args(WeightDtype), "fp32")]
+ProfileKvDtype = Literal[(*get_args(KvDtype), "fp32")]
+
+
 @dataclass(frozen=True)
 class Profile:
+    """A profile.json, read by the scenario machinery (sim.configio.build): the annotations are
+    the file's types and allowed values, `validate` the rules between fields."""
+
     name: str
     coefficients: dict[str, float]  # PROFILE_COEFFICIENTS, seconds per unit
     model: str  # catalog model name (or architecture description for custom configs)
     device: str  # what was measured, as the engine/driver reported it
     gpu: str | None  # catalog GPU name this profile stands for (None: not a catalog GPU, e.g. a CPU)
-    tensor_parallel: int
-    weight_dtype: str
-    kv_dtype: str
-    block_size_tokens: int
+    tensor_parallel: Literal[TENSOR_PARALLEL]
+    weight_dtype: ProfileWeightDtype
+    kv_dtype: ProfileKvDtype
+    block_size_tokens: Literal[BLOCK_SIZES]
     num_kv_blocks: int | None  # KV blocks the engine actually allocated (None if not measured)
     provenance: dict[str, Any]  # source, engine, engine_version, date, command, ...
     fit: dict[str, Any] = field(default_factory=dict)  # per-phase MAPE / worst error on held-out points
     # What serving adds to the in-process step (calibration/serving.py): SERVING_TERMS plus its own
     # provenance and fit; None if never measured against the real server.
     serving: dict[str, Any] | None = None
-    path: str | None = None  # folder it was loaded from
+    path: str | None = field(default=None, metadata={"internal": True})  # folder it was loaded from
+
+    def validate(self, path: str) -> None:
+        at = f"{path}." if path else ""
+        coeffs = self.coefficients
+        for key in PROFILE_COEFFICIENTS:
+            _term(coeffs.get(key), f"{at}coefficients.{key}", f"needed: {list(PROFILE_COEFFICIENTS)}")
+        unknown = sorted(set(coeffs) - set(PROFILE_COEFFICIENTS))
+        require(not unknown, f"{at}coefficients.{unknown[0] if unknown else ''}", "(unknown key)",
+                f"allowed keys here: {list(PROFILE_COEFFICIENTS)}")
+        require(any(coeffs[key] > 0 for key in PROFILE_COEFFICIENTS), f"{at}coefficients", "all 0",
+                "every step would take no time; refit the profile (servesim calibrate fit)")
+        if self.serving is not None:
+            for key in SERVING_TERMS:
+                _term(self.serving.get(key), f"{at}serving.{key}", f"needed: {list(SERVING_TERMS)}")
+            require(self.serving["compute_scale"] > 0, f"{at}serving.compute_scale", self.serving["compute_scale"],
+                    "must be > 0")
+            prov = self.serving.get("provenance")
+            require(isinstance(prov, dict) and "source" in prov, f"{at}serving.provenance.source", "missing",
+                    "say which server run these terms come from")
+        require("source" in self.provenance, f"{at}provenance.source", "missing",
+                "say where these numbers come from")
+        if self.num_kv_blocks is not None:
+            require_range(self.num_kv_blocks, f"{at}num_kv_blocks", 1, 10**9)
 
     @property
     def serving_overhead(self) -> ServingOverhead | None:
@@ -68,72 +102,23 @@ class Profile:
         return d
 
 
-MAX_TERM_S = 10.0  # no coefficient or serving term prices a unit (a token, a sequence, a step) above 10 s
-BLOCK_SIZES = (1, 8, 16, 32, 64, 128)
-
-
-def _number(value: Any, where: str, field_name: str, needed: str) -> float:
-    """A finite number in [0, MAX_TERM_S], or a ProfileError naming the field."""
+def _term(value: Any, path: str, needed: str) -> None:
+    """A finite number of seconds in [0, MAX_TERM_S], or a ConfigError naming the field."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not 0 <= value <= MAX_TERM_S:
-        raise ProfileError(f"{where}: field {field_name!r} must be a finite number in 0..{MAX_TERM_S:g} s, "
-                           f"got {short_repr(value)} ({needed})")
-    return float(value)
-
-
-_REQUIRED = {"name": str, "coefficients": dict, "model": str, "device": str, "tensor_parallel": int,
-             "weight_dtype": str, "kv_dtype": str, "block_size_tokens": int, "provenance": dict}
+    require(ok and 0 <= value <= MAX_TERM_S, path, value, f"a finite number in 0..{MAX_TERM_S:g} s ({needed})")
 
 
 def parse_profile(data: Any, where: str) -> Profile:
-    """A Profile from a decoded profile.json (`where` names it in errors); every bad field a ProfileError."""
+    """A Profile from a decoded profile.json (`where` names it in errors): the same builder as a
+    scenario's (types, allowed values, unknown keys), then Profile.validate. Every bad field is a
+    ProfileError whose `field` is its dotted path (``coefficients.per_token_s``)."""
     if not isinstance(data, dict):
-        raise ProfileError(f"{where}: expected a JSON object at the top level")
-    for key, tp in _REQUIRED.items():
-        if key not in data:
-            raise ProfileError(f"{where}: field {key!r} is missing")
-        if not isinstance(data[key], tp) or isinstance(data[key], bool) and tp is int:
-            raise ProfileError(f"{where}: field {key!r} must be {tp.__name__}, got {short_repr(data[key])}")
-    # fp32: a CPU measurement (PyTorch harness); scenarios cannot ask for it, so it never matches one.
-    for key, allowed in (("weight_dtype", (*get_args(WeightDtype), "fp32")), ("kv_dtype", (*get_args(KvDtype), "fp32"))):
-        if data[key] not in allowed:
-            raise ProfileError(f"{where}: field {key!r} got {short_repr(data[key])}; allowed {list(allowed)}")
-    if data["block_size_tokens"] not in BLOCK_SIZES:
-        raise ProfileError(f"{where}: field 'block_size_tokens' got {short_repr(data['block_size_tokens'])}; "
-                           f"allowed {list(BLOCK_SIZES)}")
-    if data["tensor_parallel"] not in (1, 2, 4, 8, 16):
-        raise ProfileError(f"{where}: field 'tensor_parallel' got {short_repr(data['tensor_parallel'])}; "
-                           f"allowed [1, 2, 4, 8, 16]")
-    coeffs = data["coefficients"]
-    for key in PROFILE_COEFFICIENTS:
-        _number(coeffs.get(key), where, f"coefficients.{key}", f"needed: {list(PROFILE_COEFFICIENTS)}")
-    if not any(coeffs[key] > 0 for key in PROFILE_COEFFICIENTS):
-        raise ProfileError(f"{where}: field 'coefficients' are all 0: every step would take no time; "
-                           f"refit the profile (servesim calibrate fit)")
-    unknown = sorted(set(coeffs) - set(PROFILE_COEFFICIENTS))
-    if unknown:
-        raise ProfileError(f"{where}: field 'coefficients.{unknown[0]}' is unknown; allowed {list(PROFILE_COEFFICIENTS)}")
-    serving = data.get("serving")
-    if serving is not None:
-        if not isinstance(serving, dict):
-            raise ProfileError(f"{where}: field 'serving' must be an object or null, got {short_repr(serving)}")
-        for key in SERVING_TERMS:
-            _number(serving.get(key), where, f"serving.{key}", f"needed: {list(SERVING_TERMS)}")
-        if serving["compute_scale"] <= 0:
-            raise ProfileError(f"{where}: field 'serving.compute_scale' must be > 0, got {serving['compute_scale']!r}")
-        if "source" not in (serving.get("provenance") or {}):
-            raise ProfileError(f"{where}: field 'serving.provenance.source' is missing (which server run?)")
-    if "source" not in data["provenance"]:
-        raise ProfileError(f"{where}: field 'provenance.source' is missing (where do these numbers come from?)")
-    blocks = data.get("num_kv_blocks")
-    if blocks is not None and (not isinstance(blocks, int) or isinstance(blocks, bool) or not 1 <= blocks <= 10**9):
-        raise ProfileError(f"{where}: field 'num_kv_blocks' must be an integer in 1..1,000,000,000 or null, "
-                           f"got {short_repr(blocks)}")
-    known = {f for f in Profile.__dataclass_fields__} - {"path"}
-    extra = sorted(set(data) - known)
-    if extra:
-        raise ProfileError(f"{where}: field {short_repr(extra[0])} is unknown; allowed {sorted(known)}")
-    return Profile(**{**data, "coefficients": {k: float(coeffs[k]) for k in PROFILE_COEFFICIENTS}})
+        raise ProfileError(f"{where}: expected a JSON object at the top level", field="")
+    try:
+        prof = build(Profile, data, "")
+    except ConfigError as exc:
+        raise ProfileError(f"{where}: {exc}", field=exc.field) from None
+    return replace(prof, coefficients={k: float(prof.coefficients[k]) for k in PROFILE_COEFFICIENTS})
 
 
 def shipped_profiles_dir() -> Path:

@@ -398,3 +398,32 @@ def test_an_uploaded_file_goes_through_the_same_bounded_loader():
         parse_uploaded_yaml(b"seed: 1\nseed: 2\n", "dup.yaml")
     with pytest.raises(ConfigError, match="not UTF-8"):
         parse_uploaded_yaml(b"name: caf\xe9\n", "latin1.yaml")
+
+
+@pytest.mark.parametrize("key, value, field", [
+    ("tensor_parallel", 3, "tensor_parallel"),
+    ("kv_dtype", "int3", "kv_dtype"),
+    ("coefficients.per_token_s", -1.0, "coefficients.per_token_s"),
+    ("coefficients.per_flop_s", 1e-9, "coefficients.per_flop_s"),
+    ("serving", {"compute_scale": 1.0}, "serving.step_overhead_s"),
+    ("provenance", {}, "provenance.source"),
+    ("gpu", 5, "gpu"),
+    ("colour", "red", "colour"),
+])
+def test_a_profile_is_read_by_the_scenario_machinery_and_names_the_field(tmp_path, key, value, field):
+    # One validator (issue 13, item 6): profile.json goes through configio.build like a scenario, so
+    # its errors carry the dotted field (what the UI puts beside a widget) and the file name.
+    import json
+
+    from sim.profile import ProfileError, load_profile, shipped_profiles_dir
+    data = json.loads((shipped_profiles_dir() / "cpu-vllm_tiny-llama_tp1_bf16" / "profile.json").read_text())
+    node = data
+    *head, last = key.split(".")
+    for part in head:
+        node = node[part]
+    node[last] = value
+    (tmp_path / "profile.json").write_text(json.dumps(data))
+    with pytest.raises(ProfileError) as e:
+        load_profile(tmp_path)
+    assert isinstance(e.value, ConfigError) and e.value.field == field
+    assert str(e.value).startswith(str(tmp_path / "profile.json")) and "\n" not in str(e.value)
