@@ -175,7 +175,7 @@ class FieldErrors:
 
     def where(self, message: str, field: str | None = None) -> str | None:
         """The registered widget path for an error on `field` (default: the path the message starts with)."""
-        field = field or error_field(message)
+        field = error_field(field or message)
         matches = [p for p in self.slots if field == p or field.startswith(p + ".")]
         return max(matches, key=len) if matches else None
 
