@@ -69,7 +69,8 @@ def format_summary(results: Results, s: dict[str, Any]) -> str:
         lines.append(f"  SLO ({bounds} s): {s['slo_attained_fraction'] * 100:.1f} % of requests, "
                      f"goodput {s['goodput_per_s']:.2f} req/s")
     lines += [
-        f"  GPU busy {s['gpu_busy_fraction_mean'] * 100:.0f} %, KV cache used {s['kv_utilisation_mean'] * 100:.1f} % mean / "
+        f"  replicas stepping {s['gpu_busy_fraction_mean'] * 100:.0f} % of the time (not compute utilisation), "
+        f"KV cache used {s['kv_utilisation_mean'] * 100:.1f} % mean / "
         f"{s['kv_utilisation_peak'] * 100:.1f} % peak, preemptions {s['preemptions']}"
         + (f", prefix-cache hits {s['prefix_cache_hit_rate'] * 100:.1f} % of prompt tokens"
            if sc.serving.enable_prefix_caching else ""),
