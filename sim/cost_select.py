@@ -119,7 +119,7 @@ def _profile_choice(scenario: Scenario, name: str, how: str) -> CostChoice:
         label += " + serving overhead"
     elif prof.provenance.get("lower_bound"):  # kernels only: add the engine's time for this version
         eng = scenario.engine
-        terms = engine_terms(eng.name, eng.version)
+        terms = engine_terms(eng.name, eng.version, gpu=prof.gpu)
         if terms is None:
             overhead = None
             notes.append(f"WARNING: no engine terms for {eng.name}; {prof.name} is a lower bound (kernels only)")
