@@ -74,17 +74,23 @@ def cause(r) -> str:
         why.append("KV cliff: queueing for KV blocks in both; TTFT then follows the KV capacity (sim/memory.py)")
     elif r.kv_bound:
         why.append("KV-bound in the prediction only: servesim's KV capacity is below vLLM's here")
+    elif r.ttft_ms > QUEUEING_TTFT_MS and r.tpot_ms < 0.5 * r.pred_tpot_ms:
+        why.append("queueing in the measurement only, with the TPOT of a small batch: the server ran far fewer "
+                   "than `concurrency` sequences at once (a --max-num-seqs the CSV does not record)")
     elif r.ttft_ms > QUEUEING_TTFT_MS:
-        why.append("queueing in the measurement only: vLLM's KV capacity is below servesim's here")
+        why.append("queueing in the measurement only: vLLM admitted fewer sequences than servesim (its KV capacity "
+                   "or a server limit the CSV does not record)")
     if abs(r.tpot_err_pct) > MISS_TPOT_PCT and not r.kv_bound:
         kern = r.kernels_tpot_ms if np.isfinite(r.kernels_tpot_ms) else np.nan
         moe = r.model in MOE_MODELS
         if r.tpot_err_pct > 0 and kern >= r.tpot_ms:
             why.append("TPOT high: the composed kernels alone exceed the measured step" +
                        (" (the profile's linear fit of the fused-MoE table overprices this batch)" if moe else ""))
-        elif r.tpot_err_pct > 0:
+        elif r.tpot_err_pct > 0 and np.isfinite(kern):
             why.append("TPOT high: kernels below the measurement, the engine terms add more than this "
                        "model's engine time")
+        elif r.tpot_err_pct > 0:
+            why.append("TPOT high: the profile plus the engine terms exceed the measured step")
         else:
             why.append("TPOT low: the measured step is slower than the profile plus the engine terms" +
                        (" (MoE expert GEMMs slower than the table at this batch)" if moe else ""))
@@ -121,6 +127,26 @@ def _terms_section() -> list[str]:
                      f"{(t.roofline_step_overhead_s or 0) * 1e3:.3f} | {(t.roofline_per_seq_overhead_s or 0) * 1e6:.1f} | "
                      f"{p.get('rows_used')} | {', '.join(p.get('models', []))} | "
                      f"{fit.get('tpot_median_abs_err_pct')} / {fit.get('ttft_median_abs_err_pct')} |")
+    return lines
+
+
+def _factors_section() -> list[str]:
+    t = engine_terms("vllm")
+    if t is None:
+        return []
+    p = t.provenance
+    fac = p.get("training_model_kernel_factor")
+    if not isinstance(fac, dict):
+        return []
+    from calibration.engine_terms import _read
+
+    by_gpu = _read(str(terms_path()))["engines"]["vllm"].get("compute_scale_by_gpu", {})
+    lines = ["", "Kernel-time factors (stage 1): per training model and GPU (nuisance, not kept) and kept per GPU "
+                 f"(other GPUs: {t.overhead.compute_scale:.3f}, the median):", "",
+             "| training model on GPU | factor | prefill shortfall (TTFT nuisance) |", "|---|---:|---:|"]
+    short = p.get("training_model_prefill_shortfall") or {}
+    lines += [f"| {k} | {v:.3f} | {short.get(k, float('nan')):.2f} |" for k, v in fac.items()]
+    lines += ["", "| GPU | kept factor |", "|---|---:|"] + [f"| {g} | {f:.3f} |" for g, f in by_gpu.items()]
     return lines
 
 
@@ -204,12 +230,19 @@ def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variant
          "and a note that says so. Versions with data:"), "",
     ]
     lines += _terms_section()
+    lines += _factors_section()
     lines += [
         "",
         ("- **What the terms are.** A served step = compute scale x the profile's kernel time + step time + "
-         "per-sequence time x sequences (`sim.cost_model.ServingOverhead`); a response reaches the client after "
-         "the response latency (fitted on the training rows' TTFT as a constant beside a term proportional to the "
-         "profile's prefill, which absorbs the training model's own prefill shortfall and is not kept); a request "
+         "per-sequence time x sequences (`sim.cost_model.ServingOverhead`). All training rows are fitted in one "
+         "least squares: a step time per vLLM version, one per-sequence time, and a kernel-time factor per "
+         "training model and GPU. That factor is a nuisance (a model's own kernel error, e.g. Qwen3's q/k norms "
+         "missing from the composed profile, must not become engine time carried to other models); what is kept "
+         "is per GPU, the median of the training models' factors on that GPU (the kernel tables of one system "
+         "share its measurement conditions), and the overall median for GPUs without training rows. A response "
+         "reaches the client after the response latency (fitted on the training rows' TTFT as a constant beside "
+         "a term per training model and GPU proportional to the profile's prefill, its own prefill shortfall, not "
+         "kept); a request "
          "reaches the engine after a random delay (exponential, the mean above, its own seeded stream). The profiles are composed from per-operator kernel tables and carry no engine "
          "time (`lower_bound: true`), so `cost_model: auto` and `cost_model: {profile: ...}` add these terms to "
          "them; a profile measured against a real server (the CPU profile) keeps its own."),

@@ -20,7 +20,8 @@ simulated as servesim does in the validation (closed loop, constant lengths), in
    with no such factor put the held-out models' TPOT +13 % high in median.) What is kept is per GPU:
    the median of the training models' factors on that GPU (the kernel tables of one system are
    measured under the same conditions, so their bias is the GPU's), and their overall median for
-   GPUs without training rows (`compute_scale_by_gpu` and each version's `compute_scale`).
+   GPUs without training rows (`compute_scale_by_gpu` and each version's `compute_scale`); a factor
+   at its bound (SCALE_BOUNDS) is not an estimate and is left out of those medians.
 2. TTFT: the client -> engine delay (its mean; exponential per request, seeded) on a fixed
    grid, and for each a response latency (a constant per request: the engine's, shared) with a
    nuisance per training model proportional to its profile's prefill time (its own prefill
@@ -66,6 +67,7 @@ FIT_WAVES, FIT_MIN, FIT_MAX = 4, 40, 192  # requests per row in the fit: clamp(4
 ROWS_PER_SETUP = 4  # training rows kept per (model, GPU, dtype, TP, ISL/OSL, version), spread over concurrency
 ROOFLINE_ROWS = 40  # training rows the roofline's fixed cost is refitted on (stage 3), every k-th
 SCALE_BOUNDS = (0.5, 2.5)  # a training model's kernel-time factor (stage 1's nuisance)
+STAGE1_ITERATIONS = 1  # TPOT is linear in every stage-1 parameter but for batching effects: one linearisation
 SEED = 0
 
 
@@ -153,8 +155,21 @@ def thin(rows: list[Row], per_setup: int = ROWS_PER_SETUP) -> list[Row]:
     return sorted(out, key=lambda r: r.id)
 
 
-def fit_rows(rows: list[Row], log=print) -> Fit:
-    """The three stages (module docstring) on the training rows `rows` (every version at once)."""
+def kept_factors(factors: dict[tuple[str, str], float]) -> tuple[dict[str, float], float]:
+    """(per GPU, elsewhere) kernel-time factors to keep from the training models' (model, GPU) factors:
+    medians, leaving out factors at their bounds (SCALE_BOUNDS), which are not estimates but a profile
+    off by more than the bounds allow. All at bounds: the plain medians."""
+    free = {k: f for k, f in factors.items() if SCALE_BOUNDS[0] + 1e-6 < f < SCALE_BOUNDS[1] - 1e-6} or factors
+    gpus = sorted({g for _, g in factors})
+    by_gpu = {g: float(np.median([f for (_, gg), f in free.items() if gg == g])) for g in gpus
+              if any(gg == g for _, gg in free)}
+    return by_gpu, float(np.median(list(free.values())))
+
+
+def fit_rows(rows: list[Row], log=print, stage1: np.ndarray | None = None) -> Fit:
+    """The three stages (module docstring) on the training rows `rows` (every version at once).
+    `stage1`: stage 1's x from an earlier run of the same rows (steps per version, per-seq, factors
+    per (model, GPU), in fit order) instead of fitting it again."""
     keep, excluded = [], []
     for r in rows:
         if r.ttft_ms / 1e3 > QUEUEING_TTFT_S:
@@ -189,15 +204,14 @@ def fit_rows(rows: list[Row], log=print) -> Fit:
     depends[:, nv] = 1
     depends[np.arange(len(keep)), nv + 1 + mi] = 1
     t0 = time.perf_counter()
-    x = linearised_fit(tpot_of, tpot, x0=np.r_[np.full(nv, 1.0), 20.0, np.full(nm, 1.0)],
+    x = np.asarray(stage1, dtype=float) if stage1 is not None else linearised_fit(tpot_of, tpot, x0=np.r_[np.full(nv, 1.0), 20.0, np.full(nm, 1.0)],
                        h=np.r_[np.full(nv, 0.5), 10.0, np.full(nm, 0.05)],
                        lower=np.r_[np.zeros(nv), 0.0, np.full(nm, SCALE_BOUNDS[0])],
                        upper=np.r_[np.full(nv, 20.0), 500.0, np.full(nm, SCALE_BOUNDS[1])],
-                       groups=[list(range(nv)), [nv], list(range(nv + 1, nv + 1 + nm))], depends=depends)
+                       groups=[list(range(nv)), [nv], list(range(nv + 1, nv + 1 + nm))], depends=depends,
+                       iterations=STAGE1_ITERATIONS)
     scale = {f"{m} on {g}": float(x[nv + 1 + j]) for j, (m, g) in enumerate(models)}
-    kept_scale = float(np.median(list(scale.values())))
-    gpu_scale = {g: float(np.median([x[nv + 1 + j] for j, (_, gg) in enumerate(models) if gg == g]))
-                 for g in sorted({g for _, g in models})}
+    gpu_scale, kept_scale = kept_factors({mg: float(x[nv + 1 + j]) for j, mg in enumerate(models)})
     log(f"  stage 1 (TPOT): step {dict(zip(versions, np.round(x[:nv], 3)))} ms, per-seq {x[nv]:.1f} us, "
         f"kernel factors {({m: round(s, 3) for m, s in scale.items()})} (kept: per GPU {gpu_scale}, else median "
         f"{kept_scale:.3f}); {time.perf_counter() - t0:.0f} s")
@@ -265,7 +279,7 @@ def split(rows: list[Row]) -> tuple[list[Row], list[Row]]:
     return [r for r in usable if r.model in TRAIN_MODELS], [r for r in usable if r.model not in TRAIN_MODELS]
 
 
-def fit_all(log=print) -> dict:
+def fit_all(log=print, stage1: list[float] | None = None) -> dict:
     rows, _ = read_rows()
     train, held = split(rows)
     train = [r for r in train if r.backend_version != "not recorded"]
@@ -275,7 +289,7 @@ def fit_all(log=print) -> dict:
     log(f"{len(train)} training rows ({', '.join(TRAIN_MODELS)}), {len(fitted)} after thinning to "
         f"{ROWS_PER_SETUP} per setup")
     t0 = time.perf_counter()
-    fit = fit_rows(fitted, log)
+    fit = fit_rows(fitted, log, None if stage1 is None else np.asarray(stage1))
     wall = round(time.perf_counter() - t0, 1)
     out: dict = {"engines": {"vllm": {"versions": {}}}}
     held_models = ", ".join(sorted({r.model for r in held})) or "none"
@@ -297,7 +311,7 @@ def fit_all(log=print) -> dict:
                 "method": "stage 1: step per version, per-seq and one kernel-time factor per training model and "
                           "GPU (a nuisance; kept: per GPU the median over its models, compute_scale_by_gpu, and the "
                           "overall median as compute_scale) on log TPOT ratios (soft-L1 least squares "
-                          "on a linearisation of the simulation, twice); stage 2: request jitter on the grid "
+                          f"on a linearisation of the simulation, {STAGE1_ITERATIONS}x); stage 2: request jitter on the grid "
                           f"{list(JITTER_GRID_MS)} ms and the response latency (with a prefill-shortfall nuisance "
                           "per model) minimising soft-L1 log TTFT ratios; stage 3: the roofline's fixed step/per-seq "
                           f"cost on {ROOFLINE_ROWS} training rows; at most {ROWS_PER_SETUP} rows per setup; "
@@ -309,6 +323,8 @@ def fit_all(log=print) -> dict:
                                   "ttft_median_abs_err_pct": round(fit.ttft_mdape_pct, 2),
                                   "roofline_tpot_median_abs_err_pct": round(fit.roofline_tpot_mdape_pct, 2)},
                 "wall_s": wall,
+                **({"stage1_reused": "stage 1's result taken from an earlier run of this code on the same rows "
+                                    f"(--stage1 {' '.join(f'{v:g}' for v in stage1)})"} if stage1 is not None else {}),
             }}
     counts = {v: len(ids) for v, ids in fit.rows.items()}
     out["engines"]["vllm"]["default_version"] = max(counts, key=lambda v: (counts[v], v))
@@ -321,8 +337,11 @@ def fit_all(log=print) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(terms_path()), help="where to write the terms ('' for nowhere)")
+    ap.add_argument("--stage1", nargs="+", type=float, metavar="X",
+                    help="reuse stage 1's result (steps per version, per-seq us, factors per model and GPU, in the "
+                         "order the log prints) instead of fitting it again")
     args = ap.parse_args(argv)
-    data = fit_all()
+    data = fit_all(stage1=args.stage1)
     print(json.dumps({v: {k: e[k] for k in (*TERM_NAMES, "roofline")}
                       for v, e in data["engines"]["vllm"]["versions"].items()}, indent=2))
     if args.out:

@@ -3,6 +3,7 @@ linearised least squares recovers known terms, and thinning keeps every setup's 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from calibration.engine_fit import linearised_fit, thin
 from calibration.silicon import Row
@@ -71,3 +72,14 @@ def test_engine_terms_take_the_kernel_factor_of_the_profiles_gpu(tmp_path):
     assert engine_terms("vllm", path=path).overhead.compute_scale == 1.05
     with pytest.raises(ConfigError, match="compute_scale_by_gpu.h100-sxm"):
         engine_terms("vllm", path=_terms_file(tmp_path, {"h100-sxm": -1}, "bad.json"))
+
+
+def test_kept_factors_are_per_gpu_medians_without_factors_at_their_bounds():
+    from calibration.engine_fit import SCALE_BOUNDS, kept_factors
+
+    by_gpu, elsewhere = kept_factors({("a", "h200-sxm"): SCALE_BOUNDS[0], ("b", "h200-sxm"): 1.16,
+                                      ("b", "h100-sxm"): 1.10, ("c", "h100-sxm"): 1.20, ("b", "b200-sxm"): 1.0})
+    assert by_gpu == pytest.approx({"h200-sxm": 1.16, "h100-sxm": 1.15, "b200-sxm": 1.0})  # the factor at its bound is no estimate
+    assert abs(elsewhere - 1.13) < 1e-12  # the median of the four free factors
+    only_bound, _ = kept_factors({("a", "l40s"): SCALE_BOUNDS[1]})
+    assert only_bound == {"l40s": SCALE_BOUNDS[1]}
