@@ -17,6 +17,7 @@ simulated too and shown apart, marked in-sample. The report is benchmarks/silico
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from dataclasses import replace
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.csv:
         res.to_csv(args.csv, index=False)
     if args.doc:
-        command = "python benchmarks/validate_silicon.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
+        command = shlex.join(["python", "benchmarks/validate_silicon.py", *(argv or sys.argv[1:])])
         write_doc(res, skipped, rows, variants, command, wall, Path(args.doc), before_note=args.before_note)
         print(f"wrote {args.doc}")
     return 0
