@@ -13,7 +13,11 @@ entry per engine version, fitted on measured serving runs by `python -m calibrat
                           "versions": {"0.12.0": {"step_overhead_s": ..., "per_seq_overhead_s": ...,
                                                   "compute_scale": ..., "response_latency_s": ...,
                                                   "request_jitter_s": ..., "roofline": {...},
-                                                  "provenance": {...}}}}}}
+                                                  "provenance": {...}}},
+                          "compute_scale_by_gpu": {"h100-sxm": ..., ...}}}}
+
+`compute_scale` multiplies a composed profile's kernel time: what such profiles miss on a GPU, fitted
+on the training models (per GPU where they ran on it; the version's `compute_scale` elsewhere).
 
 `engine_terms(name, version)` answers with the terms and, when the version has no data, a
 note saying which version's terms stand in for it.
