@@ -13,6 +13,7 @@ from calibration.engine_fit import TRAIN_MODELS
 from calibration.engine_terms import engine_terms, known_versions, terms_path
 from calibration.silicon import MAX_REQUESTS, MIN_REQUESTS, PACKAGE, WAVES, Row, package_version, silicon_csv
 
+MOE_MODELS = ("gpt-oss-120b", "qwen3-235b-a22b", "minimax-m2.5", "mixtral-8x7b")
 QUEUEING_TTFT_MS = 2000.0  # a measured TTFT above this is requests queueing (for KV blocks), not prefill
 TARGET_TPOT_PCT, TARGET_TTFT_PCT = 5.0, 15.0  # issue 10's targets on held-out rows (median |error|)
 MISS_TPOT_PCT, MISS_TTFT_PCT = 10.0, 30.0  # a held-out row beyond either is listed under Misses
@@ -59,7 +60,9 @@ def rollup_markdown(table: pd.DataFrame, keys: list[str]) -> list[str]:
     return lines
 
 
-def variant_line(name: str, e: dict) -> str:
+def variant_line(name: str, e: dict | None) -> str | None:
+    if e is None:
+        return None
     return (f"| {name} | {e['rows']} | {_f(e['ttft_mdape'])} | {_f(e['ttft_median_err'], sign=True)} | "
             f"{_f(e['tpot_mdape'])} | {_f(e['tpot_median_err'], sign=True)} |")
 
@@ -71,12 +74,26 @@ def cause(r) -> str:
         why.append("KV cliff: queueing for KV blocks in both; TTFT then follows the KV capacity (sim/memory.py)")
     elif r.kv_bound:
         why.append("KV-bound in the prediction only: servesim's KV capacity is below vLLM's here")
+    elif r.ttft_ms > QUEUEING_TTFT_MS and r.tpot_ms < 0.5 * r.pred_tpot_ms:
+        why.append("queueing in the measurement only, with the TPOT of a small batch: the server ran far fewer "
+                   "than `concurrency` sequences at once (a --max-num-seqs the CSV does not record)")
     elif r.ttft_ms > QUEUEING_TTFT_MS:
-        why.append("queueing in the measurement only: vLLM's KV capacity is below servesim's here")
+        why.append("queueing in the measurement only: vLLM admitted fewer sequences than servesim (its KV capacity "
+                   "or a server limit the CSV does not record)")
     if abs(r.tpot_err_pct) > MISS_TPOT_PCT and not r.kv_bound:
-        why.append("TPOT high: the engine terms carry the training model's per-step and per-sequence gap, larger "
-                   "than this model's" if r.tpot_err_pct > 0 else
-                   "TPOT low: more per-step time than the profile and the engine terms give")
+        kern = r.kernels_tpot_ms if np.isfinite(r.kernels_tpot_ms) else np.nan
+        moe = r.model in MOE_MODELS
+        if r.tpot_err_pct > 0 and kern >= r.tpot_ms:
+            why.append("TPOT high: the composed kernels alone exceed the measured step" +
+                       (" (the profile's linear fit of the fused-MoE table overprices this batch)" if moe else ""))
+        elif r.tpot_err_pct > 0 and np.isfinite(kern):
+            why.append("TPOT high: kernels below the measurement, the engine terms add more than this "
+                       "model's engine time")
+        elif r.tpot_err_pct > 0:
+            why.append("TPOT high: the profile plus the engine terms exceed the measured step")
+        else:
+            why.append("TPOT low: the measured step is slower than the profile plus the engine terms" +
+                       (" (MoE expert GEMMs slower than the table at this batch)" if moe else ""))
     if abs(r.ttft_err_pct) > MISS_TTFT_PCT and not r.kv_bound and r.ttft_ms <= QUEUEING_TTFT_MS:
         why.append("TTFT low: out-of-phase clients never share a prefill step in the simulation; measured ones "
                    "partly do at this concurrency" if r.ttft_err_pct < 0 else
@@ -93,7 +110,7 @@ def rows_markdown(res: pd.DataFrame) -> list[str]:
         kv = f"{r.kv_peak:.2f}" + (" bound" if r.kv_bound else "")
         lines.append(f"| {r.setup} | {r.split} | {r.backend_version} ({r.terms_version}) | {r.ttft_ms:.0f} | "
                      f"{r.pred_ttft_ms:.0f} | {r.ttft_err_pct:+.1f} | {r.tpot_ms:.2f} | {r.pred_tpot_ms:.2f} | "
-                     f"{r.tpot_err_pct:+.1f} | {r.kernels_tpot_ms:.2f} | {kv} |")
+                     f"{r.tpot_err_pct:+.1f} | {_f(r.kernels_tpot_ms, 2)} | {kv} |")
     return lines
 
 
@@ -113,28 +130,54 @@ def _terms_section() -> list[str]:
     return lines
 
 
+def _factors_section() -> list[str]:
+    t = engine_terms("vllm")
+    if t is None:
+        return []
+    p = t.provenance
+    fac = p.get("training_model_kernel_factor")
+    if not isinstance(fac, dict):
+        return []
+    from calibration.engine_terms import _read
+
+    by_gpu = _read(str(terms_path()))["engines"]["vllm"].get("compute_scale_by_gpu", {})
+    lines = ["", "Kernel-time factors (stage 1): per training model and GPU (nuisance, not kept) and kept per GPU "
+                 f"(other GPUs: {t.overhead.compute_scale:.3f}, the median):", "",
+             "| training model on GPU | factor | prefill shortfall (TTFT nuisance) |", "|---|---:|---:|"]
+    short = p.get("training_model_prefill_shortfall") or {}
+    lines += [f"| {k} | {v:.3f} | {short.get(k, float('nan')):.2f} |" for k, v in fac.items()]
+    lines += ["", "| GPU | kept factor |", "|---|---:|"] + [f"| {g} | {f:.3f} |" for g, f in by_gpu.items()]
+    return lines
+
+
 def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variants: dict[str, pd.DataFrame],
-              command: str, wall_s: float, doc: Path) -> None:
+              command: str, wall_s: float, doc: Path, before_note: str = "") -> None:
     """docs/validation_gpu.md: split, engine terms, held-out rollups, sensitivities, misses, every row.
 
-    `variants`: "kernels" (no engine terms, clients in lockstep: what shipped before), "kernels_spread"
-    (no engine terms, clients out of phase), "lockstep" (engine terms, clients in lockstep), "seed1"
-    (another seed), "fp8_kv" (fp8 rows with an fp8 KV cache)."""
+    `variants` (each optional): "kernels" (no engine terms, clients in lockstep: what shipped before),
+    "kernels_spread" (no engine terms, clients out of phase), "lockstep" (engine terms, clients in
+    lockstep), "seed1" (another seed), "fp8_kv" (fp8 rows with an fp8 KV cache), "before" (an earlier
+    run's per-row results, e.g. the previous engine terms)."""
     csv = silicon_csv()
     rel = csv.relative_to(csv.parents[1])
     total = len(pd.read_csv(csv))
-    res = res.assign(kernels_tpot_ms=variants["kernels"].set_index("id").loc[res["id"], "pred_tpot_ms"].to_numpy())
+    kern_tpot = (variants["kernels"].set_index("id").loc[res["id"], "pred_tpot_ms"].to_numpy()
+                 if "kernels" in variants else np.nan)
+    res = res.assign(kernels_tpot_ms=kern_tpot)
     main = res[res["concurrency_recorded"]]
     held, train = main[main["split"] == "held-out"], main[main["split"] == "train"]
     assumed = res[~res["concurrency_recorded"]]
     e, et = errors(held), errors(train)
 
-    def var(name: str, part: pd.DataFrame) -> dict:
+    def var(name: str, part: pd.DataFrame) -> dict | None:
+        if name not in variants:
+            return None
         v = variants[name].set_index("id")
         return errors(v.loc[v.index.intersection(part["id"])].reset_index())
 
     kern_h, lock_h, seed_h = var("kernels", held), var("lockstep", held), var("seed1", held)
-    kspread_h = var("kernels_spread", held)
+    kspread_h, before_h = var("kernels_spread", held), var("before", held)
+    cliff_ids = lambda part: part[part["kv_bound"] | (part["ttft_ms"] > QUEUEING_TTFT_MS)]
     fp8_held = held[held["dtype"] == "fp8"]
     held_models = sorted(held["model"].unique())
     versions = ", ".join(f"{v} ({n} rows)" for v, n in main["backend_version"].value_counts().items())
@@ -152,12 +195,24 @@ def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variant
          f"on), median absolute error **TPOT {e['tpot_mdape']:.1f} %** (median signed {e['tpot_median_err']:+.1f} %; "
          f"target <= {TARGET_TPOT_PCT:.0f} %: {met(e['tpot_mdape'], TARGET_TPOT_PCT)}) and **TTFT "
          f"{e['ttft_mdape']:.1f} %** (median signed {e['ttft_median_err']:+.1f} %; target <= {TARGET_TTFT_PCT:.0f} %: "
-         f"{met(e['ttft_mdape'], TARGET_TTFT_PCT)}). With the composed profiles alone (kernels, no engine terms, "
-         f"clients in lockstep: what shipped before) the same rows were off by TPOT {kern_h['tpot_mdape']:.1f} %, "
-         f"TTFT {kern_h['ttft_mdape']:.1f} %. Away from the KV cliff ({len(no_cliff)} rows) TTFT "
-         f"{errors(no_cliff)['ttft_mdape']:.1f} %, TPOT {errors(no_cliff)['tpot_mdape']:.1f} %; on the "
-         f"{len(cliff)} cliff rows (KV-bound in the prediction or queueing in the measurement) TTFT "
-         f"{errors(cliff)['ttft_mdape']:.1f} % (target 25 %)." if len(cliff) else ""),
+         f"{met(e['ttft_mdape'], TARGET_TTFT_PCT)})."
+         + (f" With the composed profiles alone (kernels, no engine terms, clients in lockstep) the same rows were "
+            f"off by TPOT {kern_h['tpot_mdape']:.1f} %, TTFT {kern_h['ttft_mdape']:.1f} %." if kern_h else "")
+         + (f" With the previous engine terms ({before_note}) TPOT {before_h['tpot_mdape']:.1f} % (signed "
+            f"{before_h['tpot_median_err']:+.1f} %), TTFT {before_h['ttft_mdape']:.1f} % (signed "
+            f"{before_h['ttft_median_err']:+.1f} %)." if before_h else "")
+         + (f" Away from the KV cliff ({len(no_cliff)} rows) TTFT {errors(no_cliff)['ttft_mdape']:.1f} %, TPOT "
+            f"{errors(no_cliff)['tpot_mdape']:.1f} %; on the {len(cliff)} cliff rows (KV-bound in the prediction or "
+            f"queueing in the measurement) TTFT {errors(cliff)['ttft_mdape']:.1f} % (target 25 %: "
+            f"{met(errors(cliff)['ttft_mdape'], 25.0)})" if len(cliff) else "")
+         + ("" if not len(cliff) else f"; before: {var('before', cliff)['ttft_mdape']:.1f} %." if before_h else ".")),
+        "",
+        (f"All {len(main)} rows with a recorded concurrency (training and held-out together, the training rows "
+         f"in-sample): TPOT {errors(main)['tpot_mdape']:.1f} % (signed {errors(main)['tpot_median_err']:+.1f} %), "
+         f"TTFT {errors(main)['ttft_mdape']:.1f} % (signed {errors(main)['ttft_median_err']:+.1f} %)"
+         + (f"; before: TPOT {var('before', main)['tpot_mdape']:.1f} % (signed "
+            f"{var('before', main)['tpot_median_err']:+.1f} %), TTFT {var('before', main)['ttft_mdape']:.1f} % "
+            f"(signed {var('before', main)['ttft_median_err']:+.1f} %)." if before_h else ".")),
         "",
         (f"The training rows ({et['rows']}, {', '.join(TRAIN_MODELS)}) are simulated with the same terms and shown "
          f"apart, in-sample: TPOT {et['tpot_mdape']:.1f} %, TTFT {et['ttft_mdape']:.1f} %. They say how well the "
@@ -175,12 +230,19 @@ def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variant
          "and a note that says so. Versions with data:"), "",
     ]
     lines += _terms_section()
+    lines += _factors_section()
     lines += [
         "",
         ("- **What the terms are.** A served step = compute scale x the profile's kernel time + step time + "
-         "per-sequence time x sequences (`sim.cost_model.ServingOverhead`); a response reaches the client after "
-         "the response latency (fitted on the training rows' TTFT as a constant beside a term proportional to the "
-         "profile's prefill, which absorbs the training model's own prefill shortfall and is not kept); a request "
+         "per-sequence time x sequences (`sim.cost_model.ServingOverhead`). All training rows are fitted in one "
+         "least squares: a step time per vLLM version, one per-sequence time, and a kernel-time factor per "
+         "training model and GPU. That factor is a nuisance (a model's own kernel error, e.g. Qwen3's q/k norms "
+         "missing from the composed profile, must not become engine time carried to other models); what is kept "
+         "is per GPU, the median of the training models' factors on that GPU (the kernel tables of one system "
+         "share its measurement conditions), and the overall median for GPUs without training rows. A response "
+         "reaches the client after the response latency (fitted on the training rows' TTFT as a constant beside "
+         "a term per training model and GPU proportional to the profile's prefill, its own prefill shortfall, not "
+         "kept); a request "
          "reaches the engine after a random delay (exponential, the mean above, its own seeded stream). The profiles are composed from per-operator kernel tables and carry no engine "
          "time (`lower_bound: true`), so `cost_model: auto` and `cost_model: {profile: ...}` add these terms to "
          "them; a profile measured against a real server (the CPU profile) keeps its own."),
@@ -234,6 +296,15 @@ def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variant
     lines += ["", "By vLLM version (as recorded; the terms used in brackets):", ""]
     lines += rollup_markdown(rollup(held.assign(version=held["backend_version"] + " (" + held["terms_version"] + ")"),
                                     ["version"]), ["version"])
+    lines += ["", "By GPU:", ""]
+    lines += rollup_markdown(rollup(held, ["gpu"]), ["gpu"])
+    lines += ["", "By model:", ""]
+    lines += rollup_markdown(rollup(held, ["model"]), ["model"])
+    lines += ["", "By concurrency (bins):", ""]
+    lines += rollup_markdown(rollup(held.assign(concurrency_bin=pd.cut(held["concurrency"], [0, 8, 32, 128, 4096],
+                                                                       labels=["1-8", "9-32", "33-128", ">128"]
+                                                                       ).astype(str)), ["concurrency_bin"]),
+                             ["concurrency_bin"])
     lines += ["", "## Training rows (in-sample: the terms were fitted on them)", ""]
     lines += rollup_markdown(rollup(train, ["gpu", "model", "dtype", "tp"]), ["gpu", "model", "dtype", "tp"])
     lines += ["", "TPOT gap = measured TPOT - predicted TPOT, ms per output token.", "",
@@ -245,6 +316,7 @@ def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variant
               variant_line("kernels only, clients out of phase (no engine terms)", kspread_h),
               variant_line("engine terms, clients in lockstep (start together, no request jitter)", lock_h),
               variant_line("seed 1 (another draw of the client starts and the request jitter)", seed_h),
+              variant_line(f"before: {before_note}", before_h),
               variant_line("TTFT vs the simulated P50 instead of the mean",
                            {**e, "ttft_mdape": held["ttft_p50_err_pct"].abs().median(),
                             "ttft_median_err": held["ttft_p50_err_pct"].median()}),
@@ -252,29 +324,32 @@ def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variant
                                                    "ttft_median_err": held["ttft_all_err_pct"].median()})]
     if len(fp8_held):
         lines.append(variant_line("fp8 rows with an fp8 KV cache (2x the KV tokens)", var("fp8_kv", fp8_held)))
+    lines = [ln for ln in lines if ln is not None]
     lines += ["", "## Misses (held-out rows beyond "
               f"{MISS_TPOT_PCT:.0f} % TPOT or {MISS_TTFT_PCT:.0f} % TTFT) and their causes", ""]
     if len(misses):
-        lines += ["| setup | TTFT err % | TPOT err % | TPOT kernels-only err % | cause |", "|---|---:|---:|---:|---|"]
-        for r in misses.itertuples(index=False):
+        m = misses.assign(cause=[cause(r) for r in misses.itertuples(index=False)])
+        lines += ["By setup and cause (rows; median signed errors):", "",
+                  "| GPU | model | dtype | cause | rows | TTFT err % | TPOT err % |", "|---|---|---|---|---:|---:|---:|"]
+        for (gpu, model, dtype, why), g in m.groupby(["gpu", "model", "dtype", "cause"], sort=True):
+            lines.append(f"| {gpu} | {model} | {dtype} | {why} | {len(g)} | {g['ttft_err_pct'].median():+.1f} | "
+                         f"{g['tpot_err_pct'].median():+.1f} |")
+        lines += ["", "Every miss:", "",
+                  "| setup | GPU | vLLM | TTFT err % | TPOT err % | TPOT kernels-only err % | cause |",
+                  "|---|---|---|---:|---:|---:|---|"]
+        for r in m.itertuples(index=False):
             kern = 100 * (r.kernels_tpot_ms - r.tpot_ms) / r.tpot_ms
-            lines.append(f"| {r.setup} | {r.ttft_err_pct:+.1f} | {r.tpot_err_pct:+.1f} | {kern:+.1f} | {cause(r)} |")
+            lines.append(f"| {r.setup} | {r.gpu} | {r.backend_version} | {r.ttft_err_pct:+.1f} | {r.tpot_err_pct:+.1f} | "
+                         f"{_f(kern, sign=True)} | {r.cause} |")
     else:
         lines.append("None.")
-    gap_by_model = main.assign(kgap=main["tpot_ms"] - main["kernels_tpot_ms"]).groupby("model")["kgap"]
-    lines += ["", ("Measured TPOT - kernels-only TPOT by model (what the engine terms must supply), median "
-                   "(10th-90th percentile): " + "; ".join(
-                       f"{m} {g.median():.2f} ms ({g.quantile(0.1):.2f} to {g.quantile(0.9):.2f})"
-                       for m, g in gap_by_model) +
-                   ". One set of terms per engine version cannot be right for models whose gaps differ; the "
-                   "difference is model-specific kernel time the composed profiles miss (e.g. Qwen3's q/k norms), "
-                   "not engine time, and it is what the held-out TPOT error measures. Two ways forward: fit on "
-                   "more models (as profiles for more GPUs and models land, add models to TRAIN_MODELS and keep "
-                   "others held out), and per deployment `servesim calibrate observe` (fits a profile's own terms "
-                   "on `vllm bench serve --save-result` files; tests/test_observe.py does it on these "
-                   "Llama-3.1-70B rows)."), "",
-              "## Every row", "",
-              "† concurrency not recorded (batch_size used; not in the summaries).", ""]
+    if kern_h:
+        gap_by_model = main.assign(kgap=main["tpot_ms"] - main["kernels_tpot_ms"]).groupby("model")["kgap"]
+        lines += ["", ("Measured TPOT - kernels-only TPOT by model (what the engine terms and the kernel factor must "
+                       "supply), median (10th-90th percentile): " + "; ".join(
+                           f"{m} {g.median():.2f} ms ({g.quantile(0.1):.2f} to {g.quantile(0.9):.2f})"
+                           for m, g in gap_by_model) + ".")]
+    lines += ["", "## Every row", "", "† concurrency not recorded (batch_size used; not in the summaries).", ""]
     lines += rows_markdown(res)
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(lines) + "\n")

@@ -2,6 +2,7 @@
 
     python benchmarks/validate_silicon.py                 # every usable row; rewrites docs/validation_gpu.md
     python benchmarks/validate_silicon.py --limit 6 --doc ''   # a quick look, no doc
+    python benchmarks/validate_silicon.py --variants kernels    # the doc with one sensitivity run (faster)
 
 Every vLLM row that a SHIPPED profile covers (calibration/silicon.py: same GPU, model, TP and
 weight dtype) is simulated as the same closed loop — `concurrency` clients, no think time,
@@ -16,6 +17,7 @@ simulated too and shown apart, marked in-sample. The report is benchmarks/silico
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from dataclasses import replace
@@ -48,7 +50,7 @@ def split_of(row: Row) -> str:
 def _lockstep_cost(row: Row) -> ProfileCostModel:
     """The row's profile and engine terms with no client -> engine delay (every request reaches the
     engine the instant it is sent: equal clients stay in lockstep)."""
-    terms = engine_terms("vllm", engine_version(row))
+    terms = engine_terms("vllm", engine_version(row), gpu=row.gpu)
     return ProfileCostModel(load_profile(row.profile).coefficients, replace(terms.overhead, request_jitter_s=0.0))
 
 
@@ -80,6 +82,18 @@ def validate(rows: list[Row], kv_dtype: str | None = None, spread: float = 0.0, 
     return pd.DataFrame(out)
 
 
+_quiet = lambda m: None  # noqa: E731
+# Sensitivity runs beside the main one: name -> rows -> results (benchmarks/silicon_report.py shows them).
+VARIANTS = {
+    "kernels": lambda rows: validate(rows, engine=False, lockstep=True, log=_quiet),  # what shipped before
+    "kernels_spread": lambda rows: validate(rows, engine=False, log=_quiet),
+    "lockstep": lambda rows: validate(rows, lockstep=True, log=_quiet),
+    "seed1": lambda rows: validate(rows, seed=1, log=_quiet),
+    "fp8_kv": lambda rows: validate([r for r in rows if r.dtype == "fp8" and r.kv_dtype != "fp8"], kv_dtype="fp8",
+                                    log=_quiet),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     from silicon_report import headline, rollup, write_doc
 
@@ -87,19 +101,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, help="only the first N usable rows (a quick look; implies --doc '')")
     ap.add_argument("--doc", default=str(DOC), help="markdown report to write ('' for none)")
     ap.add_argument("--csv", default="", help="also write the per-row results to this CSV")
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help=f"comma-separated sensitivity runs to add (each simulates every row again; the doc leaves "
+                         f"out what is not run): {', '.join(VARIANTS)}; '' for none")
+    ap.add_argument("--variants-rows", choices=("all", "held-out"), default="all",
+                    help="the rows the sensitivity runs simulate (the doc summarises them on held-out rows only)")
+    ap.add_argument("--before", default="", metavar="CSV",
+                    help="an earlier run's --csv (e.g. with the previous engine terms), shown as 'before' in the doc")
+    ap.add_argument("--before-note", default="an earlier run", help="what --before was (one phrase, for the doc)")
     args = ap.parse_args(argv)
+    chosen = [v for v in args.variants.split(",") if v]
+    bad = sorted(set(chosen) - set(VARIANTS))
+    if bad:
+        ap.error(f"--variants: unknown {bad}; allowed {list(VARIANTS)}")
     t0 = time.perf_counter()
     rows, skipped = read_rows()
     if args.limit:
         rows, args.doc = rows[: args.limit], ""
     print(f"{len(rows)} rows to simulate; skipped:\n{skipped.to_string(index=False)}")
     res = validate(rows)
-    quiet = lambda m: None
-    variants = {"kernels": validate(rows, engine=False, lockstep=True, log=quiet),
-                "kernels_spread": validate(rows, engine=False, log=quiet),
-                "lockstep": validate(rows, lockstep=True, log=quiet),
-                "seed1": validate(rows, seed=1, log=quiet),
-                "fp8_kv": validate([r for r in rows if r.dtype == "fp8"], kv_dtype="fp8", log=quiet)}
+    vrows = rows if args.variants_rows == "all" else [r for r in rows if split_of(r) == "held-out"]
+    variants = {name: VARIANTS[name](vrows) for name in chosen}
+    if args.before:
+        variants["before"] = pd.read_csv(args.before)
     wall = time.perf_counter() - t0
     with pd.option_context("display.width", 200, "display.max_rows", 500):
         main_rows = res[res["concurrency_recorded"]]
@@ -108,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.csv:
         res.to_csv(args.csv, index=False)
     if args.doc:
-        command = "python benchmarks/validate_silicon.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
-        write_doc(res, skipped, rows, variants, command, wall, Path(args.doc))
+        command = shlex.join(["python", "benchmarks/validate_silicon.py", *(argv or sys.argv[1:])])
+        write_doc(res, skipped, rows, variants, command, wall, Path(args.doc), before_note=args.before_note)
         print(f"wrote {args.doc}")
     return 0
 

@@ -8,26 +8,33 @@ TRAIN_MODELS only, and every other model's rows are held out for the validation
 (benchmarks/validate_silicon.py), which reports the error of exactly these terms on them.
 No row is both fitted and reported.
 
-For each vLLM version that training rows record, three stages, each simulating every
-training row as servesim does in the validation (closed loop, constant lengths):
+All training rows are fitted together (one least squares over every model and version), each
+simulated as servesim does in the validation (closed loop, constant lengths), in three stages:
 
-1. TPOT: the engine's per-step and per-sequence time on top of the composed profile's kernels
-   (ServingOverhead: t = t_profile + step + per_seq * seqs), least squares on
-   log(predicted / measured TPOT) with a soft-L1 loss. The compute scale stays 1: engine time is
-   CPU time beside the kernels, while a scale on the kernels would carry the training model's own
-   kernel-time error (Qwen3's norms and the like) to every other model. (Disclosed: a first fit
-   with a free scale gave 1.11 on Qwen3-32B and moved the held-out Llama-3.1-70B TPOT from -4 % to
-   +15 % median; that result, seen on held-out rows, is why this was re-examined.)
+1. TPOT: the engine's per-step time per vLLM version and per-sequence time (shared) on top of the
+   composed profile's kernels (ServingOverhead: t = s * t_profile + step_version + per_seq * seqs),
+   least squares on log(predicted / measured TPOT) with a soft-L1 loss. `s`, one factor per training
+   model on each GPU, is a nuisance: the kernel time a model's composed profile misses or adds
+   (Qwen3's q/k norms, an MoE kernel unlike its table) is that model's, and without it the engine
+   terms absorb it and carry it to every other model. (Disclosed: terms fitted on Qwen3-32B alone
+   with no such factor put the held-out models' TPOT +13 % high in median.) What is kept is per GPU:
+   the median of the training models' factors on that GPU (the kernel tables of one system are
+   measured under the same conditions, so their bias is the GPU's), and their overall median for
+   GPUs without training rows (`compute_scale_by_gpu` and each version's `compute_scale`); a factor
+   at its bound (SCALE_BOUNDS) is not an estimate and is left out of those medians.
 2. TTFT: the client -> engine delay (its mean; exponential per request, seeded) on a fixed
-   grid, and for each a response latency (a constant per request: the engine's) together with
-   a nuisance proportional to the profile's prefill time (the training model's own prefill
+   grid, and for each a response latency (a constant per request: the engine's, shared) with a
+   nuisance per training model proportional to its profile's prefill time (its own prefill
    shortfall, not kept); the jitter with the lowest cost and its latency;
-3. the roofline's fixed per-step and per-sequence cost, refitted on the same TPOT rows with
-   the roofline's default efficiencies (RooflineParams), so the analytic model's constant is
-   measured too.
+3. the roofline's fixed per-step and per-sequence cost, refitted on training rows with the
+   roofline's default efficiencies (RooflineParams), so the analytic model's constant is measured too.
 
-Rows whose measured TTFT shows queueing for KV blocks (> QUEUEING_TTFT_S) or that the
-simulation predicts KV-bound are left out of the fit: KV capacity is another model's job.
+A version's step is fitted only on its own rows; where one training model alone records a
+version, that version's step carries whatever of the model's gap the shared terms and its factor
+leave (the provenance lists the models per version). Rows whose measured TTFT shows queueing for
+KV blocks (> QUEUEING_TTFT_S) or that the simulation predicts KV-bound are left out of the fit:
+KV capacity is another model's job. At most ROWS_PER_SETUP rows per setup are fitted (spread over
+concurrency), so that no setup with many rows dominates and the fit runs in minutes.
 """
 from __future__ import annotations
 
@@ -35,7 +42,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,30 +53,41 @@ from sim.cost_model import ProfileCostModel, RooflineCostModel, RooflineParams, 
 
 from .engine_terms import TERM_NAMES, terms_path
 from .profile import load_profile
-from .silicon import (CSV_NAME, DEFAULT_KV_DTYPE, KV_BOUND_PEAK, PACKAGE, Row, lone_prefill_ms, package_version,
-                      read_rows, simulate_row)
+from .silicon import CSV_NAME, KV_BOUND_PEAK, PACKAGE, Row, lone_prefill_ms, package_version, read_rows, simulate_row
 
-# The split. Training: Qwen3-32B (bf16, vLLM 0.12.0 recorded on every row). Held out: every other
-# model a shipped profile covers (Llama-3.1-70B fp8 today; new profiles are held out by default).
-TRAIN_MODELS = ("qwen3-32b",)
+# The split, by model. Training: a dense model at two sizes and a mixture of experts, covering vLLM
+# 0.12.0 (Qwen3-32B on H100, Llama-3.1-8B FP8 on H200) and 0.16.0 ... 0.19.0 plus a nightly
+# (MiniMax-M2.5 on H100, H200, B200). Held out, never fitted: Llama-3.1-70B (H100, H200, B200; the
+# issue's H100 slice), gpt-oss-120b (H100, H200, B200) and Qwen3-235B-A22B (H200): a dense model
+# and two mixtures of experts of other sizes, routings and checkpoint formats.
+TRAIN_MODELS = ("llama-3.1-8b", "minimax-m2.5", "qwen3-32b")
 QUEUEING_TTFT_S = 2.0  # a measured TTFT above this is requests waiting for KV blocks, not engine time
-JITTER_GRID_MS = (0.0, 2.0, 5.0, 10.0, 20.0)  # client -> engine delay means tried (stage 2)
-FIT_WAVES, FIT_MIN, FIT_MAX = 4, 40, 512  # requests per row in the fit: clamp(4 * concurrency, 40, 512)
+JITTER_GRID_MS = (0.0, 5.0, 10.0, 20.0)  # client -> engine delay means tried (stage 2)
+FIT_WAVES, FIT_MIN, FIT_MAX = 4, 40, 192  # requests per row in the fit: clamp(4 * concurrency, 40, 192)
+ROWS_PER_SETUP = 4  # training rows kept per (model, GPU, dtype, TP, ISL/OSL, version), spread over concurrency
+ROOFLINE_ROWS = 40  # training rows the roofline's fixed cost is refitted on (stage 3), every k-th
+SCALE_BOUNDS = (0.5, 2.5)  # a training model's kernel-time factor (stage 1's nuisance)
+STAGE1_ITERATIONS = 1  # TPOT is linear in every stage-1 parameter but for batching effects: one linearisation
 SEED = 0
 
 
 def fit_requests(row: Row) -> int:
-    return int(min(max(FIT_WAVES * row.concurrency, FIT_MIN), FIT_MAX))
+    """clamp(FIT_WAVES x concurrency, FIT_MIN, FIT_MAX), and two waves at least (the first is warm-up)."""
+    return int(max(min(max(FIT_WAVES * row.concurrency, FIT_MIN), FIT_MAX), 2 * row.concurrency))
 
 
 @dataclass(frozen=True)
 class Fit:
-    overhead: ServingOverhead
+    overhead: dict[str, ServingOverhead]  # per vLLM version
     roofline: dict[str, float]
-    rows: list[str]  # ids of the rows fitted
+    rows: dict[str, list[str]]  # per version: ids of the rows fitted
+    models: dict[str, list[str]]  # per version: the training models of its rows
+    gpus: dict[str, list[str]]
     excluded: list[str]  # training rows left out (queueing / KV-bound), with why
-    prefill_shortfall: float  # stage 2's nuisance: the training model's extra TTFT per ms of profile prefill
-    tpot_mdape_pct: float  # on the training rows (in-sample: the held-out error is the validation's)
+    model_scale: dict[str, float]  # stage 1's nuisance per training model and GPU
+    gpu_scale: dict[str, float]  # kept: per GPU, the median of its training models' factors
+    prefill_shortfall: dict[str, float]  # stage 2's nuisance per training model
+    tpot_mdape_pct: float  # on the training rows, with the nuisances (in-sample)
     ttft_mdape_pct: float
     roofline_tpot_mdape_pct: float
 
@@ -80,7 +98,7 @@ def _profile_cost(row: Row, ov: ServingOverhead | None) -> ProfileCostModel:
 
 def _roofline_cost(row: Row, step_s: float, per_seq_s: float) -> RooflineCostModel:
     return RooflineCostModel(resolve_model(row.model, "model"), resolve_gpu(row.gpu, "gpu"), tp=row.tp,
-                             weight_dtype=row.dtype, kv_dtype=DEFAULT_KV_DTYPE,
+                             weight_dtype=row.dtype, kv_dtype=row.kv_dtype,
                              params=RooflineParams(step_overhead_s=step_s, per_seq_overhead_s=per_seq_s))
 
 
@@ -89,15 +107,30 @@ def _sim(row: Row, cost) -> dict:
 
 
 def linearised_fit(f, measured: np.ndarray, x0: np.ndarray, h: np.ndarray, lower: np.ndarray,
-                   upper: np.ndarray, iterations: int = 2) -> np.ndarray:
+                   upper: np.ndarray, iterations: int = 2, groups: list[list[int]] | None = None,
+                   depends: np.ndarray | None = None) -> np.ndarray:
     """x within bounds minimising the soft-L1 cost of log(f(x) / measured), where f simulates every
-    row (slow): f is linearised around the current x by forward differences (len(x) + 1
-    simulations), the surrogate is solved exactly, and that repeats `iterations` times. The
-    engine terms enter a step's time linearly, so the surrogate is close to exact."""
+    row (slow): f is linearised around the current x by forward differences, the surrogate is solved
+    exactly, and that repeats `iterations` times. The engine terms enter a step's time linearly, so
+    the surrogate is close to exact.
+
+    `groups` (default: one per parameter) are parameters perturbed together in one simulation of
+    every row; `depends` (rows x parameters, 0/1) says which parameters each row depends on, so a
+    group's difference is credited to its members a row depends on. A group must hold parameters of
+    which each row depends on one at most (one step per version, one factor per model)."""
     x = np.asarray(x0, dtype=float)
+    groups = groups or [[i] for i in range(len(x))]
     for _ in range(iterations):
         f0 = f(x)
-        J = np.column_stack([(f(x + h * np.eye(len(x))[i]) - f0) / h[i] for i in range(len(x))])
+        J = np.zeros((len(f0), len(x)))
+        for g in groups:
+            dx = np.zeros(len(x))
+            dx[g] = h[g]
+            df = f(x + dx) - f0
+            for i in g:
+                J[:, i] = df / h[i]
+        if depends is not None:
+            J = J * depends
 
         def res(z, f0=f0, J=J, x=x):
             return np.log(np.maximum(f0 + J @ (z - x), 1e-9) / measured)
@@ -107,82 +140,137 @@ def linearised_fit(f, measured: np.ndarray, x0: np.ndarray, h: np.ndarray, lower
     return x
 
 
-def fit_version(rows: list[Row], log=print, stage1=None) -> Fit:
-    """The three stages (module docstring) on `rows`, all of one vLLM version."""
-    # Which rows queue for KV blocks: measured (TTFT) or predicted (peak KV use, kernels only).
+def thin(rows: list[Row], per_setup: int = ROWS_PER_SETUP) -> list[Row]:
+    """At most `per_setup` rows of each setup (model, GPU, dtype, TP, lengths, version), evenly spread
+    over its concurrencies (lowest and highest kept)."""
+    setups: dict[tuple, list[Row]] = {}
+    for r in rows:
+        setups.setdefault((r.model, r.gpu, r.dtype, r.tp, r.expert_parallel, r.isl, r.osl, r.backend_version),
+                          []).append(r)
+    out = []
+    for group in setups.values():
+        group.sort(key=lambda r: (r.concurrency, r.id))
+        idx = np.unique(np.round(np.linspace(0, len(group) - 1, min(per_setup, len(group)))).astype(int))
+        out += [group[i] for i in idx]
+    return sorted(out, key=lambda r: r.id)
+
+
+def kept_factors(factors: dict[tuple[str, str], float]) -> tuple[dict[str, float], float]:
+    """(per GPU, elsewhere) kernel-time factors to keep from the training models' (model, GPU) factors:
+    medians, leaving out factors at their bounds (SCALE_BOUNDS), which are not estimates but a profile
+    off by more than the bounds allow. All at bounds: the plain medians."""
+    free = {k: f for k, f in factors.items() if SCALE_BOUNDS[0] + 1e-6 < f < SCALE_BOUNDS[1] - 1e-6} or factors
+    gpus = sorted({g for _, g in factors})
+    by_gpu = {g: float(np.median([f for (_, gg), f in free.items() if gg == g])) for g in gpus
+              if any(gg == g for _, gg in free)}
+    return by_gpu, float(np.median(list(free.values())))
+
+
+def fit_rows(rows: list[Row], log=print, stage1: np.ndarray | None = None) -> Fit:
+    """The three stages (module docstring) on the training rows `rows` (every version at once).
+    `stage1`: stage 1's x from an earlier run of the same rows (steps per version, per-seq, factors
+    per (model, GPU), in fit order) instead of fitting it again."""
     keep, excluded = [], []
     for r in rows:
         if r.ttft_ms / 1e3 > QUEUEING_TTFT_S:
-            excluded.append(f"{r.setup}: measured TTFT {r.ttft_ms / 1e3:.1f} s (queueing)")
-            continue
-        if _sim(r, _profile_cost(r, None))["kv_peak"] >= KV_BOUND_PEAK:
-            excluded.append(f"{r.setup}: KV-bound in the simulation")
-            continue
-        keep.append(r)
-    log(f"  {len(keep)} rows fitted, {len(excluded)} left out")
+            excluded.append(f"{r.setup} ({r.gpu}): measured TTFT {r.ttft_ms / 1e3:.1f} s (queueing)")
+        elif _sim(r, _profile_cost(r, None))["kv_peak"] >= KV_BOUND_PEAK:
+            excluded.append(f"{r.setup} ({r.gpu}): KV-bound in the simulation")
+        else:
+            keep.append(r)
+    versions = sorted({r.backend_version for r in keep})
+    models = sorted({(r.model, r.gpu) for r in keep})  # one kernel factor per training model on each GPU
+    log(f"  {len(keep)} rows fitted, {len(excluded)} left out; versions {versions}; models {models}")
     tpot = np.array([r.tpot_ms for r in keep])
     ttft = np.array([r.ttft_ms for r in keep])
+    nv, nm = len(versions), len(models)
+    vi = np.array([versions.index(r.backend_version) for r in keep])
+    mi = np.array([models.index((r.model, r.gpu)) for r in keep])
 
-    # Stage 1: TPOT. x = (step ms, per-seq us); the jitter is a first guess here (it barely moves
-    # TPOT) and refined in stage 2.
+    # Stage 1: x = (step ms per version..., per-seq us, scale per model...). The jitter is a first
+    # guess here (it barely moves TPOT) and refined in stage 2.
     jitter0 = 2e-3
 
-    def ov_of(x, jitter=jitter0, latency=0.0):
-        return ServingOverhead(compute_scale=1.0, step_overhead_s=float(x[0]) * 1e-3,
-                               per_seq_overhead_s=float(x[1]) * 1e-6, host_per_seq_s=0.0,
-                               response_latency_s=latency, request_jitter_s=jitter)
+    def ov_for(x, i, jitter=jitter0, latency=0.0, scale=None):
+        return ServingOverhead(compute_scale=float(x[nv + 1 + mi[i]]) if scale is None else scale,
+                               step_overhead_s=float(x[vi[i]]) * 1e-3, per_seq_overhead_s=float(x[nv]) * 1e-6,
+                               host_per_seq_s=0.0, response_latency_s=latency, request_jitter_s=jitter)
 
     def tpot_of(x):
-        ov = ov_of(x)
-        return np.array([_sim(r, _profile_cost(r, ov))["pred_tpot_ms"] for r in keep])
+        return np.array([_sim(r, _profile_cost(r, ov_for(x, i)))["pred_tpot_ms"] for i, r in enumerate(keep)])
 
+    depends = np.zeros((len(keep), nv + 1 + nm))
+    depends[np.arange(len(keep)), vi] = 1
+    depends[:, nv] = 1
+    depends[np.arange(len(keep)), nv + 1 + mi] = 1
     t0 = time.perf_counter()
-    x = np.asarray(stage1, dtype=float) if stage1 is not None else linearised_fit(tpot_of, tpot, x0=np.array([1.0, 20.0]), h=np.array([0.5, 10.0]),
-                       lower=np.array([0.0, 0.0]), upper=np.array([20.0, 500.0]))
-    log(f"  stage 1 (TPOT): step {x[0]:.3f} ms, per-seq {x[1]:.1f} us; "
-        f"{time.perf_counter() - t0:.0f} s")
+    x = np.asarray(stage1, dtype=float) if stage1 is not None else linearised_fit(tpot_of, tpot, x0=np.r_[np.full(nv, 1.0), 20.0, np.full(nm, 1.0)],
+                       h=np.r_[np.full(nv, 0.5), 10.0, np.full(nm, 0.05)],
+                       lower=np.r_[np.zeros(nv), 0.0, np.full(nm, SCALE_BOUNDS[0])],
+                       upper=np.r_[np.full(nv, 20.0), 500.0, np.full(nm, SCALE_BOUNDS[1])],
+                       groups=[list(range(nv)), [nv], list(range(nv + 1, nv + 1 + nm))], depends=depends,
+                       iterations=STAGE1_ITERATIONS)
+    scale = {f"{m} on {g}": float(x[nv + 1 + j]) for j, (m, g) in enumerate(models)}
+    gpu_scale, kept_scale = kept_factors({mg: float(x[nv + 1 + j]) for j, mg in enumerate(models)})
+    log(f"  stage 1 (TPOT): step {dict(zip(versions, np.round(x[:nv], 3)))} ms, per-seq {x[nv]:.1f} us, "
+        f"kernel factors {({m: round(s, 3) for m, s in scale.items()})} (kept: per GPU {gpu_scale}, else median "
+        f"{kept_scale:.3f}); {time.perf_counter() - t0:.0f} s")
 
-    # Stage 2: TTFT. measured = predicted(jitter, no latency) + latency + k * lone prefill: the
-    # latency is the engine's (a constant per request); k * lone prefill is the training model's own
-    # prefill shortfall (its profile's prefill kernels), fitted as a nuisance and not kept, since it
-    # would not carry to another model. For each jitter on the grid: simulate once, fit (latency, k)
-    # by soft-L1 least squares on log ratios; keep the jitter with the lowest cost.
+    # Stage 2: TTFT. measured = predicted(jitter, no latency) + latency + k_model * lone prefill: the
+    # latency is the engine's (a constant per request); k_model * lone prefill is a training model's own
+    # prefill shortfall, fitted as a nuisance and not kept. For each jitter on the grid: simulate once,
+    # fit (latency, k per model) by soft-L1 least squares on log ratios; keep the jitter with the lowest cost.
     lone = np.array([lone_prefill_ms(r) for r in keep])
+    onehot = np.eye(nm)[mi]
     best = None
     for j_ms in JITTER_GRID_MS:
-        ov = ov_of(x, jitter=j_ms * 1e-3)
-        pred = np.array([_sim(r, _profile_cost(r, ov))["pred_ttft_ms"] for r in keep])
+        pred = np.array([_sim(r, _profile_cost(r, ov_for(x, i, jitter=j_ms * 1e-3)))["pred_ttft_ms"]
+                         for i, r in enumerate(keep)])
 
         def res(z, pred=pred):
-            return np.log(np.maximum(pred + z[0] + z[1] * lone, 1e-6) / ttft)
+            return np.log(np.maximum(pred + z[0] + (onehot @ z[1:]) * lone, 1e-6) / ttft)
 
-        sol = least_squares(res, np.array([10.0, 0.5]), bounds=([0.0, -1.0], [500.0, 10.0]), loss="soft_l1",
-                            f_scale=0.3, x_scale=np.array([10.0, 0.5]))
-        log(f"  stage 2: jitter {j_ms:g} ms -> latency {sol.x[0]:.1f} ms, prefill shortfall x{sol.x[1]:.2f}, "
-            f"cost {sol.cost:.3f}")
+        sol = least_squares(res, np.r_[10.0, np.full(nm, 0.5)], bounds=(np.r_[0.0, np.full(nm, -1.0)],
+                                                                        np.r_[500.0, np.full(nm, 10.0)]),
+                            loss="soft_l1", f_scale=0.3, x_scale=np.r_[10.0, np.full(nm, 0.5)])
+        log(f"  stage 2: jitter {j_ms:g} ms -> latency {sol.x[0]:.1f} ms, prefill shortfall "
+            f"{dict(zip(scale, np.round(sol.x[1:], 2)))}, cost {sol.cost:.3f}")
         if best is None or sol.cost < best[0]:
-            best = (sol.cost, j_ms, float(sol.x[0]), float(sol.x[1]))
+            best = (sol.cost, j_ms, float(sol.x[0]), sol.x[1:])
     _, j_ms, lat_ms, shortfall = best
-    overhead = ov_of(x, jitter=j_ms * 1e-3, latency=lat_ms * 1e-3)
 
-    # In-sample errors of the final terms (for the provenance; the held-out error is the validation's).
-    final = [_sim(r, _profile_cost(r, overhead)) for r in keep]
+    # In-sample errors with the nuisances (for the provenance; the held-out error is the validation's).
+    final = [_sim(r, _profile_cost(r, ov_for(x, i, jitter=j_ms * 1e-3, latency=lat_ms * 1e-3)))
+             for i, r in enumerate(keep)]
     tpot_err = np.abs(np.array([f["pred_tpot_ms"] for f in final]) / tpot - 1) * 100
-    ttft_err = np.abs(np.array([f["pred_ttft_ms"] for f in final]) / ttft - 1) * 100
+    ttft_pred = np.array([f["pred_ttft_ms"] for f in final]) + (onehot @ shortfall) * lone
+    ttft_err = np.abs(ttft_pred / ttft - 1) * 100
 
-    # Stage 3: the roofline's fixed per-step and per-sequence cost on the same TPOT rows.
+    # Stage 3: the roofline's fixed per-step and per-sequence cost on every k-th training row.
+    roof_rows = keep[:: max(1, len(keep) // ROOFLINE_ROWS)]
+    roof_meas = np.array([r.tpot_ms for r in roof_rows])
+
     def roof_tpot(y):
-        return np.array([_sim(r, _roofline_cost(r, y[0] * 1e-3, y[1] * 1e-6))["pred_tpot_ms"] for r in keep])
+        return np.array([_sim(r, _roofline_cost(r, y[0] * 1e-3, y[1] * 1e-6))["pred_tpot_ms"] for r in roof_rows])
 
-    y = linearised_fit(roof_tpot, tpot, x0=np.array([3.0, 20.0]), h=np.array([0.5, 10.0]),
+    y = linearised_fit(roof_tpot, roof_meas, x0=np.array([3.0, 20.0]), h=np.array([0.5, 10.0]),
                        lower=np.array([0.0, 0.0]), upper=np.array([30.0, 500.0]))
-    roof_err = np.abs(roof_tpot(y) / tpot - 1) * 100
-    log(f"  stage 3 (roofline): step {y[0]:.3f} ms, per-seq {y[1]:.1f} us, "
+    roof_err = np.abs(roof_tpot(y) / roof_meas - 1) * 100
+    log(f"  stage 3 (roofline, {len(roof_rows)} rows): step {y[0]:.3f} ms, per-seq {y[1]:.1f} us, "
         f"TPOT median |err| {np.median(roof_err):.1f} %")
+    overhead = {v: ServingOverhead(compute_scale=kept_scale, step_overhead_s=float(x[k]) * 1e-3,
+                                   per_seq_overhead_s=float(x[nv]) * 1e-6, host_per_seq_s=0.0,
+                                   response_latency_s=lat_ms * 1e-3, request_jitter_s=j_ms * 1e-3)
+                for k, v in enumerate(versions)}
+    by_v = {v: [r for r in keep if r.backend_version == v] for v in versions}
     return Fit(overhead=overhead, roofline={"step_overhead_s": float(y[0]) * 1e-3,
                                             "per_seq_overhead_s": float(y[1]) * 1e-6},
-               rows=[r.id for r in keep], excluded=excluded, prefill_shortfall=shortfall, tpot_mdape_pct=float(np.median(tpot_err)),
-               ttft_mdape_pct=float(np.median(ttft_err)), roofline_tpot_mdape_pct=float(np.median(roof_err)))
+               rows={v: [r.id for r in rs] for v, rs in by_v.items()},
+               models={v: sorted({r.model for r in rs}) for v, rs in by_v.items()},
+               gpus={v: sorted({r.gpu for r in rs}) for v, rs in by_v.items()}, excluded=excluded,
+               model_scale=scale, gpu_scale=gpu_scale, prefill_shortfall=dict(zip(scale, map(float, shortfall))),
+               tpot_mdape_pct=float(np.median(tpot_err)), ttft_mdape_pct=float(np.median(ttft_err)),
+               roofline_tpot_mdape_pct=float(np.median(roof_err)))
 
 
 def split(rows: list[Row]) -> tuple[list[Row], list[Row]]:
@@ -191,46 +279,56 @@ def split(rows: list[Row]) -> tuple[list[Row], list[Row]]:
     return [r for r in usable if r.model in TRAIN_MODELS], [r for r in usable if r.model not in TRAIN_MODELS]
 
 
-def fit_all(log=print, stage1=None) -> dict:
+def fit_all(log=print, stage1: list[float] | None = None) -> dict:
     rows, _ = read_rows()
     train, held = split(rows)
-    versions = sorted({r.backend_version for r in train if r.backend_version != "not recorded"})
-    if not versions:
+    train = [r for r in train if r.backend_version != "not recorded"]
+    if not train:
         raise RuntimeError("no training rows with a recorded vLLM version")
+    fitted = thin(train)
+    log(f"{len(train)} training rows ({', '.join(TRAIN_MODELS)}), {len(fitted)} after thinning to "
+        f"{ROWS_PER_SETUP} per setup")
+    t0 = time.perf_counter()
+    fit = fit_rows(fitted, log, None if stage1 is None else np.asarray(stage1))
+    wall = round(time.perf_counter() - t0, 1)
     out: dict = {"engines": {"vllm": {"versions": {}}}}
-    counts = {}
-    for v in versions:
-        vrows = [r for r in train if r.backend_version == v]
-        log(f"vllm {v}: {len(vrows)} training rows ({', '.join(sorted({r.model for r in vrows}))})")
-        t0 = time.perf_counter()
-        fit = fit_version(vrows, log, stage1)
-        counts[v] = len(fit.rows)
-        ov = asdict(fit.overhead)
+    held_models = ", ".join(sorted({r.model for r in held})) or "none"
+    for v, ov in fit.overhead.items():
         out["engines"]["vllm"]["versions"][v] = {
-            **{k: round(ov[k], 9) for k in TERM_NAMES},
+            **{k: round(getattr(ov, k), 9) for k in TERM_NAMES},
             "roofline": {k: round(val, 9) for k, val in fit.roofline.items()},
             "provenance": {
-                "source": f"{PACKAGE} {package_version()} systems/{CSV_NAME}: measured vLLM {v} serving runs, "
+                "source": f"{PACKAGE} {package_version()} systems/{CSV_NAME}: measured vLLM serving runs, "
                           f"fitted by simulation (python -m calibration.engine_fit)",
                 "date": time.strftime("%Y-%m-%d"),
-                "split": f"by model: fitted on {', '.join(TRAIN_MODELS)}; held out: "
-                         f"{', '.join(sorted({r.model for r in held})) or 'none'} (benchmarks/validate_silicon.py "
-                         "reports the error there)",
-                "rows_used": len(fit.rows), "row_ids": fit.rows,
+                "split": f"by model: fitted on {', '.join(TRAIN_MODELS)}; held out: {held_models} "
+                         "(benchmarks/validate_silicon.py reports the error there)",
+                "rows_used": len(fit.rows[v]), "row_ids": fit.rows[v],
+                "models": fit.models[v], "gpus": fit.gpus[v],
+                "shared": "per-sequence time, compute scale, response latency, request jitter and the roofline entry "
+                          f"are fitted on every version's training rows together ({sum(map(len, fit.rows.values()))} "
+                          "rows); the per-step time on this version's rows",
+                "method": "stage 1: step per version, per-seq and one kernel-time factor per training model and "
+                          "GPU (a nuisance; kept: per GPU the median over its models, compute_scale_by_gpu, and the "
+                          "overall median as compute_scale) on log TPOT ratios (soft-L1 least squares "
+                          f"on a linearisation of the simulation, {STAGE1_ITERATIONS}x); stage 2: request jitter on the grid "
+                          f"{list(JITTER_GRID_MS)} ms and the response latency (with a prefill-shortfall nuisance "
+                          "per model) minimising soft-L1 log TTFT ratios; stage 3: the roofline's fixed step/per-seq "
+                          f"cost on {ROOFLINE_ROWS} training rows; at most {ROWS_PER_SETUP} rows per setup; "
+                          f"{FIT_WAVES} x concurrency requests per row (>= {FIT_MIN}, <= {FIT_MAX}, >= 2 x concurrency), seed {SEED}",
+                "training_model_kernel_factor": {m: round(s, 3) for m, s in fit.model_scale.items()},
+                "training_model_prefill_shortfall": {m: round(s, 3) for m, s in fit.prefill_shortfall.items()},
                 "rows_excluded": fit.excluded,
-                "models": sorted({r.model for r in vrows}), "gpus": sorted({r.gpu for r in vrows}),
-                "method": "stage 1: step/per-seq (compute scale held at 1) on log TPOT ratios (soft-L1 least squares on a linearisation of the simulation, twice); stage 2: "
-                          f"request jitter on the grid {list(JITTER_GRID_MS)} ms and the response latency "
-                          "minimising soft-L1 log TTFT ratios; stage 3: the roofline's fixed step/per-seq cost on "
-                          f"the TPOT rows (as stage 1); {FIT_WAVES} x concurrency requests per row (>= {FIT_MIN}, <= {FIT_MAX}), "
-                          f"seed {SEED}",
-                "training_model_prefill_shortfall": round(fit.prefill_shortfall, 3),
                 "fit_in_sample": {"tpot_median_abs_err_pct": round(fit.tpot_mdape_pct, 2),
                                   "ttft_median_abs_err_pct": round(fit.ttft_mdape_pct, 2),
                                   "roofline_tpot_median_abs_err_pct": round(fit.roofline_tpot_mdape_pct, 2)},
-                "wall_s": round(time.perf_counter() - t0, 1),
+                "wall_s": wall,
+                **({"stage1_reused": "stage 1's result taken from an earlier run of this code on the same rows "
+                                    f"(--stage1 {' '.join(f'{v:g}' for v in stage1)})"} if stage1 is not None else {}),
             }}
-    out["engines"]["vllm"]["default_version"] = max(counts, key=counts.get)
+    counts = {v: len(ids) for v, ids in fit.rows.items()}
+    out["engines"]["vllm"]["default_version"] = max(counts, key=lambda v: (counts[v], v))
+    out["engines"]["vllm"]["compute_scale_by_gpu"] = {g: round(f, 4) for g, f in fit.gpu_scale.items()}
     out["note"] = ("Written by `python -m calibration.engine_fit` (do not edit by hand). Terms added to composed "
                    "GPU profiles (calibration/engine_terms.py); the roofline entry is its fixed step cost.")
     return out
@@ -239,8 +337,9 @@ def fit_all(log=print, stage1=None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(terms_path()), help="where to write the terms ('' for nowhere)")
-    ap.add_argument("--stage1", nargs=2, type=float, metavar=("STEP_MS", "PER_SEQ_US"),
-                    help="reuse a stage-1 result instead of fitting it again (development)")
+    ap.add_argument("--stage1", nargs="+", type=float, metavar="X",
+                    help="reuse stage 1's result (steps per version, per-seq us, factors per model and GPU, in the "
+                         "order the log prints) instead of fitting it again")
     args = ap.parse_args(argv)
     data = fit_all(stage1=args.stage1)
     print(json.dumps({v: {k: e[k] for k in (*TERM_NAMES, "roofline")}

@@ -13,7 +13,11 @@ entry per engine version, fitted on measured serving runs by `python -m calibrat
                           "versions": {"0.12.0": {"step_overhead_s": ..., "per_seq_overhead_s": ...,
                                                   "compute_scale": ..., "response_latency_s": ...,
                                                   "request_jitter_s": ..., "roofline": {...},
-                                                  "provenance": {...}}}}}}
+                                                  "provenance": {...}}},
+                          "compute_scale_by_gpu": {"h100-sxm": ..., ...}}}}
+
+`compute_scale` multiplies a composed profile's kernel time: what such profiles miss on a GPU, fitted
+on the training models (per GPU where they ran on it; the version's `compute_scale` elsewhere).
 
 `engine_terms(name, version)` answers with the terms and, when the version has no data, a
 note saying which version's terms stand in for it.
@@ -73,6 +77,10 @@ def _read(path: str) -> dict[str, Any]:
                                       f"got {v!r}")
             if "source" not in entry.get("provenance", {}):
                 raise ConfigError(f"{p}: field 'engines.{name}.versions.{version}.provenance.source' is missing")
+        for gpu, f in eng.get("compute_scale_by_gpu", {}).items():
+            if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0.1 <= f <= 10:
+                raise ConfigError(f"{p}: field 'engines.{name}.compute_scale_by_gpu.{gpu}' must be a number in "
+                                  f"0.1 .. 10, got {f!r}")
         if eng.get("default_version") not in eng.get("versions", {}):
             raise ConfigError(f"{p}: field 'engines.{name}.default_version' must name one of its versions")
     return data
@@ -95,10 +103,12 @@ def _nearest(version: str, versions: list[str], default: str) -> str:
     return min(versions, key=lambda v: (tuple(abs(a - b) for a, b in zip(_version_key(v), key)), v))
 
 
-def engine_terms(engine: str = "vllm", version: str | None = None, path: Path | None = None) -> EngineTerms | None:
+def engine_terms(engine: str = "vllm", version: str | None = None, path: Path | None = None,
+                 gpu: str | None = None) -> EngineTerms | None:
     """The terms of `engine` at `version` (None: the default version, the one with the most data).
     A version without data gets the nearest version's terms and a note that says so; an engine
-    without any data gives None."""
+    without any data gives None. `gpu` (a catalog name): the kernel-time factor fitted for that GPU's
+    composed profiles where there is one (`compute_scale_by_gpu`), else the version's `compute_scale`."""
     eng = _read(str(path or terms_path())).get("engines", {}).get(engine)
     if not eng:
         return None
@@ -113,7 +123,8 @@ def engine_terms(engine: str = "vllm", version: str | None = None, path: Path | 
         note = (f"engine: {engine} {version} has no measured engine terms (data exists for "
                 f"{', '.join(sorted(versions, key=_version_key))}); using {engine} {used}'s")
     e = versions[used]
-    ov = ServingOverhead(compute_scale=float(e["compute_scale"]), step_overhead_s=float(e["step_overhead_s"]),
+    scale = eng.get("compute_scale_by_gpu", {}).get((gpu or "").lower(), e["compute_scale"])
+    ov = ServingOverhead(compute_scale=float(scale), step_overhead_s=float(e["step_overhead_s"]),
                          per_seq_overhead_s=float(e["per_seq_overhead_s"]), host_per_seq_s=0.0,
                          response_latency_s=float(e["response_latency_s"]),
                          request_jitter_s=float(e["request_jitter_s"]))

@@ -93,14 +93,15 @@ def _predict(sc: Scenario, cost: ProfileCostModel, obs: Observation) -> tuple[fl
 def fit_observed(base: Scenario, profile: Profile, observations: list[Observation],
                  start: ServingOverhead) -> tuple[ServingOverhead, pd.DataFrame]:
     """Terms whose simulation of every result matches its measured TPOT (step, per-sequence) and TTFT
-    (response latency); `start` gives the request jitter and the first guess. The per-file table of
+    (response latency); `start` gives the request jitter, the kernel-time factor (compute_scale, the
+    shipped one for the profile's GPU) and the first guess. The per-file table of
     measured, shipped-terms and fitted predictions."""
     scs = [observation_scenario(base, o) for o in observations]
     tpot = np.array([o.tpot_ms for o in observations])
     ttft = np.array([o.ttft_ms for o in observations])
 
     def ov_of(x, latency=0.0):
-        return replace(start, compute_scale=1.0, step_overhead_s=float(x[0]) * 1e-3,
+        return replace(start, step_overhead_s=float(x[0]) * 1e-3,
                        per_seq_overhead_s=float(x[1]) * 1e-6, host_per_seq_s=0.0, response_latency_s=latency)
 
     def preds(ov):

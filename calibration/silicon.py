@@ -267,6 +267,7 @@ def scenario_for(row: Row, kv_dtype: str | None = None, requests: int | None = N
                                   "max_num_seqs": max(server["max_num_seqs"], row.concurrency),
                                   "max_num_batched_tokens": server["max_num_batched_tokens"]},
                     "quantization": {"weights": row.dtype, "kv_cache": kv_dtype or row.kv_dtype},
+                    "expert_parallel": row.expert_parallel,
                     "block_size_tokens": BLOCK_SIZE_TOKENS, "gpu_memory_utilization": GPU_MEMORY_UTILIZATION,
                     "max_model_len": model.max_context_tokens},  # vLLM's default: the model's context
         "cost_model": {"profile": row.profile, "serving_overhead": engine_terms},

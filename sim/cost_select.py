@@ -30,15 +30,31 @@ class CostChoice:
 
 
 def auto_profile_name(scenario: Scenario) -> str | None:
-    """The shipped profile that matches the scenario's GPU, model, TP and weight dtype, if any."""
+    """The shipped profile that matches the scenario's GPU, model, TP, expert split and weight dtype, if any.
+
+    Profiles are named `<gpu>_<model>_tp<TP>[_ep<TP>]_<weight dtype>[_kv<kv dtype>]`: `_ep` marks whole
+    experts per GPU (serving.expert_parallel), `_kv` the KV dtype the kernels were priced with where a
+    setup ships more than one. The name without `_kv` wins, then the scenario's KV dtype, then any
+    other (whose step prices attention with another KV dtype: _check_profile warns)."""
     from .profile import list_shipped_profiles
 
     gpu, model = scenario.gpu_spec, scenario.model_spec
     if gpu.name == "inline" or model.name == "inline":
         return None
     s = scenario.serving
-    name = f"{gpu.name}_{model.name}_tp{s.tensor_parallel}_{s.quantization.weights}".lower()
-    return name if name in list_shipped_profiles() else None
+    base = _expected_name(scenario).lower()
+    shipped = set(list_shipped_profiles())
+    for name in (base, f"{base}_kv{s.quantization.kv_cache}"):
+        if name in shipped:
+            return name
+    return next((n for n in sorted(shipped) if n.startswith(base + "_kv")), None)
+
+
+def _expected_name(scenario: Scenario) -> str:
+    s = scenario.serving
+    ep = f"_ep{s.tensor_parallel}" if s.expert_parallel else ""
+    return (f"{scenario.gpu_spec.name}_{scenario.model_spec.name}_tp{s.tensor_parallel}{ep}_"
+            f"{s.quantization.weights}")
 
 
 def _check_profile(prof, scenario: Scenario, how: str) -> list[str]:
@@ -58,6 +74,12 @@ def _check_profile(prof, scenario: Scenario, how: str) -> list[str]:
         raise ConfigError(f"cost_model.profile: {prof.name} was measured with {prof.weight_dtype} weights, the "
                           f"scenario quantizes them to {s.quantization.weights} (serving.quantization.weights); "
                           f"use a {s.quantization.weights} profile or kind: roofline")
+    moe = prof.provenance.get("moe") or {}
+    split = "ep" if s.expert_parallel else "tp"
+    if moe.get("parallel", split) != split:
+        raise ConfigError(f"cost_model.profile: {prof.name} prices experts split by {moe['parallel']!r}, the scenario "
+                          f"has serving.expert_parallel: {str(s.expert_parallel).lower()} ({split!r}); set "
+                          f"serving.expert_parallel: {str(moe['parallel'] == 'ep').lower()} or pick another profile")
     notes = []
     if width(prof.kv_dtype, prof.kv_dtype) != width(s.quantization.kv_cache, s.quantization.kv_cache):
         notes.append(f"WARNING: cost model {how} {prof.name} prices attention with a {prof.kv_dtype} KV cache; the "
@@ -97,7 +119,7 @@ def _profile_choice(scenario: Scenario, name: str, how: str) -> CostChoice:
         label += " + serving overhead"
     elif prof.provenance.get("lower_bound"):  # kernels only: add the engine's time for this version
         eng = scenario.engine
-        terms = engine_terms(eng.name, eng.version)
+        terms = engine_terms(eng.name, eng.version, gpu=prof.gpu)
         if terms is None:
             overhead = None
             notes.append(f"WARNING: no engine terms for {eng.name}; {prof.name} is a lower bound (kernels only)")
@@ -146,8 +168,7 @@ def select_cost_model(scenario: Scenario) -> CostChoice:
     cost = RooflineCostModel(scenario.model_spec, scenario.gpu_spec, tp=s.tensor_parallel,
                              weight_dtype=s.quantization.weights, kv_dtype=s.quantization.kv_cache, params=params)
     if cm.kind == "auto":
-        why = (f"auto: roofline (no shipped profile {scenario.gpu_spec.name}_{scenario.model_spec.name}_tp"
-               f"{s.tensor_parallel}_{s.quantization.weights})")
+        why = f"auto: roofline (no shipped profile {_expected_name(scenario)})"
     else:
         why = "roofline"
     return CostChoice(cost, f"{why}; fixed step cost {params.step_overhead_s * 1e3:.2f} ms + "

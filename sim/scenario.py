@@ -78,6 +78,7 @@ class ServingConfig:
     overhead_gib: float = 1.0  # non-torch memory per GPU: CUDA context, cuBLAS, CUDA graphs (NCCL: memory.py)
     num_kv_blocks: int | None = None  # override the memory estimate with a measured block count
     enable_prefix_caching: bool = False  # reuse cached prompt blocks across requests, as vLLM does (sim/prefix_cache.py)
+    expert_parallel: bool = False  # MoE: whole experts per GPU (vLLM --enable-expert-parallel), not sliced by TP
 
     def validate(self, path: str) -> None:
         require_range(self.replicas, f"{path}.replicas", 1, MAX_REPLICAS, "replicas")
@@ -224,6 +225,8 @@ class Scenario:
         divisors = [d for d in (1, 2, 4, 8, 16) if model.num_attention_heads % d == 0]
         require(model.num_attention_heads % tp == 0, "serving.tensor_parallel", tp,
                 f"must divide {model.name}'s {model.num_attention_heads} attention heads: allowed {divisors}")
+        require(not self.serving.expert_parallel or model.is_moe, "serving.expert_parallel", True,
+                f"applies to mixtures of experts only; {model.name} is dense (allowed false)")
         spec = self.serving.speculative
         if spec is not None:
             check_speculative(spec, model, tp, self.serving.scheduler.policy, "serving.speculative", self.drafter)

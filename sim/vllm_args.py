@@ -16,6 +16,7 @@ have no effect on a simulation.
     dtype                    serving.quantization.weights    (auto/bfloat16 -> bf16, float16/half -> fp16)
     quantization             serving.quantization.weights    (fp8 methods -> fp8, AWQ/GPTQ 4-bit -> int4, ...)
     tensor_parallel_size     serving.tensor_parallel
+    enable_expert_parallel   serving.expert_parallel          (MoE: whole experts per GPU)
     gpu_memory_utilization   serving.gpu_memory_utilization
     max_model_len            serving.max_model_len
     num_gpu_blocks_override  serving.num_kv_blocks
@@ -57,7 +58,7 @@ _NO_EFFECT = {"host", "port", "api_key", "served_model_name", "uvicorn_log_level
               "load_format", "disable_uvicorn_access_log", "disable_fastapi_docs", "skip_tokenizer_init",
               "tokenizer_mode", "generation_config", "hf_token", "config_format", "max_log_len"}
 _FLAG_ALIASES = {"tp": "tensor_parallel_size", "q": "quantization", "pp": "pipeline_parallel_size"}
-_BOOL_FLAGS = {"enable_chunked_prefill", "enable_prefix_caching", "enforce_eager", "trust_remote_code",
+_BOOL_FLAGS = {"enable_chunked_prefill", "enable_expert_parallel", "enable_prefix_caching", "enforce_eager", "trust_remote_code",
                "disable_log_requests", "enable_log_requests", "disable_log_stats", "skip_tokenizer_init",
                "disable_uvicorn_access_log", "disable_fastapi_docs"}
 # Known to vLLM, but not modelled (yet): refused by name so a production command line is not misread.
@@ -208,6 +209,7 @@ _MAP: dict[str, tuple[tuple[str, ...], Callable[[Any, str], Any]]] = {
     "dtype": (("serving", "quantization", "weights"), _choice(_DTYPES, "model dtypes")),
     "quantization": (("serving", "quantization", "weights"), _choice(_QUANTIZATION, "quantization methods")),
     "tensor_parallel_size": (("serving", "tensor_parallel"), _int),
+    "enable_expert_parallel": (("serving", "expert_parallel"), _bool),
     "gpu_memory_utilization": (("serving", "gpu_memory_utilization"), _float),
     "max_model_len": (("serving", "max_model_len"), _int),
     "num_gpu_blocks_override": (("serving", "num_kv_blocks"), _int),

@@ -132,3 +132,42 @@ def test_request_jitter_spreads_a_wave_and_is_seeded():
     bare = latency_table(run(scen(*over, "cost_model.serving_overhead=false")).requests)["ttft_s"].to_numpy()
     assert np.unique(np.round(bare[:8], 9)).size == 1
     assert np.unique(np.round(ta[:8], 9)).size > 1
+
+
+def test_auto_finds_profiles_named_with_kv_and_expert_suffixes():
+    # Shipped names carry `_kv<dtype>` where a setup has more than one KV dtype and `_ep<TP>` for whole
+    # experts per GPU: auto must find them from the scenario's settings, never a bare-name miss.
+    base = ["workload.num_requests=20", "cost_model.kind=auto", "serving.max_model_len=8192"]
+    mm = ["model=minimax-m2.5", "hardware.gpu=b200-sxm", "serving.tensor_parallel=4",
+          "serving.quantization.weights=fp8"]
+    s = load_scenario("chat_llama3_8b_a100.yaml", [*base, *mm, "serving.quantization.kv_cache=bf16"])
+    assert auto_profile_name(s) == "b200-sxm_minimax-m2.5_tp4_fp8_kvbf16"
+    assert select_cost_model(s).kind == "profile"
+    ep = load_scenario("chat_llama3_8b_a100.yaml", [*base, *mm, "serving.quantization.kv_cache=bf16",
+                                                    "serving.expert_parallel=true"])
+    assert auto_profile_name(ep) == "b200-sxm_minimax-m2.5_tp4_ep4_fp8_kvbf16"
+    # fp4 Llama-70B ships with an fp8 KV cache only: found, and the KV mismatch is a warning.
+    fp4 = ["model=llama-3.1-70b", "hardware.gpu=b200-sxm", "serving.tensor_parallel=2",
+           "serving.quantization.weights=fp4"]
+    s = load_scenario("chat_llama3_8b_a100.yaml", [*base, *fp4, "serving.quantization.kv_cache=fp8"])
+    assert auto_profile_name(s) == "b200-sxm_llama-3.1-70b_tp2_fp4_kvfp8"
+    s = load_scenario("chat_llama3_8b_a100.yaml", [*base, *fp4, "serving.quantization.kv_cache=bf16"])
+    assert auto_profile_name(s) == "b200-sxm_llama-3.1-70b_tp2_fp4_kvfp8"
+    assert any("KV cache" in n for n in select_cost_model(s).notes)
+    # An expert split with no profile of its own falls back to the roofline, naming what it looked for.
+    s = load_scenario("chat_llama3_8b_a100.yaml", [*base, *mm[:1], "hardware.gpu=b300-sxm",
+                                                   "serving.tensor_parallel=4", "serving.quantization.weights=fp8",
+                                                   "serving.expert_parallel=true"])
+    c = select_cost_model(s)
+    assert c.kind == "roofline" and "b300-sxm_minimax-m2.5_tp4_ep4_fp8" in c.name
+
+
+def test_expert_split_is_checked():
+    with pytest.raises(ConfigError, match="serving.expert_parallel.*dense"):
+        load_scenario("chat_llama3_8b_a100.yaml", ["serving.expert_parallel=true"])
+    # A profile pricing whole experts per GPU on a scenario that slices them by TP: an error, not ignored.
+    with pytest.raises(ConfigError, match="experts split by 'ep'.*serving.expert_parallel: true"):
+        select_cost_model(load_scenario("chat_llama3_8b_a100.yaml", [
+            "workload.num_requests=20", "model=minimax-m2.5", "hardware.gpu=b200-sxm", "serving.tensor_parallel=4",
+            "serving.max_model_len=8192", "serving.quantization.weights=fp8",
+            "cost_model.profile=b200-sxm_minimax-m2.5_tp4_ep4_fp8_kvbf16"]))

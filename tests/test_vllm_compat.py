@@ -229,6 +229,17 @@ def test_a_production_command_line_sets_servesims_fields():
         ("fp8", 0.95, 8000, 32)
 
 
+def test_enable_expert_parallel_sets_the_expert_split_and_is_refused_on_a_dense_model():
+    moe = merge(BASE, {**SMALL, "model": "minimax-m2.5", "hardware": {"gpu": "b200-sxm"},
+                       "serving": {"max_model_len": 8192}})
+    cmd = "vllm serve MiniMaxAI/MiniMax-M2.5 --tensor-parallel-size 4 --enable-expert-parallel"
+    sc = scenario_from_dict(moe, vllm_args=cmd)
+    assert sc.serving.expert_parallel and sc.serving.tensor_parallel == 4
+    assert not scenario_from_dict(moe, vllm_args=cmd.replace("--enable-expert-parallel", "")).serving.expert_parallel
+    with pytest.raises(ConfigError, match="serving.expert_parallel"):
+        scenario_from_dict(merge(BASE, SMALL), vllm_args="vllm serve meta-llama/Llama-3.1-8B-Instruct --enable-expert-parallel")
+
+
 def test_engine_args_in_a_scenario_and_conflicts():
     sc = scenario_from_dict(merge(BASE, {**SMALL, "engine_args": {
         "max_num_seqs": 64, "enable_chunked_prefill": False, "max_num_batched_tokens": 4096,

@@ -1,0 +1,85 @@
+"""The engine-terms fit's machinery (calibration/engine_fit.py) on synthetic data: the grouped
+linearised least squares recovers known terms, and thinning keeps every setup's range."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from calibration.engine_fit import linearised_fit, thin
+from calibration.silicon import Row
+
+
+def test_grouped_fit_recovers_per_version_steps_shared_per_seq_and_per_model_factors():
+    # TPOT = factor[model] * kernels + step[version] + per_seq * batch: the fit's model, with one
+    # simulation per group of parameters (each row depends on one step and one factor only).
+    rng = np.random.default_rng(0)
+    n = 60
+    version, model = rng.integers(0, 3, n), rng.integers(0, 2, n)
+    kernels, batch = rng.uniform(5, 30, n), rng.integers(1, 256, n).astype(float)
+    truth = np.r_[1.0, 2.5, 0.4, 40.0, 1.2, 0.9]  # steps ms x3, per-seq us, factors x2
+    calls = []
+
+    def tpot(x):
+        calls.append(1)
+        return x[4 + model] * kernels + x[version] + x[3] * 1e-3 * batch
+
+    depends = np.zeros((n, 6))
+    depends[np.arange(n), version] = 1
+    depends[:, 3] = 1
+    depends[np.arange(n), 4 + model] = 1
+    x = linearised_fit(tpot, tpot(truth), x0=np.r_[1.0, 1.0, 1.0, 20.0, 1.0, 1.0], h=np.r_[0.5, 0.5, 0.5, 10.0, 0.05, 0.05],
+                       lower=np.r_[0, 0, 0, 0, 0.5, 0.5], upper=np.r_[20, 20, 20, 500, 2.5, 2.5],
+                       groups=[[0, 1, 2], [3], [4, 5]], depends=depends)
+    assert np.allclose(x, truth, rtol=1e-3, atol=1e-3), x
+    assert len(calls) == 2 * 4 + 1  # two iterations of (base + 3 groups), and the truth itself
+
+
+def _row(i: int, conc: int, model: str = "qwen3-32b", isl: int = 1024) -> Row:
+    return Row(id=f"r{i}", model=model, gpu="h100-sxm", dtype="bf16", tp=8, isl=isl, osl=1024, concurrency=conc,
+               concurrency_recorded=True, ttft_ms=100.0, tpot_ms=10.0, backend_version="0.12.0")
+
+
+def test_thin_keeps_each_setups_extremes_and_caps_its_rows():
+    ladder = [_row(i, c) for i, c in enumerate((1, 2, 4, 8, 16, 32, 64, 128, 256))]
+    other = [_row(100 + i, c, isl=8192) for i, c in enumerate((4, 16))]
+    kept = thin(ladder + other, per_setup=4)
+    conc = sorted(r.concurrency for r in kept if r.isl == 1024)
+    assert len(conc) == 4 and conc[0] == 1 and conc[-1] == 256
+    assert sorted(r.concurrency for r in kept if r.isl == 8192) == [4, 16]
+
+
+def _terms_file(tmp_path, by_gpu, name="terms.json"):
+    import json
+
+    entry = {"compute_scale": 1.05, "step_overhead_s": 0.001, "per_seq_overhead_s": 2e-5, "response_latency_s": 0.01,
+             "request_jitter_s": 0.005, "provenance": {"source": "test"}}
+    path = tmp_path / name  # a new name per content: the reader caches by path
+    path.write_text(json.dumps({"engines": {"vllm": {"default_version": "0.12.0", "versions": {"0.12.0": entry},
+                                                     "compute_scale_by_gpu": by_gpu}}}))
+    return path
+
+
+def test_engine_terms_take_the_kernel_factor_of_the_profiles_gpu(tmp_path):
+    import pytest
+
+    from calibration.engine_terms import engine_terms
+    from sim.configio import ConfigError
+
+    path = _terms_file(tmp_path, {"b200-sxm": 0.9})
+    assert engine_terms("vllm", "0.12.0", path=path, gpu="b200-sxm").overhead.compute_scale == 0.9
+    # A GPU without training rows gets the version's (the median over the training models).
+    assert engine_terms("vllm", "0.12.0", path=path, gpu="l40s").overhead.compute_scale == 1.05
+    assert engine_terms("vllm", path=path).overhead.compute_scale == 1.05
+    with pytest.raises(ConfigError, match="compute_scale_by_gpu.h100-sxm"):
+        engine_terms("vllm", path=_terms_file(tmp_path, {"h100-sxm": -1}, "bad.json"))
+
+
+def test_kept_factors_are_per_gpu_medians_without_factors_at_their_bounds():
+    from calibration.engine_fit import SCALE_BOUNDS, kept_factors
+
+    by_gpu, elsewhere = kept_factors({("a", "h200-sxm"): SCALE_BOUNDS[0], ("b", "h200-sxm"): 1.16,
+                                      ("b", "h100-sxm"): 1.10, ("c", "h100-sxm"): 1.20, ("b", "b200-sxm"): 1.0})
+    assert by_gpu == pytest.approx({"h200-sxm": 1.16, "h100-sxm": 1.15, "b200-sxm": 1.0})  # the factor at its bound is no estimate
+    assert abs(elsewhere - 1.13) < 1e-12  # the median of the four free factors
+    only_bound, _ = kept_factors({("a", "l40s"): SCALE_BOUNDS[1]})
+    assert only_bound == {"l40s": SCALE_BOUNDS[1]}
