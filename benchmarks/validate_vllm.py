@@ -28,6 +28,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -269,6 +270,15 @@ def noise_floor_section(out_root: Path, repeat_root: Path = REPEAT_OUT) -> list[
     return lines
 
 
+KEPT_SECTION = re.compile(r"<!-- timing-decomposed.*?<!-- /timing-decomposed -->", re.S)
+
+
+def kept_sections(doc: Path) -> list[str]:
+    """Sections other benchmarks write into the doc (benchmarks/timing_vllm.py), kept as they are."""
+    text = doc.read_text() if doc.is_file() else ""
+    return [m.group(0) + "\n" for m in KEPT_SECTION.finditer(text)]
+
+
 def write_doc(out_root: Path, command: str, doc: Path = DOC) -> None:
     """docs/validation.md from every scenario result under out_root."""
     parts, rollup = [], []
@@ -347,7 +357,8 @@ def write_doc(out_root: Path, command: str, doc: Path = DOC) -> None:
              "GPU profiles: [validation_gpu.md](validation_gpu.md).",
              "- What the engine decides, step by step, against vLLM's own scheduler and KV cache manager "
              "(identical traces on randomized cases, with and without prefix caching; the fixes that took and "
-             "their effect on latency): [parity.md](parity.md).", "", "## Per scenario", ""]
+             "their effect on latency): [parity.md](parity.md).", ""]
+    head += kept_sections(doc) + ["## Per scenario", ""]
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(head + parts) + "\n")
 
