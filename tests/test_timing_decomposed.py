@@ -1,5 +1,7 @@
 """Timing, decomposed (calibration/parity/timing.py, benchmarks/timing_vllm.py): latencies rebuilt
-on a timed run's own schedule from chosen step times. No vLLM needed: the run is hand-made."""
+on a timed run's own schedule from chosen step times (no vLLM needed: the run is hand-made), and,
+in the `vllm` tier, a short timed run of the real engine whose decisions servesim must repeat."""
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from calibration.parity.timing import TimedRun, replay
 from calibration.parity.trace import StepRecord, first_divergence
 
 ROOT = Path(__file__).resolve().parents[1]
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
 
 def worker_output():
@@ -86,3 +89,24 @@ def test_the_timing_section_is_replaced_in_place_and_kept_by_the_validation_writ
     assert text.index("second") < text.index("## Per scenario")
     kept = validate_vllm.kept_sections(doc)
     assert len(kept) == 1 and "second" in kept[0] and kept[0].startswith("<!-- timing-decomposed")
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed (bash .ci/install-vllm.sh)")
+def test_the_real_engine_on_wall_clock_arrivals_decides_what_servesim_decides(tmp_path):
+    # 12 requests over half a second into 4 slots and a 256-token budget: queueing, chunked prompts,
+    # arrivals during steps. Only decisions are asserted; the step times depend on the machine's load.
+    from calibration.parity.timed_engine import run_timed_engine
+
+    rng = np.random.default_rng(3)
+    arrival = np.sort(rng.uniform(0.0, 0.5, 12))
+    prompt, output = rng.integers(8, 600, 12), rng.integers(2, 12, 12)
+    out = run_timed_engine(list(zip(arrival.tolist(), prompt.tolist(), output.tolist())), tmp_path, max_num_seqs=4,
+                           max_num_batched_tokens=256, warmup_requests=0, probe=False, timeout_s=240)
+    run = TimedRun.from_worker(out, arrival, prompt, output)
+    finished = [i for r in run.records for i in r.finished]
+    assert sorted(finished) == list(range(12))
+    assert any(0 < c < p for r in run.records for i, c in r.scheduled for p in [prompt[i]])  # a chunked prompt
+    assert first_divergence(run.records, sim_trace(run.parity_case())) is None
+    ttft, e2e = replay(run, run.step_time_s, run.host_gap_s())
+    assert np.all(ttft <= run.first_token_s - run.arrival_s + 1e-9) and np.all(e2e <= run.finish_s - run.arrival_s + 1e-9)

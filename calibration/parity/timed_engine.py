@@ -30,13 +30,13 @@ MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "tiny-llama"
 
 def run_timed_engine(requests: list[tuple[float, int, int]], work_dir: Path, *, max_model_len: int = 2048,
                      max_num_batched_tokens: int = 2048, max_num_seqs: int = 256, block_size: int = 128,
-                     warmup_requests: int = 16, timeout_s: float = 600.0) -> dict:
+                     warmup_requests: int = 16, probe: bool = True, timeout_s: float = 600.0) -> dict:
     """Replay `requests` = (arrival s, prompt tokens, output tokens), sorted by arrival, through the
     in-process engine; the engine's facts, one record per step and one per request (see `_worker`)."""
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     spec = {"requests": requests, "max_model_len": max_model_len, "max_num_batched_tokens": max_num_batched_tokens,
-            "max_num_seqs": max_num_seqs, "block_size": block_size, "warmup_requests": warmup_requests}
+            "max_num_seqs": max_num_seqs, "block_size": block_size, "warmup_requests": warmup_requests, "probe": probe}
     spec_path, out_path = work_dir / "timed_spec.json", work_dir / "timed_out.json"
     spec_path.write_text(json.dumps(spec))
     out_path.unlink(missing_ok=True)
@@ -116,6 +116,8 @@ def _worker(spec: dict) -> dict:
     def probe() -> list[dict]:
         """A reference shape timed now: one sequence decoding alone (PROBE_PROMPT tokens of context),
         to compare the machine's speed during the run with the profile's (see module docstring)."""
+        if not spec["probe"]:
+            return []
         sink["steps"] = out = []
         add(str(PROBE_ID), PROBE_PROMPT, PROBE_OUTPUT)
         while engine.has_unfinished_requests():
@@ -128,7 +130,7 @@ def _worker(spec: dict) -> dict:
     n = len(reqs)
     added_step, added_s = [0] * n, [0.0] * n
     first_token_s, finish_s = [float("nan")] * n, [float("nan")] * n
-    origin = time.perf_counter()
+    origin = time.perf_counter()  # the replay's clock: arrival times count from here
     i = 0
     while i < n or engine.has_unfinished_requests():
         now = time.perf_counter() - origin
@@ -149,7 +151,8 @@ def _worker(spec: dict) -> dict:
             time.sleep(max(0.0, reqs[i][0] - (time.perf_counter() - origin)))
     probe_after = probe()
     engine.engine_core.shutdown()
-    return {"probe_before": probe_before, "probe_after": probe_after,"engine": {"vllm_version": vllm.__version__, "num_blocks": usable, "block_size": spec["block_size"],
+    return {"probe_before": probe_before, "probe_after": probe_after,
+            "engine": {"vllm_version": vllm.__version__, "num_blocks": usable, "block_size": spec["block_size"],
                        "max_model_len": spec["max_model_len"], "max_num_seqs": spec["max_num_seqs"],
                        "max_num_batched_tokens": spec["max_num_batched_tokens"]},
             "steps": steps,
