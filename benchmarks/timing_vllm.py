@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import tempfile
 import time
 from types import SimpleNamespace
@@ -95,12 +96,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenario", default=str(ROOT / "scenarios" / "validation" / "poisson_medium.yaml"))
     ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--profile", help="profile name or folder to predict with (default: the scenario's); e.g. one "
+                    "measured today on this machine (servesim calibrate run)")
+    ap.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                    help="scenario override (repeatable), e.g. serving.scheduler.max_num_seqs=4")
     ap.add_argument("--from-json", help="analyse a run saved by an earlier call (same --scenario and --requests)")
     ap.add_argument("--write-doc", action="store_true", help=f"replace the timing section of {DOC.relative_to(ROOT)}")
     args = ap.parse_args(argv)
-    scen = load_scenario(args.scenario, overrides=[f"workload.num_requests={args.requests}"])
+    scen = load_scenario(args.scenario, overrides=[f"workload.num_requests={args.requests}", *args.set])
     wl = generate_workload(scen.workload, scen.seed)
-    profile_name = scen.cost_model.profile
+    profile_name = args.profile or scen.cost_model.profile
     cost = load_profile(profile_name).cost_model(serving=False)
 
     if args.from_json:  # a saved run: re-analyse without the engine
@@ -116,7 +121,7 @@ def main(argv=None) -> int:
                                    block_size=scen.serving.block_size_tokens)
         engine_wall, load = time.perf_counter() - t0, os.getloadavg()
         RESULTS.mkdir(parents=True, exist_ok=True)
-        saved = RESULTS / f"{scen.name}_{args.requests}.json"
+        saved = RESULTS / f"{scen.name}_{args.requests}{'_set' if args.set else ''}.json"
         saved.write_text(json.dumps({"out": out, "engine_wall_s": engine_wall, "load_average": load}))
         print(f"run saved to {saved.relative_to(ROOT)} (re-analyse with --from-json)")
     run = TimedRun.from_worker(out, wl.arrival_s, wl.prompt_tokens, wl.output_tokens)
@@ -153,17 +158,22 @@ def main(argv=None) -> int:
 
 def render(args, scen, run, div, rows, real, table, gaps, profile_name, vllm_version, engine_wall, probes,
            load) -> list[str]:
+    prov = load_profile(profile_name).provenance
     n_steps, n_req = len(run.records), len(run.arrival_s)
     busy = run.step_time_s.sum()
     path = Path(args.scenario).resolve()
     scenario = path.relative_to(ROOT) if path.is_relative_to(ROOT) else args.scenario
     out = ["## Timing, decomposed: where the end-to-end error comes from", "",
-           f"`python -m benchmarks.timing_vllm --scenario {scenario} --requests {args.requests} --write-doc` "
+           f"`python -m benchmarks.timing_vllm --scenario {scenario} --requests {args.requests}"
+           + "".join(f" --set {shlex.quote(x)}" for x in args.set) + (f" --profile {args.profile}" if args.profile else "")
+           + " --write-doc` "
            f"(vLLM {vllm_version}, in-process engine core, tiny-llama with dummy weights, the served worker's "
            f"one-thread binding; {engine_wall:.0f} s with start-up; load average {load[0]:.1f} / {load[1]:.1f} / "
            f"{load[2]:.1f} after it on 2 cores). {n_req} requests of `{scen.name}` at their wall-clock arrival "
            f"times; {n_steps:,} engine steps, each timed around `EngineCore.step`. Predicted: profile "
-           f"`{profile_name}` as a bare in-process step (no serving terms: there is no server here).", "",
+           f"`{profile_name}` as a bare in-process step (no serving terms: there is no server here), measured by "
+           f"`{prov.get('command', '?')}` on {prov.get('date', '?')} ({prov.get('grid', '?')} grid, "
+           f"{prov.get('device', '?')}).", "",
            "**Schedule.** The run's step trace (tokens per request, admissions, preemptions, finishes, KV blocks) "
            "against servesim's on the same requests arriving at the same steps: "
            + ("**identical**, every step." if div is None else f"**diverges** at {div}."), "",
@@ -171,15 +181,15 @@ def render(args, scen, run, div, rows, real, table, gaps, profile_name, vllm_ver
            "steps) timed before and after the run against the profile's prediction for it: "
            + "; ".join(f"{k.split('_')[1]}: {1e3 * m:.2f} ms measured vs {1e3 * p:.2f} ms predicted (x{r:.2f})"
                        for k, (m, p, r) in probes.items())
-           + ". A ratio well above 1 means the machine is slower than on the day the profile was measured "
-           "(other jobs on the cores), and every step time below is inflated by about as much.", ""]
+           + ". A ratio well above 1 means the machine is slower than the one the profile was measured on "
+           "(other jobs on the cores, or another CPU), and every step time below is inflated by about as much.", ""]
     ratio = float(np.mean([r for _, _, r in probes.values()]))
     if ratio > BUSY_RATIO:
-        out += [f"**Busy machine: read the timing rows with care.** The reference shape ran x{ratio:.1f} slower than "
-                "the profile predicts, so the step-cost and latency errors below measure the machine's load as much "
-                "as the cost model (large prefill and mixed steps slow down more than the one-sequence reference, "
-                "so even the probe-scaled column stays low). The schedule check above does not depend on load. "
-                "Rerun on a quiet machine for the model's own step-cost error.", ""]
+        out += [f"**Slower machine: read the timing rows with care.** The reference shape ran x{ratio:.1f} slower than "
+                "the profile predicts, so the step-cost and latency errors below measure the machine (its load, or a "
+                "CPU other than the profile's) as much as the cost model; compare the step times' CPU-time column "
+                "to tell load (CPU time stays) from a slower CPU (CPU time grows too). The schedule check above does "
+                "not depend on either. Rerun on a quiet machine with a profile measured on it (`--profile`).", ""]
     out += [
            "**Step cost, in situ** (each measured step against the profile's prediction for its actual batch; "
            "error % = (predicted - measured) / measured; the last two columns: against the step's CPU time, and "
