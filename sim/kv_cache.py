@@ -41,6 +41,11 @@ class KVCache:
         """Tokens of a waiting request found in the prefix cache (none here: no prefix caching)."""
         return 0
 
+    def hit_may_grow(self, req: int, num_tokens: int, running: np.ndarray) -> bool:
+        """Could a request in `running` fill a block that waiting `req` would then find cached?
+        Never here: without prefix caching nothing is found."""
+        return False
+
     def can_admit(self, req: int, num_tokens: int, hit_tokens: int) -> bool:
         """Could a waiting request with `num_tokens` known tokens be held whole (its cached prefix
         of `hit_tokens` included)? The admission gate of vLLM's scheduler."""

@@ -81,6 +81,16 @@ class PrefixCachingKVCache(KVCache):
             n += 1
         return n * self.block_size_tokens
 
+    def hit_may_grow(self, req: int, num_tokens: int, running: np.ndarray) -> bool:
+        """Does a running request share the block after `req`'s cached run (a conversation's next
+        turn waiting while the previous turn still decodes into their common stream)? Then that
+        block may be filled and cached in any step, and `req` may need fewer new blocks."""
+        b = self.cache_hit_tokens(req, num_tokens) // self.block_size_tokens
+        if b >= (num_tokens - 1) // self.block_size_tokens:
+            return False  # every block it could hit is cached already
+        name = self._block_name(req, b)
+        return name[0] != "own" and any(self._block_name(int(r), b) == name for r in running)
+
     def _hits(self, req: int, hit_tokens: int) -> list[int]:
         return [next(iter(self._cached[self._block_name(req, b)])) for b in range(hit_tokens // self.block_size_tokens)]
 

@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 
 from .configio import require, require_range
+from .conversation import ConversationConfig, expand_turns, turn_prompts
 from .rng import stream
 from .traces import AZURE_TRACE_COLUMNS, TRACE_COLUMNS, load_trace, read_trace  # noqa: F401 (re-exported)
 
@@ -269,10 +270,23 @@ class WorkloadConfig:
     # class; a prompt shorter than it is all system prompt). Reused across requests only with
     # serving.enable_prefix_caching.
     shared_prefix_tokens: int = 0
+    # Multi-turn conversations (sim/conversation.py): the arrivals start conversations, each turn's
+    # prompt extends the previous turn's prompt and output, and prompt_tokens is each new message.
+    conversation: ConversationConfig | None = None
 
     def validate(self, path: str) -> None:
         kind = self.arrival.kind
         require_range(self.shared_prefix_tokens, f"{path}.shared_prefix_tokens", 0, MAX_TOKENS, "tokens")
+        if self.conversation is not None:
+            self.conversation.validate(f"{path}.conversation")
+            require(kind in ("poisson", "gamma", "daily"), f"{path}.arrival.kind", kind,
+                    "conversation needs poisson, gamma or daily arrivals (they start conversations)")
+            require(self.shared_prefix_tokens == 0, f"{path}.shared_prefix_tokens", self.shared_prefix_tokens,
+                    "must be 0 with conversation (a request shares one prefix stream: its conversation)")
+            for i, p in enumerate(self.priorities):
+                require(not p.shared_prefix_tokens, f"{path}.priorities[{i}].shared_prefix_tokens",
+                        p.shared_prefix_tokens, "must be unset or 0 with conversation (a request shares one "
+                        "prefix stream: its conversation)")
         for name in ("prompt_tokens", "output_tokens"):
             value = getattr(self, name)
             if kind == "trace":
@@ -306,13 +320,14 @@ class WorkloadConfig:
         """About how many requests the arrivals generate (traces: 0, they are read, not drawn)."""
         a = self.arrival
         n = math.inf if self.num_requests is None else float(self.num_requests)
+        per_arrival = self.conversation.turns if self.conversation is not None else 1  # an arrival starts a conversation
         if a.kind in ("poisson", "gamma"):
-            return min(n, a.rate_per_s * (math.inf if self.duration_s is None else self.duration_s))
+            return min(n, per_arrival * a.rate_per_s * (math.inf if self.duration_s is None else self.duration_s))
         if a.kind == "daily":
             w = a.hourly_weights or (1.0,) * 24
             hours = a.hours if a.hours is not None else range(24)
             per_window = a.queries_per_day * sum(w[h] for h in hours) / sum(w)
-            return min(n, per_window)
+            return min(n, per_arrival * per_window)
         return 0.0 if a.kind == "trace" else n
 
 
@@ -340,7 +355,8 @@ class Workload:
     hash_block_tokens: int | None = None  # prompt's block hashes (equal ids = shared prefix), tokens per id
     start_spread_s: float | None = 0.0  # closed loop: first sends uniform over [0, this); None: one request's duration
     # Shared prefixes: request i's first prefix_tokens[i] tokens are the first tokens of stream
-    # prefix_group[i] (a class's system prompt). None: no request shares any token.
+    # prefix_group[i] (a class's system prompt, or a conversation: then all of its tokens, outputs
+    # included). None: no request shares any token.
     prefix_group: np.ndarray | None = None
     prefix_tokens: np.ndarray | None = None
 
@@ -412,8 +428,13 @@ def generate_workload(cfg: WorkloadConfig, seed: int, base_dir: pathlib.Path | N
         arrival_s, window_s = _daily_arrivals(rng, arrival)
     else:
         cv = arrival.cv if arrival.kind == "gamma" else 1.0
-        arrival_s = _renewal_arrivals(rng, arrival.rate_per_s, cv, cfg.num_requests, cfg.duration_s)
+        n_max = cfg.num_requests if cfg.conversation is None else cfg.conversation.conversations_for(cfg.num_requests)
+        arrival_s = _renewal_arrivals(rng, arrival.rate_per_s, cv, n_max, cfg.duration_s)
         window_s = math.nan  # set by the cuts below
+    turns = None
+    if cfg.conversation is not None:  # the arrivals above start conversations; these are their turns
+        turns = expand_turns(cfg.conversation, arrival_s, stream(seed, "turn_gaps"))
+        arrival_s = turns.arrival_s
 
     if arrival.kind == "closed_loop":
         window_s = math.inf if cfg.duration_s is None else cfg.duration_s
@@ -428,6 +449,9 @@ def generate_workload(cfg: WorkloadConfig, seed: int, base_dir: pathlib.Path | N
     if prompt is None:
         prompt = cfg.prompt_tokens.sample(stream(seed, "prompt_tokens"), n)
         output = cfg.output_tokens.sample(stream(seed, "output_tokens"), n)
+        if turns is not None:  # the draws are each turn's new message; its prompt is the conversation so far
+            conversation, turn = turns.conversation[:n], turns.turn[:n]
+            prompt = turn_prompts(conversation, turn, prompt, output)
     else:
         prompt, output = prompt[:n], output[:n]
         hash_ids = hash_ids[:n] if hash_ids is not None else None
@@ -435,7 +459,12 @@ def generate_workload(cfg: WorkloadConfig, seed: int, base_dir: pathlib.Path | N
     if cfg.priorities:
         levels = np.asarray([p.level for p in cfg.priorities], dtype=np.int64)
         shares = np.asarray([p.share for p in cfg.priorities], dtype=float)
-        priority = stream(seed, "priority").choice(levels, size=n, p=shares / shares.sum())
+        if turns is None:
+            priority = stream(seed, "priority").choice(levels, size=n, p=shares / shares.sum())
+        else:  # one class per conversation
+            per_conv = stream(seed, "priority").choice(levels, size=int(conversation.max(initial=-1)) + 1,
+                                                       p=shares / shares.sum())
+            priority = per_conv[conversation]
         names = {p.level: p.name for p in cfg.priorities}
     else:
         priority, names = np.zeros(n, dtype=np.int64), {0: "default"}
@@ -447,6 +476,8 @@ def generate_workload(cfg: WorkloadConfig, seed: int, base_dir: pathlib.Path | N
                              dtype=np.int64)
         prefix_group = priority.astype(np.int64)
         prefix_tokens = np.minimum(per_level[priority], prompt)
+    if turns is not None:  # a conversation is one stream: every token of its turns is the stream's
+        prefix_group, prefix_tokens = conversation.copy(), prompt + output
 
     return Workload(arrival_s=arrival_s, prompt_tokens=prompt, output_tokens=output, priority=priority,
                     priority_names=names, duration_s=window_s,

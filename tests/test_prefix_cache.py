@@ -156,3 +156,14 @@ def test_a_mooncake_trace_reuses_blocks_its_hash_ids_share():
         assert req["prefix_hit_tokens"][i] <= min(shared * 512, line["input_length"] - 1)
         seen.update(ids)
     assert (req["generated_tokens"] == req["output_tokens"]).all()
+
+
+def test_a_waiting_turn_can_gain_hits_while_its_previous_turn_decodes():
+    # Request 0 (running) and request 1 (waiting) share stream 0 for 100 tokens; 0 has filled 2 blocks.
+    kv = cache(20, [100, 100, 100], groups=[0, 0, 1])
+    assert kv.admit(0, 0, 40)  # 2 full blocks cached + a partial one
+    assert kv.cache_hit_tokens(1, 90) == 32
+    assert kv.hit_may_grow(1, 90, np.array([0]))  # block 2 is 0's to fill, and 1 would hit it
+    assert not kv.hit_may_grow(2, 90, np.array([0]))  # another stream
+    assert not kv.hit_may_grow(1, 33, np.array([0]))  # it already finds all it could (the last token is computed)
+    assert not kv.hit_may_grow(1, 90, np.array([], dtype=np.int64))  # nobody running fills it

@@ -12,6 +12,9 @@ from dataclasses import replace
 
 import numpy as np
 
+from sim.conversation import ConversationConfig
+from sim.workload import ArrivalConfig, LengthDist, PriorityClass, WorkloadConfig, generate_workload
+
 from .trace import ParityCase, Request
 
 CHUNKED_MAX_MODEL_LEN = 2048
@@ -86,3 +89,32 @@ def random_prefix_case(seed: int) -> ParityCase:
             requests.append(Request(r.arrival_step, r.prompt_tokens, r.output_tokens, r.priority,
                                     prefix_group=groups + i, prefix_tokens=r.prompt_tokens + r.output_tokens))
     return replace(base, requests=tuple(requests), enable_prefix_caching=True, name=f"prefix-{seed}")
+
+
+def random_conversation_case(seed: int) -> ParityCase:
+    """`random_case(seed)`'s engine limits with prefix caching on, and requests drawn by servesim's
+    own workload generator with `conversation` set (sim/conversation.py): 2-5 turns per
+    conversation, each turn's prompt the conversation so far plus a new message. Time is steps
+    (one second per step): conversations start 0.02-0.3 per step, turns 5-300 steps apart on
+    average, so a turn may come before the previous answer is complete, or after its blocks are
+    evicted. Messages and outputs are sized so that a whole conversation fits max_model_len."""
+    base = random_case(seed)
+    rng = np.random.default_rng([seed, 2])
+    turns = int(rng.integers(2, 6))
+    per_turn = base.max_model_len // turns
+    message_max = max(1, per_turn // 2)
+    levels = len({r.priority for r in base.requests}) if base.policy == "priority" else 1
+    cfg = WorkloadConfig(
+        arrival=ArrivalConfig(kind="poisson", rate_per_s=float(rng.uniform(0.02, 0.3))),
+        num_requests=int(rng.integers(2, 41)),
+        prompt_tokens=LengthDist("uniform", min=1, max=message_max),
+        output_tokens=LengthDist("uniform", min=1, max=min(per_turn - message_max, 200)),
+        priorities=tuple(PriorityClass(f"p{lvl}", 1.0 / levels, lvl) for lvl in range(levels)) if levels > 1 else (),
+        conversation=ConversationConfig(turns=turns, turn_gap_s=float(rng.uniform(5.0, 300.0))))
+    cfg.validate("workload")
+    wl = generate_workload(cfg, seed)
+    steps = np.floor(wl.arrival_s).astype(np.int64)
+    requests = tuple(Request(int(s), int(p), int(o), int(q), prefix_group=int(g), prefix_tokens=int(t))
+                     for s, p, o, q, g, t in zip(steps, wl.prompt_tokens, wl.output_tokens, wl.priority,
+                                                 wl.prefix_group, wl.prefix_tokens))
+    return replace(base, requests=requests, enable_prefix_caching=True, name=f"conversation-{seed}")

@@ -103,6 +103,12 @@ class ContinuousScheduler:
             # waiting queue may take next step: decide again after this one.
             return StepPlan(follow="none", interruptible=False)
         if self.waiting:
+            head = self.waiting.peek()[2]
+            if b.n < self.max_num_seqs and kv.hit_may_grow(head, replica.tokens_known(head), b.view("req")):
+                # Blocked by KV blocks, but a running request is decoding into blocks the first in
+                # line shares (prefix caching): each block it fills is one fewer to find. vLLM
+                # tries the admission again every step, and so must we.
+                return StepPlan(follow="none", interruptible=False)
             # Waiting requests are blocked by slots or KV blocks: nothing changes until a sequence
             # finishes, unless a new arrival becomes first in line (priority).
             return StepPlan(follow="until_completion", interruptible=self.by_priority)
