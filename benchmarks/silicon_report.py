@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from calibration.engine_fit import TRAIN_MODELS
-from calibration.engine_terms import engine_terms, known_versions, terms_path
+from sim.engine_terms import engine_terms, known_versions, terms_path
 from calibration.silicon import MAX_REQUESTS, MIN_REQUESTS, PACKAGE, WAVES, Row, package_version, silicon_csv
 
 MOE_MODELS = ("gpt-oss-120b", "qwen3-235b-a22b", "minimax-m2.5", "mixtral-8x7b")
@@ -138,7 +138,7 @@ def _factors_section() -> list[str]:
     fac = p.get("training_model_kernel_factor")
     if not isinstance(fac, dict):
         return []
-    from calibration.engine_terms import _read
+    from sim.engine_terms import _read
 
     by_gpu = _read(str(terms_path()))["engines"]["vllm"].get("compute_scale_by_gpu", {})
     lines = ["", "Kernel-time factors (stage 1): per training model and GPU (nuisance, not kept) and kept per GPU "
@@ -177,7 +177,6 @@ def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variant
 
     kern_h, lock_h, seed_h = var("kernels", held), var("lockstep", held), var("seed1", held)
     kspread_h, before_h = var("kernels_spread", held), var("before", held)
-    cliff_ids = lambda part: part[part["kv_bound"] | (part["ttft_ms"] > QUEUEING_TTFT_MS)]
     fp8_held = held[held["dtype"] == "fp8"]
     held_models = sorted(held["model"].unique())
     versions = ", ".join(f"{v} ({n} rows)" for v, n in main["backend_version"].value_counts().items())

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from calibration.engine_fit import TRAIN_MODELS
-from calibration.engine_terms import engine_terms
+from sim.engine_terms import engine_terms
 from calibration.profile import load_profile
 from calibration.silicon import (KV_BOUND_PEAK, Row, engine_version, lone_prefill_ms, read_rows,
                                  simulate_row)

@@ -42,7 +42,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +51,7 @@ from scipy.optimize import least_squares
 from sim.catalog import resolve_gpu, resolve_model
 from sim.cost_model import ProfileCostModel, RooflineCostModel, RooflineParams, ServingOverhead
 
-from .engine_terms import TERM_NAMES, terms_path
+from sim.engine_terms import TERM_NAMES, terms_path
 from .profile import load_profile
 from .silicon import CSV_NAME, KV_BOUND_PEAK, PACKAGE, Row, lone_prefill_ms, package_version, read_rows, simulate_row
 
@@ -330,7 +330,7 @@ def fit_all(log=print, stage1: list[float] | None = None) -> dict:
     out["engines"]["vllm"]["default_version"] = max(counts, key=lambda v: (counts[v], v))
     out["engines"]["vllm"]["compute_scale_by_gpu"] = {g: round(f, 4) for g, f in fit.gpu_scale.items()}
     out["note"] = ("Written by `python -m calibration.engine_fit` (do not edit by hand). Terms added to composed "
-                   "GPU profiles (calibration/engine_terms.py); the roofline entry is its fixed step cost.")
+                   "GPU profiles (sim/engine_terms.py); the roofline entry is its fixed step cost.")
     return out
 
 

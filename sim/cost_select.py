@@ -4,7 +4,7 @@
 `<gpu>_<model>_tp<TP>_<weight dtype>` when there is one, and the roofline otherwise.
 A profile composed from kernel tables (provenance `lower_bound: true`, no `serving` section of
 its own) gets the engine's own time for the scenario's `engine:` version
-(calibration/engine_terms.py); a profile measured against the real server keeps its own
+(sim/engine_terms.py); a profile measured against the real server keeps its own
 serving terms. Every choice is spelled out in the description the report and planner print,
 and every knob that cannot act is an error (ConfigError), never ignored.
 """
@@ -90,7 +90,7 @@ def _check_profile(prof, scenario: Scenario, how: str) -> list[str]:
 
 
 def _profile_choice(scenario: Scenario, name: str, how: str) -> CostChoice:
-    from calibration.engine_terms import engine_terms
+    from .engine_terms import engine_terms
     from .profile import load_profile
 
     cm = scenario.cost_model
@@ -145,7 +145,7 @@ def _profile_choice(scenario: Scenario, name: str, how: str) -> CostChoice:
 def roofline_defaults(scenario: Scenario) -> RooflineParams:
     """RooflineParams() with the fixed per-step and per-sequence cost re-derived for the scenario's
     engine version where the engine terms carry them."""
-    from calibration.engine_terms import engine_terms
+    from .engine_terms import engine_terms
 
     terms = engine_terms(scenario.engine.name, scenario.engine.version)
     p = RooflineParams()

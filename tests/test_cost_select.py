@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibration.engine_terms import engine_terms, known_versions
+from sim.engine_terms import engine_terms, known_versions
 from sim.configio import ConfigError
 from sim.cost_model import ProfileCostModel, RooflineCostModel
 from sim.cost_select import auto_profile_name, select_cost_model

@@ -62,7 +62,7 @@ def _terms_file(tmp_path, by_gpu, name="terms.json"):
 def test_engine_terms_take_the_kernel_factor_of_the_profiles_gpu(tmp_path):
     import pytest
 
-    from calibration.engine_terms import engine_terms
+    from sim.engine_terms import engine_terms
     from sim.configio import ConfigError
 
     path = _terms_file(tmp_path, {"b200-sxm": 0.9})

@@ -140,7 +140,7 @@ XFAIL_REASON = ("issue 10 targets on held-out rows (TPOT <= 5 %, TTFT <= 15 %): 
 
 def test_engine_terms_were_not_fitted_on_held_out_rows(vs, rows):
     from calibration.engine_fit import TRAIN_MODELS, split
-    from calibration.engine_terms import engine_terms, known_versions
+    from sim.engine_terms import engine_terms, known_versions
 
     train, held = split(rows[0])
     assert train and held and not {r.model for r in held} & set(TRAIN_MODELS)

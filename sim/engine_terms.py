@@ -1,0 +1,135 @@
+"""The serving engine's own time, per engine version: what a composed GPU profile leaves out.
+
+A GPU profile composed from per-operator kernel tables (calibration/aiconfigurator_import.py)
+prices the kernels of a step and nothing else: it is a lower bound. The engine adds CPU time
+per step (scheduling, input preparation) and per sequence (sampling, output processing,
+streaming), and the API server adds time between a client and the engine, in both directions.
+Those terms differ between engine releases by milliseconds per step, so they are data, one
+entry per engine version, fitted on measured serving runs by `python -m calibration.engine_fit`
+(provenance, rows used, train/held-out split and fit error stored beside every entry).
+
+    calibration/profiles/engine_terms.json
+    {"engines": {"vllm": {"default_version": "0.12.0",
+                          "versions": {"0.12.0": {"step_overhead_s": ..., "per_seq_overhead_s": ...,
+                                                  "compute_scale": ..., "response_latency_s": ...,
+                                                  "request_jitter_s": ..., "roofline": {...},
+                                                  "provenance": {...}}},
+                          "compute_scale_by_gpu": {"h100-sxm": ..., ...}}}}
+
+`compute_scale` multiplies a composed profile's kernel time: what such profiles miss on a GPU, fitted
+on the training models (per GPU where they ran on it; the version's `compute_scale` elsewhere).
+
+`engine_terms(name, version)` answers with the terms and, when the version has no data, a
+note saying which version's terms stand in for it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .configio import ConfigError
+from .cost_model import ServingOverhead
+
+TERMS_FILE = "engine_terms.json"
+# The fitted terms (ServingOverhead's fields, less the host floor: a GPU host does not saturate
+# in these runs, and the data cannot see one).
+TERM_NAMES = ("compute_scale", "step_overhead_s", "per_seq_overhead_s", "response_latency_s", "request_jitter_s")
+
+
+@dataclass(frozen=True)
+class EngineTerms:
+    engine: str
+    version: str  # the version whose data the terms come from
+    overhead: ServingOverhead
+    roofline_step_overhead_s: float | None  # the roofline's fixed per-step cost re-derived on the same rows
+    roofline_per_seq_overhead_s: float | None
+    provenance: dict[str, Any]
+    note: str = ""  # non-empty when the asked-for version had no data and another's terms stand in
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine} {self.version} engine terms"
+
+
+def terms_path() -> Path:
+    return Path(str(resources.files("calibration").joinpath("profiles", TERMS_FILE)))
+
+
+@lru_cache(maxsize=4)
+def _read(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        return {"engines": {}}
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{p}: not valid JSON ({exc})") from None
+    for name, eng in data.get("engines", {}).items():
+        for version, entry in eng.get("versions", {}).items():
+            for key in TERM_NAMES:
+                v = entry.get(key)
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                    raise ConfigError(f"{p}: field 'engines.{name}.versions.{version}.{key}' must be a number >= 0, "
+                                      f"got {v!r}")
+            if "source" not in entry.get("provenance", {}):
+                raise ConfigError(f"{p}: field 'engines.{name}.versions.{version}.provenance.source' is missing")
+        for gpu, f in eng.get("compute_scale_by_gpu", {}).items():
+            if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0.1 <= f <= 10:
+                raise ConfigError(f"{p}: field 'engines.{name}.compute_scale_by_gpu.{gpu}' must be a number in "
+                                  f"0.1 .. 10, got {f!r}")
+        if eng.get("default_version") not in eng.get("versions", {}):
+            raise ConfigError(f"{p}: field 'engines.{name}.default_version' must name one of its versions")
+    return data
+
+
+def known_versions(engine: str = "vllm", path: Path | None = None) -> list[str]:
+    eng = _read(str(path or terms_path())).get("engines", {}).get(engine, {})
+    return sorted(eng.get("versions", {}), key=_version_key)
+
+
+def _version_key(v: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else -1 for p in v.split("."))
+
+
+def _nearest(version: str, versions: list[str], default: str) -> str:
+    """The version with data closest to `version` (an unparsable one gets the default)."""
+    key = _version_key(version)
+    if not version or any(k < 0 for k in key):
+        return default
+    return min(versions, key=lambda v: (tuple(abs(a - b) for a, b in zip(_version_key(v), key)), v))
+
+
+def engine_terms(engine: str = "vllm", version: str | None = None, path: Path | None = None,
+                 gpu: str | None = None) -> EngineTerms | None:
+    """The terms of `engine` at `version` (None: the default version, the one with the most data).
+    A version without data gets the nearest version's terms and a note that says so; an engine
+    without any data gives None. `gpu` (a catalog name): the kernel-time factor fitted for that GPU's
+    composed profiles where there is one (`compute_scale_by_gpu`), else the version's `compute_scale`."""
+    eng = _read(str(path or terms_path())).get("engines", {}).get(engine)
+    if not eng:
+        return None
+    versions = eng["versions"]
+    note = ""
+    if version is None:
+        used = eng["default_version"]
+    elif version in versions:
+        used = version
+    else:
+        used = _nearest(version, sorted(versions, key=_version_key), eng["default_version"])
+        note = (f"engine: {engine} {version} has no measured engine terms (data exists for "
+                f"{', '.join(sorted(versions, key=_version_key))}); using {engine} {used}'s")
+    e = versions[used]
+    scale = eng.get("compute_scale_by_gpu", {}).get((gpu or "").lower(), e["compute_scale"])
+    ov = ServingOverhead(compute_scale=float(scale), step_overhead_s=float(e["step_overhead_s"]),
+                         per_seq_overhead_s=float(e["per_seq_overhead_s"]), host_per_seq_s=0.0,
+                         response_latency_s=float(e["response_latency_s"]),
+                         request_jitter_s=float(e["request_jitter_s"]))
+    roof = e.get("roofline") or {}
+    return EngineTerms(engine=engine, version=used, overhead=ov,
+                       roofline_step_overhead_s=roof.get("step_overhead_s"),
+                       roofline_per_seq_overhead_s=roof.get("per_seq_overhead_s"),
+                       provenance=e["provenance"], note=note)
