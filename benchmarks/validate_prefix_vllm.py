@@ -189,7 +189,7 @@ def render(a, scenario, n: int, rows: dict, profile) -> list[str]:
     flags = "".join(f" {x}" for x in overrides(a) if not x.startswith("cost_model.profile="))
     wl = scenario.workload
     out = ["## Prefix caching against the real server", "",
-           f"`python benchmarks/validate_prefix_vllm.py {shown}" + (f" --profile {profile.name}" if a.profile else "")
+           f"`python benchmarks/validate_prefix_vllm.py {shown}" + (f" --profile {a.profile}" if a.profile else "")
            + (f" (set: {flags.strip()})" if flags else "") + " --write-doc`: "
            f"{n} requests of `{scenario.name}` (Poisson {wl.arrival.rate_per_s:g} requests/s, "
            f"{wl.shared_prefix_tokens}-token system prompt, block size {scenario.serving.block_size_tokens}), replayed at "

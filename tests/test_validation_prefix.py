@@ -103,3 +103,16 @@ def test_light_load_server_had_no_queue(light_runs):
     real, pred = light_runs[False]
     assert real_ttft(real, np.nanmedian) < 2 * pred["ttft_p50"], (
         f"P50 TTFT off: measured {real_ttft(real, np.nanmedian):.3f} s, predicted {pred['ttft_p50']:.3f} s")
+
+
+@pytest.mark.parametrize("stat, key", [(np.nanmedian, "ttft_p50"), (np.nanmean, "ttft_mean")])
+def test_light_load_ttft_gain_within_10_percent(light_runs, stat, key):
+    """The issue's check: TTFT gain (1 - on / off) predicted within 10 % of measured. Measured here
+    (docs/validation.md): P50 64.9 % vs 65.9 % predicted, mean 62.6 % vs 63.0 %; the absolute TTFTs
+    were 9-14 % low on both sides, which the gain cancels."""
+    real = 1 - real_ttft(light_runs[True][0], stat) / real_ttft(light_runs[False][0], stat)
+    pred = 1 - light_runs[True][1][key] / light_runs[False][1][key]
+    print(f"{key}: on {real_ttft(light_runs[True][0], stat):.4f} s / off {real_ttft(light_runs[False][0], stat):.4f} s "
+          f"measured, gain {real:.3f} measured vs {pred:.3f} predicted; hit rate {light_runs[True][0]['hit_rate']:.3f}")
+    assert real > 0.3
+    assert abs(pred - real) <= 0.10 * real, f"{key} gain: measured {real:.3f}, predicted {pred:.3f}"
