@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import tempfile
 import time
@@ -40,6 +39,8 @@ from sim.cost_model import step_features
 from sim.scenario import load_scenario
 from sim.simulation import run as simulate
 from sim.workload import generate_workload
+
+from benchmarks.doc_sections import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "validation.md"
@@ -151,7 +152,7 @@ def main(argv=None) -> int:
                    engine_wall, probes, load)
     print("\n".join(lines))
     if args.write_doc:
-        write_section(lines)
+        write_section(DOC, BEGIN, END, lines)
         print(f"\nwrote the timing section of {DOC.relative_to(ROOT)}")
     return 0 if div is None else 1
 
@@ -224,16 +225,6 @@ def render(args, scen, run, div, rows, real, table, gaps, profile_name, vllm_ver
             "above) adds the API server, streaming and the client on the same 2 cores; its error is the served "
             "replay's minus this in-process one."]
     return out
-
-
-def write_section(lines: list[str]) -> None:
-    text = DOC.read_text()
-    block = "\n".join([BEGIN, *lines, END])
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.replace("\n## Per scenario\n", "\n" + block + "\n\n## Per scenario\n", 1)
-    DOC.write_text(text)
 
 
 if __name__ == "__main__":  # the engine runs in a subprocess: nothing may run at import

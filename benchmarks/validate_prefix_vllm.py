@@ -47,6 +47,8 @@ from sim.workload import Workload, generate_workload  # noqa: E402
 
 from validate_vllm import DOC, scenario_server_args  # noqa: E402
 
+from benchmarks.doc_sections import write_section  # noqa: E402
+
 BEGIN, END = "<!-- prefix-replay: written by benchmarks/validate_prefix_vllm.py -->", "<!-- /prefix-replay -->"
 HIT_RATE_TARGET_PCT = 10.0  # the bound on the hit rate's error
 TTFT_GAIN_TARGET_PCT = 10.0  # and on the TTFT gain's
@@ -142,7 +144,7 @@ def main(argv=None) -> int:
     lines = render(a, scenario, len(wl), rows, profile)
     print("\n".join(lines))
     if a.write_doc:
-        write_section(lines)
+        write_section(DOC, BEGIN, END, lines)
     ok = abs(rows[True]["pred_hit_rate"] - rows[True]["real_hit_rate"]) <= HIT_RATE_TARGET_PCT / 100 * rows[True]["real_hit_rate"]
     return 0 if ok else 1
 
@@ -226,16 +228,6 @@ def render(a, scenario, n: int, rows: dict, profile) -> list[str]:
                 "and the predicted one a lightly loaded server's. The hit rate is decided by "
                 "the scheduler and the cache, not the clock, and stands. Rerun on a quiet machine for the TTFT gain."]
     return out
-
-
-def write_section(lines: list[str]) -> None:
-    text = DOC.read_text()
-    block = "\n".join([BEGIN, *lines, END])
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.replace("\n## Per scenario\n", "\n" + block + "\n\n## Per scenario\n", 1)
-    DOC.write_text(text)
 
 
 if __name__ == "__main__":

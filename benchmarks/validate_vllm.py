@@ -28,7 +28,6 @@ import json
 import math
 import os
 import platform
-import re
 import shlex
 import sys
 import time
@@ -47,6 +46,8 @@ from sim.metrics import PERCENTILES  # noqa: E402
 from sim.scenario import load_scenario  # noqa: E402
 from sim.simulation import run as simulate  # noqa: E402
 from sim.workload import Workload, generate_workload  # noqa: E402
+
+from benchmarks.doc_sections import kept_sections  # noqa: E402  (timing_vllm.py and validate_prefix_vllm.py write them)
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "validation"
 REPEAT_OUT = ROOT / "benchmarks" / "results" / "validation_repeat"  # second real runs: the noise floor
@@ -268,16 +269,6 @@ def noise_floor_section(out_root: Path, repeat_root: Path = REPEAT_OUT) -> list[
               ", ".join(f"{m} {med[m]:.1f} %" for m in TARGETS if m in med) + ".",
               f"Predictions within noise: {int(df['within'].sum())} of {len(df)} (metric x scenario).", ""]
     return lines
-
-
-KEPT_SECTION = re.compile(r"<!-- (?P<name>[a-z-]+): written by .*?<!-- /(?P=name) -->", re.S)
-
-
-def kept_sections(doc: Path) -> list[str]:
-    """Sections other benchmarks write into the doc (benchmarks/timing_vllm.py,
-    benchmarks/validate_prefix_vllm.py), kept as they are."""
-    text = doc.read_text() if doc.is_file() else ""
-    return [m.group(0) + "\n" for m in KEPT_SECTION.finditer(text)]
 
 
 def write_doc(out_root: Path, command: str, doc: Path = DOC) -> None:
