@@ -74,16 +74,15 @@ def test_the_run_is_a_parity_case_servesim_schedules_alike(run):
     assert first_divergence(changed, sim_trace(case)).step == 2
 
 
-def test_the_timing_section_is_replaced_in_place_and_kept_by_the_validation_writer(tmp_path, monkeypatch):
+def test_the_timing_section_is_replaced_in_place_and_kept_by_the_validation_writer(tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import timing_vllm
     import validate_vllm
 
     doc = tmp_path / "validation.md"
     doc.write_text("# Validation\n\nintro\n\n## Per scenario\n\nrows\n")
-    monkeypatch.setattr(timing_vllm, "DOC", doc)
-    timing_vllm.write_section(["## Timing, decomposed", "first"])
-    timing_vllm.write_section(["## Timing, decomposed", "second"])
+    timing_vllm.write_section(doc, timing_vllm.BEGIN, timing_vllm.END, ["## Timing, decomposed", "first"])
+    timing_vllm.write_section(doc, timing_vllm.BEGIN, timing_vllm.END, ["## Timing, decomposed", "second"])
     text = doc.read_text()
     assert text.count("## Timing, decomposed") == 1 and "second" in text and "first" not in text
     assert text.index("second") < text.index("## Per scenario")
