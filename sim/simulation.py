@@ -234,7 +234,8 @@ class Simulation:
         for k in range(n):
             if starts[k] > self.env.now:
                 yield self.env.timeout(starts[k] - self.env.now)
-            if self.aborted_reason is not None:
+            # Early clients' follow-ups may already have taken the last requests: a late client then has none.
+            if self.aborted_reason is not None or self.next_req >= len(self.table):
                 return
             self._issue(self.next_req)
             self.next_req += 1

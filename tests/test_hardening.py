@@ -53,6 +53,21 @@ def test_closed_loop_four_clients_no_think_time_lognormal(seed):
     assert res.stable and res.requests["finish_s"].notna().all()
 
 
+@pytest.mark.parametrize("policy", ["static", "continuous"])
+@pytest.mark.parametrize("seed", [1, 3, 4])
+def test_closed_loop_with_as_many_clients_as_requests_and_fast_replies(policy, seed):
+    # Clients start spread over one expected request; short requests finish before the last client
+    # starts, and their clients' follow-ups take the last requests: the late clients have none left
+    # (this crashed with an IndexError before).
+    sc = scenario_from_dict({"serving": {"max_model_len": 2048, "scheduler": {"policy": policy, "batch_size": 1}},
+                             "workload": {"arrival": {"kind": "closed_loop", "concurrency": 9, "think_time_s": 0},
+                                          "num_requests": 9,
+                                          "prompt_tokens": {"kind": "lognormal", "mean": 50, "sigma": 2.0, "max": 1000},
+                                          "output_tokens": {"kind": "lognormal", "mean": 5, "sigma": 2.0, "max": 100}}})
+    res = run(sc, seed=seed)
+    assert res.stable and len(res.requests) == 9 and res.requests["finish_s"].notna().all()
+
+
 # ---- 2. infinite and huge numbers ---------------------------------------------------------------
 
 @pytest.mark.parametrize("dotted, value", [
