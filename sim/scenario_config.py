@@ -12,7 +12,7 @@ from .configio import MAX_SEED, require, require_range
 from .cost_model import RooflineParams
 from .quantization import KvDtype, WeightDtype
 from .speculative import Drafter, SpeculativeConfig, check_speculative, drafter_for
-from .workload import WorkloadConfig
+from .workload_config import WorkloadConfig
 
 SchedulerName = Literal["fifo", "static", "continuous", "priority"]
 
