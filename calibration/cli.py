@@ -8,7 +8,7 @@
 A profile folder holds measurements.csv (one row per measured step), telemetry.csv (GPU
 samples, when there is an NVIDIA driver), run.json (what was measured: engine, device,
 model, KV blocks) and profile.json (the fitted coefficients, their held-out error and
-provenance). Thin: the work is in vllm_harness / torch_harness / telemetry / fit.
+provenance). Thin: the work is in sweep / vllm_harness / torch_harness / telemetry / fit.
 """
 from __future__ import annotations
 
@@ -27,7 +27,10 @@ from sim.cli_errors import run_command, user_errors
 from .fit import FitError, fit_profile, format_report
 from .profile import MEASUREMENTS_FILE, Profile, ProfileError, read_json, save_profile
 from .telemetry import TelemetrySampler
-from .vllm_harness import FIT_STATS, GRIDS, EngineError, VllmSettings, measure_vllm, resolve_model_dir, step_shapes
+from .engine_process import EngineError
+from .model_dir import resolve_model_dir
+from .sweep import FIT_STATS, GRIDS, step_shapes
+from .vllm_harness import VllmSettings, measure_vllm
 
 RUN_FILE = "run.json"
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt")
@@ -239,7 +242,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def read_measurements(path: Path) -> pd.DataFrame:
     """measurements.csv with the columns a fit needs; FitError (one line, naming the file) otherwise."""
-    from .vllm_harness import SHAPE
+    from .sweep import SHAPE
 
     try:
         measured = pd.read_csv(path, encoding="utf-8")

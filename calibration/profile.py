@@ -13,7 +13,7 @@ from pathlib import Path
 from sim.profile import (BLOCK_SIZES, MAX_TERM_S, PROFILE_FILE, SHIPPED_DIR, Profile, ProfileError,  # noqa: F401
                          list_shipped_profiles, load_profile, parse_profile, read_json, shipped_profiles_dir)
 
-MEASUREMENTS_FILE = "measurements.csv"  # one row per measured step (calibration/vllm_harness.py)
+MEASUREMENTS_FILE = "measurements.csv"  # one row per measured step (calibration/sweep.py)
 
 
 def save_profile(profile: Profile, folder: str | Path) -> Path:

@@ -67,7 +67,7 @@ SMOKE_SWEEP = (SweepPoint(1, 64, 16, 4), SweepPoint(4, 128, 32, 8), SweepPoint(8
 def measure_sweep(scenario: Scenario, profile: Profile, points=SWEEP, *, log: Callable[[str], Any] = print,
                   work_dir: Path | None = None, seed: int = 0) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Per-request records of every sweep point on the real server, and the run's facts."""
-    from .vllm_harness import resolve_model_dir
+    from .model_dir import resolve_model_dir
     from .vllm_server import Server, closed_loop, random_prompts, server_args, warm_up, _session
 
     work_dir = Path(work_dir or ".cache/serving")

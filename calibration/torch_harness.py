@@ -3,9 +3,9 @@
 For a GPU that has PyTorch but no vLLM. The model is built from a Hugging Face config.json
 (RMSNorm, rotary embeddings, grouped-query attention through
 torch.nn.functional.scaled_dot_product_attention over a per-sequence KV cache tensor,
-SwiGLU MLP) and driven through the same grid as vllm_harness by a small continuous-batching
-loop of vLLM's shape: running sequences first, then prompt chunks up to the step's token
-budget. Each step's time: CUDA events on a GPU, perf_counter on a CPU. Output: the same
+SwiGLU MLP) and driven through the same grid as vllm_harness (calibration/sweep.py) by a small
+continuous-batching loop of vLLM's shape: running sequences first, then prompt chunks up to the
+step's token budget. Each step's time: CUDA events on a GPU, perf_counter on a CPU. Output: the same
 rows and engine facts as vllm_harness (`SweepResult`).
 
 What it leaves out: paged attention kernels, fused custom ops, CUDA graphs, sampling
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .vllm_harness import Grid, Point, StepRecorder, SweepResult, device_name, short_dtype, sweep_points
+from .sweep import Grid, Point, StepRecorder, SweepResult, device_name, short_dtype, sweep_points
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -165,7 +165,7 @@ class _Seq:
 
 
 class TorchEngine:
-    """A continuous-batching loop over TinyLlama (the Driver protocol of vllm_harness)."""
+    """A continuous-batching loop over TinyLlama (the Driver protocol of calibration/sweep.py)."""
 
     def __init__(self, model: TinyLlama, recorder: StepRecorder, *, max_batched_tokens: int, max_len: int,
                  dtype, device, seed: int = 0):

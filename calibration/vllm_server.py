@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .vllm_harness import SAMPLING_TEMPERATURE, cache_env, log_tail
+from .engine_process import SAMPLING_TEMPERATURE, cache_env, log_tail
 
 STARTUP_TIMEOUT_S = 240.0
 # Served requests sample as the calibration sweep did (random sampling over the vocabulary costs far

@@ -2,7 +2,7 @@
 step: what the scheduler decided (the parity record) and how long the step took.
 
 The engine is vLLM's `LLMEngine` with its engine core in-process (tiny-llama, dummy weights),
-on a CPU under the thread binding a served model worker gets (calibration/vllm_harness.py
+on a CPU under the thread binding a served model worker gets (calibration/engine_process.py
 `cpu_worker_env`), so its step times are those the calibrated profile was fitted on. A request
 is added as soon as its arrival time has passed, before the next step; when nothing is left to
 run the loop sleeps until the next arrival. Each step is timed with perf_counter around
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from calibration.vllm_harness import SAMPLING_TEMPERATURE, cache_env, cpu_worker_env, run_worker, serving_worker_cores
+from calibration.engine_process import SAMPLING_TEMPERATURE, cache_env, cpu_worker_env, run_worker, serving_worker_cores
 
 PROBE_ID, PROBE_PROMPT, PROBE_OUTPUT = 10**9, 128, 33  # the reference shape: 32 decode steps of one sequence
 MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "tiny-llama"

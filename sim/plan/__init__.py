@@ -5,7 +5,9 @@
     search.py     simulated points: is a replica count good enough at a rate (Task -> Sample -> Verdict)
     backend.py    where the simulations run: local processes or Ray
     cache.py      simulated points kept on disk, keyed by what their numbers depend on
-    planner.py    plan(): the search per candidate and hour, costs, ranking, the Pareto front
+    fleet.py      replicas per candidate: the peak-hour fleet, the autoscaled hours, the zero-load floor
+    result.py     the answer as flat records: CandidatePlan per candidate, the ranked Plan
+    planner.py    plan(): inputs, the searches on a backend (and the cache), costs, ranking, the Pareto front
     cli.py        `servesim plan` and the text rendering of a Plan (imports planner; never the reverse)
 
 Nothing is imported here: `sim.windows` uses the backends without loading the planner.

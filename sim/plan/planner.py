@@ -7,7 +7,7 @@ For each candidate (model, GPU, TP, quantization, scheduler, speculative decodin
    no replica count can meet;
 2. the peak hour: the smallest replica count whose simulation at the peak hour's
    Poisson rate is stable and meets the SLO percentile of every bound (gallop from the
-   estimate, then bisect; search.py);
+   estimate, then bisect; fleet.py, on the simulated points of search.py);
 3. the autoscaled day: replicas for each hour's rate x (1 + scale_up_margin), never
    more than the peak fleet (which already meets the SLO at the highest rate); for each
    replica count n below the peak fleet, the highest hourly rate n replicas meet;
@@ -15,20 +15,18 @@ For each candidate (model, GPU, TP, quantization, scheduler, speculative decodin
    $ per 1k queries and per 1M tokens (prompt + output), at the scenario's price per
    GPU-hour (catalog on-demand price or override, less `price_discount`).
 
-Candidates are ranked cheapest feasible first; the rest are listed with the reason.
+Candidates are ranked cheapest feasible first; the rest are listed with the reason (the records:
+result.py).
 The Pareto front is drawn from every simulated peak-hour point that meets the SLO
 (candidate x replicas): dollars per month against the bounded latencies.
 """
 from __future__ import annotations
 
-import bisect
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import pandas as pd
 from tqdm import tqdm
 
 from ..configio import ConfigError, build, to_dict
@@ -39,137 +37,11 @@ from ..workload import SECONDS_PER_HOUR, WorkloadConfig
 from .backend import LocalBackend, RayBackend
 from .config import CandidateConfig, PlanConfig, candidate_scenario, describe, read_plan
 from .estimate import Estimate, estimate
-from .search import (METRICS, Found, PointKey, Points, Slo, Verdict, fmt_s, drive, margin_text, smallest_true,
-                     together)
+from .fleet import START_UTILISATION, Outcome, candidate_search, floor_reason
+from .result import CandidatePlan, Plan
+from .search import METRICS, Points, Slo, drive, margin_text, together
 
 HOURS_PER_DAY = 24
-START_UTILISATION = 0.8  # the analytic start assumes replicas at 80 % of their best throughput
-
-
-@dataclass(frozen=True)
-class CandidatePlan:
-    """One candidate's answer (a flat record). Latencies are at the SLO percentile, at the peak
-    hour, with `replicas_peak`; costs use `price_usd_per_gpu_hour` (discount applied)."""
-
-    name: str
-    label: str  # model, GPU x TP, quantization, scheduler, speculative
-    feasible: bool
-    reason: str  # why not, when not feasible
-    model: str = ""
-    gpu: str = ""
-    tensor_parallel: int | None = None
-    cost_model: str = ""  # which cost model priced it (sim/cost_select.py's label)
-    price_usd_per_gpu_hour: float = math.nan
-    replicas_peak: int | None = None
-    gpus_peak: int | None = None
-    hourly_replicas: tuple[int, ...] = ()  # autoscaled replicas, hours 0..23
-    ttft_s: float = math.nan
-    tpot_s: float = math.nan
-    e2e_s: float = math.nan
-    attained_fraction: float = math.nan  # scored requests meeting every bound
-    margin: str = ""  # the binding metric against its bound, e.g. "P99 TTFT 1.41 s vs 2.00 s"
-    seeds: int = 0  # seeds pooled at the chosen point
-    usd_per_day_fixed: float = math.nan
-    usd_per_day_autoscaled: float = math.nan
-    usd_per_month_fixed: float = math.nan
-    usd_per_month_autoscaled: float = math.nan
-    usd_per_1k_queries_fixed: float = math.nan
-    usd_per_1k_queries_autoscaled: float = math.nan
-    usd_per_1m_tokens_fixed: float = math.nan
-    usd_per_1m_tokens_autoscaled: float = math.nan
-    analytic_rate_per_replica_per_s: float = math.nan  # the bracket: best-batch throughput
-    analytic_replicas: int | None = None  # the bracket's starting replica count at the peak
-    points_simulated: int = 0  # simulations (point x seed) run for this candidate
-
-    @property
-    def gpus_range(self) -> tuple[int, int]:
-        tp = self.tensor_parallel or 1
-        return min(self.hourly_replicas) * tp, max(self.hourly_replicas) * tp
-
-
-@dataclass
-class Plan:
-    """The planner's answer. `candidates` are ranked: cheapest feasible first, then the rest."""
-
-    scenario: str
-    slo: Slo
-    queries_per_day: float
-    hourly_rate_per_s: tuple[float, ...]
-    peak_hour: int
-    scale_up_margin: float
-    mean_prompt_tokens: float
-    mean_output_tokens: float
-    rank_by: str
-    candidates: list[CandidatePlan]
-    pareto: list[dict[str, Any]]  # candidate, replicas, gpus, usd_per_month_fixed, <metric>_s
-    points_simulated: int
-    sim_s: float  # simulation seconds summed over workers
-    wall_s: float
-    backend: str
-    seed: int
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def peak_rate_per_s(self) -> float:
-        return self.hourly_rate_per_s[self.peak_hour]
-
-    @property
-    def best(self) -> CandidatePlan | None:
-        return self.candidates[0] if self.candidates and self.candidates[0].feasible else None
-
-    def headline(self) -> str:
-        """The answer as one sentence."""
-        b = self.best
-        if b is None:
-            return (f"No candidate meets {self.slo.describe()} at {self.peak_rate_per_s:.2f} req/s "
-                    f"(peak hour of {self.queries_per_day:,.0f} queries/day); see the reasons below.")
-        lo, hi = min(b.hourly_replicas), max(b.hourly_replicas)
-        auto = f"{lo} replica{'s' if lo > 1 else ''}" if lo == hi else f"{lo}–{hi} replicas"
-        fleet = f"{b.gpus_peak} × {b.gpu}"
-        if (b.tensor_parallel or 1) > 1:
-            fleet += f" ({b.replicas_peak} replicas × TP{b.tensor_parallel})"
-        cost = b.usd_per_month_autoscaled if self.rank_by == "autoscaled" else b.usd_per_month_fixed
-        per_1k = b.usd_per_1k_queries_autoscaled if self.rank_by == "autoscaled" else b.usd_per_1k_queries_fixed
-        return (f"Cheapest: {b.name} — {fleet} at peak, autoscaled {auto}, ${cost:,.0f}/month "
-                f"({self.rank_by}; fixed fleet ${b.usd_per_month_fixed:,.0f}), ${per_1k:,.3f} per 1k queries "
-                f"(${per_1k / 1000:.5f} per query) (meets {b.margin})")
-
-    def to_frame(self) -> pd.DataFrame:
-        """The ranked table, one row per candidate (hourly replicas as a comma-separated string)."""
-        rows = []
-        for rank, c in enumerate(self.candidates, 1):
-            row = {"rank": rank if c.feasible else None, **to_dict(c)}
-            row["hourly_replicas"] = ",".join(str(n) for n in c.hourly_replicas)
-            rows.append(row)
-        df = pd.DataFrame(rows)
-        for col in ("rank", "tensor_parallel", "replicas_peak", "gpus_peak", "analytic_replicas"):
-            df[col] = df[col].astype("Int64")  # integers with gaps for infeasible candidates
-        return df
-
-    def pareto_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.pareto)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Everything as plain JSON-able data (NaN becomes None)."""
-        def clean(v):
-            if isinstance(v, float) and not math.isfinite(v):
-                return None
-            if isinstance(v, dict):
-                return {k: clean(x) for k, x in v.items()}
-            if isinstance(v, (list, tuple)):
-                return [clean(x) for x in v]
-            return v
-        return clean({
-            "headline": self.headline(), "scenario": self.scenario, "slo": self.slo.describe(),
-            "percentile": self.slo.percentile, "bounds_s": self.slo.bounds,
-            "goodput_fraction": self.slo.goodput_fraction, "queries_per_day": self.queries_per_day,
-            "hourly_rate_per_s": list(self.hourly_rate_per_s), "peak_hour": self.peak_hour,
-            "scale_up_margin": self.scale_up_margin, "mean_prompt_tokens": self.mean_prompt_tokens,
-            "mean_output_tokens": self.mean_output_tokens, "rank_by": self.rank_by,
-            "candidates": [{**to_dict(c), "hourly_replicas": list(c.hourly_replicas)} for c in self.candidates],
-            "pareto": self.pareto, "points_simulated": self.points_simulated, "sim_s": self.sim_s,
-            "wall_s": self.wall_s, "backend": self.backend, "seed": self.seed, "notes": self.notes,
-        })
 
 
 # --- inputs ------------------------------------------------------------------------------
@@ -204,69 +76,9 @@ def _base_inputs(base: dict, cfg: PlanConfig) -> tuple[WorkloadConfig, Slo, tupl
     return workload, Slo(slo_cfg.percentile, bounds, cfg.goodput_fraction), rates
 
 
-# --- search ------------------------------------------------------------------------------
-
-@dataclass
-class _Outcome:
-    replicas_peak: int | None = None
-    verdict: Verdict | None = None
-    hourly: tuple[int, ...] = ()
-    reason: str = ""
-
-
-def _stuck(slo: Slo):
-    def check(x0: int, v0: Verdict, x1: int, v1: Verdict) -> str | None:
-        # Queueing delay collapses once capacity suffices; 1.5x the replicas for < 20 % less
-        # latency means the bound is near a floor (prefill time, static batches), not capacity.
-        if not (v0.simulated and v1.simulated and v0.stable and v1.stable and math.isfinite(v0.ratio)):
-            return None
-        if x1 < 1.5 * x0 or v1.ratio < 0.8 * v0.ratio:
-            return None
-        return (f"more replicas barely help: {margin_text(v0, slo, True)} at {x0} replicas, "
-                f"{margin_text(v1, slo, True)} at {x1}")
-    return check
-
-
-def _candidate_search(i: int, est: Estimate, rates: tuple[float, ...], cfg: PlanConfig, slo: Slo):
-    """Search generator for candidate i: the peak fleet, then the autoscaled hours."""
-    peak = max(rates)
-    meets = lambda v: v.meets  # noqa: E731
-    start = max(cfg.min_replicas, est.replicas_for(peak, START_UTILISATION))
-    found: Found = yield from smallest_true(cfg.min_replicas, cfg.max_replicas, start,
-                                            lambda n: PointKey(i, n, peak), meets, _stuck(slo))
-    if found.answer is None:
-        if found.reason:
-            return _Outcome(reason=found.reason)
-        top = max(found.tried)
-        v = found.tried[top]
-        why = margin_text(v, slo, True) if v.stable else v.status
-        return _Outcome(reason=f"needs more than plan.max_replicas = {cfg.max_replicas} replicas "
-                               f"(at {top}: {why})")
-    n_peak = found.answer
-    targets = [r * (1.0 + cfg.scale_up_margin) for r in rates]
-    below = sorted({t for t in targets if 0 < t < peak})
-    needed: dict[float, int] = {}
-    if below and n_peak > cfg.min_replicas:
-        per_replica = peak / n_peak  # known to meet the SLO at the peak: the guess for other hours
-        low: Found = yield from smallest_true(cfg.min_replicas, n_peak - 1, math.ceil(below[0] / per_replica),
-                                              lambda n: PointKey(i, n, below[0]), meets)
-        n_low = low.answer if low.answer is not None else n_peak
-        # For each n below the peak fleet: the first (lowest) hourly rate n replicas fail.
-        counts = list(range(n_low, n_peak))
-        firsts = yield from together([
-            smallest_true(0, len(below) - 1, bisect.bisect_right(below, n * per_replica),
-                          lambda j, n=n: PointKey(i, n, below[j]), lambda v: not v.meets)
-            for n in counts])
-        fail_at = {n: (f.answer if f.answer is not None else len(below)) for n, f in zip(counts, firsts)}
-        for j, t in enumerate(below):
-            needed[t] = min((n for n in counts if j < fail_at[n]), default=n_peak)
-    hourly = tuple(cfg.min_replicas if t <= 0 else needed.get(t, n_peak) for t in targets)
-    return _Outcome(replicas_peak=n_peak, verdict=found.tried[n_peak], hourly=hourly)
-
-
 # --- costing -----------------------------------------------------------------------------
 
-def _costed(name: str, sc: Scenario, est: Estimate, out: _Outcome, slo: Slo, peak_rate_per_s: float,
+def _costed(name: str, sc: Scenario, est: Estimate, out: Outcome, slo: Slo, peak_rate_per_s: float,
             queries_per_day: float, tokens_per_query: float, sims: int) -> CandidatePlan:
     tp = sc.serving.tensor_parallel
     price = sc.price_usd_per_gpu_hour
@@ -302,18 +114,6 @@ def pareto_front(points: list[dict[str, Any]], keys: list[str]) -> list[dict[str
     return sorted(front, key=lambda p: tuple(p[k] for k in keys))
 
 
-def _floor_reason(est: Estimate, slo: Slo, pct: float) -> str:
-    """Why no replica count can meet the SLO, from the zero-load floor ("" when it can)."""
-    ttft, tpot = slo.bounds.get("ttft"), slo.bounds.get("tpot")
-    if ttft is not None and est.ttft_floor_s > ttft:
-        return (f"P{pct:g} TTFT cannot go below {fmt_s(est.ttft_floor_s)} on this hardware (a P{pct:g} prompt "
-                f"prefilled alone on an idle replica) vs the {fmt_s(ttft)} bound; no replica count helps")
-    if tpot is not None and est.tpot_floor_s > tpot:
-        return (f"TPOT cannot go below {fmt_s(est.tpot_floor_s)} (one sequence decoding alone) vs the "
-                f"{fmt_s(tpot)} bound; no replica count helps")
-    return ""
-
-
 def _label(base: dict, cand: CandidateConfig) -> str:
     """A label for a candidate whose scenario could not be built."""
     serving = base.get("serving") or {}
@@ -323,6 +123,7 @@ def _label(base: dict, cand: CandidateConfig) -> str:
     model = model if isinstance(model, str) else "inline model"
     gpu = gpu if isinstance(gpu, str) else "inline GPU"
     return f"{model}, {gpu} TP{tp}"
+
 
 
 # --- the entry point -----------------------------------------------------------------------
@@ -383,7 +184,7 @@ def plan(source: str | Path | dict | Scenario, overrides: tuple[str, ...] | list
         except ConfigError as exc:
             reason = f"cannot run: {exc}"
         if est is not None:
-            reason = _floor_reason(est, slo, est_pct)
+            reason = floor_reason(est, slo, est_pct)
         names.append(name)
         reasons.append(reason)
         scenarios.append(sc)
@@ -429,7 +230,7 @@ def plan(source: str | Path | dict | Scenario, overrides: tuple[str, ...] | list
         return out
 
     try:
-        outcomes = drive(together([_candidate_search(k, estimates[k], rates, cfg, slo) for k in live]),
+        outcomes = drive(together([candidate_search(k, estimates[k], rates, cfg, slo) for k in live]),
                          points, run_tasks) if live else []
         backend_name = backend.describe()
     finally:
@@ -441,7 +242,7 @@ def plan(source: str | Path | dict | Scenario, overrides: tuple[str, ...] | list
     for k in range(len(cands)):
         sims = (sum(len(s) for key, s in points.samples.items() if key.candidate == k)
                 + sum(1 for key in points.screened if key.candidate == k))
-        out = by_cand.get(k) or _Outcome(reason=reasons[k])
+        out = by_cand.get(k) or Outcome(reason=reasons[k])
         if scenarios[k] is None or estimates[k] is None:
             results.append(CandidatePlan(name=names[k], label=_label(base, cands[k]), feasible=False,
                                          reason=reasons[k]))
