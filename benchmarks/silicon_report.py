@@ -12,9 +12,9 @@ import pandas as pd
 from calibration.engine_fit import TRAIN_MODELS
 from sim.engine_terms import engine_terms, known_versions, terms_path
 from calibration.silicon import MAX_REQUESTS, MIN_REQUESTS, PACKAGE, WAVES, Row, package_version, silicon_csv
+from silicon_cliffs import QUEUEING_TTFT_MS, cliff_cause, cliff_group
 
 MOE_MODELS = ("gpt-oss-120b", "qwen3-235b-a22b", "minimax-m2.5", "mixtral-8x7b")
-QUEUEING_TTFT_MS = 2000.0  # a measured TTFT above this is requests queueing (for KV blocks), not prefill
 TARGET_TPOT_PCT, TARGET_TTFT_PCT = 5.0, 15.0  # issue 10's targets on held-out rows (median |error|)
 MISS_TPOT_PCT, MISS_TTFT_PCT = 10.0, 30.0  # a held-out row beyond either is listed under Misses
 
@@ -70,16 +70,9 @@ def variant_line(name: str, e: dict | None) -> str | None:
 def cause(r) -> str:
     """Why a held-out row misses, from what the row and its simulation show."""
     why = []
-    if r.kv_bound and r.ttft_ms > QUEUEING_TTFT_MS:
-        why.append("KV cliff: queueing for KV blocks in both; TTFT then follows the KV capacity (sim/memory.py)")
-    elif r.kv_bound:
-        why.append("KV-bound in the prediction only: servesim's KV capacity is below vLLM's here")
-    elif r.ttft_ms > QUEUEING_TTFT_MS and r.tpot_ms < 0.5 * r.pred_tpot_ms:
-        why.append("queueing in the measurement only, with the TPOT of a small batch: the server ran far fewer "
-                   "than `concurrency` sequences at once (a --max-num-seqs the CSV does not record)")
-    elif r.ttft_ms > QUEUEING_TTFT_MS:
-        why.append("queueing in the measurement only: vLLM admitted fewer sequences than servesim (its KV capacity "
-                   "or a server limit the CSV does not record)")
+    cliff_why = cliff_cause(r)  # KV-bound or queueing: what the in-flight counts say (benchmarks/silicon_cliffs.py)
+    if cliff_why:
+        why.append(cliff_why)
     if abs(r.tpot_err_pct) > MISS_TPOT_PCT and not r.kv_bound:
         kern = r.kernels_tpot_ms if np.isfinite(r.kernels_tpot_ms) else np.nan
         moe = r.model in MOE_MODELS
@@ -204,7 +197,11 @@ def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variant
             f"{errors(no_cliff)['tpot_mdape']:.1f} %; on the {len(cliff)} cliff rows (KV-bound in the prediction or "
             f"queueing in the measurement) TTFT {errors(cliff)['ttft_mdape']:.1f} % (target 25 %: "
             f"{met(errors(cliff)['ttft_mdape'], 25.0)})" if len(cliff) else "")
-         + ("" if not len(cliff) else f"; before: {var('before', cliff)['ttft_mdape']:.1f} %." if before_h else ".")),
+         + ("" if not len(cliff) else f"; before: {var('before', cliff)['ttft_mdape']:.1f} %." if before_h else ".")
+         + (" By cause (docs/kv_cliff_diagnosis.md has the evidence row by row): " + "; ".join(
+             f"{k} {len(g)} rows, {g['ttft_err_pct'].abs().median():.0f} %"
+             for k, g in cliff.assign(why=[cliff_group(r) for r in cliff.itertuples(index=False)]).groupby("why"))
+            + "." if len(cliff) else "")),
         "",
         (f"All {len(main)} rows with a recorded concurrency (training and held-out together, the training rows "
          f"in-sample): TPOT {errors(main)['tpot_mdape']:.1f} % (signed {errors(main)['tpot_median_err']:+.1f} %), "
@@ -271,7 +268,9 @@ def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variant
          f"dtype); with a recorded concurrency: vLLM versions {versions}."),
         ("- Precision: fp8 rows use the `_fp8` profiles, rows with no precision (unquantised checkpoints) the "
          "`_bf16` ones. The CSV has no KV-cache dtype: vLLM's default (`--kv-cache-dtype auto`: bf16 for these "
-         "checkpoints even with fp8 weights) sizes the KV cache."),
+         "checkpoints even with fp8 weights) sizes the KV cache. The KV-cliff rows say several measured runs held "
+         "more KV than that allows (an fp8 cache, aiconfigurator-core's own convention for fp8 configurations, "
+         "fits the TP1 ones): docs/kv_cliff_diagnosis.md."),
         (f"- Concurrency: `silicon_concurrency=N` in the source string. {len(assumed)} rows (marked †) do not "
          "record it nor the number of replicas; they are simulated with `batch_size` clients on one replica, "
          "shown in the row table and kept out of every summary."), "",

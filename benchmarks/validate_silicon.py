@@ -3,6 +3,7 @@
     python benchmarks/validate_silicon.py                 # every usable row; rewrites docs/validation_gpu.md
     python benchmarks/validate_silicon.py --limit 6 --doc ''   # a quick look, no doc
     python benchmarks/validate_silicon.py --variants kernels    # the doc with one sensitivity run (faster)
+    python benchmarks/validate_silicon.py --variants '' --cliff-rows EARLIER.csv --csv CLIFF.csv   # the cliff rows only
 
 Every vLLM row that a SHIPPED profile covers (calibration/silicon.py: same GPU, model, TP and
 weight dtype) is simulated as the same closed loop — `concurrency` clients, no think time,
@@ -67,6 +68,7 @@ def validate(rows: list[Row], kv_dtype: str | None = None, spread: float = 0.0, 
         terms = engine_terms("vllm", engine_version(row)) if engine else None
         rec = {"setup": row.setup, "id": row.id, "model": row.model, "gpu": row.gpu, "dtype": row.dtype,
                "tp": row.tp, "isl": row.isl, "osl": row.osl, "concurrency": row.concurrency,
+               "kv_dtype": kv_dtype or row.kv_dtype,
                "concurrency_recorded": row.concurrency_recorded, "backend_version": row.backend_version,
                "terms_version": terms.version if terms else "none", "split": split_of(row),
                "ttft_ms": row.ttft_ms, "tpot_ms": row.tpot_ms, **p, "lone_prefill_ms": lone_prefill_ms(row)}
@@ -109,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--before", default="", metavar="CSV",
                     help="an earlier run's --csv (e.g. with the previous engine terms), shown as 'before' in the doc")
     ap.add_argument("--before-note", default="an earlier run", help="what --before was (one phrase, for the doc)")
+    ap.add_argument("--cliff-rows", default="", metavar="CSV",
+                    help="only the held-out KV-cliff rows of an earlier run's --csv (benchmarks/silicon_cliffs.py; "
+                         "implies --doc ''): a quick look at them, e.g. for benchmarks/kv_cliff_diagnosis.py")
     args = ap.parse_args(argv)
     chosen = [v for v in args.variants.split(",") if v]
     bad = sorted(set(chosen) - set(VARIANTS))
@@ -118,6 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     rows, skipped = read_rows()
     if args.limit:
         rows, args.doc = rows[: args.limit], ""
+    if args.cliff_rows:
+        from silicon_cliffs import is_cliff
+
+        earlier = pd.read_csv(args.cliff_rows)
+        ids = set(earlier.loc[(earlier["split"] == "held-out") & is_cliff(earlier), "id"])
+        rows, args.doc = [r for r in rows if r.id in ids], ""
     print(f"{len(rows)} rows to simulate; skipped:\n{skipped.to_string(index=False)}")
     res = validate(rows)
     vrows = rows if args.variants_rows == "all" else [r for r in rows if split_of(r) == "held-out"]

@@ -246,11 +246,13 @@ def engine_version(row: Row) -> str | None:
 
 
 def scenario_for(row: Row, kv_dtype: str | None = None, requests: int | None = None, spread: float = 0.0,
-                 engine_terms: bool = True, seed: int = 0, lockstep: bool = False):
+                 engine_terms: bool = True, seed: int = 0, lockstep: bool = False,
+                 num_kv_blocks: int | None = None):
     """The servesim scenario of one measured row (vLLM's defaults where the CSV is silent), priced by
     the row's profile with the engine terms of the row's vLLM version (`engine_terms` False: the
     profile's kernels alone). `spread` > 0 draws lengths uniformly within +-spread of ISL/OSL.
-    The clients start out of phase (closed_loop's default start spread); `lockstep`: all at t = 0."""
+    The clients start out of phase (closed_loop's default start spread); `lockstep`: all at t = 0.
+    `num_kv_blocks` replaces the memory plan's block count (what-if: the capacity a row would need)."""
     model = resolve_model(row.model, "model")
     server = VLLM_A100_SERVER if row.gpu.startswith("a100") else VLLM_H100_SERVER
     return scenario_from_dict({
@@ -269,33 +271,75 @@ def scenario_for(row: Row, kv_dtype: str | None = None, requests: int | None = N
                     "quantization": {"weights": row.dtype, "kv_cache": kv_dtype or row.kv_dtype},
                     "expert_parallel": row.expert_parallel,
                     "block_size_tokens": BLOCK_SIZE_TOKENS, "gpu_memory_utilization": GPU_MEMORY_UTILIZATION,
-                    "max_model_len": model.max_context_tokens},  # vLLM's default: the model's context
+                    "max_model_len": model.max_context_tokens,  # vLLM's default: the model's context
+                    **({"num_kv_blocks": int(num_kv_blocks)} if num_kv_blocks is not None else {})},
         "cost_model": {"profile": row.profile, "serving_overhead": engine_terms},
         "engine": {"name": "vllm", "version": engine_version(row)},
         "sim": {"record_timeseries": True},
     })
 
 
+def in_decode(concurrency: int, osl: int, ttft_ms: float, tpot_ms: float) -> float:
+    """Mean number of requests between their first and last token in a closed loop of `concurrency`
+    clients with no think time, from its mean TTFT and TPOT (Little's law).
+
+    Each client cycles through TTFT, then (OSL - 1) x TPOT of decoding, then sends again; so the share
+    of clients decoding at any moment is the decode share of that cycle. Applies to the measurement
+    and the prediction alike, so the two compare like for like. A request preempted after its first
+    token still counts (it is between its first and last token): under preemption this exceeds the
+    running batch. Far below `concurrency` with a long TTFT: requests waited before their first token."""
+    dec = (osl - 1) * tpot_ms
+    return concurrency * dec / (ttft_ms + dec) if ttft_ms + dec > 0 else float("nan")
+
+
+def steady_occupancy(res, first_steady_id: int) -> dict[str, float]:
+    """Time-weighted mean running and waiting sequences and KV-block share of a run's recorded
+    timeseries, from the first steady-state request's arrival to the end (one replica)."""
+    ts = res.timeseries
+    req = res.requests
+    start = float(req.loc[req["request_id"] >= first_steady_id, "arrival_s"].min()) if len(req) > first_steady_id \
+        else 0.0
+    t = ts["time_s"].to_numpy()
+    if len(t) < 2:
+        return {"pred_running_mean": float("nan"), "pred_waiting_mean": float("nan"), "pred_kv_used_mean": float("nan")}
+    dt = np.diff(t, append=t[-1])  # each sample holds until the next
+    keep = (t >= start) & (dt > 0)
+    if not keep.any():
+        keep = dt > 0
+    w = dt[keep]
+
+    def mean(col: str) -> float:
+        return float((ts[col].to_numpy()[keep] * w).sum() / w.sum())
+
+    return {"pred_running_mean": mean("running"), "pred_waiting_mean": mean("waiting"),
+            "pred_kv_used_mean": mean("kv_blocks_used") / max(res.memory.num_kv_blocks, 1)}
+
+
 def simulate_row(row: Row, kv_dtype: str | None = None, requests: int | None = None,
                  spread: float = 0.0, engine_terms: bool = True, cost_model: CostModel | None = None,
-                 seed: int = 0, lockstep: bool = False) -> dict:
+                 seed: int = 0, lockstep: bool = False, num_kv_blocks: int | None = None) -> dict:
     """Predicted TTFT/TPOT (ms) of one row: steady state (the first wave of `concurrency`
     requests, all sent at t=0, is warm-up and left out) and over all requests. `cost_model`
-    replaces the scenario's (a fit trying candidate engine terms)."""
-    res = simulate(scenario_for(row, kv_dtype, requests, spread, engine_terms, seed, lockstep), cost_model=cost_model)
+    replaces the scenario's (a fit trying candidate engine terms); `num_kv_blocks` the block count."""
+    res = simulate(scenario_for(row, kv_dtype, requests, spread, engine_terms, seed, lockstep, num_kv_blocks),
+                   cost_model=cost_model)
     lat = latency_table(res.requests)
     steady = lat[lat["request_id"] >= row.concurrency]
     if steady.empty:
         steady = lat
     s = summarize(res)
-    return {"pred_ttft_ms": 1e3 * float(steady["ttft_s"].mean()),
+    ttft_ms, tpot_ms = 1e3 * float(steady["ttft_s"].mean()), 1e3 * float(steady["tpot_s"].mean())
+    return {"pred_ttft_ms": ttft_ms,
             "pred_ttft_p50_ms": 1e3 * float(steady["ttft_s"].median()),
-            "pred_tpot_ms": 1e3 * float(steady["tpot_s"].mean()),
+            "pred_tpot_ms": tpot_ms,
             "pred_ttft_all_ms": 1e3 * float(lat["ttft_s"].mean()),
             "pred_tpot_all_ms": 1e3 * float(lat["tpot_s"].mean()),
             "pred_output_tok_per_s": float(s["output_token_throughput_per_s"]),
             "kv_peak": float(s["kv_utilisation_peak"]), "kv_capacity_tokens": int(res.memory.kv_capacity_tokens),
-            "preemptions": int(s["preemptions"]), "requests": len(res.requests), "status": res.status}
+            "preemptions": int(s["preemptions"]), "requests": len(res.requests), "status": res.status,
+            "kv_blocks": int(res.memory.num_kv_blocks),
+            "pred_in_decode": in_decode(row.concurrency, row.osl, ttft_ms, tpot_ms),
+            **steady_occupancy(res, row.concurrency)}
 
 
 def lone_prefill_ms(row: Row) -> float:
