@@ -2,6 +2,7 @@
 
     python benchmarks/validate_silicon.py                 # every usable row; rewrites docs/validation_gpu.md
     python benchmarks/validate_silicon.py --limit 6 --doc ''   # a quick look, no doc
+    python benchmarks/validate_silicon.py --models gpt-oss-120b,qwen3-235b-a22b --variants ''   # MoE rows only
     python benchmarks/validate_silicon.py --variants kernels    # the doc with one sensitivity run (faster)
     python benchmarks/validate_silicon.py --variants '' --cliff-rows EARLIER.csv --csv CLIFF.csv   # the cliff rows only
 
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--limit", type=int, help="only the first N usable rows (a quick look; implies --doc '')")
+    ap.add_argument("--models", default="", help="comma-separated catalog models: only their rows (implies --doc '')")
     ap.add_argument("--doc", default=str(DOC), help="markdown report to write ('' for none)")
     ap.add_argument("--csv", default="", help="also write the per-row results to this CSV")
     ap.add_argument("--variants", default=",".join(VARIANTS),
@@ -121,6 +123,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--variants: unknown {bad}; allowed {list(VARIANTS)}")
     t0 = time.perf_counter()
     rows, skipped = read_rows()
+    if args.models:
+        wanted = set(args.models.split(","))
+        unknown = sorted(wanted - {r.model for r in rows})
+        if unknown:
+            ap.error(f"--models: no usable rows for {unknown}; models with rows: {sorted({r.model for r in rows})}")
+        rows, args.doc = [r for r in rows if r.model in wanted], ""
     if args.limit:
         rows, args.doc = rows[: args.limit], ""
     if args.cliff_rows:

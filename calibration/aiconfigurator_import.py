@@ -67,6 +67,14 @@ def profile_name(system: str, model: str, tp: int, dtype: str, kv_dtype: str | N
     return name if (kv_dtype or default_kv_dtype(dtype)) == default_kv_dtype(dtype) else f"{name}_kv{kv_dtype}"
 
 
+def expert_pick_fraction(model: ModelSpec) -> float | None:
+    """k / E of a mixture of experts (the share of its experts one token's routing picks), None for a dense
+    model: the profile's expert term, experts_s x (1 - (1 - k/E)^tokens), the expected share of expert
+    weights a step streams. The fused-MoE table grows that way with tokens (concave, flat once every expert
+    is touched); the dense formula alone, linear in tokens, cannot follow it."""
+    return model.experts_per_token / model.num_experts if model.is_moe else None
+
+
 def _command(model: str, system: str, tp: int, dtype: str, kv_dtype: str, framework: str, version: str,
              step_overhead_s: float, out: str, moe_parallel: str | None = None) -> str:
     parts = [f"python -m calibration.aiconfigurator_import --model {model} --system {system} --tp {tp}",
@@ -86,13 +94,17 @@ def _method(comp: Composition, model: ModelSpec, test_fraction: float, seed: int
     mlp = ("router GEMM and one fused-MoE call per layer from the moe table (experts "
            + ("split by TP" if comp.composer.moe_parallel == "tp" else "placed whole on each GPU, EP") + ")"
            if model.is_moe else "gate/up and down GEMMs, SiLU-and-mul")
+    pick = expert_pick_fraction(model)
+    experts = (f" with the expert term experts_s x (1 - (1 - k/E)^tokens), k/E = {model.experts_per_token}/"
+               f"{model.num_experts}: the expected share of expert weights a step's tokens touch under uniform "
+               "routing (the composed steps use the moe table's own routing distribution)" if pick else "")
     window = (f"; {model.num_sliding_layers} sliding-window layers from the window-{model.sliding_window_tokens} "
               "attention rows" if model.num_sliding_layers else "")
     return ("per-step latency composed from per-operator tables (QKV and O-proj GEMMs; context and generation "
             f"attention{window}; {mlp}; 2 all-reduces per layer under TP; residual-add+RMSNorm by aiconfigurator's "
             "analytic memory model; embedding; LM head over sampled positions), log-log interpolation between "
             f"measured shapes, then calibration.fit.fit_profile on {len(comp.measurements)} composed steps "
-            f"(test_fraction {test_fraction}, seed {seed})")
+            f"(test_fraction {test_fraction}, seed {seed})" + experts)
 
 
 def build_profile(model: ModelSpec | str, system: str, tp: int, dtype: str = "bf16", *,
@@ -106,7 +118,8 @@ def build_profile(model: ModelSpec | str, system: str, tp: int, dtype: str = "bf
     moe = moe_parallel if model.is_moe else None
     comp = compose_measurements(model, system, tp, dtype, kv_dtype=kv_dtype, framework=framework, version=version,
                                 step_overhead_s=step_overhead_s, moe_parallel=moe_parallel, tables=tables)
-    result = fit_profile(comp.measurements, test_fraction=test_fraction, seed=seed)
+    result = fit_profile(comp.measurements, test_fraction=test_fraction, seed=seed,
+                         expert_pick_fraction=expert_pick_fraction(model))
     t = comp.tables
     name = profile_name(system, model.name, tp, dtype, kv_dtype, moe)
     gemm_dtype = comp.composer.gemm_dtype

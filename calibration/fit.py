@@ -6,6 +6,9 @@ step's `phase` (prefill, decode or mixed) and its `step_time_s`. The formula
     t = overhead_s + per_seq_s * num_seqs + max(weights_s, per_token_s * new_tokens)
         + per_pair_s * attn_pairs + per_kv_token_s * kv_read_tokens + per_sample_s * sampled
 
+plus, for a mixture of experts (`expert_pick_fraction` = k/E given), experts_s times the expected
+share of experts the step's tokens touch, 1 - (1 - k/E)^new_tokens (sim.cost_model.expert_fraction),
+
 is not linear (the max), so the fit is a bounded non-linear least squares on RELATIVE
 residuals (step times span three orders of magnitude: a 10 ms decode step matters as much
 as a 2 s prefill). Starts come from non-negative linear least squares with the max term
@@ -20,15 +23,17 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares, nnls
 
-from sim.cost_model import PROFILE_COEFFICIENTS, ProfileCostModel
+from sim.cost_model import PROFILE_COEFFICIENTS, ProfileCostModel, expert_fraction
 
 FEATURES = ("new_tokens", "sampled", "attn_pairs", "kv_read_tokens", "num_seqs")
 PHASES = ("prefill", "decode", "mixed")
 MIN_POINTS_PER_COEFFICIENT = 3
 MIN_TEST_POINTS_PER_PHASE = 2
 
-# Index of each coefficient in the parameter vector (the order of PROFILE_COEFFICIENTS).
+# Index of each coefficient in the parameter vector (the order of PROFILE_COEFFICIENTS; a mixture of
+# experts appends experts_s, whose feature is the share of experts a step touches, EXPERT_FEATURE).
 _I = {name: i for i, name in enumerate(PROFILE_COEFFICIENTS)}
+EXPERT_FEATURE = "expert_fraction"
 # The linear coefficients and the feature each multiplies (weights_s and per_token_s form the max).
 _LINEAR = (("overhead_s", None), ("per_seq_s", "num_seqs"), ("per_pair_s", "attn_pairs"),
            ("per_kv_token_s", "kv_read_tokens"), ("per_sample_s", "sampled"))
@@ -95,17 +100,20 @@ def _split(df: pd.DataFrame, test_fraction: float, seed: int) -> tuple[np.ndarra
 
 
 def _predict(c: np.ndarray, X: dict[str, np.ndarray]) -> np.ndarray:
-    """The ProfileCostModel formula on a parameter vector in PROFILE_COEFFICIENTS order."""
-    return (c[_I["overhead_s"]] + c[_I["per_seq_s"]] * X["num_seqs"]
-            + np.maximum(c[_I["weights_s"]], c[_I["per_token_s"]] * X["new_tokens"])
-            + c[_I["per_pair_s"]] * X["attn_pairs"] + c[_I["per_kv_token_s"]] * X["kv_read_tokens"]
-            + c[_I["per_sample_s"]] * X["sampled"])
+    """The ProfileCostModel formula on a parameter vector in PROFILE_COEFFICIENTS order (+ experts_s)."""
+    t = (c[_I["overhead_s"]] + c[_I["per_seq_s"]] * X["num_seqs"]
+         + np.maximum(c[_I["weights_s"]], c[_I["per_token_s"]] * X["new_tokens"])
+         + c[_I["per_pair_s"]] * X["attn_pairs"] + c[_I["per_kv_token_s"]] * X["kv_read_tokens"]
+         + c[_I["per_sample_s"]] * X["sampled"])
+    return t + c[-1] * X[EXPERT_FEATURE] if EXPERT_FEATURE in X else t
 
 
 def _columns(X: dict[str, np.ndarray], memory_bound: np.ndarray) -> np.ndarray:
-    """Design matrix (rows x PROFILE_COEFFICIENTS) with the max resolved row by row."""
+    """Design matrix (rows x coefficients) with the max resolved row by row."""
     n = len(X["new_tokens"])
-    A = np.zeros((n, len(PROFILE_COEFFICIENTS)))
+    A = np.zeros((n, len(PROFILE_COEFFICIENTS) + (EXPERT_FEATURE in X)))
+    if EXPERT_FEATURE in X:
+        A[:, -1] = X[EXPERT_FEATURE]
     for name, feature in _LINEAR:
         A[:, _I[name]] = 1.0 if feature is None else X[feature]
     A[:, _I["weights_s"]] = memory_bound.astype(np.float64)
@@ -117,7 +125,7 @@ def _fit_arrays(X: dict[str, np.ndarray], y: np.ndarray) -> np.ndarray:
     """Best non-negative parameter vector (relative least squares) over several starts."""
     A_full = _columns(X, np.zeros(len(y), dtype=bool))
     # Unknowns are scaled to "seconds at the largest feature value" / median step time, so all are O(1).
-    scale = np.ones(len(PROFILE_COEFFICIENTS))
+    scale = np.ones(A_full.shape[1])  # the expert share is at most 1: its unknown needs no scaling
     for name in PROFILE_COEFFICIENTS:
         col = A_full[:, _I[name]]
         scale[_I[name]] = 1.0 if name in ("overhead_s", "weights_s") else max(float(col.max()), 1.0)
@@ -160,8 +168,10 @@ def _errors(pred: np.ndarray, y: np.ndarray) -> dict:
             "n": int(len(y))}
 
 
-def fit_profile(measurements: pd.DataFrame, *, test_fraction: float = 0.25, seed: int = 0) -> FitResult:
+def fit_profile(measurements: pd.DataFrame, *, test_fraction: float = 0.25, seed: int = 0,
+                expert_pick_fraction: float | None = None) -> FitResult:
     """Fit the coefficients on a stratified training split; report relative errors on the held-out rows.
+    `expert_pick_fraction` (k/E of a mixture of experts) adds the expert term and its coefficient experts_s.
 
     Raises FitError for: missing columns, unknown phases, NaN / non-positive times, a feature
     that never varies, fewer than 3 training rows per coefficient, or a phase with fewer than
@@ -169,18 +179,26 @@ def fit_profile(measurements: pd.DataFrame, *, test_fraction: float = 0.25, seed
     """
     if not 0.0 < test_fraction < 1.0:
         raise FitError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    if expert_pick_fraction is not None and not 0.0 < expert_pick_fraction <= 1.0:
+        raise FitError(f"expert_pick_fraction must be in (0, 1] (experts per token / experts), got "
+                       f"{expert_pick_fraction!r}")
     df = _validate(measurements)
     train, test = _split(df, test_fraction, seed)
-    need = MIN_POINTS_PER_COEFFICIENT * len(PROFILE_COEFFICIENTS)
+    n_coef = len(PROFILE_COEFFICIENTS) + (expert_pick_fraction is not None)
+    need = MIN_POINTS_PER_COEFFICIENT * n_coef
     if len(train) < need:
-        raise FitError(f"{len(train)} training rows for {len(PROFILE_COEFFICIENTS)} coefficients; need at least "
+        raise FitError(f"{len(train)} training rows for {n_coef} coefficients; need at least "
                        f"{need} ({MIN_POINTS_PER_COEFFICIENT} per coefficient) after holding out "
                        f"{len(test)} of {len(df)} rows")
 
     X = {name: df[name].to_numpy(dtype=np.float64) for name in FEATURES}
+    if expert_pick_fraction is not None:
+        X[EXPERT_FEATURE] = expert_fraction(X["new_tokens"], expert_pick_fraction)
     y = df["step_time_s"].to_numpy(dtype=np.float64)
     c = _fit_arrays({k: v[train] for k, v in X.items()}, y[train])
     coefficients = {name: float(c[_I[name]]) for name in PROFILE_COEFFICIENTS}
+    if expert_pick_fraction is not None:
+        coefficients.update(experts_s=float(c[-1]), expert_pick_fraction=float(expert_pick_fraction))
 
     pred = ProfileCostModel(coefficients).step_times_s(*(X[k] for k in FEATURES))
     held = df.iloc[test].copy()

@@ -178,6 +178,17 @@ class RooflineCostModel(_ScalarFromArrays):
 # Coefficient names of a fitted profile, in the order of ProfileCostModel's formula.
 PROFILE_COEFFICIENTS = ("overhead_s", "per_seq_s", "weights_s", "per_token_s", "per_pair_s", "per_kv_token_s",
                         "per_sample_s")
+# Optional, together, in a profile of a mixture of experts: the seconds to stream every expert's
+# weights once (all MoE layers) and k / E, the share of the experts one token's routing picks.
+EXPERT_COEFFICIENTS = ("experts_s", "expert_pick_fraction")
+
+
+def expert_fraction(new_tokens, pick_fraction: float):
+    """Expected share of a MoE layer's experts that `new_tokens` tokens touch when each token picks
+    k of the E experts (pick_fraction = k / E), tokens independently and every expert alike:
+    1 - (1 - k/E)^T. A touched expert's weights are read once whatever its token count, so this
+    share of the expert bytes is what a step streams: k/E for one token, concave in T, never above 1."""
+    return 1.0 - (1.0 - pick_fraction) ** np.asarray(new_tokens, dtype=np.float64)
 
 
 # Terms of a serving-overhead fit (calibration/serving.py), in the order of ServingOverhead's fields.
@@ -226,6 +237,7 @@ class ProfileCostModel(_ScalarFromArrays):
         t = overhead_s + per_seq_s * num_seqs
             + max(weights_s, per_token_s * new_tokens)      # weight streaming floor vs. GEMM compute
             + per_pair_s * attn_pairs + per_kv_token_s * kv_read_tokens + per_sample_s * sampled
+            + experts_s * expert_fraction(new_tokens, expert_pick_fraction)   # a mixture of experts only
     """
 
     def __init__(self, coefficients: dict[str, float], serving: ServingOverhead | None = None):
@@ -233,8 +245,16 @@ class ProfileCostModel(_ScalarFromArrays):
         if missing:
             raise ValueError(f"profile coefficients missing {missing}; need {list(PROFILE_COEFFICIENTS)}")
         self.measured_coefficients = {k: float(coefficients[k]) for k in PROFILE_COEFFICIENTS}
+        # k / E is a property of the model, not a time: kept apart so serving terms never scale it.
+        self.expert_pick_fraction = float(coefficients.get("expert_pick_fraction", 0.0))
+        if float(coefficients.get("experts_s", 0.0)) > 0.0:
+            if not 0.0 < self.expert_pick_fraction <= 1.0:
+                raise ValueError(f"experts_s needs expert_pick_fraction in (0, 1], got {self.expert_pick_fraction}")
+            self.measured_coefficients["experts_s"] = float(coefficients["experts_s"])
         self.serving = serving
         self.coefficients = serving.apply(self.measured_coefficients) if serving else self.measured_coefficients
+        self._experts_s = self.coefficients.get("experts_s", 0.0)
+        self._expert_keep = 1.0 - self.expert_pick_fraction  # chance one token leaves a given expert untouched
         self.response_latency_s = serving.response_latency_s if serving else 0.0
         self.request_jitter_s = serving.request_jitter_s if serving else 0.0
         self._host_per_seq_s = serving.host_per_seq_s if serving else 0.0
@@ -249,6 +269,8 @@ class ProfileCostModel(_ScalarFromArrays):
              + c["per_pair_s"] * float(attn_pairs)
              + c["per_kv_token_s"] * float(kv_read_tokens)
              + c["per_sample_s"] * float(sampled))
+        if self._experts_s:
+            t += self._experts_s * (1.0 - self._expert_keep ** float(new_tokens))
         if self._host_per_seq_s:
             t = max(t, self._host_per_seq_s * S)
         return t
@@ -263,6 +285,8 @@ class ProfileCostModel(_ScalarFromArrays):
         t += c["per_pair_s"] * ctx
         t += c["per_kv_token_s"] * ctx
         t += c["per_sample_s"] * B
+        if self._experts_s:
+            t += self._experts_s * (1.0 - self._expert_keep ** B)
         if self._host_per_seq_s:
             t = np.maximum(t, self._host_per_seq_s * B)
         return t
@@ -275,6 +299,8 @@ class ProfileCostModel(_ScalarFromArrays):
              + c["per_pair_s"] * np.asarray(attn_pairs, dtype=np.float64)
              + c["per_kv_token_s"] * np.asarray(kv_read_tokens, dtype=np.float64)
              + c["per_sample_s"] * np.asarray(sampled, dtype=np.float64))
+        if self._experts_s:
+            t = t + self._experts_s * (1.0 - self._expert_keep ** T)
         if self._host_per_seq_s:
             t = np.maximum(t, self._host_per_seq_s * np.asarray(num_seqs, dtype=np.float64))
         return t

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from .configio import ConfigError, build, is_file, require, require_range, short_path
-from .cost_model import PROFILE_COEFFICIENTS, SERVING_TERMS, ProfileCostModel, ServingOverhead
+from .cost_model import EXPERT_COEFFICIENTS, PROFILE_COEFFICIENTS, SERVING_TERMS, ProfileCostModel, ServingOverhead
 from .quantization import KvDtype, WeightDtype
 
 SHIPPED_PACKAGE, SHIPPED_DIR = "calibration", "profiles"  # where the shipped profiles live (package data)
@@ -45,7 +45,7 @@ class Profile:
     the file's types and allowed values, `validate` the rules between fields."""
 
     name: str
-    coefficients: dict[str, float]  # PROFILE_COEFFICIENTS, seconds per unit
+    coefficients: dict[str, float]  # PROFILE_COEFFICIENTS, seconds per unit (+ EXPERT_COEFFICIENTS: MoE)
     model: str  # catalog model name (or architecture description for custom configs)
     device: str  # what was measured, as the engine/driver reported it
     gpu: str | None  # catalog GPU name this profile stands for (None: not a catalog GPU, e.g. a CPU)
@@ -66,9 +66,18 @@ class Profile:
         coeffs = self.coefficients
         for key in PROFILE_COEFFICIENTS:
             _term(coeffs.get(key), f"{at}coefficients.{key}", f"needed: {list(PROFILE_COEFFICIENTS)}")
-        unknown = sorted(set(coeffs) - set(PROFILE_COEFFICIENTS))
+        unknown = sorted(set(coeffs) - set(PROFILE_COEFFICIENTS) - set(EXPERT_COEFFICIENTS))
         require(not unknown, f"{at}coefficients.{unknown[0] if unknown else ''}", "(unknown key)",
-                f"allowed keys here: {list(PROFILE_COEFFICIENTS)}")
+                f"allowed keys here: {list(PROFILE_COEFFICIENTS + EXPERT_COEFFICIENTS)}")
+        if any(k in coeffs for k in EXPERT_COEFFICIENTS):
+            for key in EXPERT_COEFFICIENTS:
+                require(key in coeffs, f"{at}coefficients.{key}", "missing",
+                        f"a mixture of experts' profile gives both {list(EXPERT_COEFFICIENTS)}")
+            _term(coeffs["experts_s"], f"{at}coefficients.experts_s", "seconds to read every expert once")
+            pick = coeffs["expert_pick_fraction"]
+            require(isinstance(pick, (int, float)) and not isinstance(pick, bool) and 0 < pick <= 1,
+                    f"{at}coefficients.expert_pick_fraction", pick,
+                    "a number in (0, 1]: experts picked per token / experts per layer")
         require(any(coeffs[key] > 0 for key in PROFILE_COEFFICIENTS), f"{at}coefficients", "all 0",
                 "every step would take no time; refit the profile (servesim calibrate fit)")
         if self.serving is not None:
@@ -118,7 +127,8 @@ def parse_profile(data: Any, where: str) -> Profile:
         prof = build(Profile, data, "")
     except ConfigError as exc:
         raise ProfileError(f"{where}: {exc}", field=exc.field) from None
-    return replace(prof, coefficients={k: float(prof.coefficients[k]) for k in PROFILE_COEFFICIENTS})
+    keys = PROFILE_COEFFICIENTS + tuple(k for k in EXPERT_COEFFICIENTS if k in prof.coefficients)
+    return replace(prof, coefficients={k: float(prof.coefficients[k]) for k in keys})
 
 
 def shipped_profiles_dir() -> Path:

@@ -133,7 +133,11 @@ HELD_OTHER = ((("gpt-oss-120b", "mxfp4", 1, 1024, 1024, (4, 16, 64)), "h200-sxm"
 # H100, whose composed kernels are closer to its measurement than the training models' (kernel factor
 # 1.17 on H100, docs/validation_gpu.md).
 TODAY_HELD_TTFT_PCT, TODAY_HELD_TPOT_PCT = 38.1, 21.7
-TODAY_OTHER_TTFT_PCT, TODAY_OTHER_TPOT_PCT = 21.9, 17.9
+# The MoE profiles' expert term (sim.cost_model.expert_fraction) moved the other slice's TTFT 21.9 -> 23.2 %
+# (TPOT 17.9 -> 17.8 %): a lone 1k-token gpt-oss prefill on H200 is now priced 45 ms against 53 ms composed
+# (35 ms before), while the response latency was fitted beside the old, shorter prefills; the engine terms
+# are to be refitted on the new MoE profiles (MiniMax-M2.5 is a training model).
+TODAY_OTHER_TTFT_PCT, TODAY_OTHER_TPOT_PCT = 23.2, 17.9
 XFAIL_REASON = ("issue 10 targets on held-out rows (TPOT <= 5 %, TTFT <= 15 %): not met; today on the H100 slice "
                 "TPOT 21.7 %, TTFT 38.1 %; on all 485 held-out rows TPOT 25.2 %, TTFT 25.8 % (docs/validation_gpu.md)")
 
