@@ -9,6 +9,7 @@ live in each dataclass's ``validate()`` and use `require`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import reprlib
 import types
@@ -273,12 +274,19 @@ def _settable(cls: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("internal")}
 
 
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    """typing.get_type_hints(cls), evaluated once per class: the annotations are strings (postponed
+    evaluation), and evaluating them on every build was most of the cost of reading the catalogs."""
+    return typing.get_type_hints(cls)
+
+
 def build(cls: type, data: Any, path: str) -> Any:
     """Build frozen dataclass `cls` from mapping `data`; `path` prefixes error messages."""
     if isinstance(data, cls):
         return data
     require(isinstance(data, dict), path or "<root>", data, f"expected {_type_name(cls)}")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     fields = _settable(cls)
     unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
