@@ -50,3 +50,11 @@ def test_a_plain_run_of_the_default_scenario_imports_only_the_simulation():
     assert "sim.simulation" in modules and "numpy" in modules  # the probe saw the run
     assert [m for m in NOT_ON_A_RUN if loaded(modules, m)] == []
 
+
+def test_version_and_help_import_neither_numpy_nor_yaml():
+    for args in (["--version"], ["run", "--help"]):
+        code, modules = imported(*args)
+        assert code == 0, args
+        heavy = [m for m in ("numpy", "simpy", "yaml", "pandas", "sim.simulation", "sim.plan") if loaded(modules, m)]
+        assert heavy == [], (args, heavy)
+    assert "importlib.metadata" not in imported("run", "--help")[1]  # the version is looked up only for --version
