@@ -10,9 +10,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-import yaml
-
-from .configio import ConfigError, build, require
+from .configio import ConfigError, build, load_yaml, require
 
 GIB = 1024**3
 
@@ -138,7 +136,7 @@ class ModelSpec:
 
 def _load(filename: str) -> dict[str, dict[str, Any]]:
     text = resources.files("sim").joinpath("catalog", filename).read_text()
-    return yaml.safe_load(text) or {}
+    return load_yaml(text, f"sim/catalog/{filename}") or {}  # the scenario files' loader: libyaml's parser
 
 
 @lru_cache(maxsize=None)

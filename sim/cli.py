@@ -99,6 +99,19 @@ def version() -> str:
         return "unknown (not installed)"
 
 
+class VersionAction(argparse.Action):
+    """`--version`: prints `servesim X.Y.Z` and exits, looking the version up only then (reading the
+    installed package's metadata imports importlib.metadata: no cost for a command that never asks)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help="show program's version number and exit"):
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        sys.stdout.write(f"servesim {version()}\n")
+        parser.exit()
+
+
 def _jsonable(v):
     if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
         return None
@@ -282,7 +295,7 @@ def _command(argv: list[str] | None) -> str | None:
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The whole CLI; with `argv`, only the command it names is fully registered (fast start-up)."""
     p = OneLineParser(prog="servesim", description="Simulate LLM inference serving: latency, throughput, cost.")
-    p.add_argument("--version", action="version", version=f"servesim {version()}")
+    p.add_argument("--version", action=VersionAction)
     log_help = f"what servesim reports on stderr: {', '.join(LOG_LEVELS)} (default: warning)"
     p.add_argument("--log-level", type=log_level_arg, default=logging.WARNING, metavar="LEVEL", help=log_help)
     sub = p.add_subparsers(dest="command", required=True)

@@ -9,13 +9,15 @@ live in each dataclass's ``validate()`` and use `require`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import reprlib
 import types
 import typing
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
-import yaml
+if TYPE_CHECKING:
+    import yaml
 
 # Sanity bounds every number in a configuration file obeys (fields have tighter ones of their
 # own). Beyond them a value is a typo or an attack, and numpy/SimPy would fail far from the
@@ -115,27 +117,37 @@ def require_range(value: float | int | None, path: str, lo: float, hi: float, un
     require(ok, path, value, f"allowed {lo_text} {'<' if lo_open else '<='} x <= {hi_text}{unit}")
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when present: ~10x faster
-    """The safe loader, refusing duplicate keys (YAML's "last one wins" hides typos)."""
+@functools.lru_cache(maxsize=1)
+def _loader_class() -> type:
+    """The YAML loader every configuration file is read with, made on first use: importing yaml
+    is left to the commands that read a file (`servesim --version` and `--help` do not)."""
+    import yaml
 
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            self.flatten_mapping(node)
-            seen: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    first = seen.setdefault(key, key_node.start_mark.line + 1)
-                except TypeError:
-                    continue  # an unhashable key: the base constructor says so
-                if first != key_node.start_mark.line + 1:
-                    raise ConfigError(f"line {key_node.start_mark.line + 1}: duplicate key {short_repr(key)} "
-                                      f"(first at line {first}); each key may appear once")
-        return super().construct_mapping(node, deep=deep)
+    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when present: ~10x faster
+        """The safe loader, refusing duplicate keys (YAML's "last one wins" hides typos)."""
+
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                self.flatten_mapping(node)
+                seen: dict[Any, int] = {}
+                for key_node, _ in node.value:
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        first = seen.setdefault(key, key_node.start_mark.line + 1)
+                    except TypeError:
+                        continue  # an unhashable key: the base constructor says so
+                    if first != key_node.start_mark.line + 1:
+                        raise ConfigError(f"line {key_node.start_mark.line + 1}: duplicate key {short_repr(key)} "
+                                          f"(first at line {first}); each key may appear once")
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
 
 
 def _check_expansion(node: yaml.Node) -> None:
     """Refuse a node graph whose expanded tree is too large or too deep (aliases share nodes)."""
+    import yaml
+
     sizes: dict[int, int] = {}
     depths: dict[int, int] = {}
     stack: list[tuple[yaml.Node, bool]] = [(node, False)]
@@ -175,7 +187,9 @@ def load_yaml(text: str | bytes, where: str) -> Any:
         except UnicodeDecodeError as exc:
             raise ConfigError(f"{where}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
                               f"save the file as UTF-8") from None
-    loader = _Loader(text)
+    import yaml
+
+    loader = _loader_class()(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -273,12 +287,19 @@ def _settable(cls: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("internal")}
 
 
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    """typing.get_type_hints(cls), evaluated once per class: the annotations are strings (postponed
+    evaluation), and evaluating them on every build was most of the cost of reading the catalogs."""
+    return typing.get_type_hints(cls)
+
+
 def build(cls: type, data: Any, path: str) -> Any:
     """Build frozen dataclass `cls` from mapping `data`; `path` prefixes error messages."""
     if isinstance(data, cls):
         return data
     require(isinstance(data, dict), path or "<root>", data, f"expected {_type_name(cls)}")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     fields = _settable(cls)
     unknown = sorted(set(data) - set(fields), key=str)
     if unknown:

@@ -11,8 +11,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .configio import ConfigError, build, is_file, load_yaml, set_path, short_path, to_dict
 from .scenario_config import (  # noqa: F401 (the sections, re-exported: callers import them from here)
     ENGINE_KNOBS, ROOFLINE_ONLY_KNOBS, CostModelConfig, EngineConfig, HardwareConfig, QuantizationConfig, Scenario,
@@ -134,4 +132,6 @@ def scenario_to_dict(scenario: Scenario) -> dict:
 
 
 def scenario_to_yaml(scenario: Scenario) -> str:
+    import yaml
+
     return yaml.safe_dump(scenario_to_dict(scenario), sort_keys=False)

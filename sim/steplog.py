@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class StepLog:
@@ -40,6 +43,8 @@ class StepLog:
         self.decode_tokens.extend((seqs * tokens_per_seq).tolist())
 
     def frame(self, replica: int) -> pd.DataFrame:
+        import pandas as pd  # only a run that records steps (a Chrome trace) builds this frame
+
         return pd.DataFrame({"replica": np.full(len(self.start_s), replica, dtype=np.int64),
                              "start_s": np.frombuffer(self.start_s, dtype=np.float64),
                              "duration_s": np.frombuffer(self.duration_s, dtype=np.float64),
