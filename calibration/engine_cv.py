@@ -13,7 +13,8 @@ kernel-time factor, a step time and a per-sequence time added one at a time, and
 jitter of the grid) and each structure is then fitted on that linear surrogate in milliseconds,
 as stage 1 and stage 2 of the fit do (soft-L1 least squares on log ratios, same bounds). The
 structure with the lowest pooled median |TPOT error| over the three folds is chosen (TTFT breaks
-a tie within 0.5 points); CHOSEN names it and engine_fit fits it on all three training models.
+a tie within 0.5 points); engine_fit.STRUCTURE names it and engine_fit fits it on all three
+training models.
 """
 from __future__ import annotations
 

@@ -91,3 +91,16 @@ def test_choose_prefers_lower_tpot_then_ttft_within_half_a_point():
     assert cv.choose(table)["structure"] == "c"
     table[2]["tpot_mdape"] = 10.2
     assert cv.choose(table)["structure"] == "b"
+
+
+def test_the_fit_uses_the_structure_its_cross_validation_chose():
+    import json
+
+    from calibration import engine_fit
+
+    rec = json.loads(cv.CV_PATH.read_text())
+    assert rec["chosen"] == engine_fit.STRUCTURE
+    assert rec["chosen"] == cv.choose(rec["table"])["structure"]
+    assert rec["training_models"] == list(engine_fit.TRAIN_MODELS)
+    spec = next(cv.Structure(**r["spec"]) for r in rec["table"] if r["structure"] == rec["chosen"])
+    assert spec.step == "shared" and spec.drop_bound == engine_fit.DROP_AT_BOUND
