@@ -11,8 +11,8 @@ No row is both fitted and reported.
 All training rows are fitted together (one least squares over every model and version), each
 simulated as servesim does in the validation (closed loop, constant lengths), in three stages:
 
-1. TPOT: the engine's per-step time per vLLM version and per-sequence time (shared) on top of the
-   composed profile's kernels (ServingOverhead: t = s * t_profile + step_version + per_seq * seqs),
+1. TPOT: the engine's per-step time and per-sequence time on top of the composed profile's kernels
+   (ServingOverhead: t = s * t_profile + step + per_seq * seqs), ONE step for every vLLM version,
    least squares on log(predicted / measured TPOT) with a soft-L1 loss. `s`, one factor per training
    model on each GPU, is a nuisance: the kernel time a model's composed profile misses or adds
    (Qwen3's q/k norms, an MoE kernel unlike its table) is that model's, and without it the engine
@@ -21,17 +21,21 @@ simulated as servesim does in the validation (closed loop, constant lengths), in
    the median of the training models' factors on that GPU (the kernel tables of one system are
    measured under the same conditions, so their bias is the GPU's), and their overall median for
    GPUs without training rows (`compute_scale_by_gpu` and each version's `compute_scale`); a factor
-   at its bound (SCALE_BOUNDS) is not an estimate and is left out of those medians.
+   at its bound (SCALE_BOUNDS) is not an estimate: that pair's rows are dropped and stage 1 solved
+   again without them (DROP_AT_BOUND; the pair is listed among the rows left out).
 2. TTFT: the client -> engine delay (its mean; exponential per request, seeded) on a fixed
    grid, and for each a response latency (a constant per request: the engine's, shared) with a
    nuisance per training model proportional to its profile's prefill time (its own prefill
    shortfall, not kept); the jitter with the lowest cost and its latency;
 3. the roofline's fixed per-step and per-sequence cost, refitted on training rows with the
-   roofline's default efficiencies (RooflineParams), so the analytic model's constant is measured too.
+   roofline's default efficiencies (RooflineParams), so the analytic model's constant is measured too
+   (on every screened row, a pair dropped in stage 1 included: the roofline does not use its profile).
 
-A version's step is fitted only on its own rows; where one training model alone records a
-version, that version's step carries whatever of the model's gap the shared terms and its factor
-leave (the provenance lists the models per version). Rows whose measured TTFT shows queueing for
+The structure (one step for all versions, pairs at a bound dropped: STRUCTURE) was chosen by
+leave-one-training-model-out cross-validation (calibration/engine_cv.py): a step per version, as
+fitted before, let a version recorded by one training model alone carry that model's own gap, and
+a pair at its bound pulled the shared terms to their bounds (steps of 0 ms). The terms stay stored
+per version, so that a version's own step can return when its data says so. Rows whose measured TTFT shows queueing for
 KV blocks (> QUEUEING_TTFT_S) or that the simulation predicts KV-bound are left out of the fit:
 KV capacity is another model's job. At most ROWS_PER_SETUP rows per setup are fitted (spread over
 concurrency), so that no setup with many rows dominates and the fit runs in minutes.
@@ -52,6 +56,7 @@ from sim.catalog import resolve_gpu, resolve_model
 from sim.cost_model import ProfileCostModel, RooflineCostModel, RooflineParams, ServingOverhead
 
 from sim.engine_terms import TERM_NAMES, terms_path
+from .linearised import linearise, linearised_fit, solve_linearised  # noqa: F401 (linearised_fit: re-exported)
 from .profile import load_profile
 from .silicon import CSV_NAME, KV_BOUND_PEAK, PACKAGE, Row, lone_prefill_ms, package_version, read_rows, simulate_row
 
@@ -67,6 +72,11 @@ FIT_WAVES, FIT_MIN, FIT_MAX = 4, 40, 192  # requests per row in the fit: clamp(4
 ROWS_PER_SETUP = 4  # training rows kept per (model, GPU, dtype, TP, ISL/OSL, version), spread over concurrency
 ROOFLINE_ROWS = 40  # training rows the roofline's fixed cost is refitted on (stage 3), every k-th
 SCALE_BOUNDS = (0.5, 2.5)  # a training model's kernel-time factor (stage 1's nuisance)
+# The structure of stage 1, chosen by leave-one-training-model-out cross-validation (calibration/engine_cv.py,
+# calibration/profiles/engine_cv.json): ONE step time for every vLLM version, and the training pairs whose
+# kernel-time factor lands at a bound dropped from the fit.
+STRUCTURE = "c4: one step, factors at a bound dropped"
+DROP_AT_BOUND = True
 STAGE1_ITERATIONS = 1  # TPOT is linear in every stage-1 parameter but for batching effects: one linearisation
 SEED = 0
 
@@ -106,37 +116,25 @@ def _sim(row: Row, cost) -> dict:
     return simulate_row(row, requests=fit_requests(row), cost_model=cost, seed=SEED)
 
 
-def linearised_fit(f, measured: np.ndarray, x0: np.ndarray, h: np.ndarray, lower: np.ndarray,
-                   upper: np.ndarray, iterations: int = 2, groups: list[list[int]] | None = None,
-                   depends: np.ndarray | None = None) -> np.ndarray:
-    """x within bounds minimising the soft-L1 cost of log(f(x) / measured), where f simulates every
-    row (slow): f is linearised around the current x by forward differences, the surrogate is solved
-    exactly, and that repeats `iterations` times. The engine terms enter a step's time linearly, so
-    the surrogate is close to exact.
+def at_bound(factors: np.ndarray) -> np.ndarray:
+    """Which kernel-time factors sit at a bound (SCALE_BOUNDS): not estimates but a profile off by more
+    than the bounds allow."""
+    f = np.asarray(factors)
+    return (f <= SCALE_BOUNDS[0] + 1e-6) | (f >= SCALE_BOUNDS[1] - 1e-6)
 
-    `groups` (default: one per parameter) are parameters perturbed together in one simulation of
-    every row; `depends` (rows x parameters, 0/1) says which parameters each row depends on, so a
-    group's difference is credited to its members a row depends on. A group must hold parameters of
-    which each row depends on one at most (one step per version, one factor per model)."""
-    x = np.asarray(x0, dtype=float)
-    groups = groups or [[i] for i in range(len(x))]
-    for _ in range(iterations):
-        f0 = f(x)
-        J = np.zeros((len(f0), len(x)))
-        for g in groups:
-            dx = np.zeros(len(x))
-            dx[g] = h[g]
-            df = f(x + dx) - f0
-            for i in g:
-                J[:, i] = df / h[i]
-        if depends is not None:
-            J = J * depends
 
-        def res(z, f0=f0, J=J, x=x):
-            return np.log(np.maximum(f0 + J @ (z - x), 1e-9) / measured)
-
-        x = least_squares(res, np.clip(x, lower, upper), bounds=(lower, upper), loss="soft_l1", f_scale=0.1,
-                          x_scale=h).x
+def stage1_solve(f0: np.ndarray, J: np.ndarray, x0: np.ndarray, measured: np.ndarray, lower: np.ndarray,
+                 upper: np.ndarray, h: np.ndarray, pair: np.ndarray) -> np.ndarray:
+    """Stage 1 on its linearisation: x = (step, per-seq, factor per (model, GPU) pair); `pair`: each row's
+    pair. Pairs whose factor lands at a bound (DROP_AT_BOUND) are left out and the rest solved again;
+    their factors stay at the bound in x, for the record (all at a bound: nothing is dropped)."""
+    x = solve_linearised(f0, J, x0, measured, lower, upper, h)
+    bound = at_bound(x[2:])
+    if DROP_AT_BOUND and bound.any() and not bound.all():
+        rows_in, cols = ~bound[pair], np.r_[True, True, ~bound]
+        x = x.copy()
+        x[cols] = solve_linearised(f0[rows_in], J[np.ix_(rows_in, cols)], x0[cols], measured[rows_in], lower[cols],
+                                   upper[cols], h[cols])
     return x
 
 
@@ -168,7 +166,7 @@ def kept_factors(factors: dict[tuple[str, str], float]) -> tuple[dict[str, float
 
 def fit_rows(rows: list[Row], log=print, stage1: np.ndarray | None = None) -> Fit:
     """The three stages (module docstring) on the training rows `rows` (every version at once).
-    `stage1`: stage 1's x from an earlier run of the same rows (steps per version, per-seq, factors
+    `stage1`: stage 1's x from an earlier run of the same rows (step, per-seq, factors
     per (model, GPU), in fit order) instead of fitting it again."""
     keep, excluded = [], []
     for r in rows:
@@ -178,49 +176,61 @@ def fit_rows(rows: list[Row], log=print, stage1: np.ndarray | None = None) -> Fi
             excluded.append(f"{r.setup} ({r.gpu}): KV-bound in the simulation")
         else:
             keep.append(r)
-    versions = sorted({r.backend_version for r in keep})
     models = sorted({(r.model, r.gpu) for r in keep})  # one kernel factor per training model on each GPU
-    log(f"  {len(keep)} rows fitted, {len(excluded)} left out; versions {versions}; models {models}")
-    tpot = np.array([r.tpot_ms for r in keep])
-    ttft = np.array([r.ttft_ms for r in keep])
-    nv, nm = len(versions), len(models)
-    vi = np.array([versions.index(r.backend_version) for r in keep])
+    log(f"  {len(keep)} rows, {len(excluded)} left out; models {models}")
+    nm = len(models)
     mi = np.array([models.index((r.model, r.gpu)) for r in keep])
+    tpot = np.array([r.tpot_ms for r in keep])
 
-    # Stage 1: x = (step ms per version..., per-seq us, scale per model...). The jitter is a first
-    # guess here (it barely moves TPOT) and refined in stage 2.
+    # Stage 1: x = (step ms, per-seq us, factor per (model, GPU)...). The jitter is a first guess here
+    # (it barely moves TPOT) and refined in stage 2.
     jitter0 = 2e-3
 
     def ov_for(x, i, jitter=jitter0, latency=0.0, scale=None):
-        return ServingOverhead(compute_scale=float(x[nv + 1 + mi[i]]) if scale is None else scale,
-                               step_overhead_s=float(x[vi[i]]) * 1e-3, per_seq_overhead_s=float(x[nv]) * 1e-6,
+        return ServingOverhead(compute_scale=float(x[2 + mi[i]]) if scale is None else scale,
+                               step_overhead_s=float(x[0]) * 1e-3, per_seq_overhead_s=float(x[1]) * 1e-6,
                                host_per_seq_s=0.0, response_latency_s=latency, request_jitter_s=jitter)
 
     def tpot_of(x):
         return np.array([_sim(r, _profile_cost(r, ov_for(x, i)))["pred_tpot_ms"] for i, r in enumerate(keep)])
 
-    depends = np.zeros((len(keep), nv + 1 + nm))
-    depends[np.arange(len(keep)), vi] = 1
-    depends[:, nv] = 1
-    depends[np.arange(len(keep)), nv + 1 + mi] = 1
+    depends = np.zeros((len(keep), 2 + nm))
+    depends[:, :2] = 1
+    depends[np.arange(len(keep)), 2 + mi] = 1
+    x0, h = np.r_[1.0, 20.0, np.full(nm, 1.0)], np.r_[0.5, 10.0, np.full(nm, 0.05)]
+    lower = np.r_[0.0, 0.0, np.full(nm, SCALE_BOUNDS[0])]
+    upper = np.r_[20.0, 500.0, np.full(nm, SCALE_BOUNDS[1])]
     t0 = time.perf_counter()
-    x = np.asarray(stage1, dtype=float) if stage1 is not None else linearised_fit(tpot_of, tpot, x0=np.r_[np.full(nv, 1.0), 20.0, np.full(nm, 1.0)],
-                       h=np.r_[np.full(nv, 0.5), 10.0, np.full(nm, 0.05)],
-                       lower=np.r_[np.zeros(nv), 0.0, np.full(nm, SCALE_BOUNDS[0])],
-                       upper=np.r_[np.full(nv, 20.0), 500.0, np.full(nm, SCALE_BOUNDS[1])],
-                       groups=[list(range(nv)), [nv], list(range(nv + 1, nv + 1 + nm))], depends=depends,
-                       iterations=STAGE1_ITERATIONS)
-    scale = {f"{m} on {g}": float(x[nv + 1 + j]) for j, (m, g) in enumerate(models)}
-    gpu_scale, kept_scale = kept_factors({mg: float(x[nv + 1 + j]) for j, mg in enumerate(models)})
-    log(f"  stage 1 (TPOT): step {dict(zip(versions, np.round(x[:nv], 3)))} ms, per-seq {x[nv]:.1f} us, "
-        f"kernel factors {({m: round(s, 3) for m, s in scale.items()})} (kept: per GPU {gpu_scale}, else median "
-        f"{kept_scale:.3f}); {time.perf_counter() - t0:.0f} s")
+    if stage1 is not None:
+        x = np.asarray(stage1, dtype=float)
+    else:  # one linearisation (STAGE1_ITERATIONS); a refit without the pairs at a bound reuses it
+        f0, J = linearise(tpot_of, x0, h, groups=[[0], [1], list(range(2, 2 + nm))], depends=depends)
+        x = stage1_solve(f0, J, x0, tpot, lower, upper, h, mi)
+    scale = {f"{m} on {g}": float(x[2 + j]) for j, (m, g) in enumerate(models)}
+    bound = at_bound(x[2:]) if DROP_AT_BOUND and not at_bound(x[2:]).all() else np.zeros(nm, bool)
+    for j in np.flatnonzero(bound):  # DROP_AT_BOUND: such a pair's profile is off beyond what a factor may say
+        n = int((mi == j).sum())
+        excluded.append(f"{models[j][0]} on {models[j][1]} ({n} rows): kernel-time factor at its bound "
+                        f"{x[2 + j]:.2f} (the composed profile is off by more than {SCALE_BOUNDS}; not fitted)")
+    screened = keep  # stage 3 (the roofline, which does not use the profiles) keeps every screened row
+    keep = [r for r in keep if not bound[models.index((r.model, r.gpu))]]
+    x = np.r_[x[:2], x[2:][~bound]]
+    models = [m for j, m in enumerate(models) if not bound[j]]
+    nm = len(models)
+    mi = np.array([models.index((r.model, r.gpu)) for r in keep])
+    tpot, ttft = np.array([r.tpot_ms for r in keep]), np.array([r.ttft_ms for r in keep])
+    versions = sorted({r.backend_version for r in keep})
+    gpu_scale, kept_scale = kept_factors({mg: float(x[2 + j]) for j, mg in enumerate(models)})
+    log(f"  stage 1 (TPOT): step {x[0]:.3f} ms (every version), per-seq {x[1]:.1f} us, kernel factors "
+        f"{({m: round(s, 3) for m, s in scale.items()})} (dropped at a bound: {int(bound.sum())} pairs; kept: per GPU "
+        f"{gpu_scale}, else median {kept_scale:.3f}); {len(keep)} rows fitted; {time.perf_counter() - t0:.0f} s")
 
     # Stage 2: TTFT. measured = predicted(jitter, no latency) + latency + k_model * lone prefill: the
     # latency is the engine's (a constant per request); k_model * lone prefill is a training model's own
     # prefill shortfall, fitted as a nuisance and not kept. For each jitter on the grid: simulate once,
     # fit (latency, k per model) by soft-L1 least squares on log ratios; keep the jitter with the lowest cost.
     lone = np.array([lone_prefill_ms(r) for r in keep])
+    pair_names = [f"{m} on {g}" for m, g in models]
     onehot = np.eye(nm)[mi]
     best = None
     for j_ms in JITTER_GRID_MS:
@@ -234,7 +244,7 @@ def fit_rows(rows: list[Row], log=print, stage1: np.ndarray | None = None) -> Fi
                                                                         np.r_[500.0, np.full(nm, 10.0)]),
                             loss="soft_l1", f_scale=0.3, x_scale=np.r_[10.0, np.full(nm, 0.5)])
         log(f"  stage 2: jitter {j_ms:g} ms -> latency {sol.x[0]:.1f} ms, prefill shortfall "
-            f"{dict(zip(scale, np.round(sol.x[1:], 2)))}, cost {sol.cost:.3f}")
+            f"{dict(zip(pair_names, np.round(sol.x[1:], 2)))}, cost {sol.cost:.3f}")
         if best is None or sol.cost < best[0]:
             best = (sol.cost, j_ms, float(sol.x[0]), sol.x[1:])
     _, j_ms, lat_ms, shortfall = best
@@ -247,7 +257,7 @@ def fit_rows(rows: list[Row], log=print, stage1: np.ndarray | None = None) -> Fi
     ttft_err = np.abs(ttft_pred / ttft - 1) * 100
 
     # Stage 3: the roofline's fixed per-step and per-sequence cost on every k-th training row.
-    roof_rows = keep[:: max(1, len(keep) // ROOFLINE_ROWS)]
+    roof_rows = screened[:: max(1, len(screened) // ROOFLINE_ROWS)]
     roof_meas = np.array([r.tpot_ms for r in roof_rows])
 
     def roof_tpot(y):
@@ -258,17 +268,17 @@ def fit_rows(rows: list[Row], log=print, stage1: np.ndarray | None = None) -> Fi
     roof_err = np.abs(roof_tpot(y) / roof_meas - 1) * 100
     log(f"  stage 3 (roofline, {len(roof_rows)} rows): step {y[0]:.3f} ms, per-seq {y[1]:.1f} us, "
         f"TPOT median |err| {np.median(roof_err):.1f} %")
-    overhead = {v: ServingOverhead(compute_scale=kept_scale, step_overhead_s=float(x[k]) * 1e-3,
-                                   per_seq_overhead_s=float(x[nv]) * 1e-6, host_per_seq_s=0.0,
+    overhead = {v: ServingOverhead(compute_scale=kept_scale, step_overhead_s=float(x[0]) * 1e-3,
+                                   per_seq_overhead_s=float(x[1]) * 1e-6, host_per_seq_s=0.0,
                                    response_latency_s=lat_ms * 1e-3, request_jitter_s=j_ms * 1e-3)
-                for k, v in enumerate(versions)}
+                for v in versions}
     by_v = {v: [r for r in keep if r.backend_version == v] for v in versions}
     return Fit(overhead=overhead, roofline={"step_overhead_s": float(y[0]) * 1e-3,
                                             "per_seq_overhead_s": float(y[1]) * 1e-6},
                rows={v: [r.id for r in rs] for v, rs in by_v.items()},
                models={v: sorted({r.model for r in rs}) for v, rs in by_v.items()},
                gpus={v: sorted({r.gpu for r in rs}) for v, rs in by_v.items()}, excluded=excluded,
-               model_scale=scale, gpu_scale=gpu_scale, prefill_shortfall=dict(zip(scale, map(float, shortfall))),
+               model_scale=scale, gpu_scale=gpu_scale, prefill_shortfall=dict(zip(pair_names, map(float, shortfall))),
                tpot_mdape_pct=float(np.median(tpot_err)), ttft_mdape_pct=float(np.median(ttft_err)),
                roofline_tpot_mdape_pct=float(np.median(roof_err)))
 
@@ -305,11 +315,14 @@ def fit_all(log=print, stage1: list[float] | None = None) -> dict:
                          "(benchmarks/validate_silicon.py reports the error there)",
                 "rows_used": len(fit.rows[v]), "row_ids": fit.rows[v],
                 "models": fit.models[v], "gpus": fit.gpus[v],
-                "shared": "per-sequence time, compute scale, response latency, request jitter and the roofline entry "
+                "shared": "step time, per-sequence time, compute scale, response latency, request jitter and the roofline entry "
                           f"are fitted on every version's training rows together ({sum(map(len, fit.rows.values()))} "
-                          "rows); the per-step time on this version's rows",
-                "method": "stage 1: step per version, per-seq and one kernel-time factor per training model and "
-                          "GPU (a nuisance; kept: per GPU the median over its models, compute_scale_by_gpu, and the "
+                          "rows); this version's rows are listed for the record",
+                "structure": f"{STRUCTURE} (chosen by leave-one-training-model-out cross-validation: python -m "
+                             "calibration.engine_cv, calibration/profiles/engine_cv.json)",
+                "method": "stage 1: one step for every version, per-seq and one kernel-time factor per training model and "
+                          "GPU (a nuisance; a pair whose factor lands at a bound is dropped and stage 1 solved again "
+                          "without it; kept: per GPU the median over its models, compute_scale_by_gpu, and the "
                           "overall median as compute_scale) on log TPOT ratios (soft-L1 least squares "
                           f"on a linearisation of the simulation, {STAGE1_ITERATIONS}x); stage 2: request jitter on the grid "
                           f"{list(JITTER_GRID_MS)} ms and the response latency (with a prefill-shortfall nuisance "
@@ -338,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(terms_path()), help="where to write the terms ('' for nowhere)")
     ap.add_argument("--stage1", nargs="+", type=float, metavar="X",
-                    help="reuse stage 1's result (steps per version, per-seq us, factors per model and GPU, in the "
+                    help="reuse stage 1's result (step ms, per-seq us, factors per model and GPU, in the "
                          "order the log prints) instead of fitting it again")
     args = ap.parse_args(argv)
     data = fit_all(stage1=args.stage1)

@@ -83,3 +83,23 @@ def test_kept_factors_are_per_gpu_medians_without_factors_at_their_bounds():
     assert abs(elsewhere - 1.13) < 1e-12  # the median of the four free factors
     only_bound, _ = kept_factors({("a", "l40s"): SCALE_BOUNDS[1]})
     assert only_bound == {"l40s": SCALE_BOUNDS[1]}
+
+
+def test_stage1_shares_one_step_and_drops_a_pair_whose_factor_sits_at_a_bound():
+    # Three (model, GPU) pairs; the third runs at a quarter of its profile (factor 0.25, below the
+    # bound 0.5). Fitted with it, the shared step and per-seq bend to absorb it; dropped, they are exact.
+    from calibration.engine_fit import SCALE_BOUNDS, stage1_solve
+
+    rng = np.random.default_rng(1)
+    n = 90
+    pair = np.repeat([0, 1, 2], n // 3)
+    kernels, batch = rng.uniform(5, 30, n), rng.integers(1, 256, n).astype(float)
+    factor = np.array([1.1, 0.9, 0.25])
+    measured = factor[pair] * kernels + 1.5 + 40e-3 * batch
+    x0 = np.r_[1.0, 20.0, 1.0, 1.0, 1.0]
+    f0 = kernels + 1.0 + 20e-3 * batch
+    J = np.c_[np.ones(n), 1e-3 * batch, kernels * (pair == 0), kernels * (pair == 1), kernels * (pair == 2)]
+    lower, upper = np.r_[0, 0, [SCALE_BOUNDS[0]] * 3], np.r_[20, 500, [SCALE_BOUNDS[1]] * 3]
+    x = stage1_solve(f0, J, x0, measured, lower, upper, np.r_[0.5, 10, 0.05, 0.05, 0.05], pair)
+    assert np.allclose(x[:4], [1.5, 40.0, 1.1, 0.9], rtol=1e-3), x
+    assert abs(x[4] - SCALE_BOUNDS[0]) < 1e-6

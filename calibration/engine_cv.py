@@ -1,0 +1,369 @@
+"""Which structure of the engine fit generalises: leave-one-training-model-out cross-validation.
+
+    python -m calibration.engine_cv             # simulate the basis (minutes), fit every structure on every fold,
+                                                # print the table, write calibration/profiles/engine_cv.json
+
+Only the TRAINING models (calibration/engine_fit.TRAIN_MODELS) are used: each fold fits on two of
+them and measures the TPOT/TTFT error on the third, whose rows the fold's fit never sees (`folds`).
+The held-out models of the validation play no part here, so a structure is chosen without them.
+
+The fit's stages are linear in their parameters but for batching effects (calibration/engine_fit:
+one linearisation), so every row is simulated a few times (`basis`: the kernels alone, with a
+kernel-time factor, a step time and a per-sequence time added one at a time, and at each request
+jitter of the grid) and each structure is then fitted on that linear surrogate in milliseconds,
+as stage 1 and stage 2 of the fit do (soft-L1 least squares on log ratios, same bounds). The
+structure with the lowest pooled median |TPOT error| over the three folds is chosen (TTFT breaks
+a tie within 0.5 points); engine_fit.STRUCTURE names it and engine_fit fits it on all three
+training models.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from sim.cost_model import ServingOverhead
+from sim.engine_terms import _nearest, _version_key
+
+from .engine_fit import (JITTER_GRID_MS, QUEUEING_TTFT_S, SCALE_BOUNDS, TRAIN_MODELS, _profile_cost, _sim, split,
+                         thin)
+from .silicon import KV_BOUND_PEAK, Row, lone_prefill_ms, read_rows
+
+BASIS_SCALE, BASIS_STEP_MS, BASIS_PER_SEQ_US = 1.2, 2.0, 50.0  # the perturbations the surrogate is built from
+BASIS_JITTER_MS = 20.0  # the jitter the derivatives are taken at
+CV_PATH = Path(__file__).resolve().parent / "profiles" / "engine_cv.json"
+
+
+@dataclass(frozen=True)
+class Structure:
+    """What stage 1 fits. factor: 'model_gpu' (a nuisance per training model and GPU, kept as per-GPU
+    medians), 'model_gpu_prior' (the same with a prior pulling log factor to 0, weight `prior`),
+    'gpu' (one factor per GPU shared by the models on it) or 'none' (1). step: 'version' (one per
+    vLLM version), 'shared' (one for all) or 'shrunk' (shared + per-version offsets, ridge weight
+    `prior` per ms). per_seq: 'shared' or 'gpu'. drop_bound: refit without the (model, GPU) pairs
+    whose factor sits at a bound (SCALE_BOUNDS). keep_one: factors fitted as a nuisance but not kept
+    (every model is served with factor 1)."""
+    name: str
+    factor: str = "model_gpu"
+    step: str = "version"
+    per_seq: str = "shared"
+    prior: float = 0.0
+    drop_bound: bool = False
+    keep_one: bool = False  # the factors are a nuisance only: other models get 1, not the medians
+
+
+STRUCTURES = (
+    Structure("a: today (step per version, factor per model x GPU)"),
+    Structure("b1: no kernel factor", factor="none"),
+    Structure("b2: factor with prior to 1 (w=0.3)", factor="model_gpu_prior", prior=0.3),
+    Structure("b3: factor with prior to 1 (w=1)", factor="model_gpu_prior", prior=1.0),
+    Structure("b4: one factor per GPU", factor="gpu"),
+    Structure("b5: factors at a bound dropped", drop_bound=True),
+    Structure("c1: one step for every version", step="shared"),
+    Structure("c2: shared step + shrunk version offsets (w=1/ms)", step="shrunk", prior=1.0),
+    Structure("c3: one step, factor per GPU", step="shared", factor="gpu"),
+    Structure("c4: one step, factors at a bound dropped", step="shared", drop_bound=True),
+    Structure("b6: factor a nuisance only (kept 1)", keep_one=True),
+    Structure("c5: one step, factor a nuisance only (kept 1)", step="shared", keep_one=True),
+    Structure("d: per-seq per GPU", per_seq="gpu"),
+)
+
+
+@dataclass
+class Basis:
+    """Per row: measured TPOT/TTFT, and the simulated ones at the basis points (ms)."""
+    rows: list[Row]
+    tpot: np.ndarray
+    ttft: np.ndarray
+    tpot0: np.ndarray  # kernels alone (scale 1, no step, no per-seq), jitter BASIS_JITTER_MS
+    d_tpot: np.ndarray  # rows x 3: d TPOT / d (scale, step ms, per-seq us)
+    ttft0: np.ndarray  # rows x len(JITTER_GRID_MS): kernels alone at each jitter
+    d_ttft: np.ndarray  # rows x 3
+    lone: np.ndarray
+
+
+def fit_rows_of(rows: list[Row]) -> tuple[list[Row], list[str]]:
+    """The training rows the fit uses (engine_fit.fit_rows' screen): no queueing, not KV-bound."""
+    keep, excluded = [], []
+    for r in rows:
+        if r.ttft_ms / 1e3 > QUEUEING_TTFT_S:
+            excluded.append(r.id)
+        elif _sim(r, _profile_cost(r, None))["kv_peak"] >= KV_BOUND_PEAK:
+            excluded.append(r.id)
+        else:
+            keep.append(r)
+    return keep, excluded
+
+
+def _ov(scale=1.0, step_ms=0.0, per_seq_us=0.0, jitter_ms=BASIS_JITTER_MS) -> ServingOverhead:
+    return ServingOverhead(compute_scale=scale, step_overhead_s=step_ms * 1e-3, per_seq_overhead_s=per_seq_us * 1e-6,
+                           host_per_seq_s=0.0, response_latency_s=0.0, request_jitter_s=jitter_ms * 1e-3)
+
+
+def basis(rows: list[Row], log=print) -> Basis:
+    """Simulate every row at the basis points (3 + len(JITTER_GRID_MS) simulations per row)."""
+    t0 = time.perf_counter()
+    pts = [_ov(), _ov(scale=BASIS_SCALE), _ov(step_ms=BASIS_STEP_MS), _ov(per_seq_us=BASIS_PER_SEQ_US)]
+    steps = np.array([BASIS_SCALE - 1.0, BASIS_STEP_MS, BASIS_PER_SEQ_US])
+    tp, tt = np.zeros((len(rows), 4)), np.zeros((len(rows), 4))
+    t_j = np.zeros((len(rows), len(JITTER_GRID_MS)))
+    for i, r in enumerate(rows):
+        for k, ov in enumerate(pts):
+            p = _sim(r, _profile_cost(r, ov))
+            tp[i, k], tt[i, k] = p["pred_tpot_ms"], p["pred_ttft_ms"]
+        for j, jit in enumerate(JITTER_GRID_MS):
+            t_j[i, j] = tt[i, 0] if jit == BASIS_JITTER_MS else _sim(r, _profile_cost(r, _ov(jitter_ms=jit)))["pred_ttft_ms"]
+        if (i + 1) % 25 == 0:
+            log(f"  basis {i + 1}/{len(rows)} rows, {time.perf_counter() - t0:.0f} s")
+    return Basis(rows=rows, tpot=np.array([r.tpot_ms for r in rows]), ttft=np.array([r.ttft_ms for r in rows]),
+                 tpot0=tp[:, 0], d_tpot=(tp[:, 1:] - tp[:, :1]) / steps, ttft0=t_j,
+                 d_ttft=(tt[:, 1:] - tt[:, :1]) / steps, lone=np.array([lone_prefill_ms(r) for r in rows]))
+
+
+def folds(rows: list[Row], models=TRAIN_MODELS) -> list[tuple[str, list[int], list[int]]]:
+    """(held-out model, indices fitted, indices scored): one fold per training model with rows; a
+    fold never fits a row of the model it scores."""
+    out = []
+    for m in models:
+        test = [i for i, r in enumerate(rows) if r.model == m]
+        if test:
+            out.append((m, [i for i, r in enumerate(rows) if r.model != m], test))
+    return out
+
+
+@dataclass
+class Terms:
+    """A fold's fitted terms, as engine_terms would serve them."""
+    step_ms: dict[str, float]  # per version
+    per_seq_us: dict[str, float]  # per GPU ('*': elsewhere)
+    scale: dict[str, float]  # kept, per GPU ('*': elsewhere)
+    default_version: str
+    jitter_ms: float = BASIS_JITTER_MS
+    latency_ms: float = 0.0
+    pair_factor: dict[str, float] | None = None  # the training pairs' own factors (for the record)
+
+    def of(self, r: Row) -> tuple[float, float, float]:
+        v = r.backend_version if r.backend_version in self.step_ms else _nearest(
+            "" if r.backend_version == "not recorded" else r.backend_version,
+            sorted(self.step_ms, key=_version_key), self.default_version)
+        return (self.scale.get(r.gpu, self.scale["*"]), self.step_ms[v], self.per_seq_us.get(r.gpu, self.per_seq_us["*"]))
+
+
+def _lin_tpot(B: Basis, idx, s, st, ps):
+    return B.tpot0[idx] + (s - 1) * B.d_tpot[idx, 0] + st * B.d_tpot[idx, 1] + ps * B.d_tpot[idx, 2]
+
+
+def _lin_ttft(B: Basis, idx, j, s, st, ps):
+    return B.ttft0[idx, j] + (s - 1) * B.d_ttft[idx, 0] + st * B.d_ttft[idx, 1] + ps * B.d_ttft[idx, 2]
+
+
+def fit_structure(B: Basis, idx: list[int], st: Structure) -> Terms:
+    """Stage 1 (and stage 2) of engine_fit on the surrogate of rows `idx`, in structure `st`."""
+    idx = np.asarray(idx)
+    rows = [B.rows[i] for i in idx]
+    versions = sorted({r.backend_version for r in rows})
+    gpus = sorted({r.gpu for r in rows})
+    pairs = sorted({(r.model, r.gpu) for r in rows})
+    vi = np.array([versions.index(r.backend_version) for r in rows])
+    gi = np.array([gpus.index(r.gpu) for r in rows])
+    pi = np.array([pairs.index((r.model, r.gpu)) for r in rows])
+    nv, ng, npair = len(versions), len(gpus), len(pairs)
+    nstep = 1 if st.step == "shared" else (1 + nv if st.step == "shrunk" else nv)
+    nps = ng if st.per_seq == "gpu" else 1
+    nf = {"none": 0, "gpu": ng}.get(st.factor, npair)
+    fidx = gi if st.factor == "gpu" else pi
+
+    def unpack(z):
+        steps = z[:nstep]
+        if st.step == "shared":
+            step = np.full(len(rows), steps[0])
+        elif st.step == "shrunk":
+            step = np.maximum(steps[0] + steps[1:][vi], 0.0)
+        else:
+            step = steps[vi]
+        ps = z[nstep:nstep + nps][gi if nps > 1 else np.zeros(len(rows), int)]
+        s = z[nstep + nps:][fidx] if nf else np.ones(len(rows))
+        return s, step, ps
+
+    def res(z):
+        s, step, ps = unpack(z)
+        r = np.log(np.maximum(_lin_tpot(B, idx, s, step, ps), 1e-9) / B.tpot[idx])
+        if st.factor == "model_gpu_prior":
+            r = np.r_[r, np.sqrt(st.prior) * np.log(z[nstep + nps:])]
+        if st.step == "shrunk":
+            r = np.r_[r, np.sqrt(st.prior) * 0.1 * z[1:nstep]]  # 0.1 per ms: a 1 ms offset costs like a 10 % miss
+        return r
+
+    lo_step = np.r_[0.0, np.full(nstep - 1, -20.0)] if st.step == "shrunk" else np.zeros(nstep)
+    lower = np.r_[lo_step, np.zeros(nps), np.full(nf, SCALE_BOUNDS[0])]
+    upper = np.r_[np.full(nstep, 20.0), np.full(nps, 500.0), np.full(nf, SCALE_BOUNDS[1])]
+    x0 = np.r_[np.full(nstep, 1.0) if st.step != "shrunk" else np.r_[1.0, np.zeros(nv)], np.full(nps, 20.0),
+               np.full(nf, 1.0)]
+    x = least_squares(res, x0, bounds=(lower, upper), loss="soft_l1", f_scale=0.1,
+                      x_scale=np.r_[np.full(nstep, 0.5), np.full(nps, 10.0), np.full(nf, 0.05)]).x
+    factors = x[nstep + nps:]
+    if st.drop_bound and st.factor in ("model_gpu", "model_gpu_prior"):
+        at = [p for k, p in enumerate(pairs) if not SCALE_BOUNDS[0] + 1e-6 < factors[k] < SCALE_BOUNDS[1] - 1e-6]
+        if at and len(at) < len(pairs):
+            keep = [i for i in idx if (B.rows[i].model, B.rows[i].gpu) not in at]
+            return fit_structure(B, keep, replace(st, drop_bound=False))
+    s_row, step_row, ps_row = unpack(x)
+    # What is kept (served for any model): steps per version, per-seq, factors per GPU (medians of free ones).
+    if st.step == "shared":
+        step_ms = {v: float(x[0]) for v in versions}
+    elif st.step == "shrunk":
+        step_ms = {v: float(max(x[0] + x[1 + k], 0.0)) for k, v in enumerate(versions)}
+    else:
+        step_ms = {v: float(x[k]) for k, v in enumerate(versions)}
+    per_seq = {g: float(x[nstep + k]) for k, g in enumerate(gpus)} if nps > 1 else {}
+    per_seq["*"] = float(np.median(x[nstep:nstep + nps]))
+    if st.factor == "none" or st.keep_one:
+        scale = {"*": 1.0}
+    elif st.factor == "gpu":
+        scale = {g: float(factors[k]) for k, g in enumerate(gpus)}
+        scale["*"] = float(np.median(factors))
+    else:
+        from .engine_fit import kept_factors
+        by_gpu, else_ = kept_factors({p: float(factors[k]) for k, p in enumerate(pairs)})
+        scale = {**by_gpu, "*": else_}
+    counts = {v: int((vi == k).sum()) for k, v in enumerate(versions)}
+    t = Terms(step_ms=step_ms, per_seq_us=per_seq, scale=scale,
+              default_version=max(counts, key=lambda v: (counts[v], v)),
+              pair_factor={f"{m} on {g}": float(factors[k]) for k, (m, g) in enumerate(pairs)}
+              if st.factor in ("model_gpu", "model_gpu_prior") else None)
+    # Stage 2: jitter on the grid, latency + a prefill-shortfall nuisance per training (model, GPU) pair.
+    onehot = np.eye(npair)[pi]
+    best = None
+    for j, j_ms in enumerate(JITTER_GRID_MS):
+        pred = _lin_ttft(B, idx, j, s_row, step_row, ps_row)
+
+        def res2(z, pred=pred):
+            return np.log(np.maximum(pred + z[0] + (onehot @ z[1:]) * B.lone[idx], 1e-6) / B.ttft[idx])
+
+        sol = least_squares(res2, np.r_[10.0, np.full(npair, 0.5)], bounds=(np.r_[0.0, np.full(npair, -1.0)],
+                            np.r_[500.0, np.full(npair, 10.0)]), loss="soft_l1", f_scale=0.3,
+                            x_scale=np.r_[10.0, np.full(npair, 0.5)])
+        if best is None or sol.cost < best[0]:
+            best = (sol.cost, j_ms, float(sol.x[0]))
+    t.jitter_ms, t.latency_ms = best[1], best[2]
+    return t
+
+
+def predict(B: Basis, idx, t: Terms) -> tuple[np.ndarray, np.ndarray]:
+    """(TPOT, TTFT) ms of rows `idx` on the surrogate with the kept terms `t` (no training nuisance)."""
+    idx = np.asarray(idx)
+    s, step, ps = map(np.array, zip(*(t.of(B.rows[i]) for i in idx)))
+    j = list(JITTER_GRID_MS).index(t.jitter_ms)
+    return _lin_tpot(B, idx, s, step, ps), _lin_ttft(B, idx, j, s, step, ps) + t.latency_ms
+
+
+def cross_validate(B: Basis, structures=STRUCTURES, models=TRAIN_MODELS) -> list[dict]:
+    """One record per structure: pooled and per-fold median |error| and median signed error (%)."""
+    out = []
+    for st in structures:
+        tp_err, tt_err, per_fold = [], [], {}
+        for model, fit_idx, test_idx in folds(B.rows, models):
+            t = fit_structure(B, fit_idx, st)
+            ptp, ptt = predict(B, test_idx, t)
+            e_tp = 100 * (ptp / B.tpot[test_idx] - 1)
+            e_tt = 100 * (ptt / B.ttft[test_idx] - 1)
+            tp_err.append(e_tp)
+            tt_err.append(e_tt)
+            per_fold[model] = {"rows": len(test_idx), "tpot_mdape": float(np.median(np.abs(e_tp))),
+                               "ttft_mdape": float(np.median(np.abs(e_tt))), "tpot_signed": float(np.median(e_tp))}
+        e_tp, e_tt = np.concatenate(tp_err), np.concatenate(tt_err)
+        out.append({"structure": st.name, "spec": asdict(st), "rows": int(len(e_tp)),
+                    "tpot_mdape": float(np.median(np.abs(e_tp))), "tpot_signed": float(np.median(e_tp)),
+                    "ttft_mdape": float(np.median(np.abs(e_tt))), "ttft_signed": float(np.median(e_tt)),
+                    "folds": per_fold})
+    return out
+
+
+def check_by_simulation(B: Basis, st: Structure, models=TRAIN_MODELS) -> dict:
+    """The CV error of `st` with each fold's terms fitted on the surrogate as above but its scored rows
+    SIMULATED with them (not the surrogate): whether the surrogate ranks structures right."""
+    e_tp, e_tt = [], []
+    for _, fit_idx, test_idx in folds(B.rows, models):
+        t = fit_structure(B, fit_idx, st)
+        for i in test_idx:
+            r = B.rows[i]
+            s, step, ps = t.of(r)
+            ov = ServingOverhead(compute_scale=s, step_overhead_s=step * 1e-3, per_seq_overhead_s=ps * 1e-6,
+                                 host_per_seq_s=0.0, response_latency_s=t.latency_ms * 1e-3,
+                                 request_jitter_s=t.jitter_ms * 1e-3)
+            p = _sim(r, _profile_cost(r, ov))
+            e_tp.append(100 * (p["pred_tpot_ms"] / r.tpot_ms - 1))
+            e_tt.append(100 * (p["pred_ttft_ms"] / r.ttft_ms - 1))
+    e_tp, e_tt = np.array(e_tp), np.array(e_tt)
+    return {"tpot_mdape": float(np.median(np.abs(e_tp))), "tpot_signed": float(np.median(e_tp)),
+            "ttft_mdape": float(np.median(np.abs(e_tt))), "ttft_signed": float(np.median(e_tt))}
+
+
+def choose(table: list[dict]) -> dict:
+    """The lowest pooled TPOT median |error|; within 0.5 points of it, the lowest TTFT one; a tie
+    beyond that keeps the earlier (simpler / today's) structure."""
+    best_tp = min(r["tpot_mdape"] for r in table)
+    near = [r for r in table if r["tpot_mdape"] <= best_tp + 0.5]
+    return min(near, key=lambda r: r["ttft_mdape"])
+
+
+def training_rows(per_setup: int) -> list[Row]:
+    rows, _ = read_rows()
+    train, _ = split(rows)
+    return thin([r for r in train if r.backend_version != "not recorded"], per_setup)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--per-setup", type=int, default=4, help="training rows per setup (engine_fit.thin)")
+    ap.add_argument("--basis", default="", help="npz cache of the basis simulations (read if present, else written)")
+    ap.add_argument("--check", action="store_true",
+                    help="also simulate the scored rows with each fold's terms for today's and the chosen structure")
+    ap.add_argument("--out", default=str(CV_PATH), help="where to write the table ('' for nowhere)")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    rows, _ = fit_rows_of(training_rows(args.per_setup))
+    cache = Path(args.basis) if args.basis else None
+    if cache and cache.is_file():
+        z = np.load(cache)
+        assert list(z["ids"]) == [r.id for r in rows], "basis cache is of other rows"
+        B = Basis(rows, *(z[k] for k in ("tpot", "ttft", "tpot0", "d_tpot", "ttft0", "d_ttft", "lone")))
+    else:
+        B = basis(rows)
+        if cache:
+            np.savez(cache, ids=[r.id for r in rows], **{k: getattr(B, k) for k in
+                     ("tpot", "ttft", "tpot0", "d_tpot", "ttft0", "d_ttft", "lone")})
+    table = cross_validate(B)
+    best = choose(table)
+    for r in table:
+        if r["structure"] in (best["structure"], STRUCTURES[0].name) and args.check:
+            r["simulated"] = check_by_simulation(B, Structure(**r["spec"]))
+            print(f"  simulated check, {r['structure']}: {r['simulated']}")
+    for r in table:
+        folds_s = "; ".join(f"{m} {f['tpot_mdape']:.1f}/{f['ttft_mdape']:.1f}" for m, f in r["folds"].items())
+        print(f"{r['structure']:<55} TPOT {r['tpot_mdape']:5.1f} ({r['tpot_signed']:+.1f})  TTFT {r['ttft_mdape']:5.1f} "
+              f"({r['ttft_signed']:+.1f})  [{folds_s}]")
+    print(f"chosen: {best['structure']}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({
+            "note": "Written by `python -m calibration.engine_cv` (do not edit by hand): leave-one-training-model-out "
+                    "cross-validation of the engine fit's structure on the training models only.",
+            "training_models": list(TRAIN_MODELS), "rows": len(rows), "rows_per_setup": args.per_setup,
+            "basis_points": ["kernels alone (jitter 20 ms)", f"kernel factor {BASIS_SCALE}", f"step {BASIS_STEP_MS} ms",
+                             f"per-seq {BASIS_PER_SEQ_US} us"] + [f"jitter {j:g} ms" for j in JITTER_GRID_MS
+                                                                   if j != BASIS_JITTER_MS],
+            "rule": "lowest pooled TPOT median |err|; within 0.5 points, lowest TTFT median |err|",
+            "chosen": best["structure"], "table": table, "wall_s": round(time.perf_counter() - t0, 1)},
+            indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

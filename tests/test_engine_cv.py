@@ -1,0 +1,106 @@
+"""The engine fit's cross-validation (calibration/engine_cv.py) on a synthetic surrogate: folds leave
+one training model out, a fold's fit never sees the scored model's rows, and the structures recover
+known terms where they can."""
+from __future__ import annotations
+
+import numpy as np
+
+from calibration import engine_cv as cv
+from calibration.silicon import Row
+
+MODELS = ("m-a", "m-b", "m-c")
+GPUS = ("h100-sxm", "h200-sxm")
+JITTERS = len(cv.JITTER_GRID_MS)
+
+
+def _basis(step_ms=1.5, per_seq_us=40.0, factor=None, n_per=12, seed=0) -> cv.Basis:
+    """Rows whose TPOT = factor[model, GPU] * kernels + step + per_seq * batch exactly, TTFT = its
+    prefill + 30 ms; every model on both GPUs, one vLLM version."""
+    factor = factor or {}
+    rng = np.random.default_rng(seed)
+    rows, kern, batch = [], [], []
+    for m in MODELS:
+        for g in GPUS:
+            for k in range(n_per):
+                rows.append(Row(id=f"{m}-{g}-{k}", model=m, gpu=g, dtype="bf16", tp=1, isl=1024, osl=128,
+                                concurrency=int(rng.integers(1, 64)), concurrency_recorded=True, ttft_ms=0.0,
+                                tpot_ms=0.0, backend_version="0.12.0"))
+                kern.append(rng.uniform(5, 30))
+                batch.append(rows[-1].concurrency)
+    kern, batch = np.array(kern), np.array(batch, float)
+    f = np.array([factor.get((r.model, r.gpu), 1.0) for r in rows])
+    tpot = f * kern + step_ms + per_seq_us * 1e-3 * batch
+    prefill = kern * 8
+    ttft = f * prefill + 30.0
+    d_tpot = np.c_[kern, np.ones(len(rows)), 1e-3 * batch]
+    d_ttft = np.c_[prefill, np.zeros(len(rows)), np.zeros(len(rows))]
+    return cv.Basis(rows=rows, tpot=tpot, ttft=ttft, tpot0=kern, d_tpot=d_tpot,
+                    ttft0=np.repeat(prefill[:, None], JITTERS, axis=1), d_ttft=d_ttft, lone=prefill)
+
+
+def test_folds_leave_one_training_model_out_and_never_fit_its_rows():
+    B = _basis()
+    folds = cv.folds(B.rows, MODELS)
+    assert [m for m, _, _ in folds] == list(MODELS)
+    for model, fit_idx, test_idx in folds:
+        assert {B.rows[i].model for i in test_idx} == {model}
+        assert model not in {B.rows[i].model for i in fit_idx}
+        assert sorted(fit_idx + test_idx) == list(range(len(B.rows)))
+
+
+def test_a_folds_terms_do_not_move_when_the_scored_models_measurements_change():
+    # Poison the scored model's measured times: the fold's fit must not see them.
+    B = _basis()
+    model, fit_idx, test_idx = cv.folds(B.rows, MODELS)[1]
+    st = cv.STRUCTURES[0]
+    t = cv.fit_structure(B, fit_idx, st)
+    B.tpot[test_idx] *= 3.0
+    B.ttft[test_idx] *= 5.0
+    t2 = cv.fit_structure(B, fit_idx, st)
+    assert t.step_ms == t2.step_ms and t.scale == t2.scale and t.latency_ms == t2.latency_ms
+
+
+def test_structures_recover_known_terms_and_cv_scores_them():
+    B = _basis()
+    for st in (cv.Structure("today"), cv.Structure("none", factor="none"), cv.Structure("shared", step="shared")):
+        t = cv.fit_structure(B, list(range(len(B.rows))), st)
+        assert abs(t.step_ms["0.12.0"] - 1.5) < 0.05, (st, t.step_ms)
+        assert abs(t.per_seq_us["*"] - 40.0) < 2.0, (st, t.per_seq_us)
+        assert all(abs(s - 1.0) < 0.01 for s in t.scale.values()), (st, t.scale)
+        assert abs(t.latency_ms - 30.0) < 1.0
+    table = cv.cross_validate(B, cv.STRUCTURES[:2], MODELS)
+    assert all(r["tpot_mdape"] < 1.0 and r["rows"] == len(B.rows) for r in table)
+    assert set(table[0]["folds"]) == set(MODELS)
+
+
+def test_a_model_whose_factor_sits_at_a_bound_is_dropped_only_where_asked():
+    # m-a on h200 runs at a quarter of its profile: its factor hits the lower bound (0.5).
+    B = _basis(factor={("m-a", "h200-sxm"): 0.25})
+    idx = list(range(len(B.rows)))
+    today = cv.fit_structure(B, idx, cv.Structure("today"))
+    assert abs(today.pair_factor["m-a on h200-sxm"] - cv.SCALE_BOUNDS[0]) < 1e-6
+    dropped = cv.fit_structure(B, idx, cv.Structure("drop", drop_bound=True))
+    assert "m-a on h200-sxm" not in dropped.pair_factor
+    assert abs(dropped.step_ms["0.12.0"] - 1.5) < 0.05
+
+
+def test_choose_prefers_lower_tpot_then_ttft_within_half_a_point():
+    table = [{"structure": "a", "tpot_mdape": 10.0, "ttft_mdape": 30.0},
+             {"structure": "b", "tpot_mdape": 10.4, "ttft_mdape": 20.0},
+             {"structure": "c", "tpot_mdape": 9.0, "ttft_mdape": 40.0}]
+    assert cv.choose(table)["structure"] == "c"
+    table[2]["tpot_mdape"] = 10.2
+    assert cv.choose(table)["structure"] == "b"
+
+
+def test_the_fit_uses_the_structure_its_cross_validation_chose():
+    import json
+
+    from calibration import engine_fit
+
+    rec = json.loads(cv.CV_PATH.read_text())
+    assert rec["chosen"] == engine_fit.STRUCTURE
+    assert rec["chosen"] == cv.choose(rec["table"])["structure"]
+    assert rec["training_models"] == list(engine_fit.TRAIN_MODELS)
+    spec = next(cv.Structure(**r["spec"]) for r in rec["table"] if r["structure"] == rec["chosen"])
+    assert spec.step == "shared" and spec.drop_bound == engine_fit.DROP_AT_BOUND
