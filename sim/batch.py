@@ -38,7 +38,7 @@ class RunningBatch:
 
     def remove(self, keep: np.ndarray) -> None:
         """Keep only the slots where `keep` (length n) is True, preserving order."""
-        k = int(keep.sum())
+        k = int(np.count_nonzero(keep))
         for name in _FIELDS:
             arr = getattr(self, name)
             arr[:k] = arr[:self.n][keep]

@@ -160,7 +160,7 @@ class Replica:
         if n_decode == n and spec is None and not plan.padded:
             # Every sequence decodes one token (the common step): chunk 1, one sample, attending its
             # context + 1, so the features are sums of `computed` alone (step_feature_values' integers).
-            ctx = int(computed.sum()) + n
+            ctx = sum(computed.tolist()) + n
             t0 = self.cost.step_time_s(n, n, ctx, ctx, n)
             computed_1 = computed + 1
             num_tokens_1 = num_tokens + 1
@@ -188,7 +188,9 @@ class Replica:
                 slots = np.flatnonzero(~finished_0)
                 ff = self._plan_fast_forward(plan, follow, slots, computed_1[slots], remaining_1[slots])
         # seconds after `start` each slot emits its last token
-        finish_at = np.where(finished_0, t0, np.inf) if n_finished_0 else np.full(n, np.inf)
+        finish_at = np.full(n, np.inf)
+        if n_finished_0:
+            finish_at[finished_0] = t0
         if ff is None:
             ends = np.array([t0])
         else:
@@ -222,15 +224,15 @@ class Replica:
             self._log(start, ends, steps_done - 1, ff, reqs, chunk, decode, completes)
 
         # ---- apply step 0 ---------------------------------------------------
-        if not generated.all():  # someone had no token yet: those whose step 0 completed now have their first
+        if np.count_nonzero(generated) < n:  # someone had no token yet: those whose step 0 completed now have their first
             first = completes & (generated == 0)
-            if first.any():
+            if np.count_nonzero(first):
                 t.first_token_s[reqs[first]] = start + t0 + self.response_latency_s
         if n_decode:
             self.itl.add_one(t0, n_decode)
         if n_completes > n_decode:
             resumed = completes & ~decode & (generated > 0)  # a preempted sequence's recompute finished
-            if resumed.any():
+            if np.count_nonzero(resumed):
                 gap = start + t0 - t.last_token_s[reqs[resumed]]
                 self.itl.add(gap, np.ones(len(gap), dtype=np.int64))
         b.computed[:n] = computed_1
@@ -259,7 +261,7 @@ class Replica:
         replay = m > 0 and self.kv.tracks_block_order
         if replay:
             self._replay_kv(ff, m, computed_1, finished_0)
-        if finished is not None and finished.any():
+        if finished is not None and np.count_nonzero(finished):
             done_reqs = reqs[finished]
             t.finish_s[done_reqs] = start + finish_at[finished] + self.response_latency_s
             t.generated[done_reqs] = b.num_tokens[:n][finished] - prompt[finished]
@@ -359,11 +361,11 @@ class Replica:
         if self.spec is not None:
             return self._plan_speculative(follow, slots, c, r)
         if plan.padded:
-            horizon = int(r.max())
+            horizon = max(r.tolist())
         elif follow == "until_completion":
-            horizon = int(r[r > 0].min())
+            horizon = min(x for x in r.tolist() if x > 0)
         else:
-            horizon = min(int(r.max()), self._horizon)
+            horizon = min(max(r.tolist()), self._horizon)
         if not plan.padded:
             horizon = self.kv.steps_that_fit(self.running.req[slots], c + 1, r, 1, horizon)
         if horizon <= 0:
@@ -390,7 +392,8 @@ class Replica:
         """Speculative decoding: each step emits a random 1..k+1 tokens per sequence."""
         k = self.spec.k
         # Enough steps for the first to finish even at one token per step.
-        horizon = int(r.min()) if follow == "until_completion" else min(int(r.max()), self._horizon)
+        rs = r.tolist()
+        horizon = min(rs) if follow == "until_completion" else min(max(rs), self._horizon)
         horizon = self.kv.steps_that_fit(self.running.req[slots], c + 1 + k, r, k + 1, horizon)
         if horizon <= 0:
             return None

@@ -132,7 +132,7 @@ class ContinuousScheduler:
         todo = b.num_tokens[:n] - computed
         drafts = (todo == 1) * lookahead if lookahead else 0
         charge = todo + drafts if lookahead else todo
-        charged = int(charge.sum())
+        charged = sum(charge.tolist())  # plain sum: numpy's reduction costs more on a few slots
         if charged <= self.max_tokens:
             # Everyone gets all it needs (the common case): chunk = todo, no mask to apply.
             if kv.allocate_many(b.req[:n], computed + charge):
@@ -144,8 +144,8 @@ class ContinuousScheduler:
             scheduled = chunk > 0
             if kv.allocate_many(b.req[:n][scheduled], (computed + chunk + drafts)[scheduled]):
                 b.chunk[:n] = chunk
-                used = int(np.minimum(charge, np.maximum(left, 0)).sum())
-                return self.max_tokens - used, False, int(chunk.sum()) == int(todo.sum())
+                used = sum(np.minimum(charge, np.maximum(left, 0)).tolist())
+                return self.max_tokens - used, False, sum(chunk.tolist()) == sum(todo.tolist())
         # Blocks run short: go one by one as vLLM does, preempting victims as needed.
         b.chunk[:n] = 0
         budget, preempted, i = self.max_tokens, False, 0
