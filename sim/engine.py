@@ -54,6 +54,7 @@ class Replica:
         self._finishing_s = _NONE  # per running slot: finish time (s) planned in the run now in flight
         self.state = IDLE
         self.busy_s = 0.0
+        self.preempted_any = False  # has any sequence here been preempted (and may resume mid-output)?
         self._wake: simpy.Event | None = None
         self._horizon = MIN_HORIZON
         self.record_timeseries = record_timeseries
@@ -96,6 +97,7 @@ class Replica:
         req = int(b.req[slot])
         self.table.generated[req] = b.num_tokens[slot] - b.prompt[slot]
         self.table.preemptions[req] += 1
+        self.preempted_any = True
         # A running sequence emitted its last token when the previous step ended, i.e. now.
         self.table.last_token_s[req] = self.env.now
         self.kv.free(req)
@@ -230,7 +232,7 @@ class Replica:
                 t.first_token_s[reqs[first]] = start + t0 + self.response_latency_s
         if n_decode:
             self.itl.add_one(t0, n_decode)
-        if n_completes > n_decode:
+        if n_completes > n_decode and self.preempted_any:
             resumed = completes & ~decode & (generated > 0)  # a preempted sequence's recompute finished
             if np.count_nonzero(resumed):
                 gap = start + t0 - t.last_token_s[reqs[resumed]]

@@ -31,7 +31,7 @@ class KVCache:
         return int(self._held[req])
 
     def _blocks(self, num_tokens):
-        return -(-num_tokens // self.block_size_tokens)
+        return (num_tokens + (self.block_size_tokens - 1)) // self.block_size_tokens  # ceil, on integers
 
     def can_allocate(self, req: int, num_tokens: int) -> bool:
         """Could `req` hold `num_tokens` tokens in total?"""
@@ -101,10 +101,16 @@ class KVCache:
         if horizon <= 0 or len(reqs) == 0:
             return max(horizon, 0)
         held = self._held[reqs]
-        last = np.minimum(steps_left, horizon) - 1  # last step each request runs in the horizon
-        peak = np.maximum(self._blocks(tokens_now + np.maximum(last, 0) * tokens_per_step) - held, 0)
-        if sum(peak.tolist()) <= self.num_free_blocks:
-            return horizon  # even the peak (everyone at their last step, nobody freeing) fits: the common case
+        # Even the peak (everyone at their last step, nobody freeing) fits: the common case. Plain
+        # integers: on a few requests a loop costs less than numpy's calls.
+        bs, peak = self.block_size_tokens, 0
+        for t, s, h in zip(tokens_now.tolist(), steps_left.tolist(), held.tolist()):
+            last = min(s, horizon) - 1  # last step it runs in the horizon
+            extra = (t + max(last, 0) * tokens_per_step + bs - 1) // bs - h
+            if extra > 0:
+                peak += extra
+        if peak <= self.num_free_blocks:
+            return horizon
         # Step i needs the blocks the running requests still lack, from the free pool plus what
         # the finished ones gave back.
         released = self.released_on_finish(reqs)

@@ -26,6 +26,12 @@ import numpy as np
 
 from .base import StepPlan, Wait, WaitingQueue
 
+# The plans a continuous scheduler returns (frozen: shared instead of built every decision).
+_AGAIN = StepPlan(follow="none", interruptible=False)
+_UNTIL_COMPLETION = {False: StepPlan(follow="until_completion", interruptible=False),
+                     True: StepPlan(follow="until_completion", interruptible=True)}
+_TO_END = StepPlan(follow="to_end", interruptible=True)
+
 if TYPE_CHECKING:
     from ..engine import Replica
     from ..scenario import SchedulerConfig
@@ -101,18 +107,18 @@ class ContinuousScheduler:
         if preempted or blocked_by_budget or not all_served:
             # A prefill continues, someone got no tokens, or a preemption freed blocks that the
             # waiting queue may take next step: decide again after this one.
-            return StepPlan(follow="none", interruptible=False)
+            return _AGAIN
         if self.waiting:
             head = self.waiting.peek()[2]
             if b.n < self.max_num_seqs and kv.hit_may_grow(head, replica.tokens_known(head), b.view("req")):
                 # Blocked by KV blocks, but a running request is decoding into blocks the first in
                 # line shares (prefix caching): each block it fills is one fewer to find. vLLM
                 # tries the admission again every step, and so must we.
-                return StepPlan(follow="none", interruptible=False)
+                return _AGAIN
             # Waiting requests are blocked by slots or KV blocks: nothing changes until a sequence
             # finishes, unless a new arrival becomes first in line (priority).
-            return StepPlan(follow="until_completion", interruptible=self.by_priority)
-        return StepPlan(follow="to_end", interruptible=True)
+            return _UNTIL_COMPLETION[self.by_priority]
+        return _TO_END
 
     def _schedule_running(self, replica: "Replica") -> tuple[int, bool, bool]:
         """Give running sequences their tokens (`chunk`) and blocks, preempting where blocks
