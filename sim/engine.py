@@ -34,6 +34,13 @@ IDLE, BUSY, FAST_FORWARD = "idle", "busy", "fast_forward"
 _TAKE, _FREE, _KEEP = 0, 1, 2  # KV events of a replayed fast-forward, in the order vLLM runs them within a step
 MIN_HORIZON, MAX_HORIZON = 256, 4096  # a horizon shorter than ~256 steps costs more re-plans than it saves
 _NONE = np.empty(0)
+_INDEX = np.arange(MAX_HORIZON + 2)  # read-only 0, 1, 2, ...: step and slot numbers without an allocation
+_INDEX.flags.writeable = False
+
+
+def _index(start: int, stop: int) -> np.ndarray:
+    """np.arange(start, stop), a view of a shared array where it fits."""
+    return _INDEX[start:stop] if stop <= len(_INDEX) else np.arange(start, stop)
 
 
 class Replica:
@@ -185,10 +192,10 @@ class Replica:
                 and not freed_for_waiting):
             follow = "until_completion" if self.sim.closed_loop else plan.follow  # clients react to each response
             if plan.padded or not n_finished_0:  # every slot takes part
-                ff = self._plan_fast_forward(plan, follow, np.arange(n), computed_1, remaining_1)
+                ff = self._plan_fast_forward(plan, follow, _index(0, n), reqs, computed_1, remaining_1)
             else:
                 slots = np.flatnonzero(~finished_0)
-                ff = self._plan_fast_forward(plan, follow, slots, computed_1[slots], remaining_1[slots])
+                ff = self._plan_fast_forward(plan, follow, slots, reqs[slots], computed_1[slots], remaining_1[slots])
         # seconds after `start` each slot emits its last token
         finish_at = np.full(n, np.inf)
         if n_finished_0:
@@ -245,8 +252,12 @@ class Replica:
         m = steps_done - 1
         if m > 0:
             emitted_ff = ff.emitted_after(m)
-            b.computed[ff.slots] += emitted_ff
-            b.num_tokens[ff.slots] += emitted_ff
+            if len(ff.slots) == n:  # every slot took part: slices, not fancy indexing
+                b.computed[:n] += emitted_ff
+                b.num_tokens[:n] += emitted_ff
+            else:
+                b.computed[ff.slots] += emitted_ff
+                b.num_tokens[ff.slots] += emitted_ff
             self.itl.add(ff.times[:m], ff.active[:m])
             # Adapt how far ahead fast-forwards are priced to how far they usually get.
             self._horizon = min(MAX_HORIZON, self._horizon * 2) if m == len(ff.times) else max(MIN_HORIZON, 2 * m)
@@ -354,14 +365,14 @@ class Replica:
             if what == _FREE:
                 kv.free(req)
 
-    def _plan_fast_forward(self, plan: StepPlan, follow: str, slots: np.ndarray, c: np.ndarray,
+    def _plan_fast_forward(self, plan: StepPlan, follow: str, slots: np.ndarray, reqs: np.ndarray, c: np.ndarray,
                            r: np.ndarray) -> "FastForward | None":
         """Price the run of plain decode steps that may follow step 0.
 
         Slot j has c[j] tokens cached and r[j] tokens left to emit; in each step it computes
         one token (attending c[j] + i + 1 tokens in step i) until its output is complete."""
         if self.spec is not None:
-            return self._plan_speculative(follow, slots, c, r)
+            return self._plan_speculative(follow, slots, reqs, c, r)
         if plan.padded:
             horizon = max(r.tolist())
         elif follow == "until_completion":
@@ -369,10 +380,10 @@ class Replica:
         else:
             horizon = min(max(r.tolist()), self._horizon)
         if not plan.padded:
-            horizon = self.kv.steps_that_fit(self.running.req[slots], c + 1, r, 1, horizon)
+            horizon = self.kv.steps_that_fit(reqs, c + 1, r, 1, horizon)
         if horizon <= 0:
             return None
-        steps = np.arange(horizon)
+        steps = _index(0, horizon)
         if plan.padded:
             # Finished sequences stay as padding: the batch size and longest context set the cost.
             B = np.full(horizon, len(slots), dtype=np.int64)
@@ -385,18 +396,19 @@ class Replica:
             c[order].cumsum(out=c_prefix[1:])
             gone = r[order].searchsorted(steps, side="right")  # slots finished before step i
             active = len(slots) - gone
-            ctx = (c_prefix[-1] - c_prefix[gone]) + active * (steps + 1)
+            ctx = (c_prefix[-1] - c_prefix[gone]) + active * _index(1, horizon + 1)
             times = self.cost.decode_step_times_s(active, ctx)
         return FastForward(times=np.asarray(times, dtype=np.float64), slots=slots, active=active,
                            finish_step=r - 1, cum_tokens=None, remaining=r)
 
-    def _plan_speculative(self, follow: str, slots: np.ndarray, c: np.ndarray, r: np.ndarray) -> "FastForward | None":
+    def _plan_speculative(self, follow: str, slots: np.ndarray, reqs: np.ndarray, c: np.ndarray,
+                          r: np.ndarray) -> "FastForward | None":
         """Speculative decoding: each step emits a random 1..k+1 tokens per sequence."""
         k = self.spec.k
         # Enough steps for the first to finish even at one token per step.
         rs = r.tolist()
         horizon = min(rs) if follow == "until_completion" else min(max(rs), self._horizon)
-        horizon = self.kv.steps_that_fit(self.running.req[slots], c + 1 + k, r, k + 1, horizon)
+        horizon = self.kv.steps_that_fit(reqs, c + 1 + k, r, k + 1, horizon)
         if horizon <= 0:
             return None
         cum = np.cumsum(self.spec.sample_tokens((horizon, len(slots))), axis=0)
