@@ -43,7 +43,7 @@ class RunningBatch:
         """Keep only the slots where `keep` (length n) is True, preserving order."""
         k = int(np.count_nonzero(keep))
         d = self._data
-        d[:, :k] = d[:, :self.n][:, keep]
+        d[:, :k] = d[:, :self.n].compress(keep, axis=1)
         self.n = k
 
     def view(self, name: str) -> np.ndarray:

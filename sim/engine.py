@@ -38,6 +38,15 @@ _INDEX = np.arange(MAX_HORIZON + 2)  # read-only 0, 1, 2, ...: step and slot num
 _INDEX.flags.writeable = False
 
 
+_INF = np.full(1024, np.inf)
+_INF.flags.writeable = False
+
+
+def _inf(n: int) -> np.ndarray:
+    """np.full(n, np.inf), copied from a shared array where it fits."""
+    return _INF[:n].copy() if n <= len(_INF) else np.full(n, np.inf)
+
+
 def _index(start: int, stop: int) -> np.ndarray:
     """np.arange(start, stop), a view of a shared array where it fits."""
     return _INDEX[start:stop] if stop <= len(_INDEX) else np.arange(start, stop)
@@ -211,7 +220,7 @@ class Replica:
                 slots = np.flatnonzero(~finished_0)
                 ff = self._plan_fast_forward(plan, follow, slots, reqs[slots], computed_1[slots], remaining_1[slots])
         # seconds after `start` each slot emits its last token
-        finish_at = np.full(n, np.inf)
+        finish_at = _inf(n)
         if n_finished_0:
             finish_at[finished_0] = t0
         if ff is None:

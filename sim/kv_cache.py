@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+SMALL = 48  # up to this many requests, per-request arithmetic runs on plain Python integers
+
 
 class KVCache:
     tracks_block_order = False  # only counts: the order of allocations and frees within a step is moot
@@ -73,12 +75,18 @@ class KVCache:
 
     def allocate_many(self, reqs: np.ndarray, num_tokens: np.ndarray) -> bool:
         """All-or-nothing `allocate` for several requests."""
-        extra = np.maximum(self._blocks(num_tokens) - self._held[reqs], 0)
-        total = sum(extra.tolist())  # plain sum: numpy's reduction costs more on a few slots
+        if len(reqs) <= SMALL:  # plain integers: a loop costs less than numpy's calls on a few requests
+            bs = self.block_size_tokens
+            extra = [max((t + bs - 1) // bs - h, 0) for t, h in zip(num_tokens.tolist(), self._held[reqs].tolist())]
+            total = sum(extra)
+        else:
+            extra = np.maximum(self._blocks(num_tokens) - self._held[reqs], 0)
+            total = int(extra.sum())
         if total > self.num_free_blocks:
             return False
-        self._held[reqs] += extra
-        self.num_free_blocks -= total
+        if total:  # most decode steps start no new block
+            self._held[reqs] += extra
+            self.num_free_blocks -= total
         return True
 
     def free(self, req: int) -> None:
@@ -101,14 +109,17 @@ class KVCache:
         if horizon <= 0 or len(reqs) == 0:
             return max(horizon, 0)
         held = self._held[reqs]
-        # Even the peak (everyone at their last step, nobody freeing) fits: the common case. Plain
-        # integers: on a few requests a loop costs less than numpy's calls.
-        bs, peak = self.block_size_tokens, 0
-        for t, s, h in zip(tokens_now.tolist(), steps_left.tolist(), held.tolist()):
-            last = min(s, horizon) - 1  # last step it runs in the horizon
-            extra = (t + max(last, 0) * tokens_per_step + bs - 1) // bs - h
-            if extra > 0:
-                peak += extra
+        # Even the peak (everyone at their last step, nobody freeing) fits: the common case.
+        if len(reqs) <= SMALL:  # plain integers: a loop costs less than numpy's calls on a few requests
+            bs, peak = self.block_size_tokens, 0
+            for t, s, h in zip(tokens_now.tolist(), steps_left.tolist(), held.tolist()):
+                last = min(s, horizon) - 1  # last step it runs in the horizon
+                extra = (t + max(last, 0) * tokens_per_step + bs - 1) // bs - h
+                if extra > 0:
+                    peak += extra
+        else:
+            last = np.minimum(steps_left, horizon) - 1  # last step each request runs in the horizon
+            peak = int(np.maximum(self._blocks(tokens_now + np.maximum(last, 0) * tokens_per_step) - held, 0).sum())
         if peak <= self.num_free_blocks:
             return horizon
         # Step i needs the blocks the running requests still lack, from the free pool plus what
