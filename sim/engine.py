@@ -414,6 +414,12 @@ class Replica:
             ctx = len(slots) * (int(c.max()) + steps + 1)
             active = (r[None, :] > steps[:, None]).sum(axis=1)
             times = self.cost.decode_step_times_s(B, ctx)
+        elif min(r.tolist()) >= horizon:
+            # Nobody finishes within the horizon (always so for a single sequence): every step runs
+            # all of them, each attending one more token than in the step before.
+            active = np.full(horizon, len(slots), dtype=np.int64)
+            ctx = sum(c.tolist()) + len(slots) * _index(1, horizon + 1)
+            times = self.cost.decode_step_times_s(active, ctx)
         else:
             order = r.argsort(kind="stable")
             c_prefix = np.zeros(len(slots) + 1, dtype=np.int64)
