@@ -73,6 +73,7 @@ class Replica:
         self.preempted_any = False  # has any sequence here been preempted (and may resume mid-output)?
         self._wake: simpy.Event | None = None
         self._horizon = MIN_HORIZON
+        self._run_start_s, self._run_ends, self._run_steps_done = 0.0, _NONE, 0  # the interruptible run in flight
         self.record_timeseries = record_timeseries
         self.ts_time_s, self.ts_waiting, self.ts_running, self.ts_kv_blocks = (array("d"), array("l"), array("l"), array("l"))
         self.itl = sim.itl  # shared inter-token-latency histogram
@@ -132,7 +133,27 @@ class Replica:
                 self._wake.succeed()
         elif self.state == FAST_FORWARD and self.scheduler.should_interrupt(self, req):
             self.state = BUSY
-            self.process.interrupt()
+            # Cut the run short at the end of the step in flight. Scheduled exactly as SimPy schedules
+            # an interrupt (an urgent event now), so every event keeps its order; but the engine
+            # is re-pointed at its new wake-up instead of having an exception thrown into it.
+            cut = simpy.Event(self.env)
+            cut._ok, cut._value = True, None
+            cut.callbacks.append(self._cut_short)
+            self.env.schedule(cut, simpy.events.URGENT)
+
+    def _cut_short(self, _event) -> None:
+        """Wake the engine when the step in flight ends instead of when its fast-forward would."""
+        env, proc = self.env, self.process
+        # Compare absolute times, computed as SimPy computed the timeout's (start + delay): a cut at
+        # the very instant the run ends has now == start + ends[-1] exactly, while now - start can
+        # exceed ends[-1] by an ulp (and gave a negative delay).
+        ends_at = self._run_start_s + self._run_ends
+        i = min(int(ends_at.searchsorted(env.now, side="left")), len(ends_at) - 1)  # step in flight ends at ends[i]
+        self._run_steps_done = i + 1
+        wake = env.timeout(max(float(ends_at[i]) - env.now, 0.0))
+        proc._target.callbacks.remove(proc._resume)
+        proc._target = wake
+        wake.callbacks.append(proc._resume)
 
     # --- the loop ------------------------------------------------------------
     def _record(self) -> None:
@@ -239,17 +260,12 @@ class Replica:
         # ---- let time pass; an arrival may cut the fast-forward short ---------
         if ff is not None and plan.interruptible:
             self.state = FAST_FORWARD
-        try:
+            self._run_start_s, self._run_ends, self._run_steps_done = start, ends, 0
             yield env.timeout(float(ends[-1]))
-            steps_done = len(ends)  # step 0 + every fast-forward step
-        except simpy.Interrupt:
-            # Compare absolute times, computed as SimPy computed the timeout's (start + delay): an
-            # interrupt at the very instant the run ends has now == start + ends[-1] exactly, while
-            # now - start can exceed ends[-1] by an ulp (and gave a negative delay).
-            ends_at = start + ends
-            i = min(int(ends_at.searchsorted(env.now, side="left")), len(ends) - 1)  # step in flight ends at ends[i]
-            steps_done = i + 1
-            yield env.timeout(max(float(ends_at[i]) - env.now, 0.0))
+            steps_done = self._run_steps_done or len(ends)  # cut short (_cut_short), or step 0 + every fast-forward step
+        else:
+            yield env.timeout(float(ends[-1]))
+            steps_done = len(ends)
         self.state = BUSY
         self.busy_s += float(ends[steps_done - 1])
         if self.step_log is not None or self.token_log is not None:
