@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SMALL = 48  # up to this many requests, per-request arithmetic runs on plain Python integers
+SMALL = 24  # up to this many requests, per-request arithmetic runs on plain Python integers
 
 
 class KVCache:
@@ -76,8 +76,9 @@ class KVCache:
     def allocate_many(self, reqs: np.ndarray, num_tokens: np.ndarray) -> bool:
         """All-or-nothing `allocate` for several requests."""
         if len(reqs) <= SMALL:  # plain integers: a loop costs less than numpy's calls on a few requests
-            bs = self.block_size_tokens
-            extra = [max((t + bs - 1) // bs - h, 0) for t, h in zip(num_tokens.tolist(), self._held[reqs].tolist())]
+            bs, up = self.block_size_tokens, self.block_size_tokens - 1
+            extra = [e if (e := (t + up) // bs - h) > 0 else 0
+                     for t, h in zip(num_tokens.tolist(), self._held[reqs].tolist())]
             total = sum(extra)
         else:
             extra = np.maximum(self._blocks(num_tokens) - self._held[reqs], 0)
@@ -113,8 +114,8 @@ class KVCache:
         if len(reqs) <= SMALL:  # plain integers: a loop costs less than numpy's calls on a few requests
             bs, peak = self.block_size_tokens, 0
             for t, s, h in zip(tokens_now.tolist(), steps_left.tolist(), held.tolist()):
-                last = min(s, horizon) - 1  # last step it runs in the horizon
-                extra = (t + max(last, 0) * tokens_per_step + bs - 1) // bs - h
+                last = (s if s < horizon else horizon) - 1  # last step it runs in the horizon
+                extra = (t + (last if last > 0 else 0) * tokens_per_step + bs - 1) // bs - h
                 if extra > 0:
                     peak += extra
         else:
