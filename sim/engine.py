@@ -21,7 +21,7 @@ import simpy
 
 from .batch import RunningBatch
 from .cost_model import CostModel, step_feature_values
-from .kv_cache import KVCache
+from .kv_cache import SMALL, KVCache
 from .requests import RequestTable
 from .schedulers import StepPlan, Wait
 from .speculative import Speculation
@@ -205,9 +205,9 @@ class Replica:
             num_tokens_1 = num_tokens + 1
             remaining_1 = output - generated
             remaining_1 -= 1
-        elif spec is None and not plan.padded:
-            # Prefill chunks and decodes, no drafts: the step's features as plain integer sums
-            # (step_feature_values' formula; a loop beats numpy's calls on a few slots).
+        elif spec is None and not plan.padded and n <= SMALL:
+            # Prefill chunks and decodes, no drafts, a few slots: the step's features as plain integer
+            # sums (step_feature_values' formula; a loop beats numpy's calls on a few slots).
             new_tokens = pairs = kv_read = 0
             for L, c in zip(chunk.tolist(), computed.tolist()):
                 new_tokens += L
