@@ -3,9 +3,10 @@ it with the cost model, lets simulated time pass, and applies the outcome.
 
 Hot path by design: one SimPy event per scheduling decision, never one per token.
 After the planned step, plain decode steps (no prefill, no admission possible) are
-fast-forwarded in bulk: their batch sizes and context lengths are known in closed
-form (every running sequence adds one token per step and leaves when its output is
-complete), so a whole run of steps is priced with one vectorised cost-model call.
+fast-forwarded in bulk (sim/fast_forward.py prices the run): their batch sizes and
+context lengths are known in closed form (every running sequence adds one token per step
+and leaves when its output is complete), so a whole run of steps is priced with one
+vectorised cost-model call.
 An arrival that could join the batch interrupts the fast-forward; the step in flight
 completes and the scheduler decides again, exactly at a step boundary as in vLLM.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import math
 from array import array
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,6 +21,7 @@ import simpy
 
 from .batch import RunningBatch
 from .cost_model import CostModel, step_feature_values
+from .fast_forward import MAX_HORIZON, MIN_HORIZON, FastForward, index, plan_fast_forward
 from .kv_cache import SMALL, KVCache
 from .requests import RequestTable
 from .schedulers import StepPlan, Wait
@@ -32,10 +33,7 @@ if TYPE_CHECKING:
 
 IDLE, BUSY, FAST_FORWARD = "idle", "busy", "fast_forward"
 _TAKE, _FREE, _KEEP = 0, 1, 2  # KV events of a replayed fast-forward, in the order vLLM runs them within a step
-MIN_HORIZON, MAX_HORIZON = 256, 4096  # a horizon shorter than ~256 steps costs more re-plans than it saves
 _NONE = np.empty(0)
-_INDEX = np.arange(MAX_HORIZON + 2)  # read-only 0, 1, 2, ...: step and slot numbers without an allocation
-_INDEX.flags.writeable = False
 
 
 _INF = np.full(1024, np.inf)
@@ -45,11 +43,6 @@ _INF.flags.writeable = False
 def _inf(n: int) -> np.ndarray:
     """np.full(n, np.inf), copied from a shared array where it fits."""
     return _INF[:n].copy() if n <= len(_INF) else np.full(n, np.inf)
-
-
-def _index(start: int, stop: int) -> np.ndarray:
-    """np.arange(start, stop), a view of a shared array where it fits."""
-    return _INDEX[start:stop] if stop <= len(_INDEX) else np.arange(start, stop)
 
 
 class Replica:
@@ -72,7 +65,7 @@ class Replica:
         self.busy_s = 0.0
         self.preempted_any = False  # has any sequence here been preempted (and may resume mid-output)?
         self._wake: simpy.Event | None = None
-        self._horizon = MIN_HORIZON
+        self.ff_horizon_steps = MIN_HORIZON
         self._run_start_s, self._run_ends, self._run_steps_done = 0.0, _NONE, 0  # the interruptible run in flight
         self.record_timeseries = record_timeseries
         self.ts_time_s, self.ts_waiting, self.ts_running, self.ts_kv_blocks = (array("d"), array("l"), array("l"), array("l"))
@@ -236,10 +229,10 @@ class Replica:
                 and not freed_for_waiting):
             follow = "until_completion" if self.sim.closed_loop else plan.follow  # clients react to each response
             if plan.padded or not n_finished_0:  # every slot takes part
-                ff = self._plan_fast_forward(plan, follow, _index(0, n), reqs, computed_1, remaining_1)
+                ff = plan_fast_forward(self, plan, follow, index(0, n), reqs, computed_1, remaining_1)
             else:
                 slots = np.flatnonzero(~finished_0)
-                ff = self._plan_fast_forward(plan, follow, slots, reqs[slots], computed_1[slots], remaining_1[slots])
+                ff = plan_fast_forward(self, plan, follow, slots, reqs[slots], computed_1[slots], remaining_1[slots])
         # seconds after `start` each slot emits its last token
         finish_at = _inf(n)
         if n_finished_0:
@@ -299,7 +292,8 @@ class Replica:
                 b.num_tokens[ff.slots] += emitted_ff
             self.itl.add(ff.times[:m], ff.active[:m])
             # Adapt how far ahead fast-forwards are priced to how far they usually get.
-            self._horizon = min(MAX_HORIZON, self._horizon * 2) if m == len(ff.times) else max(MIN_HORIZON, 2 * m)
+            self.ff_horizon_steps = (min(MAX_HORIZON, self.ff_horizon_steps * 2) if m == len(ff.times)
+                                     else max(MIN_HORIZON, 2 * m))
 
         if plan.padded:
             if ff is not None and m < len(ff.times):
@@ -404,88 +398,3 @@ class Replica:
                 raise RuntimeError("fast-forward outgrew the KV cache")  # steps_that_fit rules this out
             if what == _FREE:
                 kv.free(req)
-
-    def _plan_fast_forward(self, plan: StepPlan, follow: str, slots: np.ndarray, reqs: np.ndarray, c: np.ndarray,
-                           r: np.ndarray) -> "FastForward | None":
-        """Price the run of plain decode steps that may follow step 0.
-
-        Slot j has c[j] tokens cached and r[j] tokens left to emit; in each step it computes
-        one token (attending c[j] + i + 1 tokens in step i) until its output is complete."""
-        if self.spec is not None:
-            return self._plan_speculative(follow, slots, reqs, c, r)
-        if plan.padded:
-            horizon = max(r.tolist())
-        elif follow == "until_completion":
-            horizon = min(x for x in r.tolist() if x > 0)
-        else:
-            horizon = min(max(r.tolist()), self._horizon)
-        if not plan.padded:
-            horizon = self.kv.steps_that_fit(reqs, c + 1, r, 1, horizon)
-        if horizon <= 0:
-            return None
-        steps = _index(0, horizon)
-        if plan.padded:
-            # Finished sequences stay as padding: the batch size and longest context set the cost.
-            B = np.full(horizon, len(slots), dtype=np.int64)
-            ctx = len(slots) * (int(c.max()) + steps + 1)
-            active = (r[None, :] > steps[:, None]).sum(axis=1)
-            times = self.cost.decode_step_times_s(B, ctx)
-        elif min(r.tolist()) >= horizon:
-            # Nobody finishes within the horizon (always so for a single sequence): every step runs
-            # all of them, each attending one more token than in the step before.
-            active = np.full(horizon, len(slots), dtype=np.int64)
-            ctx = sum(c.tolist()) + len(slots) * _index(1, horizon + 1)
-            times = self.cost.decode_step_times_s(active, ctx)
-        else:
-            order = r.argsort(kind="stable")
-            c_prefix = np.zeros(len(slots) + 1, dtype=np.int64)
-            c[order].cumsum(out=c_prefix[1:])
-            gone = r[order].searchsorted(steps, side="right")  # slots finished before step i
-            active = len(slots) - gone
-            ctx = (c_prefix[-1] - c_prefix[gone]) + active * _index(1, horizon + 1)
-            times = self.cost.decode_step_times_s(active, ctx)
-        return FastForward(times=np.asarray(times, dtype=np.float64), slots=slots, active=active,
-                           finish_step=r - 1, cum_tokens=None, remaining=r)
-
-    def _plan_speculative(self, follow: str, slots: np.ndarray, reqs: np.ndarray, c: np.ndarray,
-                          r: np.ndarray) -> "FastForward | None":
-        """Speculative decoding: each step emits a random 1..k+1 tokens per sequence."""
-        k = self.spec.k
-        # Enough steps for the first to finish even at one token per step.
-        rs = r.tolist()
-        horizon = min(rs) if follow == "until_completion" else min(max(rs), self._horizon)
-        horizon = self.kv.steps_that_fit(reqs, c + 1 + k, r, k + 1, horizon)
-        if horizon <= 0:
-            return None
-        cum = np.cumsum(self.spec.sample_tokens((horizon, len(slots))), axis=0)
-        finished_by = cum >= r[None, :]
-        if follow == "until_completion" and finished_by.any():
-            horizon = int(np.argmax(finished_by.any(axis=1))) + 1
-            cum, finished_by = cum[:horizon], finished_by[:horizon]
-        before = np.vstack([np.zeros((1, len(slots)), dtype=np.int64), cum[:-1]])
-        running = before < r[None, :]
-        B = running.sum(axis=1)
-        ctx = ((c[None, :] + before + 1) * running).sum(axis=1)
-        times = (self.cost.step_times_s(B * (k + 1), B * (k + 1), ctx * (k + 1), ctx, B)
-                 + self.spec.steps_extra_s(B * (k + 1), ctx * (k + 1), ctx, B, B, ctx + B, B))
-        finish_step = np.where(finished_by.any(axis=0), np.argmax(finished_by, axis=0), horizon + 1)
-        return FastForward(times=np.where(B > 0, times, 0.0), slots=slots, active=B, finish_step=finish_step,
-                           cum_tokens=cum, remaining=r)
-
-
-@dataclass
-class FastForward:
-    """A priced run of decode steps: step i takes times[i] s and `active[i]` sequences emit."""
-
-    times: np.ndarray
-    slots: np.ndarray  # running-batch slots taking part
-    active: np.ndarray
-    finish_step: np.ndarray  # per slot: the step in which it emits its last token
-    cum_tokens: np.ndarray | None  # speculative: tokens emitted per slot after each step
-    remaining: np.ndarray  # per slot: tokens left to emit before the run
-
-    def emitted_after(self, m: int) -> np.ndarray:
-        """Tokens each slot emitted in the first m steps."""
-        if self.cum_tokens is None:
-            return np.minimum(self.remaining, m)
-        return np.minimum(self.cum_tokens[m - 1], self.remaining)
