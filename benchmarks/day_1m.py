@@ -1,4 +1,4 @@
-"""Speed benchmark: a full simulated day at 1M queries/day (issue target: < 60 s wall on one core, < 2 GiB).
+"""Speed benchmark: a full simulated day at 1M queries/day (issue 15's target: <= 30 s on one core, < 2 GiB).
 
 Continuous batching, Llama-3.1-8B on A100-80GB, lognormal lengths around 500 prompt /
 200 output tokens, a 24-hour diurnal profile, enough replicas to be stable at the peak.
@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import time
+from pathlib import Path
 
-from sim.metrics import summarize
-from sim.scenario import scenario_from_dict
-from sim.simulation import run
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's sim/, not an installed one
+
+from sim.metrics import summarize  # noqa: E402
+from sim.scenario import scenario_from_dict  # noqa: E402
+from sim.simulation import run  # noqa: E402
 
 # Relative hourly volume (00..23 h): a typical business-day shape, peak / mean ~ 1.6.
 DIURNAL = [0.35, 0.25, 0.2, 0.2, 0.25, 0.35, 0.55, 0.8, 1.1, 1.35, 1.5, 1.55,
@@ -50,14 +54,14 @@ def main() -> None:
     peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
     print(f"requests simulated        {s['requests_total']:,} ({s['status']})")
     print(f"simulated time            {res.end_s / 3600:.2f} h")
-    print(f"wall time                 {wall:.1f} s   (target < 60 s)")
+    print(f"wall time                 {wall:.1f} s   (target <= 30 s on one core)")
     print(f"CPU time                  {cpu:.1f} s   ({cpu / max(s['requests_total'], 1) * 1e6:,.0f} us per request; "
           f"compare CPU, not wall, on a shared machine)")
     print(f"requests per wall second  {s['requests_total'] / wall:,.0f}")
     print(f"peak memory (RSS)         {peak_rss_gib:.2f} GiB   (target < 2 GiB)")
     print(f"P99 TTFT / TPOT           {s['ttft_s_p99']:.3f} s / {s['tpot_s_p99'] * 1e3:.1f} ms")
     print(f"GPU busy (mean)           {s['gpu_busy_fraction_mean']:.2f}")
-    print(f"ratio wall / 60 s target  {wall / 60:.2f}")
+    print(f"ratio CPU / 30 s target   {cpu / 30:.2f}")
 
 
 if __name__ == "__main__":

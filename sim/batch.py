@@ -18,8 +18,13 @@ _FIELDS = ("req", "prompt", "output", "computed", "num_tokens", "level", "chunk"
 class RunningBatch:
     def __init__(self, capacity: int):
         self.n = 0
-        for name in _FIELDS:
-            setattr(self, name, np.zeros(capacity, dtype=np.int64))
+        self._bind(np.zeros((len(_FIELDS), capacity), dtype=np.int64))
+
+    def _bind(self, data: np.ndarray) -> None:
+        """One 2-D array, a row per field: removing slots moves every field in one operation."""
+        self._data = data
+        for row, name in enumerate(_FIELDS):
+            setattr(self, name, data[row])
 
     def __len__(self) -> int:
         return self.n
@@ -28,9 +33,7 @@ class RunningBatch:
             computed: int = 0) -> int:
         i = self.n
         if i == len(self.req):  # grow (a static batch may be bigger than max_num_seqs)
-            for name in _FIELDS:
-                arr = getattr(self, name)
-                setattr(self, name, np.concatenate([arr, np.zeros(len(arr), dtype=np.int64)]))
+            self._bind(np.concatenate([self._data, np.zeros_like(self._data)], axis=1))
         self.req[i], self.prompt[i], self.output[i] = req, prompt, output
         self.computed[i], self.num_tokens[i], self.level[i], self.chunk[i] = computed, num_tokens, level, chunk
         self.n = i + 1
@@ -38,10 +41,9 @@ class RunningBatch:
 
     def remove(self, keep: np.ndarray) -> None:
         """Keep only the slots where `keep` (length n) is True, preserving order."""
-        k = int(keep.sum())
-        for name in _FIELDS:
-            arr = getattr(self, name)
-            arr[:k] = arr[:self.n][keep]
+        k = int(np.count_nonzero(keep))
+        d = self._data
+        d[:, :k] = d[:, :self.n].compress(keep, axis=1)
         self.n = k
 
     def view(self, name: str) -> np.ndarray:

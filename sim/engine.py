@@ -3,9 +3,10 @@ it with the cost model, lets simulated time pass, and applies the outcome.
 
 Hot path by design: one SimPy event per scheduling decision, never one per token.
 After the planned step, plain decode steps (no prefill, no admission possible) are
-fast-forwarded in bulk: their batch sizes and context lengths are known in closed
-form (every running sequence adds one token per step and leaves when its output is
-complete), so a whole run of steps is priced with one vectorised cost-model call.
+fast-forwarded in bulk (sim/fast_forward.py prices the run): their batch sizes and
+context lengths are known in closed form (every running sequence adds one token per step
+and leaves when its output is complete), so a whole run of steps is priced with one
+vectorised cost-model call.
 An arrival that could join the batch interrupts the fast-forward; the step in flight
 completes and the scheduler decides again, exactly at a step boundary as in vLLM.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import math
 from array import array
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,7 +21,8 @@ import simpy
 
 from .batch import RunningBatch
 from .cost_model import CostModel, step_feature_values
-from .kv_cache import KVCache
+from .fast_forward import MAX_HORIZON, MIN_HORIZON, FastForward, index, plan_fast_forward
+from .kv_cache import SMALL, KVCache
 from .requests import RequestTable
 from .schedulers import StepPlan, Wait
 from .speculative import Speculation
@@ -32,8 +33,16 @@ if TYPE_CHECKING:
 
 IDLE, BUSY, FAST_FORWARD = "idle", "busy", "fast_forward"
 _TAKE, _FREE, _KEEP = 0, 1, 2  # KV events of a replayed fast-forward, in the order vLLM runs them within a step
-MIN_HORIZON, MAX_HORIZON = 256, 4096  # a horizon shorter than ~256 steps costs more re-plans than it saves
 _NONE = np.empty(0)
+
+
+_INF = np.full(1024, np.inf)
+_INF.flags.writeable = False
+
+
+def _inf(n: int) -> np.ndarray:
+    """np.full(n, np.inf), copied from a shared array where it fits."""
+    return _INF[:n].copy() if n <= len(_INF) else np.full(n, np.inf)
 
 
 class Replica:
@@ -54,8 +63,10 @@ class Replica:
         self._finishing_s = _NONE  # per running slot: finish time (s) planned in the run now in flight
         self.state = IDLE
         self.busy_s = 0.0
+        self.preempted_any = False  # has any sequence here been preempted (and may resume mid-output)?
         self._wake: simpy.Event | None = None
-        self._horizon = MIN_HORIZON
+        self.ff_horizon_steps = MIN_HORIZON
+        self._run_start_s, self._run_ends, self._run_steps_done = 0.0, _NONE, 0  # the interruptible run in flight
         self.record_timeseries = record_timeseries
         self.ts_time_s, self.ts_waiting, self.ts_running, self.ts_kv_blocks = (array("d"), array("l"), array("l"), array("l"))
         self.itl = sim.itl  # shared inter-token-latency histogram
@@ -96,6 +107,7 @@ class Replica:
         req = int(b.req[slot])
         self.table.generated[req] = b.num_tokens[slot] - b.prompt[slot]
         self.table.preemptions[req] += 1
+        self.preempted_any = True
         # A running sequence emitted its last token when the previous step ended, i.e. now.
         self.table.last_token_s[req] = self.env.now
         self.kv.free(req)
@@ -114,7 +126,27 @@ class Replica:
                 self._wake.succeed()
         elif self.state == FAST_FORWARD and self.scheduler.should_interrupt(self, req):
             self.state = BUSY
-            self.process.interrupt()
+            # Cut the run short at the end of the step in flight. Scheduled exactly as SimPy schedules
+            # an interrupt (an urgent event now), so every event keeps its order; but the engine
+            # is re-pointed at its new wake-up instead of having an exception thrown into it.
+            cut = simpy.Event(self.env)
+            cut._ok, cut._value = True, None
+            cut.callbacks.append(self._cut_short)
+            self.env.schedule(cut, simpy.events.URGENT)
+
+    def _cut_short(self, _event) -> None:
+        """Wake the engine when the step in flight ends instead of when its fast-forward would."""
+        env, proc = self.env, self.process
+        # Compare absolute times, computed as SimPy computed the timeout's (start + delay): a cut at
+        # the very instant the run ends has now == start + ends[-1] exactly, while now - start can
+        # exceed ends[-1] by an ulp (and gave a negative delay).
+        ends_at = self._run_start_s + self._run_ends
+        i = min(int(ends_at.searchsorted(env.now, side="left")), len(ends_at) - 1)  # step in flight ends at ends[i]
+        self._run_steps_done = i + 1
+        wake = env.timeout(max(float(ends_at[i]) - env.now, 0.0))
+        proc._target.callbacks.remove(proc._resume)
+        proc._target = wake
+        wake.callbacks.append(proc._resume)
 
     # --- the loop ------------------------------------------------------------
     def _record(self) -> None:
@@ -160,12 +192,26 @@ class Replica:
         if n_decode == n and spec is None and not plan.padded:
             # Every sequence decodes one token (the common step): chunk 1, one sample, attending its
             # context + 1, so the features are sums of `computed` alone (step_feature_values' integers).
-            ctx = int(computed.sum()) + n
+            ctx = sum(computed.tolist()) + n
             t0 = self.cost.step_time_s(n, n, ctx, ctx, n)
             computed_1 = computed + 1
             num_tokens_1 = num_tokens + 1
             remaining_1 = output - generated
             remaining_1 -= 1
+        elif spec is None and not plan.padded and n <= SMALL:
+            # Prefill chunks and decodes, no drafts, a few slots: the step's features as plain integer
+            # sums (step_feature_values' formula; a loop beats numpy's calls on a few slots).
+            new_tokens = pairs = kv_read = 0
+            for L, c in zip(chunk.tolist(), computed.tolist()):
+                new_tokens += L
+                pairs += L * c + L * (L + 1) // 2
+                kv_read += c
+            t0 = self.cost.step_time_s(new_tokens, n_completes, pairs, kv_read + new_tokens,
+                                       int(np.count_nonzero(chunk)))
+            computed_1 = computed + chunk
+            num_tokens_1 = num_tokens + completes
+            remaining_1 = output - generated
+            remaining_1 -= completes
         else:
             t0, computed_1, num_tokens_1, remaining_1 = self._step_zero(plan, n_decode, decode, completes, chunk,
                                                                         computed, num_tokens, output, generated)
@@ -183,12 +229,14 @@ class Replica:
                 and not freed_for_waiting):
             follow = "until_completion" if self.sim.closed_loop else plan.follow  # clients react to each response
             if plan.padded or not n_finished_0:  # every slot takes part
-                ff = self._plan_fast_forward(plan, follow, np.arange(n), computed_1, remaining_1)
+                ff = plan_fast_forward(self, plan, follow, index(0, n), reqs, computed_1, remaining_1)
             else:
                 slots = np.flatnonzero(~finished_0)
-                ff = self._plan_fast_forward(plan, follow, slots, computed_1[slots], remaining_1[slots])
+                ff = plan_fast_forward(self, plan, follow, slots, reqs[slots], computed_1[slots], remaining_1[slots])
         # seconds after `start` each slot emits its last token
-        finish_at = np.where(finished_0, t0, np.inf) if n_finished_0 else np.full(n, np.inf)
+        finish_at = _inf(n)
+        if n_finished_0:
+            finish_at[finished_0] = t0
         if ff is None:
             ends = np.array([t0])
         else:
@@ -205,32 +253,27 @@ class Replica:
         # ---- let time pass; an arrival may cut the fast-forward short ---------
         if ff is not None and plan.interruptible:
             self.state = FAST_FORWARD
-        try:
+            self._run_start_s, self._run_ends, self._run_steps_done = start, ends, 0
             yield env.timeout(float(ends[-1]))
-            steps_done = len(ends)  # step 0 + every fast-forward step
-        except simpy.Interrupt:
-            # Compare absolute times, computed as SimPy computed the timeout's (start + delay): an
-            # interrupt at the very instant the run ends has now == start + ends[-1] exactly, while
-            # now - start can exceed ends[-1] by an ulp (and gave a negative delay).
-            ends_at = start + ends
-            i = min(int(ends_at.searchsorted(env.now, side="left")), len(ends) - 1)  # step in flight ends at ends[i]
-            steps_done = i + 1
-            yield env.timeout(max(float(ends_at[i]) - env.now, 0.0))
+            steps_done = self._run_steps_done or len(ends)  # cut short (_cut_short), or step 0 + every fast-forward step
+        else:
+            yield env.timeout(float(ends[-1]))
+            steps_done = len(ends)
         self.state = BUSY
         self.busy_s += float(ends[steps_done - 1])
         if self.step_log is not None or self.token_log is not None:
             self._log(start, ends, steps_done - 1, ff, reqs, chunk, decode, completes)
 
         # ---- apply step 0 ---------------------------------------------------
-        if not generated.all():  # someone had no token yet: those whose step 0 completed now have their first
+        if np.count_nonzero(generated) < n:  # someone had no token yet: those whose step 0 completed now have their first
             first = completes & (generated == 0)
-            if first.any():
+            if np.count_nonzero(first):
                 t.first_token_s[reqs[first]] = start + t0 + self.response_latency_s
         if n_decode:
             self.itl.add_one(t0, n_decode)
-        if n_completes > n_decode:
+        if n_completes > n_decode and self.preempted_any:
             resumed = completes & ~decode & (generated > 0)  # a preempted sequence's recompute finished
-            if resumed.any():
+            if np.count_nonzero(resumed):
                 gap = start + t0 - t.last_token_s[reqs[resumed]]
                 self.itl.add(gap, np.ones(len(gap), dtype=np.int64))
         b.computed[:n] = computed_1
@@ -241,11 +284,16 @@ class Replica:
         m = steps_done - 1
         if m > 0:
             emitted_ff = ff.emitted_after(m)
-            b.computed[ff.slots] += emitted_ff
-            b.num_tokens[ff.slots] += emitted_ff
+            if len(ff.slots) == n:  # every slot took part: slices, not fancy indexing
+                b.computed[:n] += emitted_ff
+                b.num_tokens[:n] += emitted_ff
+            else:
+                b.computed[ff.slots] += emitted_ff
+                b.num_tokens[ff.slots] += emitted_ff
             self.itl.add(ff.times[:m], ff.active[:m])
             # Adapt how far ahead fast-forwards are priced to how far they usually get.
-            self._horizon = min(MAX_HORIZON, self._horizon * 2) if m == len(ff.times) else max(MIN_HORIZON, 2 * m)
+            self.ff_horizon_steps = (min(MAX_HORIZON, self.ff_horizon_steps * 2) if m == len(ff.times)
+                                     else max(MIN_HORIZON, 2 * m))
 
         if plan.padded:
             if ff is not None and m < len(ff.times):
@@ -259,15 +307,16 @@ class Replica:
         replay = m > 0 and self.kv.tracks_block_order
         if replay:
             self._replay_kv(ff, m, computed_1, finished_0)
-        if finished is not None and finished.any():
+        if finished is not None and np.count_nonzero(finished):
             done_reqs = reqs[finished]
-            t.finish_s[done_reqs] = start + finish_at[finished] + self.response_latency_s
+            done_s = start + finish_at[finished] + self.response_latency_s
+            t.finish_s[done_reqs] = done_s
             t.generated[done_reqs] = b.num_tokens[:n][finished] - prompt[finished]
             if not replay:
                 self.kv.free_many(done_reqs)
             self._outstanding -= len(done_reqs)
             b.remove(~finished)
-            self.sim.on_finish(t.finish_s[done_reqs])
+            self.sim.on_finish(done_s)
         if m > 0 and b.n and not replay:
             # Blocks for the tokens the fast-forward computed, as vLLM took them step by step (the
             # look-ahead checked they fit). Taken now, before the next decision, so that decision
@@ -349,80 +398,3 @@ class Replica:
                 raise RuntimeError("fast-forward outgrew the KV cache")  # steps_that_fit rules this out
             if what == _FREE:
                 kv.free(req)
-
-    def _plan_fast_forward(self, plan: StepPlan, follow: str, slots: np.ndarray, c: np.ndarray,
-                           r: np.ndarray) -> "FastForward | None":
-        """Price the run of plain decode steps that may follow step 0.
-
-        Slot j has c[j] tokens cached and r[j] tokens left to emit; in each step it computes
-        one token (attending c[j] + i + 1 tokens in step i) until its output is complete."""
-        if self.spec is not None:
-            return self._plan_speculative(follow, slots, c, r)
-        if plan.padded:
-            horizon = int(r.max())
-        elif follow == "until_completion":
-            horizon = int(r[r > 0].min())
-        else:
-            horizon = min(int(r.max()), self._horizon)
-        if not plan.padded:
-            horizon = self.kv.steps_that_fit(self.running.req[slots], c + 1, r, 1, horizon)
-        if horizon <= 0:
-            return None
-        steps = np.arange(horizon)
-        if plan.padded:
-            # Finished sequences stay as padding: the batch size and longest context set the cost.
-            B = np.full(horizon, len(slots), dtype=np.int64)
-            ctx = len(slots) * (int(c.max()) + steps + 1)
-            active = (r[None, :] > steps[:, None]).sum(axis=1)
-            times = self.cost.decode_step_times_s(B, ctx)
-        else:
-            order = r.argsort(kind="stable")
-            c_prefix = np.zeros(len(slots) + 1, dtype=np.int64)
-            c[order].cumsum(out=c_prefix[1:])
-            gone = r[order].searchsorted(steps, side="right")  # slots finished before step i
-            active = len(slots) - gone
-            ctx = (c_prefix[-1] - c_prefix[gone]) + active * (steps + 1)
-            times = self.cost.decode_step_times_s(active, ctx)
-        return FastForward(times=np.asarray(times, dtype=np.float64), slots=slots, active=active,
-                           finish_step=r - 1, cum_tokens=None, remaining=r)
-
-    def _plan_speculative(self, follow: str, slots: np.ndarray, c: np.ndarray, r: np.ndarray) -> "FastForward | None":
-        """Speculative decoding: each step emits a random 1..k+1 tokens per sequence."""
-        k = self.spec.k
-        # Enough steps for the first to finish even at one token per step.
-        horizon = int(r.min()) if follow == "until_completion" else min(int(r.max()), self._horizon)
-        horizon = self.kv.steps_that_fit(self.running.req[slots], c + 1 + k, r, k + 1, horizon)
-        if horizon <= 0:
-            return None
-        cum = np.cumsum(self.spec.sample_tokens((horizon, len(slots))), axis=0)
-        finished_by = cum >= r[None, :]
-        if follow == "until_completion" and finished_by.any():
-            horizon = int(np.argmax(finished_by.any(axis=1))) + 1
-            cum, finished_by = cum[:horizon], finished_by[:horizon]
-        before = np.vstack([np.zeros((1, len(slots)), dtype=np.int64), cum[:-1]])
-        running = before < r[None, :]
-        B = running.sum(axis=1)
-        ctx = ((c[None, :] + before + 1) * running).sum(axis=1)
-        times = (self.cost.step_times_s(B * (k + 1), B * (k + 1), ctx * (k + 1), ctx, B)
-                 + self.spec.steps_extra_s(B * (k + 1), ctx * (k + 1), ctx, B, B, ctx + B, B))
-        finish_step = np.where(finished_by.any(axis=0), np.argmax(finished_by, axis=0), horizon + 1)
-        return FastForward(times=np.where(B > 0, times, 0.0), slots=slots, active=B, finish_step=finish_step,
-                           cum_tokens=cum, remaining=r)
-
-
-@dataclass
-class FastForward:
-    """A priced run of decode steps: step i takes times[i] s and `active[i]` sequences emit."""
-
-    times: np.ndarray
-    slots: np.ndarray  # running-batch slots taking part
-    active: np.ndarray
-    finish_step: np.ndarray  # per slot: the step in which it emits its last token
-    cum_tokens: np.ndarray | None  # speculative: tokens emitted per slot after each step
-    remaining: np.ndarray  # per slot: tokens left to emit before the run
-
-    def emitted_after(self, m: int) -> np.ndarray:
-        """Tokens each slot emitted in the first m steps."""
-        if self.cum_tokens is None:
-            return np.minimum(self.remaining, m)
-        return np.minimum(self.cum_tokens[m - 1], self.remaining)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+SMALL = 24  # up to this many requests, per-request arithmetic runs on plain Python integers
+
 
 class KVCache:
     tracks_block_order = False  # only counts: the order of allocations and frees within a step is moot
@@ -31,7 +33,7 @@ class KVCache:
         return int(self._held[req])
 
     def _blocks(self, num_tokens):
-        return -(-num_tokens // self.block_size_tokens)
+        return (num_tokens + (self.block_size_tokens - 1)) // self.block_size_tokens  # ceil, on integers
 
     def can_allocate(self, req: int, num_tokens: int) -> bool:
         """Could `req` hold `num_tokens` tokens in total?"""
@@ -73,12 +75,19 @@ class KVCache:
 
     def allocate_many(self, reqs: np.ndarray, num_tokens: np.ndarray) -> bool:
         """All-or-nothing `allocate` for several requests."""
-        extra = np.maximum(self._blocks(num_tokens) - self._held[reqs], 0)
-        total = int(extra.sum())
+        if len(reqs) <= SMALL:  # plain integers: a loop costs less than numpy's calls on a few requests
+            bs, up = self.block_size_tokens, self.block_size_tokens - 1
+            extra = [e if (e := (t + up) // bs - h) > 0 else 0
+                     for t, h in zip(num_tokens.tolist(), self._held[reqs].tolist())]
+            total = sum(extra)
+        else:
+            extra = np.maximum(self._blocks(num_tokens) - self._held[reqs], 0)
+            total = int(extra.sum())
         if total > self.num_free_blocks:
             return False
-        self._held[reqs] += extra
-        self.num_free_blocks -= total
+        if total:  # most decode steps start no new block
+            self._held[reqs] += extra
+            self.num_free_blocks -= total
         return True
 
     def free(self, req: int) -> None:
@@ -86,7 +95,7 @@ class KVCache:
         self._held[req] = 0
 
     def free_many(self, reqs: np.ndarray) -> None:
-        self.num_free_blocks += int(self._held[reqs].sum())
+        self.num_free_blocks += sum(self._held[reqs].tolist())
         self._held[reqs] = 0
 
     # --- bulk look-ahead -----------------------------------------------------
@@ -101,10 +110,19 @@ class KVCache:
         if horizon <= 0 or len(reqs) == 0:
             return max(horizon, 0)
         held = self._held[reqs]
-        last = np.minimum(steps_left, horizon) - 1  # last step each request runs in the horizon
-        peak = np.maximum(self._blocks(tokens_now + np.maximum(last, 0) * tokens_per_step) - held, 0)
-        if int(peak.sum()) <= self.num_free_blocks:
-            return horizon  # even the peak (everyone at their last step, nobody freeing) fits: the common case
+        # Even the peak (everyone at their last step, nobody freeing) fits: the common case.
+        if len(reqs) <= SMALL:  # plain integers: a loop costs less than numpy's calls on a few requests
+            bs, peak = self.block_size_tokens, 0
+            for t, s, h in zip(tokens_now.tolist(), steps_left.tolist(), held.tolist()):
+                last = (s if s < horizon else horizon) - 1  # last step it runs in the horizon
+                extra = (t + (last if last > 0 else 0) * tokens_per_step + bs - 1) // bs - h
+                if extra > 0:
+                    peak += extra
+        else:
+            last = np.minimum(steps_left, horizon) - 1  # last step each request runs in the horizon
+            peak = int(np.maximum(self._blocks(tokens_now + np.maximum(last, 0) * tokens_per_step) - held, 0).sum())
+        if peak <= self.num_free_blocks:
+            return horizon
         # Step i needs the blocks the running requests still lack, from the free pool plus what
         # the finished ones gave back.
         released = self.released_on_finish(reqs)

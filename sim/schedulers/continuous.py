@@ -26,6 +26,12 @@ import numpy as np
 
 from .base import StepPlan, Wait, WaitingQueue
 
+# The plans a continuous scheduler returns (frozen: shared instead of built every decision).
+_AGAIN = StepPlan(follow="none", interruptible=False)
+_UNTIL_COMPLETION = {False: StepPlan(follow="until_completion", interruptible=False),
+                     True: StepPlan(follow="until_completion", interruptible=True)}
+_TO_END = StepPlan(follow="to_end", interruptible=True)
+
 if TYPE_CHECKING:
     from ..engine import Replica
     from ..scenario import SchedulerConfig
@@ -68,7 +74,7 @@ class ContinuousScheduler:
         b = replica.running
         if b.n == 0 and not self.waiting:
             return None
-        budget, preempted = self._schedule_running(replica)
+        budget, preempted, all_served = self._schedule_running(replica)
 
         # Waiting requests, in queue order, while slots, budget and blocks last.
         # (vLLM admits nobody in a step that had to preempt.)
@@ -89,6 +95,7 @@ class ContinuousScheduler:
             c = min(tokens - cached, budget)
             if not kv.can_admit(req, tokens, cached) or not kv.admit(req, cached, cached + c):
                 break  # the whole prompt must fit now, though only this chunk's blocks are taken
+            all_served = all_served and c == tokens - cached  # else its prefill continues next step
             self.waiting.pop()
             replica.admit(req, c, cached)
             budget -= c
@@ -97,61 +104,54 @@ class ContinuousScheduler:
             # Everyone was preempted: admit from the queue in the next step, as vLLM does (it cannot
             # happen while one max-length sequence fits the cache). Otherwise nothing fits at all.
             return Wait(replica.now) if preempted else None
-        if (preempted or blocked_by_budget
-                or bool((b.view("num_tokens") - b.view("computed") - b.view("chunk") > 0).any())):
+        if preempted or blocked_by_budget or not all_served:
             # A prefill continues, someone got no tokens, or a preemption freed blocks that the
             # waiting queue may take next step: decide again after this one.
-            return StepPlan(follow="none", interruptible=False)
+            return _AGAIN
         if self.waiting:
             head = self.waiting.peek()[2]
             if b.n < self.max_num_seqs and kv.hit_may_grow(head, replica.tokens_known(head), b.view("req")):
                 # Blocked by KV blocks, but a running request is decoding into blocks the first in
                 # line shares (prefix caching): each block it fills is one fewer to find. vLLM
                 # tries the admission again every step, and so must we.
-                return StepPlan(follow="none", interruptible=False)
+                return _AGAIN
             # Waiting requests are blocked by slots or KV blocks: nothing changes until a sequence
             # finishes, unless a new arrival becomes first in line (priority).
-            return StepPlan(follow="until_completion", interruptible=self.by_priority)
-        return StepPlan(follow="to_end", interruptible=True)
+            return _UNTIL_COMPLETION[self.by_priority]
+        return _TO_END
 
-    def _schedule_running(self, replica: "Replica") -> tuple[int, bool]:
+    def _schedule_running(self, replica: "Replica") -> tuple[int, bool, bool]:
         """Give running sequences their tokens (`chunk`) and blocks, preempting where blocks
-        run short. Returns the token budget left and whether anyone was preempted."""
+        run short. Returns the token budget left, whether anyone was preempted, and whether every
+        running sequence got all the tokens it still needs."""
         b, kv = replica.running, replica.kv
         n = b.n
         if n == 0:
-            return self.max_tokens, False
+            return self.max_tokens, False, True
         lookahead = replica.decode_lookahead
-        # Fast path: in admission order, each takes min(what it needs, budget left).
-        # (ndarray methods, not np.* wrappers: this runs once per decision on a handful of slots)
+        # Fast path: in admission order, each takes min(what it needs, budget left). A decoding
+        # sequence's k draft tokens (speculative decoding; k = lookahead, 0 without) are scheduled
+        # with it and count against the budget, as in vLLM (num_tokens_with_spec); the budget's last
+        # few may cut its drafts. (ndarray methods, not np.* wrappers: this runs once per decision
+        # on a handful of slots.)
         computed = b.computed[:n]
         todo = b.num_tokens[:n] - computed
-        if lookahead:
-            # A decoding sequence's k draft tokens (speculative decoding) are scheduled with it and
-            # count against the budget, as in vLLM (num_tokens_with_spec); the budget's last few may
-            # cut its drafts.
-            charge = todo + (todo == 1) * lookahead
-            before = charge.cumsum() - charge
-            chunk = np.maximum(np.minimum(todo, self.max_tokens - before), 0)
-            need = computed + chunk + (todo == 1) * lookahead
-            scheduled = chunk > 0
-            if kv.allocate_many(b.req[:n][scheduled], need[scheduled]):
-                b.chunk[:n] = chunk
-                used = np.minimum(charge, np.maximum(self.max_tokens - before, 0))
-                return self.max_tokens - int(used.sum()), False
+        drafts = (todo == 1) * lookahead if lookahead else 0
+        charge = todo + drafts if lookahead else todo
+        charged = sum(charge.tolist())  # plain sum: numpy's reduction costs more on a few slots
+        if charged <= self.max_tokens:
+            # Everyone gets all it needs (the common case): chunk = todo, no mask to apply.
+            if kv.allocate_many(b.req[:n], computed + charge):
+                b.chunk[:n] = todo
+                return self.max_tokens - charged, False, True
         else:
-            before = todo.cumsum() - todo
-            chunk = np.maximum(np.minimum(todo, self.max_tokens - before), 0)
-            need = computed + chunk
-            total = int(chunk.sum())
-            if total == int(todo.sum()):  # everyone got all it needs (the common case): no mask to apply
-                ok = kv.allocate_many(b.req[:n], need)
-            else:
-                scheduled = chunk > 0
-                ok = kv.allocate_many(b.req[:n][scheduled], need[scheduled])
-            if ok:
+            left = self.max_tokens - (charge.cumsum() - charge)  # budget left when each one's turn comes
+            chunk = np.maximum(np.minimum(todo, left), 0)
+            scheduled = chunk > 0
+            if kv.allocate_many(b.req[:n][scheduled], (computed + chunk + drafts)[scheduled]):
                 b.chunk[:n] = chunk
-                return self.max_tokens - total, False
+                used = sum(np.minimum(charge, np.maximum(left, 0)).tolist())
+                return self.max_tokens - used, False, sum(chunk.tolist()) == sum(todo.tolist())
         # Blocks run short: go one by one as vLLM does, preempting victims as needed.
         b.chunk[:n] = 0
         budget, preempted, i = self.max_tokens, False, 0
@@ -179,4 +179,5 @@ class ContinuousScheduler:
                 i += 1
                 continue
             break  # this sequence was itself the victim: nobody after it runs this step
-        return budget, preempted
+        n = b.n
+        return budget, preempted, not bool((b.num_tokens[:n] - b.computed[:n] - b.chunk[:n] > 0).any())

@@ -1,0 +1,111 @@
+"""The engine's fast-forward: pricing, in one go, the run of plain decode steps that may follow a
+scheduled step (sim/engine.py). Every running sequence adds one token per step (1..k+1 with
+speculative decoding) and leaves when its output is complete, so the batch size and context of
+each step are known in closed form and a whole run is priced with one vectorised cost-model call.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .schedulers import StepPlan
+
+if TYPE_CHECKING:
+    from .engine import Replica
+
+MIN_HORIZON, MAX_HORIZON = 256, 4096  # a horizon shorter than ~256 steps costs more re-plans than it saves
+_INDEX = np.arange(MAX_HORIZON + 2)  # read-only 0, 1, 2, ...: step and slot numbers without an allocation
+_INDEX.flags.writeable = False
+
+
+def index(start: int, stop: int) -> np.ndarray:
+    """np.arange(start, stop), a view of a shared array where it fits."""
+    return _INDEX[start:stop] if stop <= len(_INDEX) else np.arange(start, stop)
+
+
+def plan_fast_forward(replica: "Replica", plan: StepPlan, follow: str, slots: np.ndarray, reqs: np.ndarray,
+                  c: np.ndarray, r: np.ndarray) -> "FastForward | None":
+    """Price the run of plain decode steps that may follow step 0.
+
+    Slot j has c[j] tokens cached and r[j] tokens left to emit; in each step it computes
+    one token (attending c[j] + i + 1 tokens in step i) until its output is complete."""
+    if replica.spec is not None:
+        return _plan_speculative(replica, follow, slots, reqs, c, r)
+    if plan.padded:
+        horizon = max(r.tolist())
+    elif follow == "until_completion":
+        horizon = min(x for x in r.tolist() if x > 0)
+    else:
+        horizon = min(max(r.tolist()), replica.ff_horizon_steps)
+    if not plan.padded:
+        horizon = replica.kv.steps_that_fit(reqs, c + 1, r, 1, horizon)
+    if horizon <= 0:
+        return None
+    steps = index(0, horizon)
+    if plan.padded:
+        # Finished sequences stay as padding: the batch size and longest context set the cost.
+        B = np.full(horizon, len(slots), dtype=np.int64)
+        ctx = len(slots) * (int(c.max()) + steps + 1)
+        active = (r[None, :] > steps[:, None]).sum(axis=1)
+        times = replica.cost.decode_step_times_s(B, ctx)
+    elif min(r.tolist()) >= horizon:
+        # Nobody finishes within the horizon (always so for a single sequence): every step runs
+        # all of them, each attending one more token than in the step before.
+        active = np.full(horizon, len(slots), dtype=np.int64)
+        ctx = sum(c.tolist()) + len(slots) * index(1, horizon + 1)
+        times = replica.cost.decode_step_times_s(active, ctx)
+    else:
+        order = r.argsort(kind="stable")
+        c_prefix = np.zeros(len(slots) + 1, dtype=np.int64)
+        c[order].cumsum(out=c_prefix[1:])
+        gone = r[order].searchsorted(steps, side="right")  # slots finished before step i
+        active = len(slots) - gone
+        ctx = (c_prefix[-1] - c_prefix[gone]) + active * index(1, horizon + 1)
+        times = replica.cost.decode_step_times_s(active, ctx)
+    return FastForward(times=np.asarray(times, dtype=np.float64), slots=slots, active=active,
+                       finish_step=r - 1, cum_tokens=None, remaining=r)
+
+def _plan_speculative(replica: "Replica", follow: str, slots: np.ndarray, reqs: np.ndarray, c: np.ndarray,
+                  r: np.ndarray) -> "FastForward | None":
+    """Speculative decoding: each step emits a random 1..k+1 tokens per sequence."""
+    k = replica.spec.k
+    # Enough steps for the first to finish even at one token per step.
+    rs = r.tolist()
+    horizon = min(rs) if follow == "until_completion" else min(max(rs), replica.ff_horizon_steps)
+    horizon = replica.kv.steps_that_fit(reqs, c + 1 + k, r, k + 1, horizon)
+    if horizon <= 0:
+        return None
+    cum = np.cumsum(replica.spec.sample_tokens((horizon, len(slots))), axis=0)
+    finished_by = cum >= r[None, :]
+    if follow == "until_completion" and finished_by.any():
+        horizon = int(np.argmax(finished_by.any(axis=1))) + 1
+        cum, finished_by = cum[:horizon], finished_by[:horizon]
+    before = np.vstack([np.zeros((1, len(slots)), dtype=np.int64), cum[:-1]])
+    running = before < r[None, :]
+    B = running.sum(axis=1)
+    ctx = ((c[None, :] + before + 1) * running).sum(axis=1)
+    times = (replica.cost.step_times_s(B * (k + 1), B * (k + 1), ctx * (k + 1), ctx, B)
+             + replica.spec.steps_extra_s(B * (k + 1), ctx * (k + 1), ctx, B, B, ctx + B, B))
+    finish_step = np.where(finished_by.any(axis=0), np.argmax(finished_by, axis=0), horizon + 1)
+    return FastForward(times=np.where(B > 0, times, 0.0), slots=slots, active=B, finish_step=finish_step,
+                       cum_tokens=cum, remaining=r)
+
+
+@dataclass
+class FastForward:
+    """A priced run of decode steps: step i takes times[i] s and `active[i]` sequences emit."""
+
+    times: np.ndarray
+    slots: np.ndarray  # running-batch slots taking part
+    active: np.ndarray
+    finish_step: np.ndarray  # per slot: the step in which it emits its last token
+    cum_tokens: np.ndarray | None  # speculative: tokens emitted per slot after each step
+    remaining: np.ndarray  # per slot: tokens left to emit before the run
+
+    def emitted_after(self, m: int) -> np.ndarray:
+        """Tokens each slot emitted in the first m steps."""
+        if self.cum_tokens is None:
+            return np.minimum(self.remaining, m)
+        return np.minimum(self.cum_tokens[m - 1], self.remaining)
