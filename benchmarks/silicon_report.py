@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from calibration.engine_fit import TRAIN_MODELS
+from calibration.engine_fit import DROP_AT_BOUND, TRAIN_MODELS
 from sim.engine_terms import engine_terms, known_versions, terms_path
 from calibration.silicon import MAX_REQUESTS, MIN_REQUESTS, PACKAGE, WAVES, Row, package_version, silicon_csv
 from silicon_cliffs import QUEUEING_TTFT_MS, cliff_cause, cliff_group
@@ -194,7 +194,7 @@ def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variant
     csv = silicon_csv()
     rel = csv.relative_to(csv.parents[1])
     total = len(pd.read_csv(csv))
-    kern_tpot = (variants["kernels"].set_index("id").loc[res["id"], "pred_tpot_ms"].to_numpy()
+    kern_tpot = (variants["kernels"].set_index("id")["pred_tpot_ms"].reindex(res["id"]).to_numpy()
                  if "kernels" in variants else np.nan)
     res = res.assign(kernels_tpot_ms=kern_tpot)
     main = res[res["concurrency_recorded"]]
@@ -273,8 +273,10 @@ def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variant
         ("- **What the terms are.** A served step = compute scale x the profile's kernel time + step time + "
          "per-sequence time x sequences (`sim.cost_model.ServingOverhead`). All training rows are fitted in one "
          "least squares: one step time (the same for every vLLM version: the structure cross-validation chose, "
-         "above), one per-sequence time, and a kernel-time factor per training model and GPU; a model and GPU "
-         "whose factor lands at its bound is dropped from the fit (listed among the rows left out). That factor is a nuisance (a model's own kernel error, e.g. Qwen3's q/k norms "
+         "above), one per-sequence time, and a kernel-time factor per training model and GPU"
+         + ("; a model and GPU whose factor lands at its bound is dropped from the fit (listed among the rows "
+            "left out)" if DROP_AT_BOUND else "; a factor at its bound is left out of the medians kept below")
+         + ". That factor is a nuisance (a model's own kernel error, e.g. Qwen3's q/k norms "
          "missing from the composed profile, must not become engine time carried to other models); what is kept "
          "is per GPU, the median of the training models' factors on that GPU (the kernel tables of one system "
          "share its measurement conditions), and the overall median for GPUs without training rows. A response "
