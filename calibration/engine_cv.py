@@ -72,6 +72,7 @@ STRUCTURES = (
     Structure("b6: factor a nuisance only (kept 1)", keep_one=True),
     Structure("c5: one step, factor a nuisance only (kept 1)", step="shared", keep_one=True),
     Structure("d: per-seq per GPU", per_seq="gpu"),
+    Structure("k0: no engine time per step (kernels alone), stage 2 only", factor="none", step="none", per_seq="none"),
 )
 
 
@@ -174,20 +175,22 @@ def fit_structure(B: Basis, idx: list[int], st: Structure) -> Terms:
     gi = np.array([gpus.index(r.gpu) for r in rows])
     pi = np.array([pairs.index((r.model, r.gpu)) for r in rows])
     nv, ng, npair = len(versions), len(gpus), len(pairs)
-    nstep = 1 if st.step == "shared" else (1 + nv if st.step == "shrunk" else nv)
-    nps = ng if st.per_seq == "gpu" else 1
+    nstep = 0 if st.step == "none" else (1 if st.step == "shared" else (1 + nv if st.step == "shrunk" else nv))
+    nps = 0 if st.per_seq == "none" else (ng if st.per_seq == "gpu" else 1)
     nf = {"none": 0, "gpu": ng}.get(st.factor, npair)
     fidx = gi if st.factor == "gpu" else pi
 
     def unpack(z):
         steps = z[:nstep]
-        if st.step == "shared":
+        if st.step == "none":
+            step = np.zeros(len(rows))
+        elif st.step == "shared":
             step = np.full(len(rows), steps[0])
         elif st.step == "shrunk":
             step = np.maximum(steps[0] + steps[1:][vi], 0.0)
         else:
             step = steps[vi]
-        ps = z[nstep:nstep + nps][gi if nps > 1 else np.zeros(len(rows), int)]
+        ps = z[nstep:nstep + nps][gi if nps > 1 else np.zeros(len(rows), int)] if nps else np.zeros(len(rows))
         s = z[nstep + nps:][fidx] if nf else np.ones(len(rows))
         return s, step, ps
 
@@ -206,7 +209,7 @@ def fit_structure(B: Basis, idx: list[int], st: Structure) -> Terms:
     x0 = np.r_[np.full(nstep, 1.0) if st.step != "shrunk" else np.r_[1.0, np.zeros(nv)], np.full(nps, 20.0),
                np.full(nf, 1.0)]
     x = least_squares(res, x0, bounds=(lower, upper), loss="soft_l1", f_scale=0.1,
-                      x_scale=np.r_[np.full(nstep, 0.5), np.full(nps, 10.0), np.full(nf, 0.05)]).x
+                      x_scale=np.r_[np.full(nstep, 0.5), np.full(nps, 10.0), np.full(nf, 0.05)]).x if len(x0) else x0
     factors = x[nstep + nps:]
     if st.drop_bound and st.factor in ("model_gpu", "model_gpu_prior"):
         at = [p for k, p in enumerate(pairs) if not SCALE_BOUNDS[0] + 1e-6 < factors[k] < SCALE_BOUNDS[1] - 1e-6]
@@ -215,14 +218,16 @@ def fit_structure(B: Basis, idx: list[int], st: Structure) -> Terms:
             return fit_structure(B, keep, replace(st, drop_bound=False))
     s_row, step_row, ps_row = unpack(x)
     # What is kept (served for any model): steps per version, per-seq, factors per GPU (medians of free ones).
-    if st.step == "shared":
+    if st.step == "none":
+        step_ms = {v: 0.0 for v in versions}
+    elif st.step == "shared":
         step_ms = {v: float(x[0]) for v in versions}
     elif st.step == "shrunk":
         step_ms = {v: float(max(x[0] + x[1 + k], 0.0)) for k, v in enumerate(versions)}
     else:
         step_ms = {v: float(x[k]) for k, v in enumerate(versions)}
     per_seq = {g: float(x[nstep + k]) for k, g in enumerate(gpus)} if nps > 1 else {}
-    per_seq["*"] = float(np.median(x[nstep:nstep + nps]))
+    per_seq["*"] = float(np.median(x[nstep:nstep + nps])) if nps else 0.0
     if st.factor == "none" or st.keep_one:
         scale = {"*": 1.0}
     elif st.factor == "gpu":

@@ -104,3 +104,17 @@ def test_the_fit_uses_the_structure_its_cross_validation_chose():
     assert rec["training_models"] == list(engine_fit.TRAIN_MODELS)
     spec = next(cv.Structure(**r["spec"]) for r in rec["table"] if r["structure"] == rec["chosen"])
     assert spec.step == "shared" and spec.drop_bound == engine_fit.DROP_AT_BOUND
+
+
+def test_the_no_engine_time_candidate_adds_nothing_per_step_and_scores_its_miss():
+    # k0 (kernels alone for TPOT, stage 2 as usual): no step, no per-sequence time, factor 1. On rows
+    # with 1.5 ms + 40 us/seq of engine time it must miss TPOT low; on rows with none, it is exact.
+    k0 = next(st for st in cv.STRUCTURES if st.step == "none")
+    B = _basis()
+    t = cv.fit_structure(B, list(range(len(B.rows))), k0)
+    assert t.step_ms == {"0.12.0": 0.0} and t.per_seq_us["*"] == 0.0 and t.scale == {"*": 1.0}
+    assert abs(t.latency_ms - 30.0) < 1.0
+    miss = cv.cross_validate(B, [k0], MODELS)[0]
+    assert miss["tpot_mdape"] > 5.0
+    exact = cv.cross_validate(_basis(step_ms=0.0, per_seq_us=0.0), [k0], MODELS)[0]
+    assert exact["tpot_mdape"] < 1e-6
