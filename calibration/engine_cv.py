@@ -31,8 +31,9 @@ from scipy.optimize import least_squares
 from sim.cost_model import ServingOverhead
 from sim.engine_terms import _nearest, _version_key
 
-from .engine_fit import (JITTER_GRID_MS, QUEUEING_TTFT_S, SCALE_BOUNDS, TRAIN_MODELS, _profile_cost, _sim, split,
-                         thin)
+from .engine_fit import (JITTER_GRID_MS, QUEUEING_TTFT_S, SCALE_BOUNDS, TRAIN_MODELS, _profile_cost, _sim,
+                         select_training)
+from .plausibility import MAX_COMPUTE_SHARE, MAX_MEMORY_SHARE, REASON as IMPLAUSIBLE
 from .silicon import KV_BOUND_PEAK, Row, lone_prefill_ms, read_rows
 
 BASIS_SCALE, BASIS_STEP_MS, BASIS_PER_SEQ_US = 1.2, 2.0, 50.0  # the perturbations the surrogate is built from
@@ -318,10 +319,10 @@ def choose(table: list[dict]) -> dict:
     return min(near, key=lambda r: r["ttft_mdape"])
 
 
-def training_rows(per_setup: int) -> list[Row]:
+def training_rows(per_setup: int) -> tuple[list[Row], list[str]]:
+    """engine_fit.select_training on every usable row: (rows, why each implausible row was left out)."""
     rows, _ = read_rows()
-    train, _ = split(rows)
-    return thin([r for r in train if r.backend_version != "not recorded"], per_setup)
+    return select_training(rows, per_setup)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -333,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(CV_PATH), help="where to write the table ('' for nowhere)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    rows, _ = fit_rows_of(training_rows(args.per_setup))
+    selected, implausible = training_rows(args.per_setup)
+    rows, excluded = fit_rows_of(selected)
     cache = Path(args.basis) if args.basis else None
     if cache and cache.is_file():
         z = np.load(cache)
@@ -360,6 +362,13 @@ def main(argv: list[str] | None = None) -> int:
             "note": "Written by `python -m calibration.engine_cv` (do not edit by hand): leave-one-training-model-out "
                     "cross-validation of the engine fit's structure on the training models only.",
             "training_models": list(TRAIN_MODELS), "rows": len(rows), "rows_per_setup": args.per_setup,
+            "rows_left_out": {
+                "implausible": {"count": len(implausible), "reason": IMPLAUSIBLE,
+                                "rule": f"before thinning: measured TTFT/TPOT imply compute above {MAX_COMPUTE_SHARE} of "
+                                        f"the dense peak or memory above {MAX_MEMORY_SHARE} of HBM bandwidth "
+                                        "(calibration/plausibility.py)", "rows": implausible},
+                "queueing or KV-bound": {"count": len(excluded), "reason": "measured TTFT above "
+                                         f"{QUEUEING_TTFT_S:g} s or KV-bound in the simulation (engine_fit's screen)"}},
             "basis_points": ["kernels alone (jitter 20 ms)", f"kernel factor {BASIS_SCALE}", f"step {BASIS_STEP_MS} ms",
                              f"per-seq {BASIS_PER_SEQ_US} us"] + [f"jitter {j:g} ms" for j in JITTER_GRID_MS
                                                                    if j != BASIS_JITTER_MS],

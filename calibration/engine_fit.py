@@ -34,10 +34,12 @@ simulated as servesim does in the validation (closed loop, constant lengths), in
 The structure (one step for all versions: STRUCTURE) was chosen by leave-one-training-model-out
 cross-validation (calibration/engine_cv.py): a step per version, as fitted before, let a version
 recorded by one training model alone carry that model's own gap. The terms stay stored
-per version, so that a version's own step can return when its data says so. Rows whose measured TTFT shows queueing for
-KV blocks (> QUEUEING_TTFT_S) or that the simulation predicts KV-bound are left out of the fit:
-KV capacity is another model's job. At most ROWS_PER_SETUP rows per setup are fitted (spread over
-concurrency), so that no setup with many rows dominates and the fit runs in minutes.
+per version, so that a version's own step can return when its data says so. Rows whose measured
+TTFT and TPOT imply more work than the GPU can do (calibration/plausibility.py: implausible without
+prefix-cache hits) are left out first (`select_training`); then rows whose measured TTFT shows
+queueing for KV blocks (> QUEUEING_TTFT_S) or that the simulation predicts KV-bound: KV capacity is
+another model's job. At most ROWS_PER_SETUP rows per setup are fitted (spread over concurrency,
+among the plausible rows), so that no setup with many rows dominates and the fit runs in minutes.
 """
 from __future__ import annotations
 
@@ -55,6 +57,7 @@ from sim.catalog import resolve_gpu, resolve_model
 from sim.cost_model import ProfileCostModel, RooflineCostModel, RooflineParams, ServingOverhead
 
 from sim.engine_terms import TERM_NAMES, terms_path
+from .plausibility import MAX_COMPUTE_SHARE, MAX_MEMORY_SHARE, REASON as IMPLAUSIBLE, screen
 from .linearised import linearise, linearised_fit, solve_linearised  # noqa: F401 (linearised_fit: re-exported)
 from .profile import load_profile
 from .silicon import CSV_NAME, KV_BOUND_PEAK, PACKAGE, Row, lone_prefill_ms, package_version, read_rows, simulate_row
@@ -291,15 +294,24 @@ def split(rows: list[Row]) -> tuple[list[Row], list[Row]]:
     return [r for r in usable if r.model in TRAIN_MODELS], [r for r in usable if r.model not in TRAIN_MODELS]
 
 
+def select_training(rows: list[Row], per_setup: int = ROWS_PER_SETUP) -> tuple[list[Row], list[str]]:
+    """The training rows the fit starts from (before fit_rows' queueing / KV-bound screen): the training
+    models' rows with a recorded concurrency and vLLM version, less those implausible without prefix-cache
+    hits (calibration/plausibility.py), thinned to `per_setup` per setup among the rest; and one line per
+    row left out as implausible, saying why."""
+    train, _ = split(rows)
+    train, implausible = screen([r for r in train if r.backend_version != "not recorded"])
+    return thin(train, per_setup), [f"{r.setup} ({r.gpu}): {load.describe()}" for r, load in implausible]
+
+
 def fit_all(log=print, stage1: list[float] | None = None) -> dict:
     rows, _ = read_rows()
     train, held = split(rows)
-    train = [r for r in train if r.backend_version != "not recorded"]
-    if not train:
-        raise RuntimeError("no training rows with a recorded vLLM version")
-    fitted = thin(train)
-    log(f"{len(train)} training rows ({', '.join(TRAIN_MODELS)}), {len(fitted)} after thinning to "
-        f"{ROWS_PER_SETUP} per setup")
+    fitted, implausible = select_training(rows)
+    if not fitted:
+        raise RuntimeError("no plausible training rows with a recorded vLLM version")
+    log(f"{len(train)} training rows ({', '.join(TRAIN_MODELS)}), {len(implausible)} left out as {IMPLAUSIBLE}, "
+        f"{len(fitted)} after thinning to {ROWS_PER_SETUP} per setup")
     t0 = time.perf_counter()
     fit = fit_rows(fitted, log, None if stage1 is None else np.asarray(stage1))
     wall = round(time.perf_counter() - t0, 1)
@@ -333,7 +345,12 @@ def fit_all(log=print, stage1: list[float] | None = None) -> dict:
                           f"{FIT_WAVES} x concurrency requests per row (>= {FIT_MIN}, <= {FIT_MAX}, >= 2 x concurrency), seed {SEED}",
                 "training_model_kernel_factor": {m: round(s, 3) for m, s in fit.model_scale.items()},
                 "training_model_prefill_shortfall": {m: round(s, 3) for m, s in fit.prefill_shortfall.items()},
-                "rows_excluded": fit.excluded,
+                "rows_excluded": implausible + fit.excluded,
+                "rows_left_out_implausible": {
+                    "count": len(implausible), "reason": IMPLAUSIBLE,
+                    "rule": f"left out before thinning: measured TTFT/TPOT imply (Little's law) compute above "
+                            f"{MAX_COMPUTE_SHARE} of the GPU's dense peak or memory traffic above {MAX_MEMORY_SHARE} "
+                            "of its HBM bandwidth (calibration/plausibility.py)"},
                 "fit_in_sample": {"tpot_median_abs_err_pct": round(fit.tpot_mdape_pct, 2),
                                   "ttft_median_abs_err_pct": round(fit.ttft_mdape_pct, 2),
                                   "roofline_tpot_median_abs_err_pct": round(fit.roofline_tpot_mdape_pct, 2)},
