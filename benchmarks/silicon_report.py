@@ -13,6 +13,7 @@ from calibration.engine_fit import DROP_AT_BOUND, TRAIN_MODELS
 from sim.engine_terms import engine_terms, known_versions, terms_path
 from calibration.silicon import MAX_REQUESTS, MIN_REQUESTS, PACKAGE, WAVES, Row, package_version, silicon_csv
 from silicon_cliffs import QUEUEING_TTFT_MS, cliff_cause, cliff_group
+from silicon_plausibility import headline_note, section as implausible_section, with_screen
 
 MOE_MODELS = ("gpt-oss-120b", "qwen3-235b-a22b", "minimax-m2.5", "mixtral-8x7b")
 TARGET_TPOT_PCT, TARGET_TTFT_PCT = 5.0, 15.0  # issue 10's targets on held-out rows (median |error|)
@@ -36,10 +37,14 @@ def rollup(res: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 def headline(main: pd.DataFrame) -> str:
-    held = main[main["split"] == "held-out"]
-    e = errors(held)
-    return (f"held-out ({e['rows']} rows): TTFT median |err| {e['ttft_mdape']:.1f} %, "
-            f"TPOT median |err| {e['tpot_mdape']:.1f} %")
+    """The held-out error, physically implausible rows (calibration/plausibility.py) apart."""
+    held = with_screen(main[main["split"] == "held-out"])
+    bad = held[held["implausible"]]
+    e = errors(held[~held["implausible"]])
+    b = errors(bad) if len(bad) else None
+    return (f"held-out ({e['rows']} rows): TTFT median |err| {e['ttft_mdape']:.1f} %, TPOT median |err| "
+            f"{e['tpot_mdape']:.1f} %" + (f"; {len(bad)} implausible held-out rows apart: TTFT {b['ttft_mdape']:.1f} %, "
+                                          f"TPOT {b['tpot_mdape']:.1f} %" if b else ""))
 
 
 def _f(v: float, digits: int = 1, sign: bool = False) -> str:
@@ -97,13 +102,14 @@ def cause(r) -> str:
 
 def rows_markdown(res: pd.DataFrame) -> list[str]:
     lines = [("| setup | split | vLLM (terms) | TTFT real ms | TTFT pred ms | TTFT err % | TPOT real ms | TPOT pred ms "
-              "| TPOT err % | TPOT kernels-only ms | pred KV peak |"),
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in res.itertuples(index=False):
+              "| TPOT err % | TPOT kernels-only ms | pred KV peak | implied share of peak / HBM |"),
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in with_screen(res).itertuples(index=False):
         kv = f"{r.kv_peak:.2f}" + (" bound" if r.kv_bound else "")
+        load = f"{r.implied_compute_share:.2f} / {r.implied_memory_share:.2f}" + (" **implausible**" * r.implausible)
         lines.append(f"| {r.setup} | {r.split} | {r.backend_version} ({r.terms_version}) | {r.ttft_ms:.0f} | "
                      f"{r.pred_ttft_ms:.0f} | {r.ttft_err_pct:+.1f} | {r.tpot_ms:.2f} | {r.pred_tpot_ms:.2f} | "
-                     f"{r.tpot_err_pct:+.1f} | {_f(r.kernels_tpot_ms, 2)} | {kv} |")
+                     f"{r.tpot_err_pct:+.1f} | {_f(r.kernels_tpot_ms, 2)} | {kv} | {load} |")
     return lines
 
 
@@ -196,8 +202,11 @@ def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variant
     total = len(pd.read_csv(csv))
     kern_tpot = (variants["kernels"].set_index("id")["pred_tpot_ms"].reindex(res["id"]).to_numpy()
                  if "kernels" in variants else np.nan)
-    res = res.assign(kernels_tpot_ms=kern_tpot)
-    main = res[res["concurrency_recorded"]]
+    res = with_screen(res.assign(kernels_tpot_ms=kern_tpot))
+    recorded = res[res["concurrency_recorded"]]
+    # Every summary below leaves out the physically implausible rows (calibration/plausibility.py); they are
+    # reported as their own group (benchmarks/silicon_plausibility.py) and marked in the row table.
+    main = recorded[~recorded["implausible"]]
     held, train = main[main["split"] == "held-out"], main[main["split"] == "train"]
     assumed = res[~res["concurrency_recorded"]]
     e, et = errors(held), errors(train)
@@ -228,6 +237,7 @@ def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variant
          f"target <= {TARGET_TPOT_PCT:.0f} %: {met(e['tpot_mdape'], TARGET_TPOT_PCT)}) and **TTFT "
          f"{e['ttft_mdape']:.1f} %** (median signed {e['ttft_median_err']:+.1f} %; target <= {TARGET_TTFT_PCT:.0f} %: "
          f"{met(e['ttft_mdape'], TARGET_TTFT_PCT)})."
+         + headline_note(recorded[recorded["split"] == "held-out"], errors)
          + (f" With the composed profiles alone (kernels, no engine terms, clients in lockstep) the same rows were "
             f"off by TPOT {kern_h['tpot_mdape']:.1f} %, TTFT {kern_h['ttft_mdape']:.1f} %." if kern_h else "")
          + (f" With the previous engine terms ({before_note}) TPOT {before_h['tpot_mdape']:.1f} % (signed "
@@ -243,8 +253,8 @@ def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variant
              for k, g in cliff.assign(why=[cliff_group(r) for r in cliff.itertuples(index=False)]).groupby("why"))
             + "." if len(cliff) else "")),
         "",
-        (f"All {len(main)} rows with a recorded concurrency (training and held-out together, the training rows "
-         f"in-sample): TPOT {errors(main)['tpot_mdape']:.1f} % (signed {errors(main)['tpot_median_err']:+.1f} %), "
+        (f"All {len(main)} plausible rows with a recorded concurrency (training and held-out together, the training "
+         f"rows in-sample): TPOT {errors(main)['tpot_mdape']:.1f} % (signed {errors(main)['tpot_median_err']:+.1f} %), "
          f"TTFT {errors(main)['ttft_mdape']:.1f} % (signed {errors(main)['ttft_median_err']:+.1f} %)"
          + (f"; before: TPOT {var('before', main)['tpot_mdape']:.1f} % (signed "
             f"{var('before', main)['tpot_median_err']:+.1f} %), TTFT {var('before', main)['ttft_mdape']:.1f} % "
@@ -367,7 +377,8 @@ def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variant
     if len(fp8_held):
         lines.append(variant_line("fp8 rows with an fp8 KV cache (2x the KV tokens)", var("fp8_kv", fp8_held)))
     lines = [ln for ln in lines if ln is not None]
-    lines += ["", "## Misses (held-out rows beyond "
+    lines += [""] + implausible_section(res, errors)
+    lines += ["## Misses (held-out rows beyond "
               f"{MISS_TPOT_PCT:.0f} % TPOT or {MISS_TTFT_PCT:.0f} % TTFT) and their causes", ""]
     if len(misses):
         m = misses.assign(cause=[cause(r) for r in misses.itertuples(index=False)])

@@ -14,7 +14,9 @@ serving settings — priced by the profile plus the engine terms of the row's vL
 
 The engine terms were fitted on the rows of some models (calibration/engine_fit.TRAIN_MODELS);
 the headline is the error on the other models' rows, held out from that fit. Training rows are
-simulated too and shown apart, marked in-sample. The report is benchmarks/silicon_report.py.
+simulated too and shown apart, marked in-sample. Rows whose measured TTFT/TPOT imply more work than
+the GPU can do (calibration/plausibility.py) are flagged and reported as their own group, outside
+the headline. The report is benchmarks/silicon_report.py.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from calibration.engine_fit import TRAIN_MODELS
+from calibration.plausibility import implied_load
 from sim.engine_terms import engine_terms
 from calibration.profile import load_profile
 from calibration.silicon import (KV_BOUND_PEAK, Row, engine_version, lone_prefill_ms, read_rows,
@@ -79,6 +82,9 @@ def validate(rows: list[Row], kv_dtype: str | None = None, spread: float = 0.0, 
         rec["tpot_err_pct"] = 100.0 * (p["pred_tpot_ms"] - row.tpot_ms) / row.tpot_ms
         rec["tpot_gap_ms"] = row.tpot_ms - p["pred_tpot_ms"]
         rec["kv_bound"] = p["kv_peak"] >= KV_BOUND_PEAK
+        load = implied_load(row)  # physically implausible rows are flagged, reported apart (silicon_plausibility.py)
+        rec["implied_compute_share"], rec["implied_memory_share"] = load.compute_share, load.memory_share
+        rec["implausible"] = load.implausible
         out.append(rec)
         log(f"[{i + 1}/{len(rows)}] {row.setup} ({rec['split']}): TTFT {row.ttft_ms:.0f} vs {p['pred_ttft_ms']:.0f} ms, "
             f"TPOT {row.tpot_ms:.2f} vs {p['pred_tpot_ms']:.2f} ms")
