@@ -73,8 +73,8 @@ class Load:
 
     def describe(self) -> str:
         return (f"{REASON}: {self.rate_rps:.1f} req/s implies {self.prefill_tflops + self.decode_tflops:.0f} "
-                f"TFLOP/s per GPU ({self.compute_share:.2f} of dense peak, > {MAX_COMPUTE_SHARE} attainable) and "
-                f"{self.memory_share:.2f} of HBM bandwidth (> {MAX_MEMORY_SHARE})"
+                f"TFLOP/s per GPU ({self.compute_share:.2f} of the dense peak; attainable {MAX_COMPUTE_SHARE}) and "
+                f"{self.memory_share:.2f} of HBM bandwidth (attainable {MAX_MEMORY_SHARE})"
                 if self.implausible else f"plausible ({self.compute_share:.2f} of peak, {self.memory_share:.2f} of HBM)")
 
 
