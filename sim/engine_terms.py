@@ -86,6 +86,28 @@ def _read(path: str) -> dict[str, Any]:
     return data
 
 
+# vLLM overlaps its engine's CPU work with the GPU's (async scheduling: two batches in flight, step N+1
+# scheduled while step N runs) by default from 0.14.0 on: SchedulerConfig.async_scheduling is False in
+# 0.12.0 and 0.13.0 and None ("on unless something incompatible is set": pooling models, some speculative
+# methods, pipeline parallelism on the V1 runner, an executor without support) from 0.14.0 (read in the
+# released wheels' vllm/config/scheduler.py and vllm/config/vllm.py).
+ASYNC_SCHEDULING_DEFAULT_FROM = (0, 14)
+
+
+def async_scheduling_default(engine: str, version: str | None) -> bool | None:
+    """Whether `engine` at `version` overlaps its CPU work with the GPU's by default (vLLM's async
+    scheduling); None when the version does not say (not recorded, unparsable). A nightly build is
+    taken as recent, i.e. after 0.14 (the nightlies in the measured data serve models released after it)."""
+    if engine != "vllm" or not version:
+        return None
+    if version.startswith("nightly"):
+        return True
+    key = _version_key(version)
+    if any(k < 0 for k in key):
+        return None
+    return key[:2] >= ASYNC_SCHEDULING_DEFAULT_FROM
+
+
 def known_versions(engine: str = "vllm", path: Path | None = None) -> list[str]:
     eng = _read(str(path or terms_path())).get("engines", {}).get(engine, {})
     return sorted(eng.get("versions", {}), key=_version_key)
