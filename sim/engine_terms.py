@@ -13,11 +13,16 @@ entry per engine version, fitted on measured serving runs by `python -m calibrat
                           "versions": {"0.12.0": {"step_overhead_s": ..., "per_seq_overhead_s": ...,
                                                   "compute_scale": ..., "response_latency_s": ...,
                                                   "request_jitter_s": ..., "roofline": {...},
+                                                  "overlap": false, "exposed_step_s": 0.0,  # optional
                                                   "provenance": {...}}},
                           "compute_scale_by_gpu": {"h100-sxm": ..., ...}}}}
 
 `compute_scale` multiplies a composed profile's kernel time: what such profiles miss on a GPU, fitted
 on the training models (per GPU where they ran on it; the version's `compute_scale` elsewhere).
+
+`overlap` (optional, default false): the version's engine time runs beside the kernels
+(ServingOverhead.overlap: a step is the longer of the two, plus `exposed_step_s`), as vLLM's async
+scheduling does (`async_scheduling_default`).
 
 `engine_terms(name, version)` answers with the terms and, when the version has no data, a
 note saying which version's terms stand in for it.
@@ -75,6 +80,13 @@ def _read(path: str) -> dict[str, Any]:
                 if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
                     raise ConfigError(f"{p}: field 'engines.{name}.versions.{version}.{key}' must be a number >= 0, "
                                       f"got {v!r}")
+            if not isinstance(entry.get("overlap", False), bool):
+                raise ConfigError(f"{p}: field 'engines.{name}.versions.{version}.overlap' must be true or false, "
+                                  f"got {entry['overlap']!r}")
+            ex = entry.get("exposed_step_s", 0.0)
+            if not isinstance(ex, (int, float)) or isinstance(ex, bool) or ex < 0:
+                raise ConfigError(f"{p}: field 'engines.{name}.versions.{version}.exposed_step_s' must be a number "
+                                  f">= 0, got {ex!r}")
             if "source" not in entry.get("provenance", {}):
                 raise ConfigError(f"{p}: field 'engines.{name}.versions.{version}.provenance.source' is missing")
         for gpu, f in eng.get("compute_scale_by_gpu", {}).items():
@@ -149,7 +161,8 @@ def engine_terms(engine: str = "vllm", version: str | None = None, path: Path | 
     ov = ServingOverhead(compute_scale=float(scale), step_overhead_s=float(e["step_overhead_s"]),
                          per_seq_overhead_s=float(e["per_seq_overhead_s"]), host_per_seq_s=0.0,
                          response_latency_s=float(e["response_latency_s"]),
-                         request_jitter_s=float(e["request_jitter_s"]))
+                         request_jitter_s=float(e["request_jitter_s"]), overlap=bool(e.get("overlap", False)),
+                         exposed_step_s=float(e.get("exposed_step_s", 0.0)))
     roof = e.get("roofline") or {}
     return EngineTerms(engine=engine, version=used, overhead=ov,
                        roofline_step_overhead_s=roof.get("step_overhead_s"),

@@ -48,11 +48,11 @@ def test_thin_keeps_each_setups_extremes_and_caps_its_rows():
     assert sorted(r.concurrency for r in kept if r.isl == 8192) == [4, 16]
 
 
-def _terms_file(tmp_path, by_gpu, name="terms.json"):
+def _terms_file(tmp_path, by_gpu, name="terms.json", **extra):
     import json
 
     entry = {"compute_scale": 1.05, "step_overhead_s": 0.001, "per_seq_overhead_s": 2e-5, "response_latency_s": 0.01,
-             "request_jitter_s": 0.005, "provenance": {"source": "test"}}
+             "request_jitter_s": 0.005, "provenance": {"source": "test"}, **extra}
     path = tmp_path / name  # a new name per content: the reader caches by path
     path.write_text(json.dumps({"engines": {"vllm": {"default_version": "0.12.0", "versions": {"0.12.0": entry},
                                                      "compute_scale_by_gpu": by_gpu}}}))
@@ -72,6 +72,21 @@ def test_engine_terms_take_the_kernel_factor_of_the_profiles_gpu(tmp_path):
     assert engine_terms("vllm", path=path).overhead.compute_scale == 1.05
     with pytest.raises(ConfigError, match="compute_scale_by_gpu.h100-sxm"):
         engine_terms("vllm", path=_terms_file(tmp_path, {"h100-sxm": -1}, "bad.json"))
+
+
+def test_engine_terms_carry_the_overlap_flag_and_refuse_a_malformed_one(tmp_path):
+    import pytest
+
+    from sim.configio import ConfigError
+    from sim.engine_terms import engine_terms
+
+    assert engine_terms("vllm", path=_terms_file(tmp_path, {})).overhead.overlap is False  # absent: additive
+    ov = engine_terms("vllm", path=_terms_file(tmp_path, {}, "o.json", overlap=True, exposed_step_s=3e-4)).overhead
+    assert ov.overlap is True and ov.exposed_step_s == 3e-4
+    with pytest.raises(ConfigError, match="versions.0.12.0.overlap"):
+        engine_terms("vllm", path=_terms_file(tmp_path, {}, "bad_o.json", overlap="yes"))
+    with pytest.raises(ConfigError, match="versions.0.12.0.exposed_step_s"):
+        engine_terms("vllm", path=_terms_file(tmp_path, {}, "bad_e.json", exposed_step_s=-1))
 
 
 def test_kept_factors_are_per_gpu_medians_without_factors_at_their_bounds():
