@@ -22,6 +22,7 @@ TTFT's engine share is scaled by the same share of engine time left exposed on a
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import least_squares
 
 from sim.cost_model import ProfileCostModel
 from sim.engine_terms import async_scheduling_default
@@ -64,3 +65,28 @@ def engine_share(d_tpot: np.ndarray, k_ms: np.ndarray, s, step, ps, overlapped: 
     e = step + ps * d_tpot[:, 2] / np.maximum(d_tpot[:, 1], 1e-9)
     shown = np.maximum(e - s * k_ms, 0.0) / np.maximum(e, 1e-12)
     return np.where(overlapped, np.where(e > 0, shown, 0.0), 1.0)
+
+
+def solve_stage1(f0: np.ndarray, J: np.ndarray, x0: np.ndarray, measured: np.ndarray, lower: np.ndarray,
+                 upper: np.ndarray, h: np.ndarray, pair: np.ndarray, overlapped: np.ndarray,
+                 k_ms: np.ndarray) -> np.ndarray:
+    """engine_fit's stage 1 with overlapped rows: x = (step ms, per-seq us, factor per (model, GPU) pair),
+    `f0`, `J` the ADDITIVE simulation linearised at x0 (calibration/linearised.linearise; columns in x's
+    order), `pair` each row's pair, `overlapped` which rows overlap, `k_ms` their kernels' decode step.
+    The kernels alone are f0 less the linear engine part at x0; the engine part is then added in full on
+    additive rows and its exposed share (engine_share) on overlapped ones. Soft-L1 on log ratios, from a
+    short and a long engine step, the better kept."""
+    cols = np.arange(2, len(x0))
+    kernels0 = f0 - J[:, 0] * x0[0] - J[:, 1] * x0[1]
+    d = np.c_[np.zeros(len(f0)), J[:, 0], J[:, 1]]  # engine_share's view: (unused, d/d step, d/d per-seq)
+
+    def res(z):
+        kern = kernels0 + J[:, cols] @ (z[2:] - x0[2:])
+        share = engine_share(d, k_ms, z[2:][pair], z[0], z[1], overlapped)
+        return np.log(np.maximum(kern + share * (J[:, 0] * z[0] + J[:, 1] * z[1]), 1e-9) / measured)
+
+    sols = []
+    for step0, ps0 in ((x0[0], x0[1]), (5.0, 50.0)):
+        z0 = np.clip(np.r_[step0, ps0, x0[2:]], lower, upper)
+        sols.append(least_squares(res, z0, bounds=(lower, upper), loss="soft_l1", f_scale=0.1, x_scale=h))
+    return min(sols, key=lambda s: s.cost).x

@@ -24,6 +24,9 @@ on the training models (per GPU where they ran on it; the version's `compute_sca
 (ServingOverhead.overlap: a step is the longer of the two, plus `exposed_step_s`), as vLLM's async
 scheduling does (`async_scheduling_default`).
 
+With `overlap_rule: async_default` beside the versions, a version without data takes the nearest
+version's terms but overlaps or not as that version of vLLM does by default.
+
 `engine_terms(name, version)` answers with the terms and, when the version has no data, a
 note saying which version's terms stand in for it.
 """
@@ -93,6 +96,9 @@ def _read(path: str) -> dict[str, Any]:
             if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0.1 <= f <= 10:
                 raise ConfigError(f"{p}: field 'engines.{name}.compute_scale_by_gpu.{gpu}' must be a number in "
                                   f"0.1 .. 10, got {f!r}")
+        if eng.get("overlap_rule", "none") not in ("none", "all", "async_default"):
+            raise ConfigError(f"{p}: field 'engines.{name}.overlap_rule' must be one of none, all, async_default; "
+                              f"got {eng['overlap_rule']!r}")
         if eng.get("default_version") not in eng.get("versions", {}):
             raise ConfigError(f"{p}: field 'engines.{name}.default_version' must name one of its versions")
     return data
@@ -157,11 +163,16 @@ def engine_terms(engine: str = "vllm", version: str | None = None, path: Path | 
         note = (f"engine: {engine} {version} has no measured engine terms (data exists for "
                 f"{', '.join(sorted(versions, key=_version_key))}); using {engine} {used}'s")
     e = versions[used]
+    overlap = bool(e.get("overlap", False))
+    if used != version and version and eng.get("overlap_rule") == "async_default":
+        # The terms are another version's; whether the engine overlaps is the asked version's own default.
+        own = async_scheduling_default(engine, version)
+        overlap = overlap if own is None else own
     scale = eng.get("compute_scale_by_gpu", {}).get((gpu or "").lower(), e["compute_scale"])
     ov = ServingOverhead(compute_scale=float(scale), step_overhead_s=float(e["step_overhead_s"]),
                          per_seq_overhead_s=float(e["per_seq_overhead_s"]), host_per_seq_s=0.0,
                          response_latency_s=float(e["response_latency_s"]),
-                         request_jitter_s=float(e["request_jitter_s"]), overlap=bool(e.get("overlap", False)),
+                         request_jitter_s=float(e["request_jitter_s"]), overlap=overlap,
                          exposed_step_s=float(e.get("exposed_step_s", 0.0)))
     roof = e.get("roofline") or {}
     return EngineTerms(engine=engine, version=used, overhead=ov,

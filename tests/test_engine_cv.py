@@ -106,6 +106,7 @@ def test_the_fit_uses_the_structure_its_cross_validation_chose():
     assert rec["training_models"] == list(engine_fit.TRAIN_MODELS)
     spec = next(cv.Structure(**r["spec"]) for r in rec["table"] if r["structure"] == rec["chosen"])
     assert spec.step == "shared" and spec.drop_bound == engine_fit.DROP_AT_BOUND
+    assert spec.overlap == engine_fit.OVERLAP and not spec.exposed
 
 
 def test_the_no_engine_time_candidate_adds_nothing_per_step_and_scores_its_miss():
