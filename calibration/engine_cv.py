@@ -14,7 +14,9 @@ jitter of the grid) and each structure is then fitted on that linear surrogate i
 as stage 1 and stage 2 of the fit do (soft-L1 least squares on log ratios, same bounds). The
 structure with the lowest pooled median |TPOT error| over the three folds is chosen (TTFT breaks
 a tie within 0.5 points); engine_fit.STRUCTURE names it and engine_fit fits it on all three
-training models.
+training models. The candidates are listed in calibration/engine_structures.py; the overlapped ones
+(engine time beside the kernels, a max, not a sum) are priced on the same basis by
+calibration/engine_overlap.py, and `--check` simulates the best of them to test that surrogate.
 """
 from __future__ import annotations
 
@@ -31,60 +33,15 @@ from scipy.optimize import least_squares
 from sim.cost_model import ServingOverhead
 from sim.engine_terms import _nearest, _version_key
 
-from .engine_overlap import engine_share, kernel_step_ms, overlapped_rows
-
 from .engine_fit import (JITTER_GRID_MS, QUEUEING_TTFT_S, SCALE_BOUNDS, TRAIN_MODELS, _profile_cost, _sim, split,
                          thin)
+from .engine_overlap import engine_share, kernel_step_ms, overlapped_rows
+from .engine_structures import STRUCTURES, Structure  # noqa: F401 (Structure: re-exported)
 from .silicon import KV_BOUND_PEAK, Row, lone_prefill_ms, read_rows
 
 BASIS_SCALE, BASIS_STEP_MS, BASIS_PER_SEQ_US = 1.2, 2.0, 50.0  # the perturbations the surrogate is built from
 BASIS_JITTER_MS = 20.0  # the jitter the derivatives are taken at
 CV_PATH = Path(__file__).resolve().parent / "profiles" / "engine_cv.json"
-
-
-@dataclass(frozen=True)
-class Structure:
-    """What stage 1 fits. factor: 'model_gpu' (a nuisance per training model and GPU, kept as per-GPU
-    medians), 'model_gpu_prior' (the same with a prior pulling log factor to 0, weight `prior`),
-    'gpu' (one factor per GPU shared by the models on it) or 'none' (1). step: 'version' (one per
-    vLLM version), 'shared' (one for all) or 'shrunk' (shared + per-version offsets, ridge weight
-    `prior` per ms). per_seq: 'shared' or 'gpu'. drop_bound: refit without the (model, GPU) pairs
-    whose factor sits at a bound (SCALE_BOUNDS). keep_one: factors fitted as a nuisance but not kept
-    (every model is served with factor 1)."""
-    name: str
-    factor: str = "model_gpu"
-    step: str = "version"
-    per_seq: str = "shared"
-    prior: float = 0.0
-    drop_bound: bool = False
-    keep_one: bool = False  # the factors are a nuisance only: other models get 1, not the medians
-    # Engine time beside the kernels, not after them (ServingOverhead.overlap; engine_overlap.overlapped_rows):
-    # 'none' (additive), 'all' (every version) or 'async_default' (where vLLM's async scheduling is on by default).
-    overlap: str = "none"
-    exposed: bool = False  # also fit a per-step time no overlap hides (ServingOverhead.exposed_step_s)
-
-
-STRUCTURES = (
-    Structure("a: today (step per version, factor per model x GPU)"),
-    Structure("b1: no kernel factor", factor="none"),
-    Structure("b2: factor with prior to 1 (w=0.3)", factor="model_gpu_prior", prior=0.3),
-    Structure("b3: factor with prior to 1 (w=1)", factor="model_gpu_prior", prior=1.0),
-    Structure("b4: one factor per GPU", factor="gpu"),
-    Structure("b5: factors at a bound dropped", drop_bound=True),
-    Structure("c1: one step for every version", step="shared"),
-    Structure("c2: shared step + shrunk version offsets (w=1/ms)", step="shrunk", prior=1.0),
-    Structure("c3: one step, factor per GPU", step="shared", factor="gpu"),
-    Structure("c4: one step, factors at a bound dropped", step="shared", drop_bound=True),
-    Structure("b6: factor a nuisance only (kept 1)", keep_one=True),
-    Structure("c5: one step, factor a nuisance only (kept 1)", step="shared", keep_one=True),
-    Structure("d: per-seq per GPU", per_seq="gpu"),
-    Structure("k0: no engine time per step (kernels alone), stage 2 only", factor="none", step="none", per_seq="none"),
-    Structure("o1: one step, overlapped with the kernels (max, not sum)", step="shared", overlap="all"),
-    Structure("o2: one step, overlapped where vLLM schedules async by default (>= 0.14)", step="shared",
-              overlap="async_default"),
-    Structure("o3: o1 + an exposed step", step="shared", overlap="all", exposed=True),
-    Structure("o4: o2 + an exposed step", step="shared", overlap="async_default", exposed=True),
-)
 
 
 @dataclass
