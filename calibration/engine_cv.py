@@ -14,7 +14,9 @@ jitter of the grid) and each structure is then fitted on that linear surrogate i
 as stage 1 and stage 2 of the fit do (soft-L1 least squares on log ratios, same bounds). The
 structure with the lowest pooled median |TPOT error| over the three folds is chosen (TTFT breaks
 a tie within 0.5 points); engine_fit.STRUCTURE names it and engine_fit fits it on all three
-training models.
+training models. The candidates are listed in calibration/engine_structures.py; the overlapped ones
+(engine time beside the kernels, a max, not a sum) are priced on the same basis by
+calibration/engine_overlap.py, and `--check` simulates the best of them to test that surrogate.
 """
 from __future__ import annotations
 
@@ -33,48 +35,14 @@ from sim.engine_terms import _nearest, _version_key
 
 from .engine_fit import (JITTER_GRID_MS, QUEUEING_TTFT_S, SCALE_BOUNDS, TRAIN_MODELS, _profile_cost, _sim,
                          select_training)
+from .engine_overlap import engine_share, kernel_step_ms, overlapped_rows
+from .engine_structures import STRUCTURES, Structure  # noqa: F401 (Structure: re-exported)
 from .plausibility import MAX_COMPUTE_SHARE, MAX_MEMORY_SHARE, REASON as IMPLAUSIBLE
 from .silicon import KV_BOUND_PEAK, Row, lone_prefill_ms, read_rows
 
 BASIS_SCALE, BASIS_STEP_MS, BASIS_PER_SEQ_US = 1.2, 2.0, 50.0  # the perturbations the surrogate is built from
 BASIS_JITTER_MS = 20.0  # the jitter the derivatives are taken at
 CV_PATH = Path(__file__).resolve().parent / "profiles" / "engine_cv.json"
-
-
-@dataclass(frozen=True)
-class Structure:
-    """What stage 1 fits. factor: 'model_gpu' (a nuisance per training model and GPU, kept as per-GPU
-    medians), 'model_gpu_prior' (the same with a prior pulling log factor to 0, weight `prior`),
-    'gpu' (one factor per GPU shared by the models on it) or 'none' (1). step: 'version' (one per
-    vLLM version), 'shared' (one for all) or 'shrunk' (shared + per-version offsets, ridge weight
-    `prior` per ms). per_seq: 'shared' or 'gpu'. drop_bound: refit without the (model, GPU) pairs
-    whose factor sits at a bound (SCALE_BOUNDS). keep_one: factors fitted as a nuisance but not kept
-    (every model is served with factor 1)."""
-    name: str
-    factor: str = "model_gpu"
-    step: str = "version"
-    per_seq: str = "shared"
-    prior: float = 0.0
-    drop_bound: bool = False
-    keep_one: bool = False  # the factors are a nuisance only: other models get 1, not the medians
-
-
-STRUCTURES = (
-    Structure("a: today (step per version, factor per model x GPU)"),
-    Structure("b1: no kernel factor", factor="none"),
-    Structure("b2: factor with prior to 1 (w=0.3)", factor="model_gpu_prior", prior=0.3),
-    Structure("b3: factor with prior to 1 (w=1)", factor="model_gpu_prior", prior=1.0),
-    Structure("b4: one factor per GPU", factor="gpu"),
-    Structure("b5: factors at a bound dropped", drop_bound=True),
-    Structure("c1: one step for every version", step="shared"),
-    Structure("c2: shared step + shrunk version offsets (w=1/ms)", step="shrunk", prior=1.0),
-    Structure("c3: one step, factor per GPU", step="shared", factor="gpu"),
-    Structure("c4: one step, factors at a bound dropped", step="shared", drop_bound=True),
-    Structure("b6: factor a nuisance only (kept 1)", keep_one=True),
-    Structure("c5: one step, factor a nuisance only (kept 1)", step="shared", keep_one=True),
-    Structure("d: per-seq per GPU", per_seq="gpu"),
-    Structure("k0: no engine time per step (kernels alone), stage 2 only", factor="none", step="none", per_seq="none"),
-)
 
 
 @dataclass
@@ -88,6 +56,12 @@ class Basis:
     ttft0: np.ndarray  # rows x len(JITTER_GRID_MS): kernels alone at each jitter
     d_ttft: np.ndarray  # rows x 3
     lone: np.ndarray
+    k_step: np.ndarray | None = None  # kernels of a decode step at each row's mean batch, ms (engine_overlap)
+
+    def kernel_step(self) -> np.ndarray:
+        if self.k_step is None:
+            self.k_step = kernel_step_ms(self.rows, self.d_tpot)
+        return self.k_step
 
 
 def fit_rows_of(rows: list[Row]) -> tuple[list[Row], list[str]]:
@@ -149,6 +123,8 @@ class Terms:
     jitter_ms: float = BASIS_JITTER_MS
     latency_ms: float = 0.0
     pair_factor: dict[str, float] | None = None  # the training pairs' own factors (for the record)
+    overlap: str = "none"  # which rows' steps overlap (engine_overlap.overlapped_rows: by the row's own version)
+    exposed_ms: float = 0.0
 
     def of(self, r: Row) -> tuple[float, float, float]:
         v = r.backend_version if r.backend_version in self.step_ms else _nearest(
@@ -157,12 +133,23 @@ class Terms:
         return (self.scale.get(r.gpu, self.scale["*"]), self.step_ms[v], self.per_seq_us.get(r.gpu, self.per_seq_us["*"]))
 
 
-def _lin_tpot(B: Basis, idx, s, st, ps):
-    return B.tpot0[idx] + (s - 1) * B.d_tpot[idx, 0] + st * B.d_tpot[idx, 1] + ps * B.d_tpot[idx, 2]
+def _lin_tpot(B: Basis, idx, s, st, ps, ov=None, ex=0.0):
+    """TPOT on the surrogate; `ov`: rows whose steps overlap (engine_overlap), `ex`: exposed step ms."""
+    if ov is None or not np.any(ov):
+        share = 1.0
+    else:
+        share = engine_share(B.d_tpot[idx], B.kernel_step()[idx], s, st, ps, ov)
+    return (B.tpot0[idx] + (s - 1) * B.d_tpot[idx, 0] + share * (st * B.d_tpot[idx, 1] + ps * B.d_tpot[idx, 2])
+            + ex * B.d_tpot[idx, 1])
 
 
-def _lin_ttft(B: Basis, idx, j, s, st, ps):
-    return B.ttft0[idx, j] + (s - 1) * B.d_ttft[idx, 0] + st * B.d_ttft[idx, 1] + ps * B.d_ttft[idx, 2]
+def _lin_ttft(B: Basis, idx, j, s, st, ps, ov=None, ex=0.0):
+    if ov is None or not np.any(ov):
+        share = 1.0
+    else:
+        share = engine_share(B.d_tpot[idx], B.kernel_step()[idx], s, st, ps, ov)
+    return (B.ttft0[idx, j] + (s - 1) * B.d_ttft[idx, 0] + share * (st * B.d_ttft[idx, 1] + ps * B.d_ttft[idx, 2])
+            + ex * B.d_ttft[idx, 1])
 
 
 def fit_structure(B: Basis, idx: list[int], st: Structure) -> Terms:
@@ -180,6 +167,8 @@ def fit_structure(B: Basis, idx: list[int], st: Structure) -> Terms:
     nps = 0 if st.per_seq == "none" else (ng if st.per_seq == "gpu" else 1)
     nf = {"none": 0, "gpu": ng}.get(st.factor, npair)
     fidx = gi if st.factor == "gpu" else pi
+    ov = overlapped_rows(rows, st.overlap)
+    nex = 1 if st.exposed else 0  # the exposed step ms, last
 
     def unpack(z):
         steps = z[:nstep]
@@ -192,26 +181,39 @@ def fit_structure(B: Basis, idx: list[int], st: Structure) -> Terms:
         else:
             step = steps[vi]
         ps = z[nstep:nstep + nps][gi if nps > 1 else np.zeros(len(rows), int)] if nps else np.zeros(len(rows))
-        s = z[nstep + nps:][fidx] if nf else np.ones(len(rows))
+        s = z[nstep + nps:nstep + nps + nf][fidx] if nf else np.ones(len(rows))
         return s, step, ps
+
+    def ex_of(z):
+        return float(z[-1]) if nex else 0.0
 
     def res(z):
         s, step, ps = unpack(z)
-        r = np.log(np.maximum(_lin_tpot(B, idx, s, step, ps), 1e-9) / B.tpot[idx])
+        r = np.log(np.maximum(_lin_tpot(B, idx, s, step, ps, ov, ex_of(z)), 1e-9) / B.tpot[idx])
         if st.factor == "model_gpu_prior":
-            r = np.r_[r, np.sqrt(st.prior) * np.log(z[nstep + nps:])]
+            r = np.r_[r, np.sqrt(st.prior) * np.log(z[nstep + nps:nstep + nps + nf])]
         if st.step == "shrunk":
             r = np.r_[r, np.sqrt(st.prior) * 0.1 * z[1:nstep]]  # 0.1 per ms: a 1 ms offset costs like a 10 % miss
         return r
 
     lo_step = np.r_[0.0, np.full(nstep - 1, -20.0)] if st.step == "shrunk" else np.zeros(nstep)
-    lower = np.r_[lo_step, np.zeros(nps), np.full(nf, SCALE_BOUNDS[0])]
-    upper = np.r_[np.full(nstep, 20.0), np.full(nps, 500.0), np.full(nf, SCALE_BOUNDS[1])]
+    lower = np.r_[lo_step, np.zeros(nps), np.full(nf, SCALE_BOUNDS[0]), np.zeros(nex)]
+    upper = np.r_[np.full(nstep, 20.0), np.full(nps, 500.0), np.full(nf, SCALE_BOUNDS[1]), np.full(nex, 20.0)]
     x0 = np.r_[np.full(nstep, 1.0) if st.step != "shrunk" else np.r_[1.0, np.zeros(nv)], np.full(nps, 20.0),
-               np.full(nf, 1.0)]
-    x = least_squares(res, x0, bounds=(lower, upper), loss="soft_l1", f_scale=0.1,
-                      x_scale=np.r_[np.full(nstep, 0.5), np.full(nps, 10.0), np.full(nf, 0.05)]).x if len(x0) else x0
-    factors = x[nstep + nps:]
+               np.full(nf, 1.0), np.full(nex, 0.5)]
+    x_scale = np.r_[np.full(nstep, 0.5), np.full(nps, 10.0), np.full(nf, 0.05), np.full(nex, 0.5)]
+    if not len(x0):
+        x = x0
+    elif not ov.any():
+        x = least_squares(res, x0, bounds=(lower, upper), loss="soft_l1", f_scale=0.1, x_scale=x_scale).x
+    else:  # a max() has kinks: start from a short and a long engine step, keep the better
+        sols = []
+        for step0, ps0 in ((1.0, 20.0), (5.0, 50.0)):
+            z0 = x0.copy()
+            z0[:nstep], z0[nstep:nstep + nps] = step0, ps0
+            sols.append(least_squares(res, z0, bounds=(lower, upper), loss="soft_l1", f_scale=0.1, x_scale=x_scale))
+        x = min(sols, key=lambda sol: sol.cost).x
+    factors = x[nstep + nps:nstep + nps + nf]
     if st.drop_bound and st.factor in ("model_gpu", "model_gpu_prior"):
         at = [p for k, p in enumerate(pairs) if not SCALE_BOUNDS[0] + 1e-6 < factors[k] < SCALE_BOUNDS[1] - 1e-6]
         if at and len(at) < len(pairs):
@@ -240,14 +242,14 @@ def fit_structure(B: Basis, idx: list[int], st: Structure) -> Terms:
         scale = {**by_gpu, "*": else_}
     counts = {v: int((vi == k).sum()) for k, v in enumerate(versions)}
     t = Terms(step_ms=step_ms, per_seq_us=per_seq, scale=scale,
-              default_version=max(counts, key=lambda v: (counts[v], v)),
+              default_version=max(counts, key=lambda v: (counts[v], v)), overlap=st.overlap, exposed_ms=ex_of(x),
               pair_factor={f"{m} on {g}": float(factors[k]) for k, (m, g) in enumerate(pairs)}
               if st.factor in ("model_gpu", "model_gpu_prior") else None)
     # Stage 2: jitter on the grid, latency + a prefill-shortfall nuisance per training (model, GPU) pair.
     onehot = np.eye(npair)[pi]
     best = None
     for j, j_ms in enumerate(JITTER_GRID_MS):
-        pred = _lin_ttft(B, idx, j, s_row, step_row, ps_row)
+        pred = _lin_ttft(B, idx, j, s_row, step_row, ps_row, ov, ex_of(x))
 
         def res2(z, pred=pred):
             return np.log(np.maximum(pred + z[0] + (onehot @ z[1:]) * B.lone[idx], 1e-6) / B.ttft[idx])
@@ -266,7 +268,9 @@ def predict(B: Basis, idx, t: Terms) -> tuple[np.ndarray, np.ndarray]:
     idx = np.asarray(idx)
     s, step, ps = map(np.array, zip(*(t.of(B.rows[i]) for i in idx)))
     j = list(JITTER_GRID_MS).index(t.jitter_ms)
-    return _lin_tpot(B, idx, s, step, ps), _lin_ttft(B, idx, j, s, step, ps) + t.latency_ms
+    ov = overlapped_rows([B.rows[i] for i in idx], t.overlap)
+    return (_lin_tpot(B, idx, s, step, ps, ov, t.exposed_ms),
+            _lin_ttft(B, idx, j, s, step, ps, ov, t.exposed_ms) + t.latency_ms)
 
 
 def cross_validate(B: Basis, structures=STRUCTURES, models=TRAIN_MODELS) -> list[dict]:
@@ -302,7 +306,8 @@ def check_by_simulation(B: Basis, st: Structure, models=TRAIN_MODELS) -> dict:
             s, step, ps = t.of(r)
             ov = ServingOverhead(compute_scale=s, step_overhead_s=step * 1e-3, per_seq_overhead_s=ps * 1e-6,
                                  host_per_seq_s=0.0, response_latency_s=t.latency_ms * 1e-3,
-                                 request_jitter_s=t.jitter_ms * 1e-3)
+                                 request_jitter_s=t.jitter_ms * 1e-3,
+                                 overlap=bool(overlapped_rows([r], t.overlap)[0]), exposed_step_s=t.exposed_ms * 1e-3)
             p = _sim(r, _profile_cost(r, ov))
             e_tp.append(100 * (p["pred_tpot_ms"] / r.tpot_ms - 1))
             e_tt.append(100 * (p["pred_ttft_ms"] / r.ttft_ms - 1))
@@ -330,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-setup", type=int, default=4, help="training rows per setup (engine_fit.thin)")
     ap.add_argument("--basis", default="", help="npz cache of the basis simulations (read if present, else written)")
     ap.add_argument("--check", action="store_true",
-                    help="also simulate the scored rows with each fold's terms for today's and the chosen structure")
+                    help="also simulate the scored rows with each fold's terms for today's, the chosen and the best "
+                         "overlapped structure")
     ap.add_argument("--out", default=str(CV_PATH), help="where to write the table ('' for nowhere)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -348,8 +354,13 @@ def main(argv: list[str] | None = None) -> int:
                      ("tpot", "ttft", "tpot0", "d_tpot", "ttft0", "d_ttft", "lone")})
     table = cross_validate(B)
     best = choose(table)
+    # --check: today's, the chosen and the best overlapped structure (whose surrogate is the rougher one)
+    overlapped = [r for r in table if r["spec"]["overlap"] != "none"]
+    checked = {best["structure"], STRUCTURES[0].name}
+    if overlapped:
+        checked.add(min(overlapped, key=lambda r: r["tpot_mdape"])["structure"])
     for r in table:
-        if r["structure"] in (best["structure"], STRUCTURES[0].name) and args.check:
+        if r["structure"] in checked and args.check:
             r["simulated"] = check_by_simulation(B, Structure(**r["spec"]))
             print(f"  simulated check, {r['structure']}: {r['simulated']}")
     for r in table:

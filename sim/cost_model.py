@@ -204,6 +204,18 @@ class ServingOverhead:
         t_served = max(compute_scale * t_profile + step_overhead_s + per_seq_overhead_s * num_seqs,
                        host_per_seq_s * num_seqs)
 
+    With `overlap` the engine's time per step runs BESIDE the kernels instead of after them:
+
+        t_served = max(exposed_step_s + max(compute_scale * t_profile, step_overhead_s + per_seq_overhead_s * num_seqs),
+                       host_per_seq_s * num_seqs)
+
+    This is vLLM's async scheduling (the default from vLLM 0.14 on; off by default in 0.12 and 0.13):
+    the engine core keeps two batches in flight, schedules step N+1 and processes step N's output on
+    the CPU while the GPU runs step N, so a step is as long as the longer of the two. Engine time shows
+    at small batches (short kernels) and hides behind large ones. `exposed_step_s` is the part of each
+    step no overlap hides (the hand-over between the two: launching the step, waiting for its sampled
+    tokens); in the additive form it is simply added too (the same as more step_overhead_s).
+
     The floor is the host's throughput: the engine core and the API server handle every sequence's
     token each step on the CPU cores left to them, and once that takes longer than the model's step,
     steps wait for it (on a small host this is the knee where latency climbs with concurrency).
@@ -222,18 +234,32 @@ class ServingOverhead:
     host_per_seq_s: float = 0.0  # host time per sequence per step: the floor above (0: no floor)
     response_latency_s: float = 0.0  # engine -> client, per response
     request_jitter_s: float = 0.0  # client -> engine, per request: mean of an exponential delay (0: none)
+    overlap: bool = False  # True: engine time overlaps the kernels (max, not sum; vLLM async scheduling)
+    exposed_step_s: float = 0.0  # per step, never overlapped (added in either form)
+
+    def __post_init__(self):
+        if not isinstance(self.overlap, bool):
+            raise ValueError(f"ServingOverhead.overlap must be true or false, got {self.overlap!r}")
+
+    def scaled(self, coefficients: dict[str, float]) -> dict[str, float]:
+        """Profile coefficients times compute_scale alone: the kernels of an overlapped step."""
+        return {k: float(v) * self.compute_scale for k, v in coefficients.items()}
 
     def apply(self, coefficients: dict[str, float]) -> dict[str, float]:
-        """Profile coefficients with the served step's terms folded in."""
+        """Profile coefficients with the served step's terms folded in (the additive form; an
+        overlapped step cannot be folded into the profile's formula: ProfileCostModel takes the max)."""
+        if self.overlap:
+            raise ValueError("ServingOverhead.apply: an overlapped step is not a sum; use scaled() and take the max")
         c = {k: float(v) * self.compute_scale for k, v in coefficients.items()}
-        c["overhead_s"] += self.step_overhead_s
+        c["overhead_s"] += self.step_overhead_s + self.exposed_step_s
         c["per_seq_s"] += self.per_seq_overhead_s
         return c
 
 
 class ProfileCostModel(_ScalarFromArrays):
     """A cost curve fitted on measured steps (calibration/fit.py), all coefficients >= 0, with a
-    profile's serving terms folded in when given (ServingOverhead):
+    profile's serving terms folded in when given (ServingOverhead; with its `overlap`, the engine's
+    time per step is max()-ed against the scaled formula below instead of added to it):
 
         t = overhead_s + per_seq_s * num_seqs
             + max(weights_s, per_token_s * new_tokens)      # weight streaming floor vs. GEMM compute
@@ -253,7 +279,15 @@ class ProfileCostModel(_ScalarFromArrays):
                 raise ValueError(f"experts_s needs expert_pick_fraction in (0, 1], got {self.expert_pick_fraction}")
             self.measured_coefficients["experts_s"] = float(coefficients["experts_s"])
         self.serving = serving
-        self.coefficients = serving.apply(self.measured_coefficients) if serving else self.measured_coefficients
+        # Overlapped serving (ServingOverhead.overlap): the coefficients are the scaled kernels alone and the
+        # engine's time per step is kept apart, to be max()-ed against them.
+        self._overlap = bool(serving and serving.overlap)
+        if self._overlap:
+            self.coefficients = serving.scaled(self.measured_coefficients)
+            self._engine_step_s, self._engine_per_seq_s = serving.step_overhead_s, serving.per_seq_overhead_s
+            self._exposed_step_s = serving.exposed_step_s
+        else:
+            self.coefficients = serving.apply(self.measured_coefficients) if serving else self.measured_coefficients
         self._experts_s = self.coefficients.get("experts_s", 0.0)
         self._expert_keep = 1.0 - self.expert_pick_fraction  # chance one token leaves a given expert untouched
         self.response_latency_s = serving.response_latency_s if serving else 0.0
@@ -272,6 +306,8 @@ class ProfileCostModel(_ScalarFromArrays):
              + c["per_sample_s"] * float(sampled))
         if self._experts_s:
             t += self._experts_s * (1.0 - self._expert_keep ** float(new_tokens))
+        if self._overlap:
+            t = self._exposed_step_s + max(t, self._engine_step_s + self._engine_per_seq_s * S)
         if self._host_per_seq_s:
             t = max(t, self._host_per_seq_s * S)
         return t
@@ -288,6 +324,8 @@ class ProfileCostModel(_ScalarFromArrays):
         t += c["per_sample_s"] * B
         if self._experts_s:
             t += self._experts_s * (1.0 - self._expert_keep ** B)
+        if self._overlap:
+            t = self._exposed_step_s + np.maximum(t, self._engine_step_s + self._engine_per_seq_s * B)
         if self._host_per_seq_s:
             t = np.maximum(t, self._host_per_seq_s * B)
         return t
@@ -302,6 +340,9 @@ class ProfileCostModel(_ScalarFromArrays):
              + c["per_sample_s"] * np.asarray(sampled, dtype=np.float64))
         if self._experts_s:
             t = t + self._experts_s * (1.0 - self._expert_keep ** T)
+        if self._overlap:
+            t = self._exposed_step_s + np.maximum(
+                t, self._engine_step_s + self._engine_per_seq_s * np.asarray(num_seqs, dtype=np.float64))
         if self._host_per_seq_s:
             t = np.maximum(t, self._host_per_seq_s * np.asarray(num_seqs, dtype=np.float64))
         return t

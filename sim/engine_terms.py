@@ -13,11 +13,19 @@ entry per engine version, fitted on measured serving runs by `python -m calibrat
                           "versions": {"0.12.0": {"step_overhead_s": ..., "per_seq_overhead_s": ...,
                                                   "compute_scale": ..., "response_latency_s": ...,
                                                   "request_jitter_s": ..., "roofline": {...},
+                                                  "overlap": false, "exposed_step_s": 0.0,  # optional
                                                   "provenance": {...}}},
                           "compute_scale_by_gpu": {"h100-sxm": ..., ...}}}}
 
 `compute_scale` multiplies a composed profile's kernel time: what such profiles miss on a GPU, fitted
 on the training models (per GPU where they ran on it; the version's `compute_scale` elsewhere).
+
+`overlap` (optional, default false): the version's engine time runs beside the kernels
+(ServingOverhead.overlap: a step is the longer of the two, plus `exposed_step_s`), as vLLM's async
+scheduling does (`async_scheduling_default`).
+
+With `overlap_rule: async_default` beside the versions, a version without data takes the nearest
+version's terms but overlaps or not as that version of vLLM does by default.
 
 `engine_terms(name, version)` answers with the terms and, when the version has no data, a
 note saying which version's terms stand in for it.
@@ -75,15 +83,47 @@ def _read(path: str) -> dict[str, Any]:
                 if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
                     raise ConfigError(f"{p}: field 'engines.{name}.versions.{version}.{key}' must be a number >= 0, "
                                       f"got {v!r}")
+            if not isinstance(entry.get("overlap", False), bool):
+                raise ConfigError(f"{p}: field 'engines.{name}.versions.{version}.overlap' must be true or false, "
+                                  f"got {entry['overlap']!r}")
+            ex = entry.get("exposed_step_s", 0.0)
+            if not isinstance(ex, (int, float)) or isinstance(ex, bool) or ex < 0:
+                raise ConfigError(f"{p}: field 'engines.{name}.versions.{version}.exposed_step_s' must be a number "
+                                  f">= 0, got {ex!r}")
             if "source" not in entry.get("provenance", {}):
                 raise ConfigError(f"{p}: field 'engines.{name}.versions.{version}.provenance.source' is missing")
         for gpu, f in eng.get("compute_scale_by_gpu", {}).items():
             if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0.1 <= f <= 10:
                 raise ConfigError(f"{p}: field 'engines.{name}.compute_scale_by_gpu.{gpu}' must be a number in "
                                   f"0.1 .. 10, got {f!r}")
+        if eng.get("overlap_rule", "none") not in ("none", "all", "async_default"):
+            raise ConfigError(f"{p}: field 'engines.{name}.overlap_rule' must be one of none, all, async_default; "
+                              f"got {eng['overlap_rule']!r}")
         if eng.get("default_version") not in eng.get("versions", {}):
             raise ConfigError(f"{p}: field 'engines.{name}.default_version' must name one of its versions")
     return data
+
+
+# vLLM overlaps its engine's CPU work with the GPU's (async scheduling: two batches in flight, step N+1
+# scheduled while step N runs) by default from 0.14.0 on: SchedulerConfig.async_scheduling is False in
+# 0.12.0 and 0.13.0 and None ("on unless something incompatible is set": pooling models, some speculative
+# methods, pipeline parallelism on the V1 runner, an executor without support) from 0.14.0 (read in the
+# released wheels' vllm/config/scheduler.py and vllm/config/vllm.py).
+ASYNC_SCHEDULING_DEFAULT_FROM = (0, 14)
+
+
+def async_scheduling_default(engine: str, version: str | None) -> bool | None:
+    """Whether `engine` at `version` overlaps its CPU work with the GPU's by default (vLLM's async
+    scheduling); None when the version does not say (not recorded, unparsable). A nightly build is
+    taken as recent, i.e. after 0.14 (the nightlies in the measured data serve models released after it)."""
+    if engine != "vllm" or not version:
+        return None
+    if version.startswith("nightly"):
+        return True
+    key = _version_key(version)
+    if any(k < 0 for k in key):
+        return None
+    return key[:2] >= ASYNC_SCHEDULING_DEFAULT_FROM
 
 
 def known_versions(engine: str = "vllm", path: Path | None = None) -> list[str]:
@@ -123,11 +163,17 @@ def engine_terms(engine: str = "vllm", version: str | None = None, path: Path | 
         note = (f"engine: {engine} {version} has no measured engine terms (data exists for "
                 f"{', '.join(sorted(versions, key=_version_key))}); using {engine} {used}'s")
     e = versions[used]
+    overlap = bool(e.get("overlap", False))
+    if used != version and version and eng.get("overlap_rule") == "async_default":
+        # The terms are another version's; whether the engine overlaps is the asked version's own default.
+        own = async_scheduling_default(engine, version)
+        overlap = overlap if own is None else own
     scale = eng.get("compute_scale_by_gpu", {}).get((gpu or "").lower(), e["compute_scale"])
     ov = ServingOverhead(compute_scale=float(scale), step_overhead_s=float(e["step_overhead_s"]),
                          per_seq_overhead_s=float(e["per_seq_overhead_s"]), host_per_seq_s=0.0,
                          response_latency_s=float(e["response_latency_s"]),
-                         request_jitter_s=float(e["request_jitter_s"]))
+                         request_jitter_s=float(e["request_jitter_s"]), overlap=overlap,
+                         exposed_step_s=float(e.get("exposed_step_s", 0.0)))
     roof = e.get("roofline") or {}
     return EngineTerms(engine=engine, version=used, overhead=ov,
                        roofline_step_overhead_s=roof.get("step_overhead_s"),

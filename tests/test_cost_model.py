@@ -63,16 +63,18 @@ def test_profile_formula():
         ProfileCostModel({"overhead_s": 1.0})
 
 
-@pytest.mark.parametrize("host_per_seq_s", [0.0, 2e-4])
-def test_profile_scalar_and_decode_forms_are_bit_identical_to_the_array_form(host_per_seq_s):
+@pytest.mark.parametrize("host_per_seq_s,overlap", [(0.0, False), (2e-4, False), (0.0, True)])
+def test_profile_scalar_and_decode_forms_are_bit_identical_to_the_array_form(host_per_seq_s, overlap):
     """The engine prices step 0 with step_time_s (floats) and fast-forwards with decode_step_times_s:
     both must give exactly the array formula's numbers, or runs would depend on which path priced a step."""
     from sim.cost_model import ServingOverhead
 
     c = {"overhead_s": 0.0013, "per_seq_s": 1.7e-5, "weights_s": 0.0041, "per_token_s": 3.3e-6,
          "per_pair_s": 1.1e-10, "per_kv_token_s": 7.9e-9, "per_sample_s": 2.3e-6}
-    cm = ProfileCostModel(c, ServingOverhead(compute_scale=1.07, step_overhead_s=3e-4, per_seq_overhead_s=4e-6,
-                                             host_per_seq_s=host_per_seq_s))
+    # Overlapped: an engine step long enough that it, not the kernels, sets some of these steps.
+    cm = ProfileCostModel(c, ServingOverhead(compute_scale=1.07, step_overhead_s=8e-3 if overlap else 3e-4,
+                                             per_seq_overhead_s=4e-6, host_per_seq_s=host_per_seq_s,
+                                             overlap=overlap, exposed_step_s=2e-4 if overlap else 0.0))
     rng = np.random.default_rng(0)
     B = rng.integers(1, 512, 300)
     ctx = B * rng.integers(1, 8000, 300)
@@ -84,3 +86,6 @@ def test_profile_scalar_and_decode_forms_are_bit_identical_to_the_array_form(hos
     assert cm.decode_step_times_s(B, ctx).tolist() == cm.step_times_s(B, B, ctx, ctx, B).tolist()
     if host_per_seq_s:  # the host floor binds somewhere in this sample, so both branches are checked
         assert (full == host_per_seq_s * B).any() and (full > host_per_seq_s * B).any()
+    if overlap:  # both sides of the max bind somewhere in this sample
+        engine = 2e-4 + 8e-3 + 4e-6 * B
+        assert (full == engine).any() and (full > engine).any()

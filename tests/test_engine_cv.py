@@ -3,6 +3,8 @@ one training model out, a fold's fit never sees the scored model's rows, and the
 known terms where they can."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from calibration import engine_cv as cv
@@ -104,6 +106,7 @@ def test_the_fit_uses_the_structure_its_cross_validation_chose():
     assert rec["training_models"] == list(engine_fit.TRAIN_MODELS)
     spec = next(cv.Structure(**r["spec"]) for r in rec["table"] if r["structure"] == rec["chosen"])
     assert spec.step == "shared" and spec.drop_bound == engine_fit.DROP_AT_BOUND
+    assert spec.overlap == engine_fit.OVERLAP and not spec.exposed
 
 
 def test_the_no_engine_time_candidate_adds_nothing_per_step_and_scores_its_miss():
@@ -118,3 +121,44 @@ def test_the_no_engine_time_candidate_adds_nothing_per_step_and_scores_its_miss(
     assert miss["tpot_mdape"] > 5.0
     exact = cv.cross_validate(_basis(step_ms=0.0, per_seq_us=0.0), [k0], MODELS)[0]
     assert exact["tpot_mdape"] < 1e-6
+
+
+def _basis_of(step_ms: float, per_seq_us: float, overlapped, versions=("0.12.0",), seed=1) -> cv.Basis:
+    """_basis's rows, each model's rows spread over `versions`; TPOT = max(kernels, engine) on the rows
+    where overlapped(version) holds and kernels + engine elsewhere; the kernel step is the row's kernels."""
+    B = _basis(step_ms=0.0, per_seq_us=0.0, seed=seed)
+    rows = [replace(r, backend_version=versions[k % len(versions)]) for k, r in enumerate(B.rows)]
+    engine = step_ms + per_seq_us * B.d_tpot[:, 2]
+    ov = np.array([overlapped(r.backend_version) for r in rows])
+    tpot = np.where(ov, np.maximum(B.tpot0, engine), B.tpot0 + engine)
+    return replace(B, rows=rows, tpot=tpot, k_step=B.tpot0.copy())
+
+
+def test_overlap_candidates_recover_overlapped_terms_and_the_cv_tells_max_from_sum():
+    o1 = next(st for st in cv.STRUCTURES if st.overlap == "all" and not st.exposed)
+    o2 = next(st for st in cv.STRUCTURES if st.overlap == "async_default" and not st.exposed)
+    c1 = next(st for st in cv.STRUCTURES if st.name.startswith("c1"))
+    # Engine 8 ms + 100 us/seq (8.1 .. 14.4 ms) against kernels of 5 .. 30 ms: both sides of the max bind.
+    over = _basis_of(8.0, 100.0, lambda v: True)
+    t = cv.fit_structure(over, list(range(len(over.rows))), o1)
+    assert t.overlap == "all" and abs(t.step_ms["0.12.0"] - 8.0) < 0.2 and abs(t.per_seq_us["*"] - 100.0) < 5.0
+    table = {r["structure"]: r for r in cv.cross_validate(over, [c1, o1], MODELS)}
+    assert table[o1.name]["tpot_mdape"] < 0.5 < table[c1.name]["tpot_mdape"]
+    # The same engine added, not overlapped: the sum wins.
+    add = _basis_of(8.0, 100.0, lambda v: False)
+    table = {r["structure"]: r for r in cv.cross_validate(add, [c1, o1], MODELS)}
+    assert table[c1.name]["tpot_mdape"] < 0.5 < table[o1.name]["tpot_mdape"]
+    # Overlapped on the versions where vLLM schedules async by default only (0.18.0, not 0.12.0): o2 is exact.
+    mixed = _basis_of(8.0, 100.0, lambda v: v == "0.18.0", versions=("0.12.0", "0.18.0"))
+    table = {r["structure"]: r for r in cv.cross_validate(mixed, [c1, o1, o2], MODELS)}
+    assert table[o2.name]["tpot_mdape"] < 0.5
+    assert table[o2.name]["tpot_mdape"] < min(table[c1.name]["tpot_mdape"], table[o1.name]["tpot_mdape"])
+
+
+def test_async_scheduling_is_vllms_default_from_0_14():
+    from sim.engine_terms import async_scheduling_default
+
+    assert [async_scheduling_default("vllm", v) for v in ("0.11.2", "0.12.0", "0.13.0", "0.14.0", "0.19.0")] == \
+        [False, False, False, True, True]
+    assert async_scheduling_default("vllm", "nightly-5b8c30d62b754b57") is True
+    assert async_scheduling_default("vllm", "not recorded") is None and async_scheduling_default("sglang", "0.5") is None

@@ -48,11 +48,11 @@ def test_thin_keeps_each_setups_extremes_and_caps_its_rows():
     assert sorted(r.concurrency for r in kept if r.isl == 8192) == [4, 16]
 
 
-def _terms_file(tmp_path, by_gpu, name="terms.json"):
+def _terms_file(tmp_path, by_gpu, name="terms.json", **extra):
     import json
 
     entry = {"compute_scale": 1.05, "step_overhead_s": 0.001, "per_seq_overhead_s": 2e-5, "response_latency_s": 0.01,
-             "request_jitter_s": 0.005, "provenance": {"source": "test"}}
+             "request_jitter_s": 0.005, "provenance": {"source": "test"}, **extra}
     path = tmp_path / name  # a new name per content: the reader caches by path
     path.write_text(json.dumps({"engines": {"vllm": {"default_version": "0.12.0", "versions": {"0.12.0": entry},
                                                      "compute_scale_by_gpu": by_gpu}}}))
@@ -72,6 +72,21 @@ def test_engine_terms_take_the_kernel_factor_of_the_profiles_gpu(tmp_path):
     assert engine_terms("vllm", path=path).overhead.compute_scale == 1.05
     with pytest.raises(ConfigError, match="compute_scale_by_gpu.h100-sxm"):
         engine_terms("vllm", path=_terms_file(tmp_path, {"h100-sxm": -1}, "bad.json"))
+
+
+def test_engine_terms_carry_the_overlap_flag_and_refuse_a_malformed_one(tmp_path):
+    import pytest
+
+    from sim.configio import ConfigError
+    from sim.engine_terms import engine_terms
+
+    assert engine_terms("vllm", path=_terms_file(tmp_path, {})).overhead.overlap is False  # absent: additive
+    ov = engine_terms("vllm", path=_terms_file(tmp_path, {}, "o.json", overlap=True, exposed_step_s=3e-4)).overhead
+    assert ov.overlap is True and ov.exposed_step_s == 3e-4
+    with pytest.raises(ConfigError, match="versions.0.12.0.overlap"):
+        engine_terms("vllm", path=_terms_file(tmp_path, {}, "bad_o.json", overlap="yes"))
+    with pytest.raises(ConfigError, match="versions.0.12.0.exposed_step_s"):
+        engine_terms("vllm", path=_terms_file(tmp_path, {}, "bad_e.json", exposed_step_s=-1))
 
 
 def test_kept_factors_are_per_gpu_medians_without_factors_at_their_bounds():
@@ -111,3 +126,56 @@ def test_stage1_shares_one_step_and_drops_a_pair_whose_factor_sits_at_a_bound(mo
     monkeypatch.setattr(engine_fit, "DROP_AT_BOUND", False)
     kept = stage1_solve(f0, J, x0, measured, lower, upper, np.r_[0.5, 10, 0.05, 0.05, 0.05], pair)
     assert not np.allclose(kept[:2], [1.5, 40.0], rtol=1e-2), kept
+
+
+def test_overlapped_stage1_takes_the_max_on_overlapped_rows_and_the_sum_elsewhere():
+    # Two pairs; the first's rows run on a version that overlaps (the engine hides behind long kernels),
+    # the second's add it. Engine 6 ms + 80 us/seq against kernels of 3 .. 30 ms: both sides of the max bind.
+    from calibration.engine_fit import SCALE_BOUNDS, stage1_solve
+    from calibration.engine_overlap import solve_stage1
+
+    rng = np.random.default_rng(2)
+    n = 120
+    pair = np.repeat([0, 1], n // 2)
+    kernels, batch = rng.uniform(3, 30, n), rng.integers(1, 128, n).astype(float)
+    factor = np.array([1.2, 0.9])
+    overlapped = pair == 0
+    engine = 6.0 + 80e-3 * batch
+    measured = np.where(overlapped, np.maximum(factor[pair] * kernels, engine), factor[pair] * kernels + engine)
+    x0 = np.r_[1.0, 20.0, 1.0, 1.0]
+    f0 = kernels + 1.0 + 20e-3 * batch  # the ADDITIVE simulation at x0, linearised
+    J = np.c_[np.ones(n), 1e-3 * batch, kernels * (pair == 0), kernels * (pair == 1)]
+    lower, upper = np.r_[0, 0, [SCALE_BOUNDS[0]] * 2], np.r_[20, 500, [SCALE_BOUNDS[1]] * 2]
+    h = np.r_[0.5, 10, 0.05, 0.05]
+    x = solve_stage1(f0, J, x0, measured, lower, upper, h, pair, overlapped, kernels)
+    assert np.allclose(x, [6.0, 80.0, 1.2, 0.9], rtol=1e-3), x
+    # The additive solve on the same rows cannot fit them.
+    add = stage1_solve(f0, J, x0, measured, lower, upper, h, pair)
+    assert not np.allclose(add, [6.0, 80.0, 1.2, 0.9], rtol=1e-2), add
+
+
+def test_engine_terms_overlap_a_version_without_data_as_that_vllm_does_by_default(tmp_path):
+    import pytest
+
+    from sim.configio import ConfigError
+    from sim.engine_terms import engine_terms
+
+    def write(name, rule):
+        import json
+        entry = {"compute_scale": 1.0, "step_overhead_s": 0.0, "per_seq_overhead_s": 6e-5, "response_latency_s": 0.01,
+                 "request_jitter_s": 0.02, "provenance": {"source": "test"}}
+        path = tmp_path / name
+        path.write_text(json.dumps({"engines": {"vllm": {
+            "default_version": "0.12.0", "overlap_rule": rule,
+            "versions": {"0.12.0": {**entry, "overlap": False}, "0.19.0": {**entry, "overlap": True}}}}}))
+        return path
+
+    path = write("t.json", "async_default")
+    got = {v: engine_terms("vllm", v, path=path) for v in ("0.12.0", "0.13.0", "0.14.0", "0.19.0", "0.20.0")}
+    assert {v: t.overhead.overlap for v, t in got.items()} == \
+        {"0.12.0": False, "0.13.0": False, "0.14.0": True, "0.19.0": True, "0.20.0": True}
+    assert got["0.14.0"].version == "0.12.0" and got["0.14.0"].note  # 0.12's terms, 0.14's own overlap
+    assert engine_terms("vllm", path=path).overhead.overlap is False  # the default version's flag
+    assert engine_terms("vllm", "0.14.0", path=write("n.json", "none")).overhead.overlap is False
+    with pytest.raises(ConfigError, match="overlap_rule"):
+        engine_terms("vllm", path=write("bad.json", "sometimes"))

@@ -45,6 +45,30 @@ def test_terms_fold_into_the_step_formula():
     assert served.measured_coefficients == bare.coefficients  # the measured curve is kept as measured
 
 
+def test_overlapped_engine_time_shows_at_small_batches_and_hides_behind_large_ones():
+    # vLLM's async scheduling: the engine's CPU time per step runs beside the kernels, so a step is the
+    # longer of the two (+ the exposed part), not their sum. The additive form fails both checks below.
+    terms = dict(compute_scale=1.2, step_overhead_s=0.004, per_seq_overhead_s=2e-5)
+    over = ProfileCostModel(COEFFS, ServingOverhead(**terms, overlap=True, exposed_step_s=3e-4))
+    add = ProfileCostModel(COEFFS, ServingOverhead(**terms))
+    bare = ProfileCostModel(COEFFS)
+    small, large = (2, 2, 200, 200, 2), (400, 400, 40000, 40000, 400)
+    # small batch: kernels 1.2 x ~2.3 ms < engine 4.04 ms -> the engine's time (+ the exposed part) is the step
+    assert 1.2 * bare.step_time_s(*small) < 0.004 + 2e-5 * 2
+    assert over.step_time_s(*small) == pytest.approx(3e-4 + 0.004 + 2e-5 * 2, rel=1e-12)
+    # large batch: kernels ~ 1.2 x 23 ms > engine 12 ms -> the kernels alone (+ the exposed part)
+    assert 1.2 * bare.step_time_s(*large) > 0.004 + 2e-5 * 400
+    assert over.step_time_s(*large) == pytest.approx(3e-4 + 1.2 * bare.step_time_s(*large), rel=1e-12)
+    for f in (small, large):  # the additive form pays both, always more than the overlapped one here
+        assert add.step_time_s(*f) > over.step_time_s(*f) + 2e-3
+    n = np.array([1, 2, 400])
+    assert over.decode_step_times_s(n, n * 100).tolist() == over.step_times_s(n, n, n * 100, n * 100, n).tolist()
+    with pytest.raises(ValueError, match="overlap"):
+        ServingOverhead(overlap="yes")
+    with pytest.raises(ValueError, match="not a sum"):
+        ServingOverhead(overlap=True).apply(COEFFS)
+
+
 def test_host_floor_binds_only_at_large_batches():
     ov = ServingOverhead(host_per_seq_s=5e-4)
     served, bare = ProfileCostModel(COEFFS, ov), ProfileCostModel(COEFFS)

@@ -1,0 +1,50 @@
+"""The candidate structures of the engine fit that calibration/engine_cv.py cross-validates (data: one
+row per candidate; engine_cv.fit_structure reads the fields)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Structure:
+    """What stage 1 fits. factor: 'model_gpu' (a nuisance per training model and GPU, kept as per-GPU
+    medians), 'model_gpu_prior' (the same with a prior pulling log factor to 0, weight `prior`),
+    'gpu' (one factor per GPU shared by the models on it) or 'none' (1). step: 'version' (one per
+    vLLM version), 'shared' (one for all) or 'shrunk' (shared + per-version offsets, ridge weight
+    `prior` per ms). per_seq: 'shared' or 'gpu'. drop_bound: refit without the (model, GPU) pairs
+    whose factor sits at a bound (SCALE_BOUNDS). keep_one: factors fitted as a nuisance but not kept
+    (every model is served with factor 1)."""
+    name: str
+    factor: str = "model_gpu"
+    step: str = "version"
+    per_seq: str = "shared"
+    prior: float = 0.0
+    drop_bound: bool = False
+    keep_one: bool = False  # the factors are a nuisance only: other models get 1, not the medians
+    # Engine time beside the kernels, not after them (ServingOverhead.overlap; engine_overlap.overlapped_rows):
+    # 'none' (additive), 'all' (every version) or 'async_default' (where vLLM's async scheduling is on by default).
+    overlap: str = "none"
+    exposed: bool = False  # also fit a per-step time no overlap hides (ServingOverhead.exposed_step_s)
+
+
+STRUCTURES = (
+    Structure("a: today (step per version, factor per model x GPU)"),
+    Structure("b1: no kernel factor", factor="none"),
+    Structure("b2: factor with prior to 1 (w=0.3)", factor="model_gpu_prior", prior=0.3),
+    Structure("b3: factor with prior to 1 (w=1)", factor="model_gpu_prior", prior=1.0),
+    Structure("b4: one factor per GPU", factor="gpu"),
+    Structure("b5: factors at a bound dropped", drop_bound=True),
+    Structure("c1: one step for every version", step="shared"),
+    Structure("c2: shared step + shrunk version offsets (w=1/ms)", step="shrunk", prior=1.0),
+    Structure("c3: one step, factor per GPU", step="shared", factor="gpu"),
+    Structure("c4: one step, factors at a bound dropped", step="shared", drop_bound=True),
+    Structure("b6: factor a nuisance only (kept 1)", keep_one=True),
+    Structure("c5: one step, factor a nuisance only (kept 1)", step="shared", keep_one=True),
+    Structure("d: per-seq per GPU", per_seq="gpu"),
+    Structure("k0: no engine time per step (kernels alone), stage 2 only", factor="none", step="none", per_seq="none"),
+    Structure("o1: one step, overlapped with the kernels (max, not sum)", step="shared", overlap="all"),
+    Structure("o2: one step, overlapped where vLLM schedules async by default (>= 0.14)", step="shared",
+              overlap="async_default"),
+    Structure("o3: o1 + an exposed step", step="shared", overlap="all", exposed=True),
+    Structure("o4: o2 + an exposed step", step="shared", overlap="async_default", exposed=True),
+)
