@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from calibration.aic_attention_ops import aux_bytes_per_token
 from calibration.aic_tables import (MS, PACKAGE, ImportFailed, LogGrid, LookupLog, OpTables, _one_kernel,
                                     load_tables, package_version)
 from sim.catalog import ModelSpec, resolve_gpu, resolve_model
@@ -52,13 +53,13 @@ CHECKPOINT_FORMATS = {
     ("minimax-m2.5", "fp4"): ("bfloat16", "nvfp4"),
 }
 KV_DTYPES = {"bf16": "bfloat16", "fp8": "fp8"}
-KV_BYTES = {"bf16": 2, "fp8": 1}  # bytes per KV-cache element
-ACTIVATION_BYTES = 2  # q, k, v and the residual stream are bf16 activations
 # How expert GEMMs are split over the TP group: "tp" slices every expert's intermediate dimension
 # (vLLM's default), "ep" places whole experts on each GPU (--enable-expert-parallel).
 MOE_PARALLEL = ("tp", "ep")
 # Token routing assumed by the MoE table rows: aiconfigurator's default workload distribution
 # (sdk/config.py `workload_distribution: power_law`), its mildest skew; balanced where absent.
+# (aiconfigurator's own MOEModel pins alpha 1.2, a stronger skew: fewer experts touched by a 16-token
+# decode, a busier hottest expert in a prefill; benchmarks/compose_audit.py shows the difference.)
 MOE_DISTRIBUTIONS = ("power_law_1.01", "balanced")
 BLOCK_SIZE_TOKENS = 16  # vLLM's default KV block size
 
@@ -137,7 +138,7 @@ class StepComposer:
         if not model.is_moe:
             self.shapes.update({"gate_up": (2 * model.ffn_size // tp, h), "down": (h, model.ffn_size // tp)})
         self.lm_head_n = -(-model.vocab_size // tp)
-        self.aux_bytes_per_token = self._attention_aux_bytes()
+        self.aux_bytes_per_token = aux_bytes_per_token(model, self.heads, self.kv_heads, self.kv_dtype)
 
         g = tables.gemm
         self.gemm = self._gemm_grid(g, gemm_dtype, "gemm")
@@ -159,29 +160,9 @@ class StepComposer:
             rows, self.kernels["fp8_activation_quant"] = _one_kernel(sm[sm["quant_dtype"] == "fp8"], "scale_matrix")
             self.quant = LogGrid.from_frame("scale_matrix", rows, ("m", "k"))
 
-    def _attention_aux_bytes(self) -> dict[str, list[int]]:
-        """Bytes per token that each memory-bound op around attention moves on one GPU, one entry per
-        kernel call (op name -> [bytes of each call]); every layer runs them for every token of a step.
-
-        rope: vLLM's rotary kernel rewrites the rotated channels of q and k in place and reads one cos/sin
-        row per token. kv_cache_write: reshape_and_cache reads the new k and v and stores them in the KV
-        dtype. qk_norm: per head (Qwen3) = q_norm and k_norm, each reading and writing its tensor; across
-        heads (MiniMax-M2) = a sum-of-squares pass over q and k, then the scaling pass.
-        """
-        m, a = self.model, ACTIVATION_BYTES
-        hd, rot = m.head_dim, m.rotary_dim or m.head_dim
-        q, kv = self.heads * hd, self.kv_heads * hd
-        ops = {"rope": [2 * (self.heads + self.kv_heads) * rot * a + rot * a],
-               "kv_cache_write": [2 * kv * (a + KV_BYTES[self.kv_dtype])]}
-        if m.qk_norm == "per_head":
-            ops["qk_norm"] = [2 * q * a, 2 * kv * a]
-        elif m.qk_norm == "across_heads":
-            ops["qk_norm"] = [(q + kv) * a, 2 * (q + kv) * a]
-        return ops
-
     def attention_aux_s(self, tokens: int, log: LookupLog) -> dict[str, float]:
-        """Seconds per layer of the memory-bound ops around attention for a step of `tokens` tokens
-        (op name -> seconds), and of the all-reduce that a q/k norm across heads needs under TP: it sums
+        """Seconds per layer of the memory-bound ops around attention (calibration/aic_attention_ops.py)
+        for a step of `tokens` tokens (op name -> seconds), and of the all-reduce that a q/k norm across heads needs under TP: it sums
         each token's two squared norms (q, k; fp32, so 4 bf16 elements' worth of bytes) over the group."""
         if tokens <= 0:
             return {}

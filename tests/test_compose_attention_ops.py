@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from calibration.aic_compose import ACTIVATION_BYTES
+from calibration.aic_attention_ops import ACTIVATION_BYTES
 from calibration.aic_tables import LookupLog
 from sim.catalog import ModelSpec, model_catalog
 from sim.configio import ConfigError, build
