@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --models: unknown {bad}; allowed {sorted(known)}", file=sys.stderr)
         return 2
     try:
-        import aiconfigurator_core  # noqa: F401
+        import aiconfigurator_core  # noqa: F401  (a clear error before any work)
     except ImportError:
         print("error: the reference needs aiconfigurator-core: pip install 'aiconfigurator-core>=0.12'",
               file=sys.stderr)
