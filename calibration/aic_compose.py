@@ -2,7 +2,8 @@
 
 A step is composed the way a decoder runs it, per layer: QKV GEMM, attention (context kernel for
 prompts, generation kernel for decodes; sliding-window layers from the windowed rows), O-proj GEMM,
-then the MLP: gate/up and down GEMMs for a dense model, or for a mixture of experts the router GEMM
+the memory-bound ops around attention that every token runs (RoPE on q and k, the KV-cache write, and the
+model's q/k RMSNorm where it has one, with its all-reduce under TP when the norm spans all heads), then the MLP: gate/up and down GEMMs for a dense model, or for a mixture of experts the router GEMM
 and one fused-MoE call from the `moe` table (experts split by tensor parallelism, or whole experts
 per GPU under expert parallelism); two all-reduces when TP > 1; the residual-add+RMSNorm (and, dense,
 SiLU-and-mul) element-wise ops; times num_layers; plus the embedding (and its all-reduce) and the
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from calibration.aic_attention_ops import aux_bytes_per_token
 from calibration.aic_tables import (MS, PACKAGE, ImportFailed, LogGrid, LookupLog, OpTables, _one_kernel,
                                     load_tables, package_version)
 from sim.catalog import ModelSpec, resolve_gpu, resolve_model
@@ -56,6 +58,8 @@ KV_DTYPES = {"bf16": "bfloat16", "fp8": "fp8"}
 MOE_PARALLEL = ("tp", "ep")
 # Token routing assumed by the MoE table rows: aiconfigurator's default workload distribution
 # (sdk/config.py `workload_distribution: power_law`), its mildest skew; balanced where absent.
+# (aiconfigurator's own MOEModel pins alpha 1.2, a stronger skew: fewer experts touched by a 16-token
+# decode, a busier hottest expert in a prefill; benchmarks/compose_audit.py shows the difference.)
 MOE_DISTRIBUTIONS = ("power_law_1.01", "balanced")
 BLOCK_SIZE_TOKENS = 16  # vLLM's default KV block size
 
@@ -90,8 +94,7 @@ MIXED_CONTEXTS = (511, 4095)
 
 NOT_MODELLED = [
     "per-step engine CPU work (scheduling, input preparation, sampling, detokenisation): see step_overhead_s",
-    "gaps between kernels and rotary embedding / KV-cache write kernels (not in the op tables)",
-    "model-specific small ops (e.g. Qwen3's q/k RMSNorm)",
+    "gaps between kernels; kernel fusion by torch.compile (each module call is priced as its own memory-bound op)",
     "the LM-head all-gather of logits under TP",
     "prefill chunks on top of a cached prefix (the context-attention tables measure prompts from position 0)",
     "activation quantisation of block-scaled fp8 and NVFP4 GEMMs (per-tensor fp8 uses the scale_matrix table)",
@@ -135,6 +138,7 @@ class StepComposer:
         if not model.is_moe:
             self.shapes.update({"gate_up": (2 * model.ffn_size // tp, h), "down": (h, model.ffn_size // tp)})
         self.lm_head_n = -(-model.vocab_size // tp)
+        self.aux_bytes_per_token = aux_bytes_per_token(model, self.heads, self.kv_heads, self.kv_dtype)
 
         g = tables.gemm
         self.gemm = self._gemm_grid(g, gemm_dtype, "gemm")
@@ -155,6 +159,18 @@ class StepComposer:
                 raise ImportFailed(f"{tables.system}/{tables.framework} {tables.version}: no fp8 quantisation table")
             rows, self.kernels["fp8_activation_quant"] = _one_kernel(sm[sm["quant_dtype"] == "fp8"], "scale_matrix")
             self.quant = LogGrid.from_frame("scale_matrix", rows, ("m", "k"))
+
+    def attention_aux_s(self, tokens: int, log: LookupLog) -> dict[str, float]:
+        """Seconds per layer of the memory-bound ops around attention (calibration/aic_attention_ops.py)
+        for a step of `tokens` tokens (op name -> seconds), and of the all-reduce that a q/k norm across heads needs under TP: it sums
+        each token's two squared norms (q, k; fp32, so 4 bf16 elements' worth of bytes) over the group."""
+        if tokens <= 0:
+            return {}
+        out = {name: sum(self._memory_op_s(tokens * b) for b in calls)
+               for name, calls in self.aux_bytes_per_token.items()}
+        if self.model.qk_norm == "across_heads" and self.tp > 1:
+            out["qk_norm_allreduce"] = self._allreduce_elements_s(tokens, 4 * tokens, log)
+        return out
 
     def _moe_grid(self) -> LogGrid:
         """The fused-MoE layer's latency by token count for this model's experts, dtype and split."""
@@ -262,6 +278,12 @@ class StepComposer:
         grid = self.allreduce[tokens <= CUDA_GRAPH_MAX_TOKENS]
         return grid.lookup((tokens * self.model.hidden_size,), log) * MS
 
+    def _allreduce_elements_s(self, tokens: int, elements: int, log: LookupLog) -> float:
+        """An all-reduce of `elements` bf16 elements in a step of `tokens` tokens; a message smaller than
+        any measured one is priced at the smallest measured size (launch-bound either way)."""
+        grid = self.allreduce[tokens <= CUDA_GRAPH_MAX_TOKENS]
+        return grid.lookup((max(elements, int(grid.axes[0][0])),), log) * MS
+
     def step(self, chunk_tokens, context_tokens, samples, log: LookupLog) -> dict[str, float]:
         """Seconds per op group for one step: sequence j computes chunk_tokens[j] tokens on top of
         context_tokens[j] cached ones and samples samples[j] positions (as sim.cost_model.step_features)."""
@@ -306,6 +328,9 @@ class StepComposer:
             # Two residual-add + RMSNorm (2h in, 2h out per token) and SiLU-and-mul (2f in, f out), bf16.
             elementwise = 2 * self._memory_op_s(T * 4 * h * 2) + self._memory_op_s(T * 3 * f * 2)
         comm = 2 * self._allreduce_s(T, log) if self.tp > 1 else 0.0
+        aux = self.attention_aux_s(T, log)
+        comm += aux.pop("qk_norm_allreduce", 0.0)
+        elementwise += sum(aux.values())
         embedding = self._memory_op_s(T * 2 * h * 2) + (self._allreduce_s(T, log) if self.tp > 1 else 0.0)
         lm_head = self._gemm_s(self.gemm_bf16, sampled, self.lm_head_n, h, log)
         return {"gemm_s": layers * gemm, "attention_s": attention, "comm_s": layers * comm,

@@ -98,11 +98,14 @@ def _method(comp: Composition, model: ModelSpec, test_fraction: float, seed: int
     experts = (f" with the expert term experts_s x (1 - (1 - k/E)^tokens), k/E = {model.experts_per_token}/"
                f"{model.num_experts}: the expected share of expert weights a step's tokens touch under uniform "
                "routing (the composed steps use the moe table's own routing distribution)" if pick else "")
+    qk = {"none": "", "per_head": " and q/k RMSNorm per head",
+          "across_heads": " and q/k RMSNorm across heads (+1 all-reduce per layer under TP)"}[model.qk_norm]
     window = (f"; {model.num_sliding_layers} sliding-window layers from the window-{model.sliding_window_tokens} "
               "attention rows" if model.num_sliding_layers else "")
     return ("per-step latency composed from per-operator tables (QKV and O-proj GEMMs; context and generation "
-            f"attention{window}; {mlp}; 2 all-reduces per layer under TP; residual-add+RMSNorm by aiconfigurator's "
-            "analytic memory model; embedding; LM head over sampled positions), log-log interpolation between "
+            f"attention{window}; {mlp}; 2 all-reduces per layer under TP; residual-add+RMSNorm, RoPE, the KV-cache "
+            f"write{qk} by aiconfigurator's analytic memory model; embedding; LM head over sampled positions), "
+            "log-log interpolation between "
             f"measured shapes, then calibration.fit.fit_profile on {len(comp.measurements)} composed steps "
             f"(test_fraction {test_fraction}, seed {seed})" + experts)
 

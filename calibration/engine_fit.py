@@ -18,7 +18,7 @@ simulated as servesim does in the validation (closed loop, constant lengths), in
    solved on the additive simulation's linearisation with the max taken per row, engine_overlap.solve_stage1),
    least squares on log(predicted / measured TPOT) with a soft-L1 loss. `s`, one factor per training
    model on each GPU, is a nuisance: the kernel time a model's composed profile misses or adds
-   (Qwen3's q/k norms, an MoE kernel unlike its table) is that model's, and without it the engine
+   (a kernel the tables time unlike the engine runs it, an MoE kernel unlike its table) is that model's, and without it the engine
    terms absorb it and carry it to every other model. (Disclosed: terms fitted on Qwen3-32B alone
    with no such factor put the held-out models' TPOT +13 % high in median.) What is kept is per GPU:
    the median of the training models' factors on that GPU (the kernel tables of one system are

@@ -13,6 +13,10 @@ from typing import Any
 from .configio import ConfigError, build, load_yaml, require
 
 GIB = 1024**3
+# How a model normalises its queries and keys before RoPE: not at all; per head over head_dim (Qwen3's
+# q_norm/k_norm); or over all heads of q (and of k) together (MiniMax-M2's qk_norm_type per_layer), which
+# under tensor parallelism sums squares across the TP group (one all-reduce per layer).
+QK_NORMS = ("none", "per_head", "across_heads")
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,8 @@ class ModelSpec:
     sliding_window_tokens: int = 0  # window of the sliding-window layers (0: none)
     num_sliding_layers: int = 0  # how many of num_layers use it
     unquantized_params: int = 0  # params a quantised checkpoint keeps in 16 bit besides embeddings (e.g. attention)
+    qk_norm: str = "none"  # RMSNorm of q and k before RoPE, one of QK_NORMS
+    rotary_dim: int = 0  # channels of each head that RoPE rotates (0: all head_dim of them)
     source: str = ""
 
     def validate(self, path: str) -> None:
@@ -85,6 +91,9 @@ class ModelSpec:
                 self.sliding_window_tokens, "must be > 0 exactly when num_sliding_layers > 0")
         require(0 <= self.unquantized_params < self.num_params, f"{path}.unquantized_params",
                 self.unquantized_params, f"must be in [0, num_params ({self.num_params}))")
+        require(self.qk_norm in QK_NORMS, f"{path}.qk_norm", self.qk_norm, f"must be one of {list(QK_NORMS)}")
+        require(0 <= self.rotary_dim <= self.head_dim, f"{path}.rotary_dim", self.rotary_dim,
+                f"must be in [0, head_dim ({self.head_dim})] (0: all of head_dim)")
 
     # Parameter counts derived from the shape (used for FLOPs; num_params for memory).
     @property
