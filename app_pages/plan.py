@@ -11,8 +11,10 @@ import streamlit as st
 import yaml
 
 from app_pages import common as c
+from app_pages.display import fmt_ms, fmt_s, fmt_usd
+from app_pages.profiles import matching_profile
 from app_pages.progress import forget_stop, run_with_stop, stopped_notice
-from app_pages.scenario_form import DAILY_SHAPES
+from app_pages.form_workload import DAILY_SHAPES
 from sim.catalog import gpu_catalog, model_catalog, resolve_gpu, resolve_model
 from sim.configio import ConfigError
 from sim.plan_config import read_plan
@@ -86,13 +88,13 @@ def ranked_table(table: pd.DataFrame, pct: float, cost_models: dict[str, str]) -
 
     return pd.DataFrame({
         "#": table["rank"].map(whole), "candidate": table["name"],
-        "$/month autoscaled": table["usd_per_month_autoscaled"].map(lambda v: c.fmt_usd(v, 0)),
-        "$/month fixed": table["usd_per_month_fixed"].map(lambda v: c.fmt_usd(v, 0)),
-        "$/1k queries": table["usd_per_1k_queries_autoscaled"].map(lambda v: c.fmt_usd(v, 4)),
+        "$/month autoscaled": table["usd_per_month_autoscaled"].map(lambda v: fmt_usd(v, 0)),
+        "$/month fixed": table["usd_per_month_fixed"].map(lambda v: fmt_usd(v, 0)),
+        "$/1k queries": table["usd_per_1k_queries_autoscaled"].map(lambda v: fmt_usd(v, 4)),
         "GPUs at peak": table["gpus_peak"].map(whole),
         "why not / binding SLO": [m if ok else r for ok, r, m in zip(table["feasible"], table["reason"],
                                                                      table["margin"])],
-        f"P{pct:g} TTFT": table["ttft_s"].map(c.fmt_s), f"P{pct:g} TPOT": table["tpot_s"].map(c.fmt_ms),
+        f"P{pct:g} TTFT": table["ttft_s"].map(fmt_s), f"P{pct:g} TPOT": table["tpot_s"].map(fmt_ms),
         "replicas by hour (0–23)": table["hourly_replicas"].fillna(""),
         "cost model": table["name"].map(lambda n: cost_models.get(n, "")),
     })
@@ -262,7 +264,7 @@ for gpu in gpus:
                 cand["kv_cache"] = "fp8" if spec.fp8_tflops else "int8"
             profile = None
             if cost_choice == AUTO:
-                profile = c.matching_profile(model, gpu, tp, q, cand.get("kv_cache", base_kv))
+                profile = matching_profile(model, gpu, tp, q, cand.get("kv_cache", base_kv))
             if profile is not None:
                 cand["set"] = [f"cost_model={{kind: profile, profile: {profile}}}"]
             cost_models[name] = f"profile {profile}" if profile else "roofline"
@@ -334,7 +336,7 @@ with out_col:
             change = ""
             if cheapest is not None and baseline["usd_per_month"]:
                 diff = cheapest - baseline["usd_per_month"]
-                change = f" This answer: {'+' if diff >= 0 else '−'}{c.fmt_usd(abs(diff), 0)}/month " \
+                change = f" This answer: {'+' if diff >= 0 else '−'}{fmt_usd(abs(diff), 0)}/month " \
                          f"({diff / baseline['usd_per_month'] * 100:+.1f} %)."
             cols[0].info(f"Baseline: {baseline['headline']}{change}", icon=":material/push_pin:")
         if baseline is not None and baseline["yaml"] == job["yaml"]:

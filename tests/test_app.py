@@ -18,7 +18,7 @@ pytest.importorskip("streamlit", reason="the UI needs the [ui] extra: pip instal
 import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from app_pages.scenario_form import field_of  # noqa: E402
+from app_pages.form_widgets import field_of  # noqa: E402
 from sim.metrics import summarize  # noqa: E402
 from sim.scenario import DEFAULT_SCENARIO, read_scenario_file, scenario_from_dict  # noqa: E402
 
@@ -102,7 +102,7 @@ def expected_summary(overrides=(), name=DEFAULT_SCENARIO) -> dict:
 # --- Scenario page --------------------------------------------------------------------
 
 def test_scenario_default_run_shows_the_cli_numbers(app):
-    from app_pages.common import fmt_ms, fmt_num, fmt_s, fmt_usd
+    from app_pages.display import fmt_ms, fmt_num, fmt_s, fmt_usd
 
     ok(app)
     assert app.button(key="run").disabled is False
@@ -146,7 +146,7 @@ def test_editing_the_form_changes_the_run(app):
     app.button(key="run").click().run()
     ok(app)
     s = expected_summary(["serving.replicas=1", "workload.num_requests=300", "workload.arrival.rate_per_s=4.0"])
-    from app_pages.common import fmt_s, fmt_usd
+    from app_pages.display import fmt_s, fmt_usd
 
     assert metrics(app)["TTFT p99"] == fmt_s(s["ttft_s_p99"])
     assert metrics(app)["$ / month"] == fmt_usd(s["cost_usd_per_month"], 0)
@@ -362,7 +362,7 @@ def test_plan_answers_in_a_sentence_with_a_ranked_table(app):
     base["workload"]["arrival"]["queries_per_day"] = 200_000.0
     base["slo"] = {"percentile": 99.0, **{k: v for k, v in base["slo"].items() if k in ("ttft_s", "tpot_s")}}
     # "auto" cost model: each candidate priced by the shipped profile measured for it, else the roofline.
-    from app_pages.common import matching_profile
+    from app_pages.profiles import matching_profile
 
     candidates, used = [], {}
     for gpu in ("a100-80gb-sxm", "l4"):

@@ -109,7 +109,7 @@ def test_the_form_defaults_to_the_clis_auto_cost_model_and_names_the_one_used(ap
     cli = run(load_scenario("priority_mixed.yaml", ["workload.num_requests=2000"]))
     assert cli.cost_model_name.startswith("auto: profile a100-80gb-sxm_llama-3.1-8b_tp1_bf16")
     assert any(f"cost model: {cli.cost_model_name}" in m.value for m in app.caption)
-    from app_pages.common import fmt_s
+    from app_pages.display import fmt_s
 
     assert {m.label: m.value for m in app.metric}["TTFT p99"] == fmt_s(summarize(cli)["ttft_s_p99"])
     # Roofline picked by hand: the caption says so.
