@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import common as c
-from app_pages.profiles import available_profiles, cached_fit, profiles_dir
+from app_pages.profiles import available_profiles, cached_fit, coefficient_table, profiles_dir
 from calibration.profile import MEASUREMENTS_FILE, Profile, ProfileError, load_profile, save_profile
 from calibration.vllm_harness import FIT_STATS
 from sim.catalog import gpu_catalog, model_catalog
@@ -102,6 +102,12 @@ def save_defaults(label: str, opened: Profile | None) -> dict:
             "source": "", "refit_of": None}
 
 
+def show_coefficients(where, coefficients: dict[str, float], key: str) -> None:
+    """A profile's coefficients as a table with each one's unit (seconds, or k/E for a mixture of experts)."""
+    where.dataframe(coefficient_table(coefficients), hide_index=True, width="stretch", key=key,
+                    column_config={"value": st.column_config.NumberColumn(format="%.3e")})
+
+
 def provenance_table() -> pd.DataFrame:
     rows = []
     for label, ref in available_profiles().items():
@@ -154,7 +160,8 @@ else:
         fe.slot("measurements")
         prof = opened = load_profile(profiles[chosen])
         with st.expander("Provenance, fit and coefficients of this profile"):
-            st.json({"provenance": prof.provenance, "fit": prof.fit, "coefficients": prof.coefficients})
+            show_coefficients(st, prof.coefficients, "cal.profile_coefficients")
+            st.json({"provenance": prof.provenance, "fit": prof.fit})
         path = Path(prof.path) / MEASUREMENTS_FILE if prof.path else None
         if path is not None and path.is_file():
             df = read_measurements(path.read_bytes(), str(path))
@@ -183,10 +190,7 @@ if df is not None:
             st.subheader("Fit")
             st.caption(f"Fitted as `servesim calibrate fit` does, on {result['fit']['fitted_on']}.")
             cols = st.columns([1, 2])
-            cols[0].dataframe(pd.DataFrame({"coefficient": list(result["coefficients"]),
-                                            "value": list(result["coefficients"].values())}),
-                              hide_index=True, width="stretch", key="cal.coefficients",
-                              column_config={"value": st.column_config.NumberColumn(format="%.3e")})
+            show_coefficients(cols[0], result["coefficients"], "cal.coefficients")
             cols[1].code(result["text"], language=None)
             error_charts(result["predictions"])
 

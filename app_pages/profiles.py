@@ -11,10 +11,30 @@ import streamlit as st
 
 PROFILES_DIR_ENV = "SERVESIM_PROFILES_DIR"  # where the Calibrate page saves profiles (default ./profiles)
 
+# The unit of each profile coefficient: what it multiplies in sim.cost_model.ProfileCostModel's step
+# time. Every one is in seconds but a mixture of experts' expert_pick_fraction, which is k / E.
+COEFFICIENT_UNITS = {
+    "overhead_s": "s per step",
+    "per_seq_s": "s per sequence in the step",
+    "weights_s": "s per step (the weight-streaming floor)",
+    "per_token_s": "s per new token",
+    "per_pair_s": "s per attention query-key pair",
+    "per_kv_token_s": "s per KV-cache token read",
+    "per_sample_s": "s per sampled token",
+    "experts_s": "s to read every expert's weights once",
+    "expert_pick_fraction": "fraction, not seconds: experts picked per token / experts (k/E)",
+}
+
 
 def profiles_dir() -> Path:
     """Folder the Calibrate page saves profiles to (env SERVESIM_PROFILES_DIR, default ./profiles)."""
     return Path(os.environ.get(PROFILES_DIR_ENV) or "profiles").resolve()
+
+
+def coefficient_table(coefficients: dict[str, float]) -> pd.DataFrame:
+    """A profile's coefficients, one row each, with the unit of each (COEFFICIENT_UNITS)."""
+    return pd.DataFrame({"coefficient": list(coefficients), "value": [float(v) for v in coefficients.values()],
+                         "unit": [COEFFICIENT_UNITS.get(name, "(unknown coefficient)") for name in coefficients]})
 
 
 def available_profiles(model: str | None = None, tensor_parallel: int | None = None) -> dict[str, str]:

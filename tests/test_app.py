@@ -425,3 +425,25 @@ def test_pages_degrade_without_the_planner_and_the_fitter(app, monkeypatch):
     app.file_uploader(key="cal.upload").upload("m.csv", csv, "text/csv").run()
     ok(app)
     assert any("fitter (calibration/fit.py) is not installed" in w.value for w in app.warning)
+
+
+def test_calibrate_lists_each_coefficient_with_its_unit(app):
+    """A mixture of experts' profile: every coefficient is seconds of something except
+    expert_pick_fraction, k / E, which the table must not present as seconds."""
+    from app_pages.profiles import COEFFICIENT_UNITS
+    from calibration.profile import load_profile
+    from sim.cost_model import EXPERT_COEFFICIENTS, PROFILE_COEFFICIENTS
+
+    assert set(COEFFICIENT_UNITS) == set(PROFILE_COEFFICIENTS + EXPERT_COEFFICIENTS)  # a new one needs its unit
+    moe = "h100-sxm_gpt-oss-120b_tp2_mxfp4"
+    go(app, "calibrate")
+    app.radio(key="cal.source").set_value("a profile's measurements").run()
+    app.selectbox(key="cal.profile").set_value(moe).run()
+    ok(app)
+    table = frame_with(app, "unit")
+    units = dict(zip(table["coefficient"], table["unit"]))
+    values = dict(zip(table["coefficient"], table["value"]))
+    assert set(units) == set(PROFILE_COEFFICIENTS + EXPERT_COEFFICIENTS)
+    assert units["expert_pick_fraction"].startswith("fraction, not seconds")
+    assert all(units[name].startswith("s ") for name in PROFILE_COEFFICIENTS + ("experts_s",))
+    assert values == load_profile(moe).coefficients
