@@ -1,4 +1,5 @@
-"""Plan page: the capacity question as a form, answered by `sim.planner.plan` as a sentence, a table and a chart."""
+"""Plan page: the capacity question as a form, answered by `sim.plan.planner.plan` as a sentence, a table
+and a chart."""
 from __future__ import annotations
 
 import copy
@@ -17,7 +18,7 @@ from app_pages.progress import forget_stop, run_with_stop, stopped_notice
 from app_pages.form_workload import DAILY_SHAPES
 from sim.catalog import gpu_catalog, model_catalog, resolve_gpu, resolve_model
 from sim.configio import ConfigError
-from sim.plan_config import read_plan
+from sim.plan.config import read_plan
 
 PLAN_SCENARIO = "customer_support_1m_per_day.yaml"
 UI_REQUESTS_PER_POINT = 1000  # the CLI's default is 3000; the UI trades some tail accuracy for speed
@@ -33,7 +34,7 @@ FALLBACK_BASE = {  # used when the shipped planning scenario is absent
 }
 
 try:
-    from sim.planner import plan as _plan
+    from sim.plan.planner import plan as _plan
 except ImportError:  # the planner ships separately; the page says so instead of failing
     _plan = None
 
@@ -151,7 +152,7 @@ st.caption("How many GPUs, of which kind, and what it costs: each candidate's fl
            "`servesim plan FILE`).")
 
 if _plan is None:
-    st.warning("The capacity planner (sim/planner.py) is not part of this checkout yet, so this page cannot "
+    st.warning("The capacity planner (sim/plan/) is not part of this checkout yet, so this page cannot "
                "answer; the Scenario and Compare pages work without it.")
     st.stop()
 

@@ -339,8 +339,8 @@ def test_a_profile_from_another_model_is_refused_next_to_the_cost_model(app, tmp
 # --- Plan page --------------------------------------------------------------------------
 
 def test_plan_answers_in_a_sentence_with_a_ranked_table(app):
-    pytest.importorskip("sim.planner")
-    from sim.planner import plan
+    pytest.importorskip("sim.plan.planner")
+    from sim.plan.planner import plan
 
     go(app, "plan")
     ok(app)
@@ -380,7 +380,7 @@ def test_plan_answers_in_a_sentence_with_a_ranked_table(app):
 
 
 def test_plan_bad_input_is_shown_next_to_the_field(app):
-    pytest.importorskip("sim.planner")
+    pytest.importorskip("sim.plan.planner")
     go(app, "plan")
     app.number_input(key="plan.qpd").set_value(0.0).run()
     ok(app)
@@ -415,11 +415,11 @@ def test_priority_mix_flows_through_and_bad_shares_are_named(app):
 def test_pages_degrade_without_the_planner_and_the_fitter(app, monkeypatch):
     import sys
 
-    monkeypatch.setitem(sys.modules, "sim.planner", None)  # import now raises ImportError
+    monkeypatch.setitem(sys.modules, "sim.plan.planner", None)  # import now raises ImportError
     monkeypatch.setitem(sys.modules, "calibration.fit", None)
     go(app, "plan")
     ok(app)
-    assert "capacity planner (sim/planner.py) is not part of this checkout" in app.warning[0].value
+    assert "capacity planner (sim/plan/) is not part of this checkout" in app.warning[0].value
     go(app, "calibrate")
     csv = synthetic_measurements(10).to_csv(index=False).encode()
     app.file_uploader(key="cal.upload").upload("m.csv", csv, "text/csv").run()

@@ -127,7 +127,7 @@ def test_dtype_lists_are_the_cores(app):
 
 
 def test_the_plan_page_reports_progress_and_stops(app, monkeypatch):
-    pytest.importorskip("sim.planner")
+    pytest.importorskip("sim.plan.planner")
     calls = []
 
     def interrupted(source, *a, on_progress=None, **kw):
@@ -135,7 +135,7 @@ def test_the_plan_page_reports_progress_and_stops(app, monkeypatch):
         on_progress(3, 14)
         st.stop()
 
-    monkeypatch.setattr("sim.planner.plan", interrupted)  # the page imports it on each run
+    monkeypatch.setattr("sim.plan.planner.plan", interrupted)  # the page imports it on each run
     app.switch_page("app_pages/plan.py").run()
     app.number_input(key="plan.rpp").set_value(200).run()
     app.button(key="plan.run").click().run()
