@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import common as c
+from app_pages.profiles import available_profiles, cached_fit, coefficient_table, profiles_dir
 from calibration.profile import MEASUREMENTS_FILE, Profile, ProfileError, load_profile, save_profile
 from calibration.vllm_harness import FIT_STATS
 from sim.catalog import gpu_catalog, model_catalog
@@ -101,9 +102,15 @@ def save_defaults(label: str, opened: Profile | None) -> dict:
             "source": "", "refit_of": None}
 
 
+def show_coefficients(where, coefficients: dict[str, float], key: str) -> None:
+    """A profile's coefficients as a table with each one's unit (seconds, or k/E for a mixture of experts)."""
+    where.dataframe(coefficient_table(coefficients), hide_index=True, width="stretch", key=key,
+                    column_config={"value": st.column_config.NumberColumn(format="%.3e")})
+
+
 def provenance_table() -> pd.DataFrame:
     rows = []
-    for label, ref in c.available_profiles().items():
+    for label, ref in available_profiles().items():
         try:
             p = load_profile(ref)
         except ProfileError as exc:
@@ -126,7 +133,7 @@ with st.container(border=True):
     st.subheader("Profiles")
     table = provenance_table()
     if table.empty:
-        st.info(f"No profiles yet: none shipped, none saved in {c.profiles_dir()}.")
+        st.info(f"No profiles yet: none shipped, none saved in {profiles_dir()}.")
     else:
         st.dataframe(table, hide_index=True, width="stretch", key="cal.profiles")
 
@@ -145,7 +152,7 @@ if source == "an uploaded measurements file":
         except ConfigError as exc:
             fe.show(exc)
 else:
-    profiles = c.available_profiles()
+    profiles = available_profiles()
     if not profiles:
         st.info("No profiles to open yet; upload measurements instead.")
     else:
@@ -153,7 +160,8 @@ else:
         fe.slot("measurements")
         prof = opened = load_profile(profiles[chosen])
         with st.expander("Provenance, fit and coefficients of this profile"):
-            st.json({"provenance": prof.provenance, "fit": prof.fit, "coefficients": prof.coefficients})
+            show_coefficients(st, prof.coefficients, "cal.profile_coefficients")
+            st.json({"provenance": prof.provenance, "fit": prof.fit})
         path = Path(prof.path) / MEASUREMENTS_FILE if prof.path else None
         if path is not None and path.is_file():
             df = read_measurements(path.read_bytes(), str(path))
@@ -174,7 +182,7 @@ if df is not None:
                         help="As `servesim calibrate fit --stat`: the fit sees one row per distinct step shape. "
                              "min (default): other processes only ever add time; median on a dedicated machine.")
         try:
-            result = c.cached_fit(df.to_csv(index=False), stat)
+            result = cached_fit(df.to_csv(index=False), stat)
         except (ConfigError, ValueError) as exc:
             fe.show(ConfigError(f"measurements: {exc}" if not str(exc).startswith("measurements") else str(exc)))
             result = None
@@ -182,10 +190,7 @@ if df is not None:
             st.subheader("Fit")
             st.caption(f"Fitted as `servesim calibrate fit` does, on {result['fit']['fitted_on']}.")
             cols = st.columns([1, 2])
-            cols[0].dataframe(pd.DataFrame({"coefficient": list(result["coefficients"]),
-                                            "value": list(result["coefficients"].values())}),
-                              hide_index=True, width="stretch", key="cal.coefficients",
-                              column_config={"value": st.column_config.NumberColumn(format="%.3e")})
+            show_coefficients(cols[0], result["coefficients"], "cal.coefficients")
             cols[1].code(result["text"], language=None)
             error_charts(result["predictions"])
 
@@ -221,7 +226,7 @@ if df is not None:
                             raise ConfigError(f"name: got {name!r}; use letters, digits, '.', '_' or '-'")
                         if not src.strip():
                             raise ConfigError("provenance.source: empty; say where these measurements come from")
-                        folder = c.profiles_dir() / name
+                        folder = profiles_dir() / name
                         profile = Profile(
                             name=name, coefficients=dict(result["coefficients"]), model=model,
                             device=device.strip() or (gpu if gpu in gpu_catalog() else "unknown"),

@@ -9,6 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import common as c
+from app_pages.charts import LATENCY_METRICS, cdf_chart
+from app_pages.display import summary_columns, summary_row
 from app_pages.runs import simulate
 from sim.catalog import model_catalog, resolve_gpu, resolve_model
 from sim.configio import ConfigError
@@ -164,9 +166,9 @@ with tab_side:
             bar.progress(i / len(jobs["runs"]), text=f"Simulating {name} ({i + 1}/{len(jobs['runs'])})")
             outs[name] = simulate(yaml_text, jobs["base_dir"], jobs["seed"])
         bar.empty()
-        table = pd.DataFrame([c.summary_row(name, o["summary"]) for name, o in outs.items()])
+        table = pd.DataFrame([summary_row(name, o["summary"]) for name, o in outs.items()])
         shown = table.dropna(axis="columns", how="all")  # goodput without an SLO: a column of blanks
-        st.dataframe(shown, hide_index=True, width="stretch", column_config=c.summary_columns(shown))
+        st.dataframe(shown, hide_index=True, width="stretch", column_config=summary_columns(shown))
         if "goodput (req/s)" not in shown.columns:
             st.caption("No goodput column: the scenario sets no SLO (set one on the Scenario page).")
         unstable = [name for name, o in outs.items() if not o["stable"]]
@@ -180,11 +182,11 @@ with tab_side:
                                 "scale each variant is a dot: a bar from zero has no length on a log axis.")
             st.altair_chart(variant_chart(table, METRICS[metric], metric, log), width="stretch")
         with cols[1]:
-            lat = st.selectbox("Latency CDF", list(c.LATENCY_METRICS), key="cmp.cdf_metric")
-            column = c.LATENCY_METRICS[lat]
+            lat = st.selectbox("Latency CDF", list(LATENCY_METRICS), key="cmp.cdf_metric")
+            column = LATENCY_METRICS[lat]
             slo = base.get("slo") if isinstance(base.get("slo"), dict) else {}
-            st.altair_chart(c.cdf_chart({name: o["latency"][column] for name, o in outs.items()}, lat, True,
-                                        slo.get(column), float(slo.get("percentile") or 99)), width="stretch")
+            st.altair_chart(cdf_chart({name: o["latency"][column] for name, o in outs.items()}, lat, True,
+                                      slo.get(column), float(slo.get("percentile") or 99)), width="stretch")
         st.download_button("Comparison (CSV)", table.to_csv(index=False), file_name="comparison.csv",
                            mime="text/csv", key="cmp.download")
 

@@ -1,4 +1,5 @@
-"""Plan page: the capacity question as a form, answered by `sim.planner.plan` as a sentence, a table and a chart."""
+"""Plan page: the capacity question as a form, answered by `sim.plan.planner.plan` as a sentence, a table
+and a chart."""
 from __future__ import annotations
 
 import copy
@@ -11,11 +12,13 @@ import streamlit as st
 import yaml
 
 from app_pages import common as c
+from app_pages.display import fmt_ms, fmt_s, fmt_usd
+from app_pages.profiles import matching_profile
 from app_pages.progress import forget_stop, run_with_stop, stopped_notice
-from app_pages.scenario_form import DAILY_SHAPES
+from app_pages.form_workload import DAILY_SHAPES
 from sim.catalog import gpu_catalog, model_catalog, resolve_gpu, resolve_model
 from sim.configio import ConfigError
-from sim.plan_config import read_plan
+from sim.plan.config import read_plan
 
 PLAN_SCENARIO = "customer_support_1m_per_day.yaml"
 UI_REQUESTS_PER_POINT = 1000  # the CLI's default is 3000; the UI trades some tail accuracy for speed
@@ -31,7 +34,7 @@ FALLBACK_BASE = {  # used when the shipped planning scenario is absent
 }
 
 try:
-    from sim.planner import plan as _plan
+    from sim.plan.planner import plan as _plan
 except ImportError:  # the planner ships separately; the page says so instead of failing
     _plan = None
 
@@ -86,13 +89,13 @@ def ranked_table(table: pd.DataFrame, pct: float, cost_models: dict[str, str]) -
 
     return pd.DataFrame({
         "#": table["rank"].map(whole), "candidate": table["name"],
-        "$/month autoscaled": table["usd_per_month_autoscaled"].map(lambda v: c.fmt_usd(v, 0)),
-        "$/month fixed": table["usd_per_month_fixed"].map(lambda v: c.fmt_usd(v, 0)),
-        "$/1k queries": table["usd_per_1k_queries_autoscaled"].map(lambda v: c.fmt_usd(v, 4)),
+        "$/month autoscaled": table["usd_per_month_autoscaled"].map(lambda v: fmt_usd(v, 0)),
+        "$/month fixed": table["usd_per_month_fixed"].map(lambda v: fmt_usd(v, 0)),
+        "$/1k queries": table["usd_per_1k_queries_autoscaled"].map(lambda v: fmt_usd(v, 4)),
         "GPUs at peak": table["gpus_peak"].map(whole),
         "why not / binding SLO": [m if ok else r for ok, r, m in zip(table["feasible"], table["reason"],
                                                                      table["margin"])],
-        f"P{pct:g} TTFT": table["ttft_s"].map(c.fmt_s), f"P{pct:g} TPOT": table["tpot_s"].map(c.fmt_ms),
+        f"P{pct:g} TTFT": table["ttft_s"].map(fmt_s), f"P{pct:g} TPOT": table["tpot_s"].map(fmt_ms),
         "replicas by hour (0–23)": table["hourly_replicas"].fillna(""),
         "cost model": table["name"].map(lambda n: cost_models.get(n, "")),
     })
@@ -149,7 +152,7 @@ st.caption("How many GPUs, of which kind, and what it costs: each candidate's fl
            "`servesim plan FILE`).")
 
 if _plan is None:
-    st.warning("The capacity planner (sim/planner.py) is not part of this checkout yet, so this page cannot "
+    st.warning("The capacity planner (sim/plan/) is not part of this checkout yet, so this page cannot "
                "answer; the Scenario and Compare pages work without it.")
     st.stop()
 
@@ -262,7 +265,7 @@ for gpu in gpus:
                 cand["kv_cache"] = "fp8" if spec.fp8_tflops else "int8"
             profile = None
             if cost_choice == AUTO:
-                profile = c.matching_profile(model, gpu, tp, q, cand.get("kv_cache", base_kv))
+                profile = matching_profile(model, gpu, tp, q, cand.get("kv_cache", base_kv))
             if profile is not None:
                 cand["set"] = [f"cost_model={{kind: profile, profile: {profile}}}"]
             cost_models[name] = f"profile {profile}" if profile else "roofline"
@@ -334,7 +337,7 @@ with out_col:
             change = ""
             if cheapest is not None and baseline["usd_per_month"]:
                 diff = cheapest - baseline["usd_per_month"]
-                change = f" This answer: {'+' if diff >= 0 else '−'}{c.fmt_usd(abs(diff), 0)}/month " \
+                change = f" This answer: {'+' if diff >= 0 else '−'}{fmt_usd(abs(diff), 0)}/month " \
                          f"({diff / baseline['usd_per_month'] * 100:+.1f} %)."
             cols[0].info(f"Baseline: {baseline['headline']}{change}", icon=":material/push_pin:")
         if baseline is not None and baseline["yaml"] == job["yaml"]:

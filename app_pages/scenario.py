@@ -7,8 +7,12 @@ import yaml
 
 from app_pages import common as c
 from app_pages import runs
+from app_pages.charts import (LATENCY_METRICS, TIMESERIES, cdf_chart,
+                              sample_timeseries, timeseries_chart, utilisation_chart)
+from app_pages.display import HELP, headline_cards, readable_frame
 from app_pages.progress import forget_stop, run_with_stop, stopped_notice
-from app_pages.scenario_form import edit_scenario, scenario_source
+from app_pages.scenario_form import edit_scenario
+from app_pages.scenario_source import scenario_source
 from sim.catalog import GIB
 from sim.configio import ConfigError
 
@@ -94,7 +98,7 @@ with out_col:
             st.session_state["scenario.baseline"] = {"yaml": job["yaml"], "summary": s,
                                                      "label": f"{label} ({s['num_gpus']} GPUs)"}
             st.rerun()
-        c.headline_cards(s, None if same or baseline is None else baseline["summary"])
+        headline_cards(s, None if same or baseline is None else baseline["summary"])
         st.caption(f"{s['num_gpus']} GPUs × ${s['price_usd_per_gpu_hour']:.2f}/h = ${s['cost_usd_per_hour']:.2f}/h · "
                    f"cost model: {s['cost_model']} · preemptions: {s['preemptions']} · "
                    f"simulated in {s['wall_s']:.2f} s")
@@ -104,13 +108,13 @@ with out_col:
         lat_tab, time_tab, util_tab, class_tab = st.tabs(["Latency", "Over time", "Utilisation", "Per class"])
         with lat_tab:
             cols = st.columns([3, 1])
-            metric = cols[0].radio("Latency", list(c.LATENCY_METRICS), horizontal=True, key="chart.cdf_metric",
-                                   help=" · ".join(f"{m}: {c.HELP[m]}" for m in c.LATENCY_METRICS))
+            metric = cols[0].radio("Latency", list(LATENCY_METRICS), horizontal=True, key="chart.cdf_metric",
+                                   help=" · ".join(f"{m}: {HELP[m]}" for m in LATENCY_METRICS))
             log_x = cols[1].checkbox("log scale", key="chart.cdf_log")
-            column = c.LATENCY_METRICS[metric]
+            column = LATENCY_METRICS[metric]
             slo = yaml.safe_load(job["yaml"]).get("slo") or {}
-            st.altair_chart(c.cdf_chart({metric: out["latency"][column]}, metric, log_x, slo.get(column),
-                                        float(slo.get("percentile") or 99)), width="stretch")
+            st.altair_chart(cdf_chart({metric: out["latency"][column]}, metric, log_x, slo.get(column),
+                                      float(slo.get("percentile") or 99)), width="stretch")
             table = pd.DataFrame({name: [s.get(f"{col}_p{p}", float("nan")) for p in (50, 90, 95, 99)]
                                   for name, col in (("TTFT (s)", "ttft_s"), ("TPOT (s)", "tpot_s"),
                                                     ("ITL (s)", "itl_s"), ("E2E (s)", "e2e_s"),
@@ -118,19 +122,19 @@ with out_col:
                                  index=["p50", "p90", "p95", "p99"])
             st.dataframe(table.style.format("{:.4f}"), width="stretch")
         with time_tab:
-            sampled = c.sample_timeseries(out["timeseries"], out["num_kv_blocks"])
-            for title, column in c.TIMESERIES.items():
-                st.altair_chart(c.timeseries_chart(sampled, column, title), width="stretch")
+            sampled = sample_timeseries(out["timeseries"], out["num_kv_blocks"])
+            for title, column in TIMESERIES.items():
+                st.altair_chart(timeseries_chart(sampled, column, title), width="stretch")
         with util_tab:
             cols = st.columns(3)
             cols[0].metric("Replica stepping (mean)", f"{s['gpu_busy_fraction_mean'] * 100:.1f} %",
-                           help=c.HELP["stepping"])
+                           help=HELP["stepping"])
             cols[1].metric("KV cache used (mean)", f"{s['kv_utilisation_mean'] * 100:.1f} %")
             cols[2].metric("KV cache used (peak)", f"{s['kv_utilisation_peak'] * 100:.1f} %")
-            st.altair_chart(c.utilisation_chart(s["gpu_busy_fraction_by_replica"]), width="stretch")
+            st.altair_chart(utilisation_chart(s["gpu_busy_fraction_by_replica"]), width="stretch")
         with class_tab:
             if len(out["by_class"]) > 1:
-                classes, formats = c.readable_frame(out["by_class"])
+                classes, formats = readable_frame(out["by_class"])
                 st.dataframe(classes, width="stretch", hide_index=True, column_config=formats)
             else:
                 st.caption("One traffic class; add a priority mix to the workload to compare classes.")

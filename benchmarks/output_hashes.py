@@ -13,7 +13,6 @@ hashes its step log and per-request token times.
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import sys
@@ -25,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sim.scenario import load_scenario, scenario_from_dict  # noqa: E402
+from sim.scenario import load_scenario, patch_scenario, scenario_from_dict  # noqa: E402
 from sim.simulation import run  # noqa: E402
 
 BASE = {
@@ -44,18 +43,8 @@ BASE = {
 SPEC = {"draft_model": "llama-3.2-1b", "num_speculative_tokens": 4, "acceptance_rate": 0.7}
 
 
-def _merge(base: dict, patch: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in patch.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and "kind" not in v:
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
 def _built(patch: dict, overrides: tuple[str, ...] = ()):
-    return scenario_from_dict(_merge(BASE, patch), list(overrides))
+    return scenario_from_dict(patch_scenario(BASE, patch), list(overrides))
 
 
 # name -> (scenario factory, run keyword arguments)

@@ -32,6 +32,7 @@ from calibration.fit import FitResult, fit_profile, format_report
 from calibration.profile import MEASUREMENTS_FILE, Profile, save_profile, shipped_profiles_dir
 from calibration.kv_capacity import vllm_kv_capacity
 from sim.catalog import ModelSpec, resolve_model
+from sim.cli_errors import run_command
 from sim.configio import ConfigError
 
 __all__ = ["SYSTEMS", "LogGrid", "LookupLog", "OpTables", "StepComposer", "ImportFailed", "load_tables",
@@ -248,40 +249,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only-new", action="store_true", help="with --shipped: skip profiles that exist already")
     p.add_argument("--kv-table", metavar="MD", help="write the KV block counts of the shipped profiles to MD")
     a = p.parse_args(argv)
-    try:
-        if a.kv_table:
-            from calibration.kv_capacity import write_kv_table
-            write_kv_table(Path(a.kv_table))
-            print(f"wrote {a.kv_table}")
-            return 0
-        if a.shipped:
-            jobs = [(s, m, tp, d, None, None, None, moe, not csv) for s, m, tp, d, moe, csv in shipped_jobs()]
-        elif a.model and a.system:
-            jobs = [(a.system, a.model, a.tp, a.dtype, a.kv_dtype, a.version, a.out, a.moe_parallel,
-                     a.no_measurements)]
-        else:
-            p.error("give --model and --system, or --shipped, or --kv-table")
-        tables: dict[str, OpTables] = {}
-        for system, model, tp, dtype, kv_dtype, version, out, moe, no_csv in jobs:
-            spec = resolve_model(model, "--model")
-            kv_dtype = kv_dtype or checkpoint_kv_dtype(model, dtype)
-            name = profile_name(system, model, tp, dtype, kv_dtype, moe if spec.is_moe else None)
-            folder = out or str(shipped_profiles_dir() / name)
-            if a.only_new and (Path(folder) / "profile.json").is_file():
-                continue
-            if system not in tables:
-                tables[system] = load_tables(system, a.framework, version)
-            rel = out or f"calibration/profiles/{name}"
-            profile, comp, result = build_profile(model, system, tp, dtype, kv_dtype=kv_dtype,
-                                                  framework=a.framework, step_overhead_s=a.step_overhead_ms * 1e-3,
-                                                  moe_parallel=moe, tables=tables[system], out=rel)
-            write_profile(profile, comp, folder, measurements=not no_csv)
-            print(f"== {name}: {len(comp.measurements)} steps ({profile.provenance['source']}), "
-                  f"skipped {comp.skipped or 'none'} -> {folder}")
-            print(format_report(result))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(lambda args: _run(args, p), a)  # bad input: one line on stderr, status 2
+
+
+def _run(a: argparse.Namespace, p: argparse.ArgumentParser) -> int:
+    if a.kv_table:
+        from calibration.kv_capacity import write_kv_table
+        write_kv_table(Path(a.kv_table))
+        print(f"wrote {a.kv_table}")
+        return 0
+    if a.shipped:
+        jobs = [(s, m, tp, d, None, None, None, moe, not csv) for s, m, tp, d, moe, csv in shipped_jobs()]
+    elif a.model and a.system:
+        jobs = [(a.system, a.model, a.tp, a.dtype, a.kv_dtype, a.version, a.out, a.moe_parallel,
+                 a.no_measurements)]
+    else:
+        p.error("give --model and --system, or --shipped, or --kv-table")
+    tables: dict[str, OpTables] = {}
+    for system, model, tp, dtype, kv_dtype, version, out, moe, no_csv in jobs:
+        spec = resolve_model(model, "--model")
+        kv_dtype = kv_dtype or checkpoint_kv_dtype(model, dtype)
+        name = profile_name(system, model, tp, dtype, kv_dtype, moe if spec.is_moe else None)
+        folder = out or str(shipped_profiles_dir() / name)
+        if a.only_new and (Path(folder) / "profile.json").is_file():
+            continue
+        if system not in tables:
+            tables[system] = load_tables(system, a.framework, version)
+        rel = out or f"calibration/profiles/{name}"
+        profile, comp, result = build_profile(model, system, tp, dtype, kv_dtype=kv_dtype,
+                                              framework=a.framework, step_overhead_s=a.step_overhead_ms * 1e-3,
+                                              moe_parallel=moe, tables=tables[system], out=rel)
+        write_profile(profile, comp, folder, measurements=not no_csv)
+        print(f"== {name}: {len(comp.measurements)} steps ({profile.provenance['source']}), "
+              f"skipped {comp.skipped or 'none'} -> {folder}")
+        print(format_report(result))
     return 0
 
 

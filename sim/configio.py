@@ -14,7 +14,7 @@ import math
 import reprlib
 import types
 import typing
-from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Callable, Literal, Union, get_args, get_origin
 
 if TYPE_CHECKING:
     import yaml
@@ -87,6 +87,23 @@ def set_path(data: dict, dotted: str, value: Any, label: str | None = None) -> d
         node = node[part]
     node[parts[-1]] = copy.deepcopy(value)
     return root
+
+
+def merge_mappings(base: dict, patch: dict, replaces_whole: Callable[[str, dict], bool] | None = None) -> dict:
+    """A copy of the nested mapping `base` with `patch` laid over it: the one nested-dict merge. A
+    mapping in `patch` merges key by key into a mapping at the same key of `base`, recursively,
+    unless `replaces_whole(key, mapping)` says it takes the old one's place whole; any other value
+    replaces. Neither argument is changed."""
+    import copy
+
+    out = copy.deepcopy(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not (
+                replaces_whole is not None and replaces_whole(key, value)):
+            out[key] = merge_mappings(out[key], value, replaces_whole)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def short_path(path: Any) -> str:

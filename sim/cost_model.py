@@ -69,17 +69,35 @@ def step_features(chunk_tokens: np.ndarray, context_tokens: np.ndarray, samples:
     return StepFeatures(*step_feature_values(chunk_tokens, context_tokens, samples))
 
 
+PLAIN_SUMS_MAX = 24  # up to this many sequences, a loop over plain integers beats numpy's per-call cost
+
+
 def step_feature_values(chunk_tokens: np.ndarray, context_tokens: np.ndarray,
                         samples: np.ndarray) -> tuple[int, int, int, int, int]:
     """step_features as a plain tuple (new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs):
     the engine's per-decision call, without building a frozen dataclass each step."""
     L = np.asarray(chunk_tokens, dtype=np.int64)
     c = np.asarray(context_tokens, dtype=np.int64)
-    # Plain sums of lists: exact on integers, and cheaper than numpy's reductions on a few slots.
-    new_tokens = sum(L.tolist())
-    pairs = L * c + L * (L + 1) // 2
-    return (new_tokens, int(sum(np.asarray(samples).tolist())), sum(pairs.tolist()), sum(c.tolist()) + new_tokens,
-            int(np.count_nonzero(L)))
+    if len(L) <= PLAIN_SUMS_MAX:
+        new_tokens, attn_pairs, kv_read_tokens = step_feature_sums(L.tolist(), c.tolist())
+    else:  # the same sums, vectorised: cheaper than a Python loop over many sequences
+        new_tokens = sum(L.tolist())
+        attn_pairs = sum((L * c + L * (L + 1) // 2).tolist())
+        kv_read_tokens = sum(c.tolist()) + new_tokens
+    return new_tokens, int(sum(np.asarray(samples).tolist())), attn_pairs, kv_read_tokens, int(np.count_nonzero(L))
+
+
+def step_feature_sums(chunk_tokens: list[int], context_tokens: list[int]) -> tuple[int, int, int]:
+    """(new_tokens, attn_pairs, kv_read_tokens) of a step from each sequence's chunk and cached context
+    as plain integers: sequence j computes L = chunk_tokens[j] tokens after c = context_tokens[j], so
+    it attends L * c + L * (L + 1) / 2 query-key pairs (causal) and reads c + L tokens of KV cache.
+    The engine calls this on a few sequences; sums of integers, so exact in any order."""
+    new_tokens = attn_pairs = kv_read = 0
+    for L, c in zip(chunk_tokens, context_tokens):
+        new_tokens += L
+        attn_pairs += L * c + L * (L + 1) // 2
+        kv_read += c
+    return new_tokens, attn_pairs, kv_read + new_tokens
 
 
 def price(cost: CostModel, f: StepFeatures) -> float:

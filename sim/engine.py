@@ -20,7 +20,7 @@ import numpy as np
 import simpy
 
 from .batch import RunningBatch
-from .cost_model import CostModel, step_feature_values
+from .cost_model import CostModel, step_feature_sums, step_feature_values
 from .fast_forward import MAX_HORIZON, MIN_HORIZON, FastForward, index, plan_fast_forward
 from .kv_cache import SMALL, KVCache
 from .requests import RequestTable
@@ -199,15 +199,9 @@ class Replica:
             remaining_1 = output - generated
             remaining_1 -= 1
         elif spec is None and not plan.padded and n <= SMALL:
-            # Prefill chunks and decodes, no drafts, a few slots: the step's features as plain integer
-            # sums (step_feature_values' formula; a loop beats numpy's calls on a few slots).
-            new_tokens = pairs = kv_read = 0
-            for L, c in zip(chunk.tolist(), computed.tolist()):
-                new_tokens += L
-                pairs += L * c + L * (L + 1) // 2
-                kv_read += c
-            t0 = self.cost.step_time_s(new_tokens, n_completes, pairs, kv_read + new_tokens,
-                                       int(np.count_nonzero(chunk)))
+            # Prefill chunks and decodes, no drafts, a few slots: the step's features as plain integer sums.
+            new_tokens, pairs, kv_read_tokens = step_feature_sums(chunk.tolist(), computed.tolist())
+            t0 = self.cost.step_time_s(new_tokens, n_completes, pairs, kv_read_tokens, int(np.count_nonzero(chunk)))
             computed_1 = computed + chunk
             num_tokens_1 = num_tokens + completes
             remaining_1 = output - generated

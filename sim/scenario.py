@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .configio import ConfigError, build, is_file, load_yaml, set_path, short_path, to_dict
+from .configio import ConfigError, build, is_file, load_yaml, merge_mappings, set_path, short_path, to_dict
 from .scenario_config import (  # noqa: F401 (the sections, re-exported: callers import them from here)
     ENGINE_KNOBS, ROOFLINE_ONLY_KNOBS, CostModelConfig, EngineConfig, HardwareConfig, QuantizationConfig, Scenario,
     SchedulerConfig, SchedulerName, ServingConfig, SimConfig, SloConfig)
@@ -35,6 +35,13 @@ def apply_override(data: dict, assignment: str) -> dict:
     return set_path(data, key, _parse_value(text, key), label=f"--set {key}")
 
 
+def patch_scenario(base: dict, patch: dict) -> dict:
+    """A scenario mapping with `patch` merged in section by section (how tests and benchmarks build
+    variants of one base); a distribution or arrival process given with its `kind` replaces the old
+    one whole, since its other fields belong to that kind."""
+    return merge_mappings(base, patch, lambda _key, value: "kind" in value)
+
+
 def _with_engine_args(data: dict, vllm_args: str | None) -> dict:
     """`data` with its `engine_args:` (vLLM's names, sim/vllm_args.py) mapped onto scenario fields,
     then `vllm_args` (a `vllm serve` command line) applied over them, as --set is over the file."""
@@ -46,15 +53,8 @@ def _with_engine_args(data: dict, vllm_args: str | None) -> dict:
         data = merge_engine_args(data, engine_args_to_scenario(engine))
     if vllm_args:
         fields = engine_args_to_scenario(parse_vllm_args(vllm_args), "--vllm-args")
-
-        def override(base: dict, add: dict) -> dict:
-            out = dict(base)
-            for k, v in add.items():
-                out[k] = override(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) \
-                    and k != "speculative" else v
-            return out
-
-        data = override(data, fields)
+        # A speculative section names one method; its fields replace the file's, never mix with them.
+        data = merge_mappings(data, fields, lambda key, _value: key == "speculative")
     return with_vllm_default_limits(data)
 
 

@@ -88,9 +88,8 @@ def _renewal_arrivals(rng: np.random.Generator, rate_per_s: float, cv: float,
 
 
 def _daily_arrivals(rng: np.random.Generator, cfg: ArrivalConfig) -> tuple[np.ndarray, float]:
-    weights = np.asarray(cfg.hourly_weights if cfg.hourly_weights is not None else [1.0] * 24, dtype=float)
     hours = np.asarray(cfg.hours if cfg.hours is not None else range(24), dtype=np.int64)
-    expected = cfg.queries_per_day * weights[hours] / weights.sum()
+    expected = cfg.expected_queries_per_hour()[hours]
     counts = rng.poisson(expected)
     starts = np.repeat(np.arange(len(hours)) * SECONDS_PER_HOUR, counts)
     arrivals = np.sort(starts + rng.uniform(0.0, SECONDS_PER_HOUR, size=int(counts.sum())))

@@ -189,6 +189,13 @@ class ArrivalConfig:
     think_time_s: float = 0.0
     start_spread_s: float | None = None
 
+    def expected_queries_per_hour(self) -> np.ndarray:
+        """daily: the expected arrivals in each clock hour 0..23, `queries_per_day * w_h / sum(w)`
+        (flat when no weights are given). The one place this is computed: the arrivals draw their
+        counts from it, the planner its hourly rates, validation the expected request count."""
+        weights = np.asarray(self.hourly_weights if self.hourly_weights is not None else [1.0] * 24, dtype=float)
+        return self.queries_per_day * weights / weights.sum()
+
     def validate(self, path: str) -> None:
         _require_only(self, self.kind, _ARRIVAL_FIELDS[self.kind], _ARRIVAL_FIELDS, path, _ARRIVAL_DEFAULTS)
         if self.kind in ("poisson", "gamma"):
@@ -317,8 +324,7 @@ class WorkloadConfig:
         if a.kind in ("poisson", "gamma"):
             return min(n, per_arrival * a.rate_per_s * (math.inf if self.duration_s is None else self.duration_s))
         if a.kind == "daily":
-            w = a.hourly_weights or (1.0,) * 24
-            hours = a.hours if a.hours is not None else range(24)
-            per_window = a.queries_per_day * sum(w[h] for h in hours) / sum(w)
+            per_hour = a.expected_queries_per_hour()
+            per_window = float(per_hour[list(a.hours)].sum() if a.hours is not None else per_hour.sum())
             return min(n, per_arrival * per_window)
         return 0.0 if a.kind == "trace" else n

@@ -1,11 +1,9 @@
 """Shared helpers: small scenarios built in code, so each test states what it depends on."""
 from __future__ import annotations
 
-import copy
-
 import pytest
 
-from sim.scenario import scenario_from_dict
+from sim.scenario import patch_scenario, scenario_from_dict
 
 BASE = {
     "name": "test",
@@ -23,15 +21,7 @@ BASE = {
 }
 
 
-def merge(base: dict, patch: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in patch.items():
-        # A distribution or arrival process with a new `kind` replaces the old one wholesale.
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and "kind" not in v:
-            out[k] = merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
+merge = patch_scenario  # a section with a new `kind` replaces the old one whole
 
 
 def make_scenario(patch: dict | None = None, overrides: list[str] | None = None):

@@ -18,7 +18,7 @@ pytest.importorskip("streamlit", reason="the UI needs the [ui] extra: pip instal
 import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from app_pages.scenario_form import field_of  # noqa: E402
+from app_pages.form_widgets import field_of  # noqa: E402
 from sim.metrics import summarize  # noqa: E402
 from sim.scenario import DEFAULT_SCENARIO, read_scenario_file, scenario_from_dict  # noqa: E402
 
@@ -102,7 +102,7 @@ def expected_summary(overrides=(), name=DEFAULT_SCENARIO) -> dict:
 # --- Scenario page --------------------------------------------------------------------
 
 def test_scenario_default_run_shows_the_cli_numbers(app):
-    from app_pages.common import fmt_ms, fmt_num, fmt_s, fmt_usd
+    from app_pages.display import fmt_ms, fmt_num, fmt_s, fmt_usd
 
     ok(app)
     assert app.button(key="run").disabled is False
@@ -146,7 +146,7 @@ def test_editing_the_form_changes_the_run(app):
     app.button(key="run").click().run()
     ok(app)
     s = expected_summary(["serving.replicas=1", "workload.num_requests=300", "workload.arrival.rate_per_s=4.0"])
-    from app_pages.common import fmt_s, fmt_usd
+    from app_pages.display import fmt_s, fmt_usd
 
     assert metrics(app)["TTFT p99"] == fmt_s(s["ttft_s_p99"])
     assert metrics(app)["$ / month"] == fmt_usd(s["cost_usd_per_month"], 0)
@@ -339,8 +339,8 @@ def test_a_profile_from_another_model_is_refused_next_to_the_cost_model(app, tmp
 # --- Plan page --------------------------------------------------------------------------
 
 def test_plan_answers_in_a_sentence_with_a_ranked_table(app):
-    pytest.importorskip("sim.planner")
-    from sim.planner import plan
+    pytest.importorskip("sim.plan.planner")
+    from sim.plan.planner import plan
 
     go(app, "plan")
     ok(app)
@@ -362,7 +362,7 @@ def test_plan_answers_in_a_sentence_with_a_ranked_table(app):
     base["workload"]["arrival"]["queries_per_day"] = 200_000.0
     base["slo"] = {"percentile": 99.0, **{k: v for k, v in base["slo"].items() if k in ("ttft_s", "tpot_s")}}
     # "auto" cost model: each candidate priced by the shipped profile measured for it, else the roofline.
-    from app_pages.common import matching_profile
+    from app_pages.profiles import matching_profile
 
     candidates, used = [], {}
     for gpu in ("a100-80gb-sxm", "l4"):
@@ -380,7 +380,7 @@ def test_plan_answers_in_a_sentence_with_a_ranked_table(app):
 
 
 def test_plan_bad_input_is_shown_next_to_the_field(app):
-    pytest.importorskip("sim.planner")
+    pytest.importorskip("sim.plan.planner")
     go(app, "plan")
     app.number_input(key="plan.qpd").set_value(0.0).run()
     ok(app)
@@ -415,13 +415,35 @@ def test_priority_mix_flows_through_and_bad_shares_are_named(app):
 def test_pages_degrade_without_the_planner_and_the_fitter(app, monkeypatch):
     import sys
 
-    monkeypatch.setitem(sys.modules, "sim.planner", None)  # import now raises ImportError
+    monkeypatch.setitem(sys.modules, "sim.plan.planner", None)  # import now raises ImportError
     monkeypatch.setitem(sys.modules, "calibration.fit", None)
     go(app, "plan")
     ok(app)
-    assert "capacity planner (sim/planner.py) is not part of this checkout" in app.warning[0].value
+    assert "capacity planner (sim/plan/) is not part of this checkout" in app.warning[0].value
     go(app, "calibrate")
     csv = synthetic_measurements(10).to_csv(index=False).encode()
     app.file_uploader(key="cal.upload").upload("m.csv", csv, "text/csv").run()
     ok(app)
     assert any("fitter (calibration/fit.py) is not installed" in w.value for w in app.warning)
+
+
+def test_calibrate_lists_each_coefficient_with_its_unit(app):
+    """A mixture of experts' profile: every coefficient is seconds of something except
+    expert_pick_fraction, k / E, which the table must not present as seconds."""
+    from app_pages.profiles import COEFFICIENT_UNITS
+    from calibration.profile import load_profile
+    from sim.cost_model import EXPERT_COEFFICIENTS, PROFILE_COEFFICIENTS
+
+    assert set(COEFFICIENT_UNITS) == set(PROFILE_COEFFICIENTS + EXPERT_COEFFICIENTS)  # a new one needs its unit
+    moe = "h100-sxm_gpt-oss-120b_tp2_mxfp4"
+    go(app, "calibrate")
+    app.radio(key="cal.source").set_value("a profile's measurements").run()
+    app.selectbox(key="cal.profile").set_value(moe).run()
+    ok(app)
+    table = frame_with(app, "unit")
+    units = dict(zip(table["coefficient"], table["unit"]))
+    values = dict(zip(table["coefficient"], table["value"]))
+    assert set(units) == set(PROFILE_COEFFICIENTS + EXPERT_COEFFICIENTS)
+    assert units["expert_pick_fraction"].startswith("fraction, not seconds")
+    assert all(units[name].startswith("s ") for name in PROFILE_COEFFICIENTS + ("experts_s",))
+    assert values == load_profile(moe).coefficients

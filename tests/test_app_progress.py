@@ -109,7 +109,7 @@ def test_the_form_defaults_to_the_clis_auto_cost_model_and_names_the_one_used(ap
     cli = run(load_scenario("priority_mixed.yaml", ["workload.num_requests=2000"]))
     assert cli.cost_model_name.startswith("auto: profile a100-80gb-sxm_llama-3.1-8b_tp1_bf16")
     assert any(f"cost model: {cli.cost_model_name}" in m.value for m in app.caption)
-    from app_pages.common import fmt_s
+    from app_pages.display import fmt_s
 
     assert {m.label: m.value for m in app.metric}["TTFT p99"] == fmt_s(summarize(cli)["ttft_s_p99"])
     # Roofline picked by hand: the caption says so.
@@ -127,7 +127,7 @@ def test_dtype_lists_are_the_cores(app):
 
 
 def test_the_plan_page_reports_progress_and_stops(app, monkeypatch):
-    pytest.importorskip("sim.planner")
+    pytest.importorskip("sim.plan.planner")
     calls = []
 
     def interrupted(source, *a, on_progress=None, **kw):
@@ -135,7 +135,7 @@ def test_the_plan_page_reports_progress_and_stops(app, monkeypatch):
         on_progress(3, 14)
         st.stop()
 
-    monkeypatch.setattr("sim.planner.plan", interrupted)  # the page imports it on each run
+    monkeypatch.setattr("sim.plan.planner.plan", interrupted)  # the page imports it on each run
     app.switch_page("app_pages/plan.py").run()
     app.number_input(key="plan.rpp").set_value(200).run()
     app.button(key="plan.run").click().run()

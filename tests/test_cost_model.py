@@ -4,7 +4,8 @@ import pytest
 
 from sim.catalog import resolve_gpu, resolve_model
 from sim.configio import ConfigError
-from sim.cost_model import ProfileCostModel, RooflineCostModel, price, step_features
+from sim.cost_model import (PLAIN_SUMS_MAX, ProfileCostModel, RooflineCostModel, price, step_feature_sums,
+                             step_feature_values, step_features)
 
 
 def roofline(model="llama-3.1-8b", gpu="h100-sxm", tp=1, w="bf16", kv="bf16"):
@@ -89,3 +90,17 @@ def test_profile_scalar_and_decode_forms_are_bit_identical_to_the_array_form(hos
     if overlap:  # both sides of the max bind somewhere in this sample
         engine = 2e-4 + 8e-3 + 4e-6 * B
         assert (full == engine).any() and (full > engine).any()
+
+
+@pytest.mark.parametrize("n", [1, 5, PLAIN_SUMS_MAX, PLAIN_SUMS_MAX + 1, 200])  # both sides of the switch
+def test_step_features_count_each_sequence_the_same_either_way(n):
+    """The loop over plain integers (a few sequences) and the numpy form (many) give the same
+    features, equal to counting each sequence's query-key pairs one by one."""
+    rng = np.random.default_rng(n)
+    chunk = rng.integers(0, 600, n)
+    ctx = rng.integers(0, 5000, n)
+    samples = rng.integers(0, 3, n)
+    pairs = sum(sum(int(c) + q + 1 for q in range(int(L))) for L, c in zip(chunk, ctx))  # causal: query q sees c+q+1
+    expected = (int(chunk.sum()), int(samples.sum()), pairs, int(ctx.sum() + chunk.sum()), int(np.count_nonzero(chunk)))
+    assert step_feature_values(chunk, ctx, samples) == expected
+    assert step_feature_sums(chunk.tolist(), ctx.tolist()) == (expected[0], expected[2], expected[3])

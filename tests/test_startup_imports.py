@@ -29,7 +29,7 @@ print(json.dumps({{"code": code, "modules": sorted(sys.modules)}}), file=sys.std
 # Never on a plain run: DataFrames (built only for --out or results.requests), the planner and the
 # calibration stack (their own commands), the optional outputs (a Chrome trace) and the UI.
 NOT_ON_A_RUN = ("pandas", "pyarrow", "scipy", "sklearn", "matplotlib", "streamlit", "torch", "vllm", "ray",
-                "sim.plan", "sim.planner", "sim.chrome_trace", "sim.compare", "calibration.cli",
+                "sim.plan", "sim.chrome_trace", "sim.compare", "calibration.cli",
                 "calibration.fit", "calibration.profile")
 
 

@@ -50,9 +50,7 @@ def hourly_rates(workload: WorkloadConfig) -> tuple[float, ...]:
     """Mean arrival rate (requests/s) in each hour 0..23 of the day."""
     a = workload.arrival
     if a.kind == "daily":
-        w = a.hourly_weights if a.hourly_weights is not None else (1.0,) * HOURS_PER_DAY
-        total = sum(w)
-        return tuple(a.queries_per_day * x / total / SECONDS_PER_HOUR for x in w)
+        return tuple((a.expected_queries_per_hour() / SECONDS_PER_HOUR).tolist())
     if a.kind in ("poisson", "gamma"):
         return (a.rate_per_s,) * HOURS_PER_DAY
     raise ConfigError(f"workload.arrival.kind: got {a.kind!r}; the planner needs 'daily' (a day's volume and its "
