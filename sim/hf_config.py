@@ -31,6 +31,26 @@ def _as_file(value: str, base_dir: Path | None) -> Path | None:
         return None
 
 
+# Architectures whose attention normalises q and k per head (RMSNorm over head_dim) before RoPE.
+_PER_HEAD_QK_NORM = ("Qwen3ForCausalLM", "Qwen3MoeForCausalLM")
+
+
+def _qk_norm(cfg: dict[str, Any]) -> str:
+    """The q/k RMSNorm a config implies (catalog QK_NORMS): an explicit `use_qk_norm` with its
+    `qk_norm_type` (MiniMax-M2: per_layer = over all heads together), else the architecture's own."""
+    if cfg.get("use_qk_norm"):
+        return "across_heads" if cfg.get("qk_norm_type") == "per_layer" else "per_head"
+    return "per_head" if any(a in _PER_HEAD_QK_NORM for a in cfg.get("architectures") or ()) else "none"
+
+
+def _rotary_dim(cfg: dict[str, Any], head_dim: int) -> int:
+    """Channels of a head that RoPE rotates (0: all of them): `rotary_dim`, or `partial_rotary_factor`."""
+    if cfg.get("rotary_dim"):
+        return min(int(cfg["rotary_dim"]), head_dim)
+    factor = cfg.get("partial_rotary_factor")
+    return int(head_dim * float(factor)) if factor and float(factor) < 1 else 0
+
+
 def spec_from_hf_config(config: dict[str, Any], name: str, path: str = "model") -> dict[str, Any]:
     """A ModelSpec mapping from a Hugging Face config.json dict (Llama-like and Mixtral/Qwen-MoE keys)."""
     cfg = dict(config.get("text_config") or {}, **{k: v for k, v in config.items() if k != "text_config"})
@@ -60,6 +80,8 @@ def spec_from_hf_config(config: dict[str, Any], name: str, path: str = "model") 
         "tied_embeddings": bool(cfg.get("tie_word_embeddings", False)),
         "num_experts": experts,
         "experts_per_token": int(cfg.get("num_experts_per_tok") or 1),
+        "qk_norm": _qk_norm(cfg),
+        "rotary_dim": _rotary_dim(cfg, int(cfg.get("head_dim") or hidden // heads)),
         "num_params": 1,  # replaced by the shape's count below
         "source": f"config.json of {name}; num_params derived from the shape",
     }

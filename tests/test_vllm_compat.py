@@ -310,6 +310,24 @@ def test_model_from_a_config_json_matches_the_catalog_shape(tmp_path):
         scenario_from_dict(merge(BASE, {**SMALL, "model": "my-llama"}), base_dir=tmp_path)
 
 
+@pytest.mark.parametrize("extra, qk_norm, rotary_dim", [
+    ({"architectures": ["LlamaForCausalLM"]}, "none", 0),
+    ({"architectures": ["Qwen3ForCausalLM"]}, "per_head", 0),  # q_norm / k_norm in the architecture itself
+    ({"architectures": ["MiniMaxM2ForCausalLM"], "use_qk_norm": True, "qk_norm_type": "per_layer",
+      "rotary_dim": 64}, "across_heads", 64),
+    ({"architectures": ["X"], "partial_rotary_factor": 0.5}, "none", 64),
+])
+def test_a_config_json_brings_its_qk_norm_and_rotary_dim(extra, qk_norm, rotary_dim):
+    """The composed profiles price q/k RMSNorm and RoPE from these (calibration/aic_attention_ops.py):
+    a user's config.json must carry them as the catalog entry of the same model does."""
+    from sim.catalog import ModelSpec, build
+    from sim.hf_config import spec_from_hf_config
+    cfg = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 4, "num_attention_heads": 32,
+           "num_key_value_heads": 8, "vocab_size": 32000, **extra}
+    spec = build(ModelSpec, spec_from_hf_config(cfg, "m"), "model")
+    assert (spec.qk_norm, spec.rotary_dim) == (qk_norm, rotary_dim)
+
+
 def test_hub_ids_of_catalog_models_and_unknown_ones():
     assert scenario_from_dict(merge(BASE, {**SMALL, "model": "Qwen/Qwen2.5-7B-Instruct"})).model_spec.name == "qwen2.5-7b"
     with pytest.raises(ConfigError, match="not a catalog model and no config.json"):
