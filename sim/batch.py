@@ -46,5 +46,10 @@ class RunningBatch:
         d[:, :k] = d[:, :self.n].compress(keep, axis=1)
         self.n = k
 
+    def rows(self) -> list[list[int]]:
+        """The running slots' fields as plain lists, in the order req, prompt, output, computed,
+        num_tokens, level, chunk (one call for all of them)."""
+        return self._data[:, :self.n].tolist()
+
     def view(self, name: str) -> np.ndarray:
         return getattr(self, name)[:self.n]

@@ -21,6 +21,7 @@ import simpy
 
 from .batch import RunningBatch
 from .cost_model import CostModel, step_feature_values
+from .engine_small import execute_small, fits
 from .fast_forward import MAX_HORIZON, MIN_HORIZON, FastForward, index, plan_fast_forward
 from .kv_cache import SMALL, KVCache
 from .requests import RequestTable
@@ -80,6 +81,9 @@ class Replica:
         f = self._finishing_s
         if not len(f):
             return self._outstanding
+        if type(f) is list:  # sim/engine_small.py's plain floats
+            now = self.env.now
+            return self._outstanding - sum(x <= now for x in f)
         return self._outstanding - int(np.count_nonzero(f <= self.env.now))
 
     # --- mechanisms the scheduler calls -------------------------------------
@@ -171,7 +175,7 @@ class Replica:
                 self._wake = None
                 continue
             self.state = BUSY
-            yield from self._execute(action)
+            yield from (execute_small(self, action) if fits(self, action) else self._execute(action))
 
     def _execute(self, plan: StepPlan):
         env, b, t = self.env, self.running, self.table

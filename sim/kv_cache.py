@@ -90,6 +90,20 @@ class KVCache:
             self.num_free_blocks -= total
         return True
 
+    def allocate_lists(self, reqs: list, num_tokens: list) -> bool:
+        """`allocate_many` on plain lists (a few requests: sim/engine_small.py)."""
+        bs, up, held = self.block_size_tokens, self.block_size_tokens - 1, self._held
+        extra = [(r, e) for r, t, h in zip(reqs, num_tokens, held[reqs].tolist()) if (e := (t + up) // bs - h) > 0]
+        if not extra:  # most decode steps start no new block
+            return True
+        total = sum(e for _, e in extra)
+        if total > self.num_free_blocks:
+            return False
+        for r, e in extra:
+            held[r] += e
+        self.num_free_blocks -= total
+        return True
+
     def free(self, req: int) -> None:
         self.num_free_blocks += int(self._held[req])
         self._held[req] = 0
@@ -132,6 +146,21 @@ class KVCache:
         freed = (released * ~active).sum(axis=1)
         over = np.flatnonzero(lack > self.num_free_blocks + freed)
         return int(over[0]) if len(over) else horizon
+
+    def steps_that_fit_lists(self, reqs: list, tokens_now: list, steps_left: list, horizon: int) -> int:
+        """`steps_that_fit` at one token per step, on plain lists (sim/engine_small.py)."""
+        if horizon <= 0 or not reqs:
+            return max(horizon, 0)
+        bs, peak = self.block_size_tokens, 0
+        for t, s, h in zip(tokens_now, steps_left, self._held[reqs].tolist()):
+            last = (s if s < horizon else horizon) - 1  # last step it runs in the horizon
+            extra = (t + (last if last > 0 else 0) + bs - 1) // bs - h
+            if extra > 0:
+                peak += extra
+        if peak <= self.num_free_blocks:
+            return horizon
+        return self.steps_that_fit(np.array(reqs, dtype=np.int64), np.array(tokens_now, dtype=np.int64),
+                                   np.array(steps_left, dtype=np.int64), 1, horizon)
 
     def blocks_by_holders(self, reqs: np.ndarray) -> list[tuple[frozenset, int]]:
         """The blocks `reqs` hold, as (the requests holding them, how many): a block goes back to the
