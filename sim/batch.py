@@ -51,5 +51,14 @@ class RunningBatch:
         num_tokens, level, chunk (one call for all of them)."""
         return self._data[:, :self.n].tolist()
 
+    def set_rows(self, rows: list[list[int]]) -> None:
+        """Replace the running slots by these: one list per field, in `rows()` order, all as long."""
+        k = len(rows[0])
+        if k > len(self.req):
+            self._bind(np.zeros((len(_FIELDS), 2 * k), dtype=np.int64))
+        if k:
+            self._data[:, :k] = rows
+        self.n = k
+
     def view(self, name: str) -> np.ndarray:
         return getattr(self, name)[:self.n]

@@ -35,7 +35,7 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
     env, b, t, sim = rep.env, rep.running, rep.table, rep.sim
     start = env.now
     n = b.n
-    reqs, prompt, output, computed, num_tokens, _level, chunk = b.rows()
+    reqs, prompt, output, computed, num_tokens, level, chunk = b.rows()
 
     # ---- step 0: its features as integer sums, per slot what it leaves -------
     new_tokens = pairs = kv_read = n_sched = n_decode = n_completes = 0
@@ -124,31 +124,29 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
             nt1[j] += e
         rep.itl.add(times[:m], active[:m])
         rep.ff_horizon_steps = min(MAX_HORIZON, rep.ff_horizon_steps * 2) if m == H else max(MIN_HORIZON, 2 * m)
-    b.computed[:n] = comp1
-    b.num_tokens[:n] = nt1
-    b.chunk[:n] = 0
 
     rep._finishing_s = []
-    done = [j for j in range(n) if finish_at[j] <= end] if (n_finished_0 or ff is not None) else ()
-    if done:
-        done_reqs = [reqs[j] for j in done]
-        rl = rep.response_latency_s
-        done_s = np.array([start + finish_at[j] + rl for j in done])
-        t.finish_s[done_reqs] = done_s
-        t.generated[done_reqs] = [nt1[j] - prompt[j] for j in done]
-        rep.kv.free_many(done_reqs)
-        rep._outstanding -= len(done)
-        if len(done) < n:
-            keep = np.ones(n, dtype=bool)
-            keep[done] = False
-            b.remove(keep)
-        else:
-            b.n = 0
+    kept = range(n)
+    if n_finished_0 or ff is not None:
+        done = [j for j in range(n) if finish_at[j] <= end]
+        if done:
+            rl, finish_s, generated, free = rep.response_latency_s, t.finish_s, t.generated, rep.kv.free
+            done_s = []
+            for j in done:
+                req = reqs[j]
+                done_s.append(start + finish_at[j] + rl)
+                finish_s[req] = done_s[-1]
+                generated[req] = nt1[j] - prompt[j]
+                free(req)
+            rep._outstanding -= len(done)
+            kept = [j for j in range(n) if finish_at[j] > end]
+    if len(kept) == n:
+        b.set_rows([reqs, prompt, output, comp1, nt1, level, [0] * n])
+    else:
+        b.set_rows([[row[j] for j in kept] for row in (reqs, prompt, output, comp1, nt1, level)] + [[0] * len(kept)])
         sim.on_finish(done_s)
-    if m > 0 and b.n:
+    if m > 0 and kept:
         # Blocks for the tokens the fast-forward computed, taken before the next decision (see _execute).
-        gone = set(done)
-        kept = [j for j in range(n) if j not in gone] if gone else range(n)
         if not rep.kv.allocate_lists([reqs[j] for j in kept], [comp1[j] for j in kept]):
             raise RuntimeError("fast-forward outgrew the KV cache")
 
