@@ -62,7 +62,7 @@ class Replica:
         self.running = RunningBatch(batch_capacity)
         self._outstanding = 0  # requests routed here and not yet retired by the engine loop
         self._finishing_s = _NONE  # per running slot: finish time (s) planned in the run now in flight
-        self._finishing_sorted: list[float] | None = None
+        self._finishing_sorted: list[float] | bool | None = None  # see `outstanding`
         self.state = IDLE
         self.busy_s = 0.0
         self.preempted_any = False  # has any sequence here been preempted (and may resume mid-output)?
@@ -85,9 +85,13 @@ class Replica:
         now = self.env.now
         if type(f) is list:  # sim/engine_small.py's plain floats, a few
             return self._outstanding - sum(x <= now for x in f)
-        if self._finishing_sorted is None:  # sorted once per run: the router asks at every arrival
-            self._finishing_sorted = np.sort(f[f < math.inf]).tolist()
-        return self._outstanding - bisect_right(self._finishing_sorted, now)
+        fin = self._finishing_sorted
+        if fin is None:  # the first question in this run: one pass
+            self._finishing_sorted = False
+            return self._outstanding - int(np.count_nonzero(f <= now))
+        if fin is False:  # asked again (an arrival per replica asks each): sort the finite times once
+            fin = self._finishing_sorted = np.sort(f[f < math.inf]).tolist()
+        return self._outstanding - bisect_right(fin, now)
 
     # --- mechanisms the scheduler calls -------------------------------------
     @property
