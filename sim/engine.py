@@ -62,7 +62,8 @@ class Replica:
         self.running = RunningBatch(batch_capacity)
         self._outstanding = 0  # requests routed here and not yet retired by the engine loop
         self._finishing_s = _NONE  # per running slot: finish time (s) planned in the run now in flight
-        self._finishing_sorted: list[float] | bool | None = None  # see `outstanding`
+        self._finishing_sorted: list[float] | None = None  # its finite times, sorted once asked twice
+        self._finishing_asked = 0  # how often `outstanding` was asked during the run in flight
         self.state = IDLE
         self.busy_s = 0.0
         self.preempted_any = False  # has any sequence here been preempted (and may resume mid-output)?
@@ -85,13 +86,13 @@ class Replica:
         now = self.env.now
         if type(f) is list:  # sim/engine_small.py's plain floats, a few
             return self._outstanding - sum(x <= now for x in f)
-        fin = self._finishing_sorted
-        if fin is None:  # the first question in this run: one pass
-            self._finishing_sorted = False
-            return self._outstanding - int(np.count_nonzero(f <= now))
-        if fin is False:  # asked again (an arrival per replica asks each): sort the finite times once
-            fin = self._finishing_sorted = np.sort(f[f < math.inf]).tolist()
-        return self._outstanding - bisect_right(fin, now)
+        if self._finishing_sorted is None:
+            self._finishing_asked += 1
+            if self._finishing_asked == 1:  # the first question in this run: one pass
+                return self._outstanding - int(np.count_nonzero(f <= now))
+            # Asked again (each arrival asks every replica): sort the finite times once, then bisect.
+            self._finishing_sorted = np.sort(f[f < math.inf]).tolist()
+        return self._outstanding - bisect_right(self._finishing_sorted, now)
 
     # --- mechanisms the scheduler calls -------------------------------------
     @property
@@ -260,7 +261,7 @@ class Replica:
         # Finishes inside the fast-forward happen at their own times, before the engine wakes:
         # `outstanding` counts them as they pass so the router sees the true load.
         self._finishing_s = start + finish_at  # per slot; inf where it does not finish in this run
-        self._finishing_sorted = None  # its finite times, sorted (`outstanding` fills it in)
+        self._finishing_sorted, self._finishing_asked = None, 0  # `outstanding` fills them in
 
         # ---- let time pass; an arrival may cut the fast-forward short ---------
         if ff is not None and plan.interruptible:
