@@ -46,5 +46,19 @@ class RunningBatch:
         d[:, :k] = d[:, :self.n].compress(keep, axis=1)
         self.n = k
 
+    def rows(self) -> list[list[int]]:
+        """The running slots' fields as plain lists, in the order req, prompt, output, computed,
+        num_tokens, level, chunk (one call for all of them)."""
+        return self._data[:, :self.n].tolist()
+
+    def set_rows(self, rows: list[list[int]]) -> None:
+        """Replace the running slots by these: one list per field, in `rows()` order, all as long."""
+        k = len(rows[0])
+        if k > len(self.req):
+            self._bind(np.zeros((len(_FIELDS), 2 * k), dtype=np.int64))
+        if k:
+            self._data[:, :k] = rows
+        self.n = k
+
     def view(self, name: str) -> np.ndarray:
         return getattr(self, name)[:self.n]

@@ -311,6 +311,16 @@ class ProfileCostModel(_ScalarFromArrays):
         self.response_latency_s = serving.response_latency_s if serving else 0.0
         self.request_jitter_s = serving.request_jitter_s if serving else 0.0
         self._host_per_seq_s = serving.host_per_seq_s if serving else 0.0
+        self._by_seqs = self._by_seqs_table(256)  # decode_step_times_s's terms of the batch size alone
+
+    def _by_seqs_table(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per batch size B < size: overhead_s + per_seq_s * B + max(weights_s, per_token_s * B), and
+        per_sample_s * B, computed as decode_step_times_s computes them (same operations, same bits)."""
+        c = self.coefficients
+        B = np.arange(size, dtype=np.float64)
+        base = c["overhead_s"] + c["per_seq_s"] * B
+        base += np.maximum(c["weights_s"], c["per_token_s"] * B)
+        return base, c["per_sample_s"] * B
 
     def step_time_s(self, new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs) -> float:
         """step_times_s on plain floats, term by term in the same order (the per-decision call;
@@ -333,6 +343,20 @@ class ProfileCostModel(_ScalarFromArrays):
     def decode_step_times_s(self, num_seqs: np.ndarray, context_tokens: np.ndarray) -> np.ndarray:
         """step_times_s(B, B, ctx, ctx, B) with each array converted once (the engine's fast-forward)."""
         c = self.coefficients
+        if not (self._experts_s or self._host_per_seq_s or self._overlap) and isinstance(num_seqs, np.ndarray) \
+                and num_seqs.dtype == np.int64:
+            # The terms of B alone looked up per step (B is a small integer): fewer passes, same bits.
+            base, sample = self._by_seqs
+            try:
+                t = base.take(num_seqs)
+                by_sample = sample.take(num_seqs)
+            except IndexError:  # a batch larger than the table: grow it
+                self._by_seqs = self._by_seqs_table(2 * int(num_seqs.max()) + 1)
+                return self.decode_step_times_s(num_seqs, context_tokens)
+            t += c["per_pair_s"] * context_tokens
+            t += c["per_kv_token_s"] * context_tokens
+            t += by_sample
+            return t
         B = np.asarray(num_seqs, dtype=np.float64)
         ctx = np.asarray(context_tokens, dtype=np.float64)
         t = c["overhead_s"] + c["per_seq_s"] * B

@@ -13,6 +13,7 @@ completes and the scheduler decides again, exactly at a step boundary as in vLLM
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from array import array
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,8 @@ import simpy
 
 from .batch import RunningBatch
 from .cost_model import CostModel, step_feature_sums, step_feature_values
-from .fast_forward import MAX_HORIZON, MIN_HORIZON, FastForward, index, plan_fast_forward
+from .engine_small import execute_small, fits
+from .fast_forward import MAX_HORIZON, MIN_HORIZON, FastForward, index, plan_fast_forward, replay_kv
 from .kv_cache import SMALL, KVCache
 from .requests import RequestTable
 from .schedulers import StepPlan, Wait
@@ -32,7 +34,6 @@ if TYPE_CHECKING:
     from .simulation import Simulation
 
 IDLE, BUSY, FAST_FORWARD = "idle", "busy", "fast_forward"
-_TAKE, _FREE, _KEEP = 0, 1, 2  # KV events of a replayed fast-forward, in the order vLLM runs them within a step
 _NONE = np.empty(0)
 
 
@@ -61,6 +62,8 @@ class Replica:
         self.running = RunningBatch(batch_capacity)
         self._outstanding = 0  # requests routed here and not yet retired by the engine loop
         self._finishing_s = _NONE  # per running slot: finish time (s) planned in the run now in flight
+        self._finishing_sorted: list[float] | None = None  # its finite times, sorted once asked twice
+        self._finishing_asked = 0  # how often `outstanding` was asked during the run in flight
         self.state = IDLE
         self.busy_s = 0.0
         self.preempted_any = False  # has any sequence here been preempted (and may resume mid-output)?
@@ -80,7 +83,16 @@ class Replica:
         f = self._finishing_s
         if not len(f):
             return self._outstanding
-        return self._outstanding - int(np.count_nonzero(f <= self.env.now))
+        now = self.env.now
+        if type(f) is list:  # sim/engine_small.py's plain floats, a few
+            return self._outstanding - sum(x <= now for x in f)
+        if self._finishing_sorted is None:
+            self._finishing_asked += 1
+            if self._finishing_asked == 1:  # the first question in this run: one pass
+                return self._outstanding - int(np.count_nonzero(f <= now))
+            # Asked again (each arrival asks every replica): sort the finite times once, then bisect.
+            self._finishing_sorted = np.sort(f[f < math.inf]).tolist()
+        return self._outstanding - bisect_right(self._finishing_sorted, now)
 
     # --- mechanisms the scheduler calls -------------------------------------
     @property
@@ -171,7 +183,7 @@ class Replica:
                 self._wake = None
                 continue
             self.state = BUSY
-            yield from self._execute(action)
+            yield from (execute_small(self, action) if fits(self, action) else self._execute(action))
 
     def _execute(self, plan: StepPlan):
         env, b, t = self.env, self.running, self.table
@@ -243,6 +255,7 @@ class Replica:
         # Finishes inside the fast-forward happen at their own times, before the engine wakes:
         # `outstanding` counts them as they pass so the router sees the true load.
         self._finishing_s = start + finish_at  # per slot; inf where it does not finish in this run
+        self._finishing_sorted, self._finishing_asked = None, 0  # `outstanding` fills them in
 
         # ---- let time pass; an arrival may cut the fast-forward short ---------
         if ff is not None and plan.interruptible:
@@ -300,7 +313,7 @@ class Replica:
         self._finishing_s = _NONE
         replay = m > 0 and self.kv.tracks_block_order
         if replay:
-            self._replay_kv(ff, m, computed_1, finished_0)
+            replay_kv(self, ff, m, computed_1, finished_0)
         if finished is not None and np.count_nonzero(finished):
             done_reqs = reqs[finished]
             done_s = start + finish_at[finished] + self.response_latency_s
@@ -367,28 +380,3 @@ class Replica:
         num_tokens_1 = num_tokens + emitted
         remaining_1 = output - generated - emitted
         return t0, computed_1, num_tokens_1, remaining_1
-
-    def _replay_kv(self, ff: "FastForward", m: int, computed_1: np.ndarray, finished_0: np.ndarray) -> None:
-        """KV blocks taken and freed by step 0's finishes and m fast-forwarded steps, in vLLM's
-        order: within a step, new blocks (running order) before finishes free theirs (slot order).
-
-        Only for a prefix cache, where the order decides which cached blocks are evicted; a plain
-        pool only counts, and takes the blocks in one call instead."""
-        kv, b, bs = self.kv, self.running, self.kv.block_size_tokens
-        reqs = b.req[:b.n].copy()
-        # (step, what, slot, tokens it holds then); within a step: take blocks, then free, then keep.
-        events = [(0, _FREE, int(s), None) for s in np.flatnonzero(finished_0)]  # registered when scheduled
-        for s, c, r in zip(ff.slots.tolist(), computed_1[ff.slots].tolist(), ff.remaining.tolist()):
-            if r == 0:
-                continue  # finished in step 0 (a static batch keeps it as padding): freed above
-            last = min(m, r)  # fast-forward steps this slot computes a token in
-            # In step i (1-based) it computes position c + i - 1: a new block when that starts one.
-            events.extend((i, _TAKE, s, c + i) for i in range((-c) % bs + 1, last + 1, bs))
-            # It leaves after step r, or is still running: either way cache the blocks it filled.
-            events.append((r, _FREE, s, c + r) if r <= m else (m, _KEEP, s, c + m))
-        for _, what, s, tokens in sorted(events, key=lambda e: e[:3]):
-            req = int(reqs[s])
-            if tokens is not None and not kv.allocate(req, tokens):
-                raise RuntimeError("fast-forward outgrew the KV cache")  # steps_that_fit rules this out
-            if what == _FREE:
-                kv.free(req)

@@ -15,6 +15,7 @@ from .schedulers import StepPlan
 if TYPE_CHECKING:
     from .engine import Replica
 
+_TAKE, _FREE, _KEEP = 0, 1, 2  # KV events of a replayed fast-forward, in the order vLLM runs them within a step
 MIN_HORIZON, MAX_HORIZON = 256, 4096  # a horizon shorter than ~256 steps costs more re-plans than it saves
 _INDEX = np.arange(MAX_HORIZON + 2)  # read-only 0, 1, 2, ...: step and slot numbers without an allocation
 _INDEX.flags.writeable = False
@@ -109,3 +110,29 @@ class FastForward:
         if self.cum_tokens is None:
             return np.minimum(self.remaining, m)
         return np.minimum(self.cum_tokens[m - 1], self.remaining)
+
+
+def replay_kv(replica: "Replica", ff: "FastForward", m: int, computed_1: np.ndarray, finished_0: np.ndarray) -> None:
+    """KV blocks taken and freed by step 0's finishes and m fast-forwarded steps, in vLLM's
+    order: within a step, new blocks (running order) before finishes free theirs (slot order).
+
+    Only for a prefix cache, where the order decides which cached blocks are evicted; a plain
+    pool only counts, and takes the blocks in one call instead."""
+    kv, b, bs = replica.kv, replica.running, replica.kv.block_size_tokens
+    reqs = b.req[:b.n].copy()
+    # (step, what, slot, tokens it holds then); within a step: take blocks, then free, then keep.
+    events = [(0, _FREE, int(s), None) for s in np.flatnonzero(finished_0)]  # registered when scheduled
+    for s, c, r in zip(ff.slots.tolist(), computed_1[ff.slots].tolist(), ff.remaining.tolist()):
+        if r == 0:
+            continue  # finished in step 0 (a static batch keeps it as padding): freed above
+        last = min(m, r)  # fast-forward steps this slot computes a token in
+        # In step i (1-based) it computes position c + i - 1: a new block when that starts one.
+        events.extend((i, _TAKE, s, c + i) for i in range((-c) % bs + 1, last + 1, bs))
+        # It leaves after step r, or is still running: either way cache the blocks it filled.
+        events.append((r, _FREE, s, c + r) if r <= m else (m, _KEEP, s, c + m))
+    for _, what, s, tokens in sorted(events, key=lambda e: e[:3]):
+        req = int(reqs[s])
+        if tokens is not None and not kv.allocate(req, tokens):
+            raise RuntimeError("fast-forward outgrew the KV cache")  # steps_that_fit rules this out
+        if what == _FREE:
+            kv.free(req)

@@ -32,12 +32,19 @@ class KVCache:
     def held_blocks(self, req: int) -> int:
         return int(self._held[req])
 
+    def _held_list(self, reqs: list) -> list[int]:
+        """Blocks held by each of `reqs` (a list), as plain integers."""
+        if len(reqs) <= 12:  # one scalar read each beats building an index array
+            item = self._held.item
+            return [item(r) for r in reqs]
+        return self._held[reqs].tolist()
+
     def _blocks(self, num_tokens):
         return (num_tokens + (self.block_size_tokens - 1)) // self.block_size_tokens  # ceil, on integers
 
     def can_allocate(self, req: int, num_tokens: int) -> bool:
         """Could `req` hold `num_tokens` tokens in total?"""
-        return self._blocks(num_tokens) - self._held[req] <= self.num_free_blocks
+        return self._blocks(num_tokens) - self._held.item(req) <= self.num_free_blocks
 
     def cache_hit_tokens(self, req: int, num_tokens: int) -> int:
         """Tokens of a waiting request found in the prefix cache (none here: no prefix caching)."""
@@ -64,7 +71,7 @@ class KVCache:
     # --- changes -------------------------------------------------------------
     def allocate(self, req: int, num_tokens: int) -> bool:
         """Grow `req` to hold `num_tokens` tokens in total. False (and no change) if blocks are short."""
-        extra = self._blocks(num_tokens) - int(self._held[req])
+        extra = self._blocks(num_tokens) - self._held.item(req)
         if extra <= 0:
             return True
         if extra > self.num_free_blocks:
@@ -88,6 +95,20 @@ class KVCache:
         if total:  # most decode steps start no new block
             self._held[reqs] += extra
             self.num_free_blocks -= total
+        return True
+
+    def allocate_lists(self, reqs: list, num_tokens: list) -> bool:
+        """`allocate_many` on plain lists (a few requests: sim/engine_small.py)."""
+        bs, up, held = self.block_size_tokens, self.block_size_tokens - 1, self._held
+        extra = [(r, e) for r, t, h in zip(reqs, num_tokens, self._held_list(reqs)) if (e := (t + up) // bs - h) > 0]
+        if not extra:  # most decode steps start no new block
+            return True
+        total = sum(e for _, e in extra)
+        if total > self.num_free_blocks:
+            return False
+        for r, e in extra:
+            held[r] += e
+        self.num_free_blocks -= total
         return True
 
     def free(self, req: int) -> None:
@@ -132,6 +153,21 @@ class KVCache:
         freed = (released * ~active).sum(axis=1)
         over = np.flatnonzero(lack > self.num_free_blocks + freed)
         return int(over[0]) if len(over) else horizon
+
+    def steps_that_fit_lists(self, reqs: list, tokens_now: list, steps_left: list, horizon: int) -> int:
+        """`steps_that_fit` at one token per step, on plain lists (sim/engine_small.py)."""
+        if horizon <= 0 or not reqs:
+            return max(horizon, 0)
+        bs, peak = self.block_size_tokens, 0
+        for t, s, h in zip(tokens_now, steps_left, self._held_list(reqs)):
+            last = (s if s < horizon else horizon) - 1  # last step it runs in the horizon
+            extra = (t + (last if last > 0 else 0) + bs - 1) // bs - h
+            if extra > 0:
+                peak += extra
+        if peak <= self.num_free_blocks:
+            return horizon
+        return self.steps_that_fit(np.array(reqs, dtype=np.int64), np.array(tokens_now, dtype=np.int64),
+                                   np.array(steps_left, dtype=np.int64), 1, horizon)
 
     def blocks_by_holders(self, reqs: np.ndarray) -> list[tuple[frozenset, int]]:
         """The blocks `reqs` hold, as (the requests holding them, how many): a block goes back to the

@@ -18,6 +18,8 @@ def round_robin() -> Callable[[Sequence, int], int]:
 def least_outstanding() -> Callable[[Sequence, int], int]:
     def route(replicas: Sequence, req: int) -> int:
         # Fewest requests waiting or running; ties go to the lowest index (deterministic).
+        if len(replicas) == 1:
+            return 0
         best, best_load = 0, replicas[0].outstanding
         for i in range(1, len(replicas)):
             load = replicas[i].outstanding

@@ -176,6 +176,7 @@ class Simulation:
         # Client -> engine delay per request (random, its own stream; none when the cost model has none).
         self.jitter_s = float(getattr(self.cost, "request_jitter_s", 0.0))
         self._jitter_rng = stream(seed, "request_jitter") if self.jitter_s > 0 else None
+        self._jitter_left: list[float] = []  # drawn in blocks (the same numbers, in the same order), last first
 
     # --- arrivals ------------------------------------------------------------
     def _issue(self, req: int) -> None:
@@ -189,7 +190,9 @@ class Simulation:
             return
         self.queued += 1
         if self._jitter_rng is not None:
-            delay = float(self._jitter_rng.exponential(self.jitter_s))
+            if not self._jitter_left:
+                self._jitter_left = self._jitter_rng.exponential(self.jitter_s, size=4096).tolist()[::-1]
+            delay = self._jitter_left.pop()
             self.env.timeout(delay).callbacks.append(lambda _e, r=req: self._submit(r))
         else:
             self._submit(req)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..kv_cache import SMALL
 from .base import StepPlan, Wait, WaitingQueue
 
 # The plans a continuous scheduler returns (frozen: shared instead of built every decision).
@@ -129,6 +130,14 @@ class ContinuousScheduler:
         if n == 0:
             return self.max_tokens, False, True
         lookahead = replica.decode_lookahead
+        if n <= SMALL and not lookahead and not kv.tracks_block_order:
+            # A few slots, no drafts, a counting KV pool: the fast path below on plain lists.
+            reqs, _p, _o, done, known, _l, _c = b.rows()
+            todo = [k - d for k, d in zip(known, done)]
+            charged = sum(todo)
+            if charged <= self.max_tokens and kv.allocate_lists(reqs, known):
+                b.chunk[:n] = todo
+                return self.max_tokens - charged, False, True
         # Fast path: in admission order, each takes min(what it needs, budget left). A decoding
         # sequence's k draft tokens (speculative decoding; k = lookahead, 0 without) are scheduled
         # with it and count against the budget, as in vLLM (num_tokens_with_spec); the budget's last

@@ -1,0 +1,186 @@
+"""The engine step for a small batch (sim/engine.py's `Replica._execute`, one common case): no
+speculative decoding, no static padding, no step or token log, a KV pool that only counts blocks,
+and at most `SMALL` running sequences: the most frequent step in a lightly loaded replica.
+
+Same arithmetic, same order, same results as `_execute` (benchmarks/output_hashes.py checks it
+bit for bit), but the per-sequence state of the step is read once into plain Python lists: on a
+few sequences a loop of integer operations costs less than the ~100 numpy calls on tiny arrays
+that the general path makes per decision. Per-step arrays (one entry per fast-forwarded step)
+stay numpy: they are hundreds of steps long.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .fast_forward import MAX_HORIZON, MIN_HORIZON, index
+from .kv_cache import SMALL
+
+if TYPE_CHECKING:
+    from .engine import Replica
+    from .schedulers import StepPlan
+
+_INF = float("inf")
+
+
+def fits(replica: "Replica", plan: "StepPlan") -> bool:
+    """May `execute_small` run this step?"""
+    return (replica.running.n <= SMALL and replica.spec is None and not plan.padded
+            and replica.step_log is None and replica.token_log is None and not replica.kv.tracks_block_order)
+
+
+def execute_small(rep: "Replica", plan: "StepPlan"):
+    """One scheduled step and the run of plain decode steps after it (see `Replica._execute`)."""
+    env, b, t, sim = rep.env, rep.running, rep.table, rep.sim
+    start = env.now
+    n = b.n
+    reqs, prompt, output, computed, num_tokens, level, chunk = b.rows()
+
+    # ---- step 0: its features as integer sums, per slot what it leaves -------
+    new_tokens = pairs = kv_read = n_sched = n_decode = n_completes = 0
+    comp1, nt1, rem1, first, resumed = [], [], [], [], []
+    for j in range(n):
+        L, c, nt = chunk[j], computed[j], num_tokens[j]
+        g = nt - prompt[j]
+        todo = nt - c
+        new_tokens += L
+        pairs += L * c + L * (L + 1) // 2
+        kv_read += c
+        if L:
+            n_sched += 1
+        r = output[j] - g
+        if L == todo:  # the step reaches the last known token: it samples the next one
+            n_completes += 1
+            if todo == 1:
+                n_decode += 1
+            elif g > 0:
+                resumed.append(j)  # a preempted sequence's recompute finished
+            if g == 0:
+                first.append(j)
+            nt += 1
+            r -= 1
+        comp1.append(c + L)
+        nt1.append(nt)
+        rem1.append(r)
+    t0 = rep.cost.step_time_s(new_tokens, n_completes, pairs, kv_read + new_tokens, n_sched)
+    n_finished_0 = rem1.count(0)
+
+    # ---- fast-forward: plain decode steps ----------------------------------
+    ff = None
+    closed_loop_reply = sim.closed_loop and n_finished_0 > 0
+    freed_for_waiting = plan.follow == "until_completion" and n_finished_0 > 0
+    if (plan.follow != "none" and n_completes == n and n_finished_0 < n and not closed_loop_reply
+            and not freed_for_waiting):
+        follow = "until_completion" if sim.closed_loop else plan.follow
+        slots = range(n) if not n_finished_0 else [j for j in range(n) if rem1[j]]
+        ff = _price(rep, follow, slots, reqs, comp1, rem1)
+    finish_at = [t0 if r == 0 else _INF for r in rem1]  # seconds after `start` each slot emits its last token
+    if ff is None:
+        ends, last_end = None, t0
+    else:
+        times, active, slots = ff
+        H = len(times)
+        ends = np.empty(H + 1)
+        ends[0] = t0
+        times.cumsum(out=ends[1:])
+        ends[1:] += t0
+        for j in slots:
+            if rem1[j] <= H:  # finishes within the run, in fast-forward step rem1[j] - 1
+                finish_at[j] = float(ends[rem1[j]])
+        last_end = float(ends[-1])
+    rep._finishing_s = [start + f for f in finish_at]
+
+    # ---- let time pass; an arrival may cut the fast-forward short ----------
+    if ff is not None and plan.interruptible:
+        rep.state = "fast_forward"
+        rep._run_start_s, rep._run_ends, rep._run_steps_done = start, ends, 0
+        yield env.timeout(last_end)
+        steps_done = rep._run_steps_done or H + 1
+    else:
+        yield env.timeout(last_end)
+        steps_done = 1 if ff is None else H + 1
+    rep.state = "busy"
+    end = last_end if steps_done == (1 if ff is None else H + 1) else float(ends[steps_done - 1])
+    rep.busy_s += end
+
+    # ---- apply step 0 --------------------------------------------------------
+    if first:
+        v = start + t0 + rep.response_latency_s
+        for j in first:
+            t.first_token_s[reqs[j]] = v
+    if n_decode:
+        rep.itl.add_one(t0, n_decode)
+    if resumed and rep.preempted_any:
+        gap = start + t0 - t.last_token_s[[reqs[j] for j in resumed]]
+        rep.itl.add(gap, np.ones(len(gap), dtype=np.int64))
+
+    # ---- apply the fast-forward steps that happened ----------------------------
+    m = steps_done - 1
+    if m > 0:
+        for j in slots:
+            e = rem1[j] if rem1[j] < m else m
+            comp1[j] += e
+            nt1[j] += e
+        rep.itl.add(times[:m], active[:m])
+        rep.ff_horizon_steps = min(MAX_HORIZON, rep.ff_horizon_steps * 2) if m == H else max(MIN_HORIZON, 2 * m)
+
+    rep._finishing_s = []
+    kept = range(n)
+    if n_finished_0 or ff is not None:
+        done = [j for j in range(n) if finish_at[j] <= end]
+        if done:
+            rl, finish_s, generated, free = rep.response_latency_s, t.finish_s, t.generated, rep.kv.free
+            done_s = []
+            for j in done:
+                req = reqs[j]
+                done_s.append(start + finish_at[j] + rl)
+                finish_s[req] = done_s[-1]
+                generated[req] = nt1[j] - prompt[j]
+                free(req)
+            rep._outstanding -= len(done)
+            kept = [j for j in range(n) if finish_at[j] > end]
+    if len(kept) == n:
+        b.set_rows([reqs, prompt, output, comp1, nt1, level, [0] * n])
+    else:
+        b.set_rows([[row[j] for j in kept] for row in (reqs, prompt, output, comp1, nt1, level)] + [[0] * len(kept)])
+        sim.on_finish(done_s)
+    if m > 0 and kept:
+        # Blocks for the tokens the fast-forward computed, taken before the next decision (see _execute).
+        if not rep.kv.allocate_lists([reqs[j] for j in kept], [comp1[j] for j in kept]):
+            raise RuntimeError("fast-forward outgrew the KV cache")
+
+
+def _price(rep: "Replica", follow: str, slots, reqs: list, c: list, r: list):
+    """fast_forward.plan_fast_forward for this case, on lists: (step times, active sequences per
+    step, slots taking part), or None when no step fits."""
+    rs = [r[j] for j in slots]
+    if follow == "until_completion":
+        horizon = min(x for x in rs if x > 0)
+    else:
+        horizon = min(max(rs), rep.ff_horizon_steps)
+    cs = [c[j] for j in slots]
+    horizon = rep.kv.steps_that_fit_lists([reqs[j] for j in slots], [x + 1 for x in cs], rs, horizon)
+    if horizon <= 0:
+        return None
+    ns = len(rs)
+    if min(rs) >= horizon:
+        # Nobody finishes within the horizon: every step runs all of them.
+        active = np.full(horizon, ns, dtype=np.int64)
+        ctx = sum(cs) + ns * index(1, horizon + 1)
+    else:
+        # Step i runs the slots with r > i; they attend their cached tokens plus i + 1.
+        order = sorted(range(ns), key=rs.__getitem__)
+        total = sum(cs)
+        left, counts, lengths, prev = [total], [ns], [], 0
+        for k, j in enumerate(order):
+            x = rs[j] if rs[j] < horizon else horizon
+            lengths.append(x - prev)
+            prev = x
+            left.append(left[-1] - cs[j])
+            counts.append(ns - k - 1)
+        lengths.append(horizon - prev)
+        active = np.repeat(np.array(counts, dtype=np.int64), lengths)
+        ctx = np.repeat(np.array(left, dtype=np.int64), lengths) + active * index(1, horizon + 1)
+    times = rep.cost.decode_step_times_s(active, ctx)
+    return np.asarray(times, dtype=np.float64), active, slots
