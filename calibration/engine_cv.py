@@ -31,7 +31,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from sim.cost_model import ServingOverhead
-from sim.engine_terms import _nearest, _version_key
+from sim.engine_terms import _nearest, _version_key, newest_release
 
 from .engine_fit import (JITTER_GRID_MS, QUEUEING_TTFT_S, SCALE_BOUNDS, TRAIN_MODELS, _profile_cost, _sim,
                          select_training)
@@ -242,7 +242,7 @@ def fit_structure(B: Basis, idx: list[int], st: Structure) -> Terms:
         scale = {**by_gpu, "*": else_}
     counts = {v: int((vi == k).sum()) for k, v in enumerate(versions)}
     t = Terms(step_ms=step_ms, per_seq_us=per_seq, scale=scale,
-              default_version=max(counts, key=lambda v: (counts[v], v)), overlap=st.overlap, exposed_ms=ex_of(x),
+              default_version=newest_release(counts), overlap=st.overlap, exposed_ms=ex_of(x),
               pair_factor={f"{m} on {g}": float(factors[k]) for k, (m, g) in enumerate(pairs)}
               if st.factor in ("model_gpu", "model_gpu_prior") else None)
     # Stage 2: jitter on the grid, latency + a prefill-shortfall nuisance per training (model, GPU) pair.

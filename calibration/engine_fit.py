@@ -60,7 +60,7 @@ from scipy.optimize import least_squares
 from sim.catalog import resolve_gpu, resolve_model
 from sim.cost_model import ProfileCostModel, RooflineCostModel, RooflineParams, ServingOverhead
 
-from sim.engine_terms import TERM_NAMES, async_scheduling_default, terms_path
+from sim.engine_terms import TERM_NAMES, async_scheduling_default, newest_release, terms_path
 from .engine_overlap import kernel_step_ms, overlapped_rows, solve_stage1
 from .plausibility import MAX_COMPUTE_SHARE, MAX_MEMORY_SHARE, REASON as IMPLAUSIBLE, screen
 from .linearised import linearise, linearised_fit, solve_linearised  # noqa: F401 (linearised_fit: re-exported)
@@ -387,7 +387,7 @@ def fit_all(log=print, stage1: list[float] | None = None) -> dict:
                                     f"(--stage1 {' '.join(f'{v:g}' for v in stage1)})"} if stage1 is not None else {}),
             }}
     counts = {v: len(ids) for v, ids in fit.rows.items()}
-    out["engines"]["vllm"]["default_version"] = max(counts, key=lambda v: (counts[v], v))
+    out["engines"]["vllm"]["default_version"] = newest_release(counts)
     out["engines"]["vllm"]["compute_scale_by_gpu"] = {g: round(f, 4) for g, f in fit.gpu_scale.items()}
     out["engines"]["vllm"]["overlap_rule"] = OVERLAP  # a version without data: overlapped by this rule (engine_terms)
     out["note"] = ("Written by `python -m calibration.engine_fit` (do not edit by hand). Terms added to composed "

@@ -9,7 +9,7 @@ entry per engine version, fitted on measured serving runs by `python -m calibrat
 (provenance, rows used, train/held-out split and fit error stored beside every entry).
 
     calibration/profiles/engine_terms.json
-    {"engines": {"vllm": {"default_version": "0.12.0",
+    {"engines": {"vllm": {"default_version": "0.19.0",
                           "versions": {"0.12.0": {"step_overhead_s": ..., "per_seq_overhead_s": ...,
                                                   "compute_scale": ..., "response_latency_s": ...,
                                                   "request_jitter_s": ..., "roofline": {...},
@@ -135,6 +135,15 @@ def _version_key(v: str) -> tuple:
     return tuple(int(p) if p.isdigit() else -1 for p in v.split("."))
 
 
+def newest_release(versions) -> str:
+    """The default version of an engine's terms: its newest numbered release with data (a nightly only
+    when there is nothing else). A scenario that names no version is served by the vLLM one installs
+    today, not by whichever release happens to have the most measured rows; rows of the measured data
+    with no recorded version are simulated the same way."""
+    releases = [v for v in versions if all(k >= 0 for k in _version_key(v))]
+    return max(releases or list(versions), key=lambda v: (_version_key(v), v))
+
+
 def _nearest(version: str, versions: list[str], default: str) -> str:
     """The version with data closest to `version` (an unparsable one gets the default)."""
     key = _version_key(version)
@@ -145,7 +154,7 @@ def _nearest(version: str, versions: list[str], default: str) -> str:
 
 def engine_terms(engine: str = "vllm", version: str | None = None, path: Path | None = None,
                  gpu: str | None = None) -> EngineTerms | None:
-    """The terms of `engine` at `version` (None: the default version, the one with the most data).
+    """The terms of `engine` at `version` (None: the default version, its newest release: newest_release).
     A version without data gets the nearest version's terms and a note that says so; an engine
     without any data gives None. `gpu` (a catalog name): the kernel-time factor fitted for that GPU's
     composed profiles where there is one (`compute_scale_by_gpu`), else the version's `compute_scale`."""

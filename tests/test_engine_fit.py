@@ -179,3 +179,18 @@ def test_engine_terms_overlap_a_version_without_data_as_that_vllm_does_by_defaul
     assert engine_terms("vllm", "0.14.0", path=write("n.json", "none")).overhead.overlap is False
     with pytest.raises(ConfigError, match="overlap_rule"):
         engine_terms("vllm", path=write("bad.json", "sometimes"))
+
+
+def test_the_default_version_is_the_newest_release_not_the_one_with_most_rows():
+    """A scenario naming no vLLM version is served by the release one installs today: the newest
+    numbered release with data (a nightly only when nothing else exists), whatever the row counts."""
+    import json
+    from pathlib import Path
+
+    from sim.engine_terms import engine_terms, newest_release, terms_path
+    assert newest_release({"0.12.0": 88, "0.19.0": 83, "0.9.2": 400, "nightly-abc": 69}) == "0.19.0"
+    assert newest_release(["0.18.0", "0.18.1", "0.2.0"]) == "0.18.1"
+    assert newest_release(["nightly-abc"]) == "nightly-abc"
+    shipped = engine_terms("vllm", None)
+    versions = json.loads(Path(terms_path()).read_text())["engines"]["vllm"]["versions"]
+    assert shipped.version == newest_release(versions) and shipped.note == ""
