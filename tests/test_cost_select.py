@@ -63,12 +63,23 @@ def test_roofline_knob_with_a_profile_is_an_error():
 
 def test_step_overhead_with_a_profile_does_what_it_says():
     f = (8, 8, 8 * 300, 8 * 300, 8)
-    base = select_cost_model(scen())
-    more = select_cost_model(scen("cost_model.step_overhead_s=0.05"))
-    terms = engine_terms("vllm")
+    # A version whose engine time adds to the kernels: the step grows by exactly the difference.
+    base = select_cost_model(scen("engine.version=0.12.0"))
+    more = select_cost_model(scen("engine.version=0.12.0", "cost_model.step_overhead_s=0.05"))
+    terms = engine_terms("vllm", "0.12.0")
+    assert not terms.overhead.overlap
     delta = more.cost.step_time_s(*f) - base.cost.step_time_s(*f)
-    assert delta == pytest.approx(0.05 - (terms.overhead.step_overhead_s if terms else 0.0), rel=1e-6)
+    assert delta == pytest.approx(0.05 - terms.overhead.step_overhead_s, rel=1e-6)
     assert "step_overhead_s = 0.05 (cost_model)" in more.name
+    # A version whose engine time overlaps the kernels (async scheduling): 50 ms of engine time per step
+    # outlasts an 8-sequence step's kernels, so the step is the engine's time, per-sequence part included.
+    terms = engine_terms("vllm", "0.19.0")
+    assert terms.overhead.overlap
+    over = select_cost_model(scen("engine.version=0.19.0", "cost_model.step_overhead_s=0.05")).cost
+    ov = terms.overhead
+    assert over.step_time_s(*f) == pytest.approx(ov.exposed_step_s + 0.05 + ov.per_seq_overhead_s * 8, rel=1e-9)
+    bare = select_cost_model(scen("engine.version=0.19.0")).cost
+    assert bare.step_time_s(*f) < over.step_time_s(*f)
     with pytest.raises(ConfigError, match="needs serving_overhead: true"):
         load_scenario("chat_llama3_8b_a100.yaml", ["cost_model.profile=a100-80gb-sxm_llama-3.1-8b_tp1_bf16",
                                                    "cost_model.serving_overhead=false",

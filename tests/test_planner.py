@@ -23,7 +23,7 @@ SMALL = {
     "name": "plan-test",
     "seed": 3,
     "workload": {
-        "arrival": {"kind": "daily", "queries_per_day": 1_500_000, "hourly_weights": WEIGHTS},
+        "arrival": {"kind": "daily", "queries_per_day": 2_500_000, "hourly_weights": WEIGHTS},
         "prompt_tokens": {"kind": "lognormal", "mean": 300, "sigma": 0.6, "min": 16, "max": 2048},
         "output_tokens": {"kind": "lognormal", "mean": 120, "sigma": 0.5, "min": 8, "max": 512},
     },
