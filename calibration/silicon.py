@@ -72,8 +72,8 @@ MIN_REQUESTS, MAX_REQUESTS, WAVES = 100, 2000, 10  # requests = clamp(WAVES * co
 # together, a burst whose prompts queue for the prefill budget; and its mean TTFT is over all N requests, that
 # first wave included (calculate_metrics). Later requests go out as earlier ones finish, out of phase. The CSV
 # does not record N; N = 10 x C (prompts per client) is the benchmark convention assumed here
-# (docs/ttft_gpu.md: on the training rows, 8 .. 12 score alike; the mean TTFT's gap to a steady-state
-# prediction implies 5 .. 13).
+# (docs/ttft_gpu.md: on the training rows 8, 10 and 12 score alike; the measured means imply a median of 7,
+# interquartile 4 .. 11).
 BENCH_PROMPTS_PER_CLIENT = 10
 KV_BOUND_PEAK = 0.98  # a prediction whose peak KV-block use reaches this is KV-bound (requests wait for memory)
 
