@@ -11,7 +11,8 @@ import pandas as pd
 
 from calibration.engine_fit import DROP_AT_BOUND, TRAIN_MODELS
 from sim.engine_terms import engine_terms, known_versions, terms_path
-from calibration.silicon import MAX_REQUESTS, MIN_REQUESTS, PACKAGE, WAVES, Row, package_version, silicon_csv
+from calibration.silicon import (BENCH_PROMPTS_PER_CLIENT, MAX_REQUESTS, MIN_REQUESTS, PACKAGE, WAVES, Row,
+                                package_version, silicon_csv)
 from silicon_cliffs import QUEUEING_TTFT_MS, cliff_cause, cliff_group
 from silicon_plausibility import headline_note, section as implausible_section, with_screen
 
@@ -339,7 +340,11 @@ def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variant
          "(>= 70 GiB and not an A100: `max_num_batched_tokens` 8192, `max_num_seqs` 1024; A100: 2048/256), "
          "chunked prefill, block size 16, `gpu_memory_utilization` 0.9, `max_model_len` = the model's context. "
          f"Requests per row: clamp({WAVES} x concurrency, {MIN_REQUESTS}, {MAX_REQUESTS}); the first wave is "
-         "warm-up and left out of the means. Seed 0 draws the request jitter (seed 1 under Sensitivity)."), "",
+         "warm-up and left out of the steady-state means (TPOT). The predicted TTFT is the benchmark's mean as "
+         "measured: `vllm bench serve` sends its first `concurrency` requests together to an idle server and "
+         f"averages over all of them, so the first wave (simulated apart, all sent at t = 0) counts as one in "
+         f"{BENCH_PROMPTS_PER_CLIENT} requests per client (assumed; not recorded: docs/ttft_gpu.md). "
+         "Seed 0 draws the request jitter (seed 1 under Sensitivity)."), "",
         "## Held-out results", "",
         "By GPU, model and dtype:", ""]
     lines += rollup_markdown(rollup(held, ["gpu", "model", "dtype"]), ["gpu", "model", "dtype"])

@@ -70,7 +70,7 @@ def fit_rows_of(rows: list[Row]) -> tuple[list[Row], list[str]]:
     for r in rows:
         if r.ttft_ms / 1e3 > QUEUEING_TTFT_S:
             excluded.append(r.id)
-        elif _sim(r, _profile_cost(r, None))["kv_peak"] >= KV_BOUND_PEAK:
+        elif _sim(r, _profile_cost(r, None), first_wave=False)["kv_peak"] >= KV_BOUND_PEAK:
             excluded.append(r.id)
         else:
             keep.append(r)

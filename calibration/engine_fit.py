@@ -132,8 +132,10 @@ def _roofline_cost(row: Row, step_s: float, per_seq_s: float) -> RooflineCostMod
                              params=RooflineParams(step_overhead_s=step_s, per_seq_overhead_s=per_seq_s))
 
 
-def _sim(row: Row, cost) -> dict:
-    return simulate_row(row, requests=fit_requests(row), cost_model=cost, seed=SEED)
+def _sim(row: Row, cost, first_wave: bool = True) -> dict:
+    """The row simulated as the fit does; `first_wave` False where only TPOT or KV use is read (the
+    benchmark's first wave moves TTFT alone: silicon.simulate_row), one simulation instead of two."""
+    return simulate_row(row, requests=fit_requests(row), cost_model=cost, seed=SEED, first_wave=first_wave)
 
 
 def at_bound(factors: np.ndarray) -> np.ndarray:
@@ -192,7 +194,7 @@ def fit_rows(rows: list[Row], log=print, stage1: np.ndarray | None = None) -> Fi
     for r in rows:
         if r.ttft_ms / 1e3 > QUEUEING_TTFT_S:
             excluded.append(f"{r.setup} ({r.gpu}): measured TTFT {r.ttft_ms / 1e3:.1f} s (queueing)")
-        elif _sim(r, _profile_cost(r, None))["kv_peak"] >= KV_BOUND_PEAK:
+        elif _sim(r, _profile_cost(r, None), first_wave=False)["kv_peak"] >= KV_BOUND_PEAK:
             excluded.append(f"{r.setup} ({r.gpu}): KV-bound in the simulation")
         else:
             keep.append(r)
@@ -214,7 +216,7 @@ def fit_rows(rows: list[Row], log=print, stage1: np.ndarray | None = None) -> Fi
                                overlap=bool(overlapped_rows([keep[i]], OVERLAP)[0]) if overlap is None else overlap)
 
     def tpot_of(x):  # additive: what stage 1 linearises (with OVERLAP, engine_overlap.solve_stage1 takes the max)
-        return np.array([_sim(r, _profile_cost(r, ov_for(x, i, overlap=False)))["pred_tpot_ms"]
+        return np.array([_sim(r, _profile_cost(r, ov_for(x, i, overlap=False)), False)["pred_tpot_ms"]
                          for i, r in enumerate(keep)])
 
     depends = np.zeros((len(keep), 2 + nm))
@@ -291,7 +293,8 @@ def fit_rows(rows: list[Row], log=print, stage1: np.ndarray | None = None) -> Fi
     roof_meas = np.array([r.tpot_ms for r in roof_rows])
 
     def roof_tpot(y):
-        return np.array([_sim(r, _roofline_cost(r, y[0] * 1e-3, y[1] * 1e-6))["pred_tpot_ms"] for r in roof_rows])
+        return np.array([_sim(r, _roofline_cost(r, y[0] * 1e-3, y[1] * 1e-6), False)["pred_tpot_ms"]
+                         for r in roof_rows])
 
     y = linearised_fit(roof_tpot, roof_meas, x0=np.array([3.0, 20.0]), h=np.array([0.5, 10.0]),
                        lower=np.array([0.0, 0.0]), upper=np.array([30.0, 500.0]))
