@@ -39,9 +39,9 @@ def test_first_wave_burst_grows_with_concurrency_and_raises_the_measured_mean():
         assert p["pred_ttft_ms"] == pytest.approx(bench_mean_ttft_ms(
             p["pred_ttft_first_wave_ms"], p["pred_ttft_steady_ms"], BENCH_PROMPTS_PER_CLIENT))
     # 128 prompts of 1024 tokens queue for an 8192-token budget: 16 prefill steps, the mean waits ~8 of them;
-    # 8 prompts fit in one step.
+    # 8 prompts fit in one step (which every one of them waits for: several times a lone prefill, but no queue).
     assert large["pred_ttft_first_wave_ms"] > 5 * large["pred_ttft_steady_ms"]
-    assert small["pred_ttft_first_wave_ms"] < 3 * small["pred_ttft_steady_ms"]
+    assert small["pred_ttft_first_wave_ms"] < 8 * small["pred_ttft_steady_ms"]
     assert large["pred_ttft_first_wave_ms"] > 5 * small["pred_ttft_first_wave_ms"]
     # The burst moves the mean in proportion to concurrency; the steady state less.
     steady_growth = large["pred_ttft_steady_ms"] / small["pred_ttft_steady_ms"]

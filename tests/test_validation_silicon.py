@@ -146,10 +146,17 @@ HELD_OTHER = ((("gpt-oss-120b", "mxfp4", 1, 1024, 1024, (4, 16, 64)), "h200-sxm"
 # implausible (calibration/plausibility.py); and the default vLLM version is the newest release with data.
 # H100 slice TTFT 30.0 -> 28.7 %, TPOT 19.6 -> 7.5 %; other slice TTFT 27.8 -> 26.1 %, TPOT 23.0 -> 16.6 %;
 # all 485 held-out rows TPOT 33.0 -> 17.2 % (signed +15.0 %), TTFT 29.2 -> 29.3 %.
-TODAY_HELD_TTFT_PCT, TODAY_HELD_TPOT_PCT = 28.7, 7.5
-TODAY_OTHER_TTFT_PCT, TODAY_OTHER_TPOT_PCT = 26.1, 16.6
+# Then the measured rows' TTFT is predicted as `vllm bench serve` measures it, its first wave of C requests
+# to an idle server included (calibration/silicon.py, docs/ttft_gpu.md; found and k = 10 prompts per client
+# chosen on training rows only) and the response latency refitted with it: all held-out rows TTFT
+# 29.3 -> 26.3 %, but this H100 slice WORSE, 28.7 -> 50.5 % (signed +50 %: its steady state was already
+# predicted high, the shared 33 ms response latency fitted on the training models is too much for it, and
+# the first wave adds to that; the growth with concurrency now matches, 2.7x vs 2.6x measured from c4 to
+# c64); the other slice 26.1 -> 21.5 %. TPOT 7.5 -> 7.7 % and 16.6 -> 16.7 % (the refit's jitter change).
+TODAY_HELD_TTFT_PCT, TODAY_HELD_TPOT_PCT = 50.5, 7.7
+TODAY_OTHER_TTFT_PCT, TODAY_OTHER_TPOT_PCT = 21.5, 16.7
 XFAIL_REASON = ("issue 10 targets on held-out rows (TPOT <= 5 %, TTFT <= 15 %): not met; today on the H100 slice "
-                "TPOT 7.5 %, TTFT 28.7 %; on all 485 held-out rows TPOT 17.2 %, TTFT 29.3 % (docs/validation_gpu.md)")
+                "TPOT 7.7 %, TTFT 50.5 %; on all 485 held-out rows TPOT 17.1 %, TTFT 26.3 % (docs/validation_gpu.md)")
 
 
 def test_engine_terms_were_not_fitted_on_held_out_rows(vs, rows):
