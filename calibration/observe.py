@@ -9,7 +9,10 @@ it sent, per request with --save-detailed, else `completed` requests of the mean
 dtypes and serving limits) and the terms are fitted as `python -m calibration.engine_fit` fits the
 shipped ones: per-step and per-sequence time on TPOT (a linearised least squares of the
 simulation), then the response latency on TTFT (the median gap; the request jitter stays the
-shipped version's). The result is the profile with a `serving` section (terms, the files they
+shipped version's). A closed-loop result's mean TTFT is predicted as the benchmark measures it: its
+first `max_concurrency` requests go out together to an idle server and are averaged with the rest
+(docs/ttft_gpu.md), so the first wave is simulated apart (all clients sending at t = 0) and weighted by
+its share of the file's requests, which the file records. The result is the profile with a `serving` section (terms, the files they
 came from, per-file fit), which a scenario then uses instead of the shipped engine terms.
 """
 from __future__ import annotations
@@ -30,6 +33,7 @@ from sim.scenario import Scenario
 from sim.workload import Workload
 
 from .engine_fit import linearised_fit
+from .silicon import bench_mean_ttft_ms
 from .profile import Profile
 
 MAX_SIM_REQUESTS = 600  # per result file: enough for a steady state, fast enough to fit in seconds
@@ -41,6 +45,7 @@ class Observation:
     workload: Workload  # the requests the benchmark sent (sim.compare.workload_from_result)
     ttft_ms: float  # measured mean
     tpot_ms: float
+    requests: int = 0  # requests the benchmark's means are over (the file's, before MAX_SIM_REQUESTS)
 
     @property
     def concurrency(self) -> int | None:
@@ -64,12 +69,13 @@ def read_result(path: str | Path) -> Observation:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
             raise ValueError(f"{Path(path).name}: field {key!r} must be a number > 0, got {v!r}")
     wl, _ = workload_from_result(doc, seed=0)
-    n = min(len(wl), MAX_SIM_REQUESTS)
+    total = len(wl)
+    n = min(total, MAX_SIM_REQUESTS)
     wl = replace(wl, arrival_s=wl.arrival_s[:n], prompt_tokens=wl.prompt_tokens[:n], output_tokens=wl.output_tokens[:n],
                  priority=wl.priority[:n], start_spread_s=None if wl.concurrency else 0.0,
                  duration_s=wl.duration_s if wl.concurrency else float(wl.arrival_s[n - 1]))
     return Observation(source=Path(path).name, workload=wl, ttft_ms=float(doc["mean_ttft_ms"]),
-                       tpot_ms=float(doc["mean_tpot_ms"]))
+                       tpot_ms=float(doc["mean_tpot_ms"]), requests=total)
 
 
 def observation_scenario(base: Scenario, obs: Observation) -> Scenario:
@@ -87,7 +93,28 @@ def _predict(sc: Scenario, cost: ProfileCostModel, obs: Observation) -> tuple[fl
     c = obs.concurrency
     steady = lat[lat["request_id"] >= c] if c else lat
     steady = steady if len(steady) else lat
-    return 1e3 * float(steady["ttft_s"].mean()), 1e3 * float(steady["tpot_s"].mean())
+    ttft_ms, tpot_ms = 1e3 * float(steady["ttft_s"].mean()), 1e3 * float(steady["tpot_s"].mean())
+    if c:
+        ttft_ms = _bench_mean_ttft_ms(sc, cost, obs, ttft_ms)
+    return ttft_ms, tpot_ms
+
+
+def _bench_mean_ttft_ms(sc: Scenario, cost: ProfileCostModel, obs: Observation, steady_ms: float) -> float:
+    """The closed loop's mean TTFT as `vllm bench serve` reports it: the first wave (its `c` clients'
+    first requests, sent together to an idle server, with a second wave behind them so the engine stays
+    as busy as in the run) and the other requests in steady state, weighted by their counts."""
+    from sim.simulation import run
+
+    c, w = obs.concurrency, obs.workload
+    n = min(len(w), 2 * c)
+    burst = replace(w, arrival_s=w.arrival_s[:n], prompt_tokens=w.prompt_tokens[:n], output_tokens=w.output_tokens[:n],
+                    priority=w.priority[:n], start_spread_s=0.0)
+    lat = latency_table(run(sc, workload=burst, cost_model=cost).requests)
+    wave_ms = 1e3 * float(lat.loc[lat["request_id"] < c, "ttft_s"].mean())
+    total = max(obs.requests, len(w))
+    if total <= c:  # every request was in the first wave
+        return wave_ms
+    return bench_mean_ttft_ms(wave_ms, steady_ms, total / c)
 
 
 def fit_observed(base: Scenario, profile: Profile, observations: list[Observation],

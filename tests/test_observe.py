@@ -80,3 +80,29 @@ def test_observe_fits_terms_that_beat_the_shipped_ones_on_the_users_runs(tmp_pat
     choice = select_cost_model(sc)
     assert "serving overhead (servesim calibrate observe" in choice.name
     assert choice.cost.request_jitter_s == pytest.approx(sv["request_jitter_s"])
+
+
+def test_a_closed_loop_results_ttft_counts_the_benchmarks_first_wave(tmp_path):
+    """vllm bench serve sends its first max_concurrency requests together to an idle server and
+    averages their TTFT with the rest (docs/ttft_gpu.md): the prediction weights that burst by its
+    share of the file's requests, so a file of few requests per client predicts a higher mean."""
+    from calibration.observe import _predict, observation_scenario
+    from sim.cost_model import ProfileCostModel
+    from sim.scenario import load_scenario
+
+    (tmp_path / "s.yaml").write_text(SCENARIO)
+    base = load_scenario(tmp_path / "s.yaml")
+    cost = ProfileCostModel(load_profile("h100-sxm_llama-3.1-70b_tp8_fp8").coefficients)
+    c = 32
+    preds = {}
+    for per_client in (1, 2, 20):
+        obs = read_result(_result(tmp_path / f"r{per_client}.json", c, 1024, 128, 100.0, 10.0, per_client * c))
+        assert obs.requests == per_client * c
+        preds[per_client] = _predict(observation_scenario(base, obs), cost, obs)
+    # All in the first wave > half of them > one in twenty; TPOT is the steady state's throughout.
+    assert preds[1][0] > preds[2][0] > preds[20][0]
+    wave, steady = preds[1][0], None
+    # With 2 requests per client the mean is half wave, half steady: the steady TTFT it implies is below the wave.
+    steady = 2 * preds[2][0] - wave
+    assert 0 < steady < wave
+    assert preds[20][0] == pytest.approx((wave + 19 * steady) / 20, rel=0.05)
