@@ -65,8 +65,8 @@ from sim.cost_model import ServingOverhead
 from sim.engine_terms import TERM_NAMES, async_scheduling_default, terms_path
 
 from .engine_overlap import kernel_step_ms, overlapped_rows, solve_stage1
-from .engine_rows import (FIT_MAX, FIT_MIN, FIT_WAVES, QUEUEING_TTFT_S, ROWS_PER_SETUP, SEED,  # noqa: F401 (re-exported)
-                          TRAIN_MODELS, _profile_cost, _roofline_cost, _sim, fit_requests, screen_fit_rows,
+from .engine_rows import (FIT_MAX, FIT_MIN, FIT_WAVES, QUEUEING_TTFT_S, ROWS_PER_SETUP,  # noqa: F401 (re-exported)
+                          SEED, TRAIN_MODELS, _profile_cost, _roofline_cost, _sim, fit_requests, screen_fit_rows,
                           select_training, split, thin)
 from .linearised import linearise, linearised_fit, solve_linearised  # noqa: F401 (linearised_fit: re-exported)
 from .silicon import Row, lone_prefill_ms
