@@ -16,6 +16,8 @@ from .silicon import CSV_NAME, PACKAGE, package_version, read_rows
 
 
 def fit_all(log=print, stage1: list[float] | None = None) -> dict:
+    """engine_terms.json's content: fit_rows on the plausible, thinned training rows (select_training), then
+    every version's terms with their provenance. `stage1`: as fit_rows' (stage 1 reused, not fitted)."""
     rows, _ = read_rows()
     train, held = split(rows)
     fitted, implausible = select_training(rows)
