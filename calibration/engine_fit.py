@@ -44,6 +44,10 @@ prefix-cache hits) are left out first (`select_training`); then rows whose measu
 queueing for KV blocks (> QUEUEING_TTFT_S) or that the simulation predicts KV-bound: KV capacity is
 another model's job. At most ROWS_PER_SETUP rows per setup are fitted (spread over concurrency,
 among the plausible rows), so that no setup with many rows dominates and the fit runs in minutes.
+
+This module holds the structure and the three stages (fit_rows). The split, the screens and the simulation
+of one row are calibration/engine_rows.py; the document written, with its provenance, is
+calibration/engine_fit_record.py.
 """
 from __future__ import annotations
 
@@ -57,26 +61,17 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import least_squares
 
-from sim.catalog import resolve_gpu, resolve_model
-from sim.cost_model import ProfileCostModel, RooflineCostModel, RooflineParams, ServingOverhead
+from sim.cost_model import ServingOverhead
+from sim.engine_terms import TERM_NAMES, async_scheduling_default, terms_path
 
-from sim.engine_terms import TERM_NAMES, async_scheduling_default, newest_release, terms_path
 from .engine_overlap import kernel_step_ms, overlapped_rows, solve_stage1
-from .plausibility import MAX_COMPUTE_SHARE, MAX_MEMORY_SHARE, REASON as IMPLAUSIBLE, screen
+from .engine_rows import (FIT_MAX, FIT_MIN, FIT_WAVES, QUEUEING_TTFT_S, ROWS_PER_SETUP,  # noqa: F401 (re-exported)
+                          SEED, TRAIN_MODELS, _profile_cost, _roofline_cost, _sim, fit_requests, screen_fit_rows,
+                          select_training, split, thin)
 from .linearised import linearise, linearised_fit, solve_linearised  # noqa: F401 (linearised_fit: re-exported)
-from .profile import load_profile
-from .silicon import CSV_NAME, KV_BOUND_PEAK, PACKAGE, Row, lone_prefill_ms, package_version, read_rows, simulate_row
+from .silicon import Row, lone_prefill_ms
 
-# The split, by model. Training: a dense model at two sizes and a mixture of experts, covering vLLM
-# 0.12.0 (Qwen3-32B on H100, Llama-3.1-8B FP8 on H200) and 0.16.0 ... 0.19.0 plus a nightly
-# (MiniMax-M2.5 on H100, H200, B200). Held out, never fitted: Llama-3.1-70B (H100, H200, B200; the
-# issue's H100 slice), gpt-oss-120b (H100, H200, B200) and Qwen3-235B-A22B (H200): a dense model
-# and two mixtures of experts of other sizes, routings and checkpoint formats.
-TRAIN_MODELS = ("llama-3.1-8b", "minimax-m2.5", "qwen3-32b")
-QUEUEING_TTFT_S = 2.0  # a measured TTFT above this is requests waiting for KV blocks, not engine time
 JITTER_GRID_MS = (0.0, 5.0, 10.0, 20.0)  # client -> engine delay means tried (stage 2)
-FIT_WAVES, FIT_MIN, FIT_MAX = 4, 40, 192  # requests per row in the fit: clamp(4 * concurrency, 40, 192)
-ROWS_PER_SETUP = 4  # training rows kept per (model, GPU, dtype, TP, ISL/OSL, version), spread over concurrency
 ROOFLINE_ROWS = 40  # training rows the roofline's fixed cost is refitted on (stage 3), every k-th
 SCALE_BOUNDS = (0.5, 2.5)  # a training model's kernel-time factor (stage 1's nuisance)
 # The structure of stage 1, chosen by leave-one-training-model-out cross-validation (calibration/engine_cv.py,
@@ -93,17 +88,11 @@ DROP_AT_BOUND = False
 # c1's 11.0 %, the same structure without overlap); 'none' is the additive form of every earlier fit.
 OVERLAP = "async_default"
 STAGE1_ITERATIONS = 1  # TPOT is linear in every stage-1 parameter but for batching effects: one linearisation
-SEED = 0
 
 
 def version_overlaps(version: str) -> bool:
     """Whether the terms of `version` are overlapped with the kernels (OVERLAP)."""
     return OVERLAP == "all" or (OVERLAP == "async_default" and bool(async_scheduling_default("vllm", version)))
-
-
-def fit_requests(row: Row) -> int:
-    """clamp(FIT_WAVES x concurrency, FIT_MIN, FIT_MAX), and two waves at least (the first is warm-up)."""
-    return int(max(min(max(FIT_WAVES * row.concurrency, FIT_MIN), FIT_MAX), 2 * row.concurrency))
 
 
 @dataclass(frozen=True)
@@ -120,22 +109,6 @@ class Fit:
     tpot_mdape_pct: float  # on the training rows, with the nuisances (in-sample)
     ttft_mdape_pct: float
     roofline_tpot_mdape_pct: float
-
-
-def _profile_cost(row: Row, ov: ServingOverhead | None) -> ProfileCostModel:
-    return ProfileCostModel(load_profile(row.profile).coefficients, ov)
-
-
-def _roofline_cost(row: Row, step_s: float, per_seq_s: float) -> RooflineCostModel:
-    return RooflineCostModel(resolve_model(row.model, "model"), resolve_gpu(row.gpu, "gpu"), tp=row.tp,
-                             weight_dtype=row.dtype, kv_dtype=row.kv_dtype,
-                             params=RooflineParams(step_overhead_s=step_s, per_seq_overhead_s=per_seq_s))
-
-
-def _sim(row: Row, cost, first_wave: bool = True) -> dict:
-    """The row simulated as the fit does; `first_wave` False where only TPOT or KV use is read (the
-    benchmark's first wave moves TTFT alone: silicon.simulate_row), one simulation instead of two."""
-    return simulate_row(row, requests=fit_requests(row), cost_model=cost, seed=SEED, first_wave=first_wave)
 
 
 def at_bound(factors: np.ndarray) -> np.ndarray:
@@ -160,21 +133,6 @@ def stage1_solve(f0: np.ndarray, J: np.ndarray, x0: np.ndarray, measured: np.nda
     return x
 
 
-def thin(rows: list[Row], per_setup: int = ROWS_PER_SETUP) -> list[Row]:
-    """At most `per_setup` rows of each setup (model, GPU, dtype, TP, lengths, version), evenly spread
-    over its concurrencies (lowest and highest kept)."""
-    setups: dict[tuple, list[Row]] = {}
-    for r in rows:
-        setups.setdefault((r.model, r.gpu, r.dtype, r.tp, r.expert_parallel, r.isl, r.osl, r.backend_version),
-                          []).append(r)
-    out = []
-    for group in setups.values():
-        group.sort(key=lambda r: (r.concurrency, r.id))
-        idx = np.unique(np.round(np.linspace(0, len(group) - 1, min(per_setup, len(group)))).astype(int))
-        out += [group[i] for i in idx]
-    return sorted(out, key=lambda r: r.id)
-
-
 def kept_factors(factors: dict[tuple[str, str], float]) -> tuple[dict[str, float], float]:
     """(per GPU, elsewhere) kernel-time factors to keep from the training models' (model, GPU) factors:
     medians, leaving out factors at their bounds (SCALE_BOUNDS), which are not estimates but a profile
@@ -190,14 +148,7 @@ def fit_rows(rows: list[Row], log=print, stage1: np.ndarray | None = None) -> Fi
     """The three stages (module docstring) on the training rows `rows` (every version at once).
     `stage1`: stage 1's x from an earlier run of the same rows (step, per-seq, factors
     per (model, GPU), in fit order) instead of fitting it again."""
-    keep, excluded = [], []
-    for r in rows:
-        if r.ttft_ms / 1e3 > QUEUEING_TTFT_S:
-            excluded.append(f"{r.setup} ({r.gpu}): measured TTFT {r.ttft_ms / 1e3:.1f} s (queueing)")
-        elif _sim(r, _profile_cost(r, None), first_wave=False)["kv_peak"] >= KV_BOUND_PEAK:
-            excluded.append(f"{r.setup} ({r.gpu}): KV-bound in the simulation")
-        else:
-            keep.append(r)
+    keep, excluded = screen_fit_rows(rows)
     models = sorted({(r.model, r.gpu) for r in keep})  # one kernel factor per training model on each GPU
     log(f"  {len(keep)} rows, {len(excluded)} left out; models {models}")
     nm = len(models)
@@ -317,85 +268,11 @@ def fit_rows(rows: list[Row], log=print, stage1: np.ndarray | None = None) -> Fi
                roofline_tpot_mdape_pct=float(np.median(roof_err)))
 
 
-def split(rows: list[Row]) -> tuple[list[Row], list[Row]]:
-    """(training rows, held-out rows): by model, recorded concurrency only (the † rows are neither)."""
-    usable = [r for r in rows if r.concurrency_recorded]
-    return [r for r in usable if r.model in TRAIN_MODELS], [r for r in usable if r.model not in TRAIN_MODELS]
-
-
-def select_training(rows: list[Row], per_setup: int = ROWS_PER_SETUP) -> tuple[list[Row], list[str]]:
-    """The training rows the fit starts from (before fit_rows' queueing / KV-bound screen): the training
-    models' rows with a recorded concurrency and vLLM version, less those implausible without prefix-cache
-    hits (calibration/plausibility.py), thinned to `per_setup` per setup among the rest; and one line per
-    row left out as implausible, saying why."""
-    train, _ = split(rows)
-    train, implausible = screen([r for r in train if r.backend_version != "not recorded"])
-    return thin(train, per_setup), [f"{r.setup} ({r.gpu}): {load.describe()}" for r, load in implausible]
-
-
 def fit_all(log=print, stage1: list[float] | None = None) -> dict:
-    rows, _ = read_rows()
-    train, held = split(rows)
-    fitted, implausible = select_training(rows)
-    if not fitted:
-        raise RuntimeError("no plausible training rows with a recorded vLLM version")
-    log(f"{len(train)} training rows ({', '.join(TRAIN_MODELS)}), {len(implausible)} left out as {IMPLAUSIBLE}, "
-        f"{len(fitted)} after thinning to {ROWS_PER_SETUP} per setup")
-    t0 = time.perf_counter()
-    fit = fit_rows(fitted, log, None if stage1 is None else np.asarray(stage1))
-    wall = round(time.perf_counter() - t0, 1)
-    out: dict = {"engines": {"vllm": {"versions": {}}}}
-    held_models = ", ".join(sorted({r.model for r in held})) or "none"
-    for v, ov in fit.overhead.items():
-        out["engines"]["vllm"]["versions"][v] = {
-            **{k: round(getattr(ov, k), 9) for k in TERM_NAMES}, "overlap": ov.overlap,
-            "roofline": {k: round(val, 9) for k, val in fit.roofline.items()},
-            "provenance": {
-                "source": f"{PACKAGE} {package_version()} systems/{CSV_NAME}: measured vLLM serving runs, "
-                          f"fitted by simulation (python -m calibration.engine_fit)",
-                "date": time.strftime("%Y-%m-%d"),
-                "split": f"by model: fitted on {', '.join(TRAIN_MODELS)}; held out: {held_models} "
-                         "(benchmarks/validate_silicon.py reports the error there)",
-                "rows_used": len(fit.rows[v]), "row_ids": fit.rows[v],
-                "models": fit.models[v], "gpus": fit.gpus[v],
-                "shared": "step time, per-sequence time, compute scale, response latency, request jitter and the roofline entry "
-                          f"are fitted on every version's training rows together ({sum(map(len, fit.rows.values()))} "
-                          "rows); this version's rows are listed for the record",
-                "structure": f"{STRUCTURE} (chosen by leave-one-training-model-out cross-validation: python -m "
-                             "calibration.engine_cv, calibration/profiles/engine_cv.json)",
-                "method": "stage 1: one step for every version (overlapped with the kernels, a max not a sum, on the "
-                          f"versions where the rule '{OVERLAP}' says so: `overlap` above), "
-                          "per-seq and one kernel-time factor per training model and "
-                          "GPU (a nuisance; a pair whose factor lands at a bound is dropped and stage 1 solved again "
-                          "without it; kept: per GPU the median over its models, compute_scale_by_gpu, and the "
-                          "overall median as compute_scale) on log TPOT ratios (soft-L1 least squares "
-                          f"on a linearisation of the simulation, {STAGE1_ITERATIONS}x); stage 2: request jitter on the grid "
-                          f"{list(JITTER_GRID_MS)} ms and the response latency (with a prefill-shortfall nuisance "
-                          "per model) minimising soft-L1 log TTFT ratios; stage 3: the roofline's fixed step/per-seq "
-                          f"cost on {ROOFLINE_ROWS} training rows; at most {ROWS_PER_SETUP} rows per setup; "
-                          f"{FIT_WAVES} x concurrency requests per row (>= {FIT_MIN}, <= {FIT_MAX}, >= 2 x concurrency), seed {SEED}",
-                "training_model_kernel_factor": {m: round(s, 3) for m, s in fit.model_scale.items()},
-                "training_model_prefill_shortfall": {m: round(s, 3) for m, s in fit.prefill_shortfall.items()},
-                "rows_excluded": implausible + fit.excluded,
-                "rows_left_out_implausible": {
-                    "count": len(implausible), "reason": IMPLAUSIBLE,
-                    "rule": f"left out before thinning: measured TTFT/TPOT imply (Little's law) compute above "
-                            f"{MAX_COMPUTE_SHARE} of the GPU's dense peak or memory traffic above {MAX_MEMORY_SHARE} "
-                            "of its HBM bandwidth (calibration/plausibility.py)"},
-                "fit_in_sample": {"tpot_median_abs_err_pct": round(fit.tpot_mdape_pct, 2),
-                                  "ttft_median_abs_err_pct": round(fit.ttft_mdape_pct, 2),
-                                  "roofline_tpot_median_abs_err_pct": round(fit.roofline_tpot_mdape_pct, 2)},
-                "wall_s": wall,
-                **({"stage1_reused": "stage 1's result taken from an earlier run of this code on the same rows "
-                                    f"(--stage1 {' '.join(f'{v:g}' for v in stage1)})"} if stage1 is not None else {}),
-            }}
-    counts = {v: len(ids) for v, ids in fit.rows.items()}
-    out["engines"]["vllm"]["default_version"] = newest_release(counts)
-    out["engines"]["vllm"]["compute_scale_by_gpu"] = {g: round(f, 4) for g, f in fit.gpu_scale.items()}
-    out["engines"]["vllm"]["overlap_rule"] = OVERLAP  # a version without data: overlapped by this rule (engine_terms)
-    out["note"] = ("Written by `python -m calibration.engine_fit` (do not edit by hand). Terms added to composed "
-                   "GPU profiles (sim/engine_terms.py); the roofline entry is its fixed step cost.")
-    return out
+    """The engine_terms.json document fitted on every training row (calibration/engine_fit_record.py)."""
+    from .engine_fit_record import fit_all as record  # imported here: that module reads this one's constants
+
+    return record(log, stage1)
 
 
 def main(argv: list[str] | None = None) -> int:
