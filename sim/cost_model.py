@@ -268,7 +268,7 @@ class ServingOverhead:
         overlapped step cannot be folded into the profile's formula: ProfileCostModel takes the max)."""
         if self.overlap:
             raise ValueError("ServingOverhead.apply: an overlapped step is not a sum; use scaled() and take the max")
-        c = {k: float(v) * self.compute_scale for k, v in coefficients.items()}
+        c = self.scaled(coefficients)
         c["overhead_s"] += self.step_overhead_s + self.exposed_step_s
         c["per_seq_s"] += self.per_seq_overhead_s
         return c
@@ -311,7 +311,9 @@ class ProfileCostModel(_ScalarFromArrays):
         self.response_latency_s = serving.response_latency_s if serving else 0.0
         self.request_jitter_s = serving.request_jitter_s if serving else 0.0
         self._host_per_seq_s = serving.host_per_seq_s if serving else 0.0
-        self._by_seqs = self._by_seqs_table(256)  # decode_step_times_s's terms of the batch size alone
+        # decode_step_times_s's terms of the batch size alone, for the forms that can use them (the
+        # expert term, the host floor and the overlapped max are not terms of the batch size alone).
+        self._by_seqs = None if (self._experts_s or self._host_per_seq_s or self._overlap) else self._by_seqs_table(256)
 
     def _by_seqs_table(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """Per batch size B < size: overhead_s + per_seq_s * B + max(weights_s, per_token_s * B), and
@@ -343,7 +345,7 @@ class ProfileCostModel(_ScalarFromArrays):
     def decode_step_times_s(self, num_seqs: np.ndarray, context_tokens: np.ndarray) -> np.ndarray:
         """step_times_s(B, B, ctx, ctx, B) with each array converted once (the engine's fast-forward)."""
         c = self.coefficients
-        if not (self._experts_s or self._host_per_seq_s or self._overlap) and isinstance(num_seqs, np.ndarray) \
+        if self._by_seqs is not None and isinstance(num_seqs, np.ndarray) \
                 and num_seqs.dtype == np.int64:
             # The terms of B alone looked up per step (B is a small integer): fewer passes, same bits.
             base, sample = self._by_seqs
