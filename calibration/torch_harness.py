@@ -86,11 +86,15 @@ class TinyLlama(torch.nn.Module):
     def __init__(self, shape: LlamaShape, dtype=torch.bfloat16, device="cpu", seed: int = 0):
         super().__init__()
         self.shape = s = shape
-        gen = torch.Generator(device="cpu").manual_seed(seed)
+        # N(0, 0.02). On a CPU the weights are drawn there (reproducible across machines); on a GPU they
+        # are drawn by the GPU's own generator: drawing an 8B model on one CPU thread and copying it
+        # over takes minutes of a lease, and a weight's value does not change a step's time.
+        gen_device = torch.device(device) if torch.device(device).type == "cuda" else torch.device("cpu")
+        gen = torch.Generator(device=gen_device).manual_seed(seed)
 
-        def w(*dims):  # N(0, 0.02), made on the CPU for reproducibility, then moved
-            return torch.nn.Parameter((torch.randn(*dims, generator=gen) * 0.02).to(dtype=dtype, device=device),
-                                      requires_grad=False)
+        def w(*dims):
+            drawn = torch.randn(*dims, generator=gen, device=gen_device, dtype=torch.float32) * 0.02
+            return torch.nn.Parameter(drawn.to(dtype=dtype, device=device), requires_grad=False)
 
         q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
         self.embed = w(s.vocab, s.hidden)
