@@ -105,16 +105,14 @@ def measure(args) -> int:
     return 0
 
 
-def compare(args) -> int:
+def compare_frame(rows, system: str = "h200_sxm", version: str | None = None):
+    """One row per measured GEMM and dtype: the table's time for it beside the measured one."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import pandas as pd
 
-    from calibration.aic_step import _one_kernel
-    from calibration.aic_tables import LogGrid, LookupLog, load_tables
+    from calibration.aic_tables import LogGrid, LookupLog, _one_kernel, load_tables
 
-    rows = pd.read_csv(args.csv)
-    tables = load_tables(args.system, "vllm", args.version)
-    g = tables.gemm
+    g = load_tables(system, "vllm", version).gemm
     log = LookupLog()
     out = []
     for dtype, col in (("bfloat16", "bf16_ms"), ("fp8", "fp8_ms")):
@@ -126,12 +124,21 @@ def compare(args) -> int:
             measured = getattr(r, col)
             if measured != measured:  # nan: not measured
                 continue
-            table = grid.lookup((r.m, r.n, r.k), log)
+            table = grid.lookup((r.m, r.n, r.k), log)  # the tables hold milliseconds
             out.append({"dtype": dtype, "projection": r.projection, "m": r.m, "n": r.n, "k": r.k,
                         "measured_ms": measured, "table_ms": round(table, 5),
                         "table_over_measured": round(table / measured, 3)})
-    df = pd.DataFrame(out)
-    print(f"{rows['device'].iloc[0]} (torch {rows['torch'].iloc[0]}) vs {tables.source}")
+    return pd.DataFrame(out)
+
+
+def compare(args) -> int:
+    import pandas as pd
+
+    from calibration.aic_tables import load_tables
+
+    rows = pd.read_csv(args.csv)
+    df = compare_frame(rows, args.system, args.version)
+    print(f"{rows['device'].iloc[0]} (torch {rows['torch'].iloc[0]}) vs {load_tables(args.system, 'vllm', args.version).source}")
     print(df.to_string(index=False))
     for dtype, d in df.groupby("dtype"):
         big = d[d["m"] >= 256]

@@ -1,0 +1,41 @@
+"""The H200 lease's record (docs/gpu_runs/h200-2026-11-26, docs/gpu_h200.md): the doc is what its data
+gives, the measured profile loads with its provenance, and the GEMM tables the composed profiles
+rest on still agree with the GEMMs measured on the GPU (a lookup or unit change would break it)."""
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("aiconfigurator_core")  # the tables: the [aiconfigurator] extra (CI installs it)
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import gpu_gemm_check  # noqa: E402
+import gpu_record  # noqa: E402
+
+
+def test_doc_is_current():
+    assert gpu_record.main(["--check"]) == 0
+
+
+def test_bf16_prefill_gemm_tables_agree_with_the_h200():
+    d = gpu_gemm_check.compare_frame(pd.read_csv(gpu_record.RUN / "gemm_llama-3.1-8b_tp1.csv"), "h200_sxm")
+    big = d[(d["dtype"] == "bfloat16") & (d["m"] >= 1024)]
+    assert len(big) == 16  # 4 projections x m in 1024, 2048, 4096, 8192
+    assert 0.8 <= big["table_over_measured"].median() <= 1.1
+    # the comparison is not tautological: a table timed in seconds read as ms would be off by 1000x
+    assert (big["table_ms"] > 0.04).all() and (big["table_ms"] < 5).all()
+
+
+def test_measured_profile_carries_its_provenance():
+    from sim.profile import load_profile
+
+    prof = load_profile(gpu_record.MEASURED)
+    assert prof.gpu == "h200-sxm" and prof.model == "llama-3.1-8b" and prof.device == "NVIDIA H200"
+    assert prof.provenance["engine"] == "torch" and prof.provenance["telemetry"] == "telemetry.csv"
+    # an eager step is host-bound: about the same time at batch 1 and 64 (the fit says so too)
+    cm = prof.cost_model(serving=False)
+    one, many = cm.step_time_s(1, 1, 513, 513, 1), cm.step_time_s(64, 64, 64 * 513, 64 * 513, 64)
+    assert 0.010 < one < 0.030 and many < 2 * one
