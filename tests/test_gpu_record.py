@@ -39,3 +39,15 @@ def test_measured_profile_carries_its_provenance():
     cm = prof.cost_model(serving=False)
     one, many = cm.step_time_s(1, 1, 513, 513, 1), cm.step_time_s(64, 64, 64 * 513, 64 * 513, 64)
     assert 0.010 < one < 0.030 and many < 2 * one
+
+
+def test_decode_attention_tables_agree_with_the_h200_at_batch_8_and_more():
+    import gpu_attention_check
+
+    d = gpu_attention_check.compare_frame(pd.read_csv(gpu_record.RUN / "attention_llama-3.1-8b.csv"), "h200_sxm")
+    dec = d[(d["phase"] == "decode") & (d["batch"] >= 8)]
+    assert len(dec) == 10
+    assert 0.85 <= dec["table_over_measured"].median() <= 1.2
+    # the tables grow with the KV bytes read as the measurement does: more context, more time
+    by_ctx = dec[dec["batch"] == 32].sort_values("tokens")
+    assert by_ctx["table_ms"].is_monotonic_increasing and by_ctx["measured_ms"].is_monotonic_increasing
