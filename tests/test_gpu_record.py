@@ -46,7 +46,7 @@ def test_decode_attention_tables_agree_with_the_h200_at_batch_8_and_more():
 
     d = gpu_attention_check.compare_frame(pd.read_csv(gpu_record.RUN / "attention_llama-3.1-8b.csv"), "h200_sxm")
     dec = d[(d["phase"] == "decode") & (d["batch"] >= 8)]
-    assert len(dec) == 10
+    assert len(dec) == 11  # batch 8-128 at contexts 512 and 2048, 8-64 at 8192
     assert 0.85 <= dec["table_over_measured"].median() <= 1.2
     # the tables grow with the KV bytes read as the measurement does: more context, more time
     by_ctx = dec[dec["batch"] == 32].sort_values("tokens")
