@@ -153,10 +153,12 @@ def render() -> str:
         f"(single shapes {bf16_big.min():.2f}-{bf16_big.max():.2f}): the prefill GEMMs a composed profile prices "
         "are about what this H200 does with cuBLAS, slightly faster.",
         f"- **fp8 at m < 256 (decode) the tables are slower than cuBLASLt's fp8 here** (median "
-        f"{fp8_small.median():.2f}, up to {fp8_small.max():.2f}). The tables time vLLM's own "
-        "fp8 GEMM path, which need not be cuBLASLt's kernel, so this is no proof that they are wrong; it is "
-        "a bound on how much faster an fp8 decode GEMM can be on this GPU, and a lead for the held-out fp8 "
-        "rows on H200 that servesim prices slow (docs/validation_gpu.md). Nothing was fitted to it.",
+        f"{fp8_small.median():.2f}, up to {fp8_small.max():.2f}). The tables time vLLM's own fp8 path, and on "
+        "Hopper vLLM picks CUTLASS's fp8 kernel, not cuBLASLt's (vLLM 0.32 source, "
+        "model_executor/kernels/linear: FlashInfer's fp8 GEMM first, but it needs compute capability >= 10.0; "
+        "then CUTLASS; torch._scaled_mm only after those). So the tables are likely right for vLLM on an H200, "
+        "and this is what cuBLASLt would save at decode sizes, not an error in the composition. Nothing was "
+        "fitted to it.",
         "- Timing method matters at small m: the first pass of this lease timed one launch between two "
         "CUDA events and read 20-30 µs for GEMMs the graph replay times at 10-15 µs (launch latency, not "
         "the kernel); the tables and the figures above are graph-timed.",
@@ -224,8 +226,8 @@ def render() -> str:
         "- The per-operator GEMM and attention tables behind every composed H200 profile hold on a real H200 "
         "for bf16 (GEMMs prefill-sized ~10 % faster than cuBLAS; decode attention at batch >= 8 within about "
         "+-25 %): a composed H200 profile's kernel time is not where a large held-out error comes from for bf16.",
-        "- fp8 decode GEMMs can run faster than the tables say on this GPU (cuBLASLt); whether vLLM's releases "
-        "do is the open question a vLLM run on a GPU would answer.",
+        "- fp8 decode GEMMs run faster on this GPU's cuBLASLt than the tables' vLLM path (CUTLASS on Hopper); "
+        "a vLLM run on the GPU would settle which one a given release is at.",
         "- Still to do when a lease can carry vLLM (a machine image with it, or a larger carry): "
         "`servesim calibrate run --engine vllm` and `calibrate serve` on the same GPU and model, set beside "
         "this page.",
