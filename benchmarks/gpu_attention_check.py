@@ -20,7 +20,6 @@ bytes either way; a prefill is compute-bound, where FA3 is the faster kernel. No
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 from pathlib import Path
@@ -99,17 +98,12 @@ def compare(args) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    m = sub.add_parser("measure")
-    m.add_argument("--model", default="llama-3.1-8b")
-    m.add_argument("--repeats", type=int, default=30)
-    m.add_argument("--out", required=True)
-    c = sub.add_parser("compare")
-    c.add_argument("csv")
-    c.add_argument("--system", default="h200_sxm")
-    args = p.parse_args(argv)
-    return measure(args) if args.cmd == "measure" else compare(args)
+    from gpu_cli import measure_compare_main
+
+    def extra_compare(c):
+        c.add_argument("--system", default="h200_sxm", help="aiconfigurator system (default h200_sxm)")
+
+    return measure_compare_main(__doc__, measure, compare, compare_args=extra_compare, argv=argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ the graph times beside the composed profile's kernel-only decode step for the sa
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import statistics
 import sys
@@ -115,18 +114,12 @@ def compare(args) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    m = sub.add_parser("measure")
-    m.add_argument("--model", default="llama-3.1-8b")
-    m.add_argument("--repeats", type=int, default=20)
-    m.add_argument("--out", required=True)
-    c = sub.add_parser("compare")
-    c.add_argument("csv")
-    c.add_argument("--profile", default="h200-sxm_llama-3.1-8b_tp1_bf16")
-    c.add_argument("--out")
-    args = p.parse_args(argv)
-    return measure(args) if args.cmd == "measure" else compare(args)
+    from gpu_cli import measure_compare_main
+
+    def extra_compare(c):
+        c.add_argument("--profile", default="h200-sxm_llama-3.1-8b_tp1_bf16", help="composed profile to compare")
+
+    return measure_compare_main(__doc__, measure, compare, repeats=20, compare_args=extra_compare, argv=argv)
 
 
 if __name__ == "__main__":

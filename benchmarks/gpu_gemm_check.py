@@ -18,7 +18,6 @@ Nothing here is fitted: the comparison is a check of the tables the composed pro
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import statistics
 import sys
@@ -151,20 +150,17 @@ def compare(args) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    m = sub.add_parser("measure")
-    m.add_argument("--model", default="llama-3.1-8b")
-    m.add_argument("--tp", type=int, default=1)
-    m.add_argument("--repeats", type=int, default=30)
-    m.add_argument("--out", required=True)
-    c = sub.add_parser("compare")
-    c.add_argument("csv")
-    c.add_argument("--system", default="h200_sxm")
-    c.add_argument("--version", default=None)
-    c.add_argument("--out")
-    args = p.parse_args(argv)
-    return measure(args) if args.cmd == "measure" else compare(args)
+    from gpu_cli import measure_compare_main
+
+    def extra_measure(m):
+        m.add_argument("--tp", type=int, default=1, help="tensor-parallel size: each GPU's share of the projections")
+
+    def extra_compare(c):
+        c.add_argument("--system", default="h200_sxm", help="aiconfigurator system (default h200_sxm)")
+        c.add_argument("--version", default=None, help="vLLM table version (default: the newest)")
+
+    return measure_compare_main(__doc__, measure, compare, measure_args=extra_measure, compare_args=extra_compare,
+                                argv=argv)
 
 
 if __name__ == "__main__":
