@@ -33,7 +33,8 @@ def corpus(limit_files: int = 1500) -> list[str]:
     import vllm
 
     root = Path(vllm.__file__).parent
-    return [Path(f).read_text(errors="ignore") for f in sorted(glob.glob(f"{root}/**/*.py", recursive=True))[:limit_files]]
+    files = sorted(glob.glob(f"{root}/**/*.py", recursive=True))[:limit_files]
+    return [Path(f).read_text(errors="ignore") for f in files]
 
 
 def bpe_tokenizer(text: list[str], vocab_size: int = 32000):
@@ -89,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         res["wordlevel_test_model"] = measure(PreTrainedTokenizerFast(tokenizer_file=args.wordlevel), text)
     for name, rows in res.items():
         for n, row in rows.items():
-            print(f"{name:22s} {n:>5} tokens: random {row['random_ms']:7.2f} ms ({row['random_us_per_token']:.2f} us/token)"
-                  f"  natural {row['natural_ms']:7.2f} ms ({row['natural_us_per_token']:.2f} us/token)")
+            print(f"{name:22s} {n:>5} tokens: random {row['random_ms']:7.2f} ms "
+                  f"({row['random_us_per_token']:.2f} us/token)  natural {row['natural_ms']:7.2f} ms ({row['natural_us_per_token']:.2f} us/token)")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
     return 0

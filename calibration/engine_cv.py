@@ -256,7 +256,8 @@ def fit_structure(B: Basis, idx: list[int], st: Structure) -> Terms:
     return t
 
 
-def stage2(B: Basis, idx: np.ndarray, pi: np.ndarray, npair: int, per_token: bool, pred_at) -> tuple[float, float, float]:
+def stage2(B: Basis, idx: np.ndarray, pi: np.ndarray, npair: int, per_token: bool,
+           pred_at) -> tuple[float, float, float]:
     """(jitter ms, response latency ms, per prompt token us): engine_latency.fit_latency at each jitter of the
     grid on rows `idx` (`pred_at(j)`: their surrogate TTFT at jitter j, no latency); the lowest cost wins."""
     isl = np.array([B.rows[i].isl for i in idx], dtype=float)
