@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, rows in res.items():
         for n, row in rows.items():
             print(f"{name:22s} {n:>5} tokens: random {row['random_ms']:7.2f} ms "
-                  f"({row['random_us_per_token']:.2f} us/token)  natural {row['natural_ms']:7.2f} ms ({row['natural_us_per_token']:.2f} us/token)")
+                  f"({row['random_us_per_token']:.2f} us/token)  natural {row['natural_ms']:7.2f} ms "
+                  f"({row['natural_us_per_token']:.2f} us/token)")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
     return 0
