@@ -25,6 +25,12 @@ class Structure:
     # 'none' (additive), 'all' (every version) or 'async_default' (where vLLM's async scheduling is on by default).
     overlap: str = "none"
     exposed: bool = False  # also fit a per-step time no overlap hides (ServingOverhead.exposed_step_s)
+    # Stage 2 (TTFT) also fits a response latency per prompt token beside the constant one
+    # (ServingOverhead.response_latency_per_prompt_token_s: the API server tokenises the prompt before the
+    # engine sees it). Stage 1 is not touched, so such a structure's TPOT is its base structure's to the bit
+    # and engine_cv.choose's rule (lowest pooled TPOT; within 0.5 points, lowest pooled TTFT median |err|;
+    # an exact tie keeps the earlier structure) decides between the two by their pooled TTFT alone.
+    latency_per_token: bool = False
 
 
 STRUCTURES = (
@@ -47,4 +53,7 @@ STRUCTURES = (
               overlap="async_default"),
     Structure("o3: o1 + an exposed step", step="shared", overlap="all", exposed=True),
     Structure("o4: o2 + an exposed step", step="shared", overlap="async_default", exposed=True),
+    # Last, so that an exact tie keeps o2 (engine_cv.choose); TPOT is o2's, the TTFT figure decides.
+    Structure("t1: o2 + response latency per prompt token (tokenisation)", step="shared", overlap="async_default",
+              latency_per_token=True),
 )

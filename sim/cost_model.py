@@ -27,6 +27,7 @@ from .quantization import matmul_tflops, weight_bytes_per_param
 
 class CostModel(Protocol):
     response_latency_s: float  # seconds from a token leaving the engine to the client reading it
+    response_latency_per_prompt_token_s: float  # more of it per prompt token of the request (tokenisation)
     request_jitter_s: float  # mean seconds from a client sending a request to the engine seeing it (random)
 
     def step_times_s(self, new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs) -> np.ndarray:
@@ -42,6 +43,7 @@ class _ScalarFromArrays:
     """`step_time_s` and `decode_step_times_s` for cost models that only define `step_times_s`."""
 
     response_latency_s: float = 0.0  # engine -> client delay added to every response (ServingOverhead)
+    response_latency_per_prompt_token_s: float = 0.0  # and per prompt token of its request (ServingOverhead)
     request_jitter_s: float = 0.0  # mean of the random client -> engine delay of each request (ServingOverhead)
 
     def step_time_s(self, new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs) -> float:
@@ -244,6 +246,10 @@ class ServingOverhead:
     drawn from its own seeded stream (sim/simulation.py). It moves TTFT, and it is what keeps
     closed-loop clients with equal lengths from staying in lockstep: real ones drift apart
     because no two requests take the same path to the engine.
+
+    `response_latency_per_prompt_token_s` x the prompt's tokens is added to a request's response
+    latency (TTFT and E2E move, TPOT does not): the API server tokenises the prompt in its own process,
+    outside the engine's steps, before the engine sees it (0, the default: a constant latency).
     """
 
     compute_scale: float = 1.0  # the served worker's step / the in-process sweep's (contention for the cores)
@@ -251,6 +257,7 @@ class ServingOverhead:
     per_seq_overhead_s: float = 0.0  # per sequence in the step (output processing, streaming)
     host_per_seq_s: float = 0.0  # host time per sequence per step: the floor above (0: no floor)
     response_latency_s: float = 0.0  # engine -> client, per response
+    response_latency_per_prompt_token_s: float = 0.0  # more response latency per prompt token (tokenisation)
     request_jitter_s: float = 0.0  # client -> engine, per request: mean of an exponential delay (0: none)
     overlap: bool = False  # True: engine time overlaps the kernels (max, not sum; vLLM async scheduling)
     exposed_step_s: float = 0.0  # per step, never overlapped (added in either form)
@@ -258,6 +265,10 @@ class ServingOverhead:
     def __post_init__(self):
         if not isinstance(self.overlap, bool):
             raise ValueError(f"ServingOverhead.overlap must be true or false, got {self.overlap!r}")
+        per_tok = self.response_latency_per_prompt_token_s
+        if isinstance(per_tok, bool) or not isinstance(per_tok, (int, float)) or not per_tok >= 0:
+            raise ValueError("ServingOverhead.response_latency_per_prompt_token_s must be a number >= 0, "
+                             f"got {per_tok!r}")
 
     def scaled(self, coefficients: dict[str, float]) -> dict[str, float]:
         """Profile coefficients times compute_scale alone: the kernels of an overlapped step."""
@@ -309,6 +320,7 @@ class ProfileCostModel(_ScalarFromArrays):
         self._experts_s = self.coefficients.get("experts_s", 0.0)
         self._expert_keep = 1.0 - self.expert_pick_fraction  # chance one token leaves a given expert untouched
         self.response_latency_s = serving.response_latency_s if serving else 0.0
+        self.response_latency_per_prompt_token_s = serving.response_latency_per_prompt_token_s if serving else 0.0
         self.request_jitter_s = serving.request_jitter_s if serving else 0.0
         self._host_per_seq_s = serving.host_per_seq_s if serving else 0.0
         # decode_step_times_s's terms of the batch size alone, for the forms that can use them (the

@@ -57,6 +57,8 @@ class Replica:
         self.kv = kv
         self.cost = cost
         self.response_latency_s = float(cost.response_latency_s)  # first_token_s / finish_s: when the client reads them
+        # and per prompt token of the request (tokenisation; 0: the constant alone, the same bits as before)
+        self.latency_per_prompt_token_s = float(getattr(cost, "response_latency_per_prompt_token_s", 0.0))
         self.spec = speculation
         self.decode_lookahead = speculation.k if speculation else 0
         self.running = RunningBatch(batch_capacity)
@@ -276,6 +278,8 @@ class Replica:
             first = completes & (generated == 0)
             if np.count_nonzero(first):
                 t.first_token_s[reqs[first]] = start + t0 + self.response_latency_s
+                if self.latency_per_prompt_token_s:
+                    t.first_token_s[reqs[first]] += self.latency_per_prompt_token_s * t.prompt_tokens[reqs[first]]
         if n_decode:
             self.itl.add_one(t0, n_decode)
         if n_completes > n_decode and self.preempted_any:
@@ -317,6 +321,8 @@ class Replica:
         if finished is not None and np.count_nonzero(finished):
             done_reqs = reqs[finished]
             done_s = start + finish_at[finished] + self.response_latency_s
+            if self.latency_per_prompt_token_s:
+                done_s = done_s + self.latency_per_prompt_token_s * t.prompt_tokens[done_reqs]
             t.finish_s[done_reqs] = done_s
             t.generated[done_reqs] = b.num_tokens[:n][finished] - prompt[finished]
             if not replay:

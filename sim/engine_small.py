@@ -109,6 +109,9 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
         v = start + t0 + rep.response_latency_s
         for j in first:
             t.first_token_s[reqs[j]] = v
+        if rep.latency_per_prompt_token_s:  # and per prompt token of the request (tokenisation)
+            for j in first:
+                t.first_token_s[reqs[j]] += rep.latency_per_prompt_token_s * int(t.prompt_tokens[reqs[j]])
     if n_decode:
         rep.itl.add_one(t0, n_decode)
     if resumed and rep.preempted_any:
@@ -131,10 +134,13 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
         done = [j for j in range(n) if finish_at[j] <= end]
         if done:
             rl, finish_s, generated, free = rep.response_latency_s, t.finish_s, t.generated, rep.kv.free
+            per_tok = rep.latency_per_prompt_token_s
             done_s = []
             for j in done:
                 req = reqs[j]
                 done_s.append(start + finish_at[j] + rl)
+                if per_tok:
+                    done_s[-1] += per_tok * int(t.prompt_tokens[req])
                 finish_s[req] = done_s[-1]
                 generated[req] = nt1[j] - prompt[j]
                 free(req)

@@ -372,7 +372,9 @@ def run(scenario: Scenario, seed: int | None = None, workload: Workload | None =
         results.steps = pd.concat([r.step_log.frame(r.index) for r in sim.replicas], ignore_index=True)
     if record_token_times:
         results.token_times = TokenTimes.gather([r.token_log for r in sim.replicas], len(workload),
-                                                float(sim.cost.response_latency_s))
+                                                float(sim.cost.response_latency_s),
+                                                float(getattr(sim.cost, "response_latency_per_prompt_token_s", 0.0)),
+                                                sim.table.prompt_tokens)
     _log_run(results, len(workload))
     return results
 

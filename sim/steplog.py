@@ -86,7 +86,10 @@ class TokenTimes:
     times: np.ndarray
 
     @classmethod
-    def gather(cls, logs: list[TokenLog], num_requests: int, response_latency_s: float) -> "TokenTimes":
+    def gather(cls, logs: list[TokenLog], num_requests: int, response_latency_s: float,
+               per_prompt_token_s: float = 0.0, prompt_tokens: np.ndarray | None = None) -> "TokenTimes":
+        """Every replica's token log, per request in time order, as the client reads them: plus the
+        response latency, and `per_prompt_token_s` x the request's `prompt_tokens` where that is not 0."""
         reqs, times = [], []
         for log in logs:
             r, t = log.parts()
@@ -97,7 +100,10 @@ class TokenTimes:
         order = np.argsort(req, kind="stable")  # a request lives on one replica: its entries are in time order
         counts = np.bincount(req, minlength=num_requests)
         offsets = np.concatenate(([0], np.cumsum(counts)))
-        return cls(offsets=offsets, times=t[order] + response_latency_s)
+        times = t[order] + response_latency_s
+        if per_prompt_token_s:
+            times = times + per_prompt_token_s * np.repeat(np.asarray(prompt_tokens, dtype=np.float64), counts)
+        return cls(offsets=offsets, times=times)
 
     def of(self, request: int) -> np.ndarray:
         return self.times[self.offsets[request]:self.offsets[request + 1]]

@@ -162,3 +162,28 @@ def test_async_scheduling_is_vllms_default_from_0_14():
         [False, False, False, True, True]
     assert async_scheduling_default("vllm", "nightly-5b8c30d62b754b57") is True
     assert async_scheduling_default("vllm", "not recorded") is None and async_scheduling_default("sglang", "0.5") is None
+
+
+def _basis_with_prompt_latency(per_token_us: float) -> cv.Basis:
+    """_basis's rows over four prompt lengths; measured TTFT = prefill + 30 ms + per_token_us x ISL."""
+    B = _basis(seed=2)
+    isl = np.array([(128, 1024, 4096, 8192)[k % 4] for k in range(len(B.rows))])
+    rows = [replace(r, isl=int(n)) for r, n in zip(B.rows, isl)]
+    return replace(B, rows=rows, ttft=B.ttft + per_token_us * 1e-3 * isl)
+
+
+def test_the_prompt_token_latency_candidate_changes_ttft_only_and_the_cv_scores_it():
+    t1 = next(st for st in cv.STRUCTURES if st.latency_per_token)
+    o2 = next(st for st in cv.STRUCTURES if st.name.startswith("o2"))
+    assert replace(t1, name=o2.name, latency_per_token=False) == o2  # o2 with the per-token term, nothing else
+    B = _basis_with_prompt_latency(3.0)  # 3 us a token: 25 ms on an 8192-token prompt
+    t = cv.fit_structure(B, list(range(len(B.rows))), t1)
+    assert abs(t.latency_per_token_us - 3.0) < 0.1 and abs(t.latency_ms - 30.0) < 1.0
+    assert cv.fit_structure(B, list(range(len(B.rows))), o2).latency_per_token_us == 0.0
+    table = {r["structure"]: r for r in cv.cross_validate(B, [o2, t1], MODELS)}
+    assert table[t1.name]["tpot_mdape"] == table[o2.name]["tpot_mdape"]  # stage 1 is the same: TTFT decides
+    assert table[t1.name]["ttft_mdape"] < 0.5 < table[o2.name]["ttft_mdape"]
+    assert cv.choose(list(table.values()))["structure"] == t1.name
+    # Without a per-token latency in the measurements it fits none.
+    t0 = cv.fit_structure(_basis_with_prompt_latency(0.0), list(range(len(B.rows))), t1)
+    assert t0.latency_per_token_us < 0.1 and abs(t0.latency_ms - 30.0) < 1.0
