@@ -43,8 +43,9 @@ def section(res: pd.DataFrame, errors, on: bool | None = None) -> list[str]:
     lines += ["", (f"{len(out)} rows, predicted with the shipped terms: TTFT median |err| {e['ttft_mdape']:.1f} % "
                    f"(signed {e['ttft_median_err']:+.1f} %), TPOT {e['tpot_mdape']:.1f} % (signed "
                    f"{e['tpot_median_err']:+.1f} %)."), "",
-              "| setup | GPU | vLLM | TTFT real / pred ms | TPOT real / pred ms | why |", "|---|---|---|---:|---:|---|"]
+              "| setup | GPU | vLLM | TTFT real / pred ms | TPOT real / pred ms | why (the entry above) |",
+              "|---|---|---|---:|---:|---|"]
     for r in out.itertuples(index=False):
         lines.append(f"| {r.setup} | {r.gpu} | {r.backend_version} | {r.ttft_ms:.0f} / {r.pred_ttft_ms:.0f} | "
-                     f"{r.tpot_ms:.2f} / {r.pred_tpot_ms:.2f} | {r.data_excluded} |")
+                     f"{r.tpot_ms:.2f} / {r.pred_tpot_ms:.2f} | {r.model} / {r.gpu} / {ROW_ENGINE} |")
     return lines + [""]

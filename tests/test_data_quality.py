@@ -78,7 +78,8 @@ def test_the_validation_shows_the_screened_training_rows_apart_with_the_reason()
     res = with_data_screen(pd.DataFrame(recs), on=True)
     assert (res["data_excluded"] != "").tolist() == [True, True, False, False, False, False]
     text = "\n".join(section(res, errors, on=True))
-    assert "**on**" in text and "2 rows" in text and text.count("docs/llama8b_h200.md") >= 3
+    assert "**on**" in text and "2 rows" in text and "prefix-cache hits" in text
+    assert text.count("| llama-3.1-8b / h200-sxm / vllm |") == 2
     assert _row(0).setup in text and _row(3, model="qwen3-32b").setup not in text
     off = with_data_screen(pd.DataFrame(recs), on=False)
     assert (off["data_excluded"] == "").all()
