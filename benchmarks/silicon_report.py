@@ -16,6 +16,7 @@ from calibration.engine_fit import TRAIN_MODELS
 from calibration.silicon import PACKAGE, Row, package_version, silicon_csv
 from sim.engine_terms import terms_path
 from silicon_cliffs import QUEUEING_TTFT_MS, cliff_group
+from silicon_data_quality import section as data_quality_section, with_data_screen
 from silicon_plausibility import headline_note, section as implausible_section, with_screen
 from silicon_sections import cv_section, factors_section, method_section, misses_section, terms_notes, terms_table
 from silicon_tables import (MISS_TPOT_PCT, MISS_TTFT_PCT, MOE_MODELS, TARGET_TPOT_PCT,  # noqa: F401 (re-exported)
@@ -36,11 +37,12 @@ def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variant
     total = len(pd.read_csv(csv))
     kern_tpot = (variants["kernels"].set_index("id")["pred_tpot_ms"].reindex(res["id"]).to_numpy()
                  if "kernels" in variants else np.nan)
-    res = with_screen(res.assign(kernels_tpot_ms=kern_tpot))
+    res = with_data_screen(with_screen(res.assign(kernels_tpot_ms=kern_tpot)))
     recorded = res[res["concurrency_recorded"]]
     # Every summary below leaves out the physically implausible rows (calibration/plausibility.py); they are
-    # reported as their own group (benchmarks/silicon_plausibility.py) and marked in the row table.
-    main = recorded[~recorded["implausible"]]
+    # reported as their own group (benchmarks/silicon_plausibility.py) and marked in the row table; so are the
+    # training rows the data-quality screen leaves out of the fit (benchmarks/silicon_data_quality.py).
+    main = recorded[~recorded["implausible"] & (recorded["data_excluded"] == "")]
     held, train = main[main["split"] == "held-out"], main[main["split"] == "train"]
     assumed = res[~res["concurrency_recorded"]]
     e, et = errors(held), errors(train)
@@ -96,7 +98,9 @@ def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variant
         "",
         (f"The training rows ({et['rows']}, {', '.join(TRAIN_MODELS)}) are simulated with the same terms and shown "
          f"apart, in-sample: TPOT {et['tpot_mdape']:.1f} %, TTFT {et['ttft_mdape']:.1f} %. They say how well the "
-         "terms can fit, not how well they predict."), "",
+         "terms can fit, not how well they predict."
+         + (f" {int((recorded['data_excluded'] != '').sum())} training rows left out of the fit for data quality are "
+            "shown apart (section below)." if (recorded["data_excluded"] != "").any() else "")), "",
         "## The split and the engine terms", "",
         (f"- **Split by model.** `python -m calibration.engine_fit` fits the engine terms on the rows of "
          f"{', '.join(TRAIN_MODELS)} (`calibration/engine_fit.TRAIN_MODELS`) and on nothing else; every other model "
@@ -172,6 +176,7 @@ def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variant
     if len(fp8_held):
         lines.append(variant_line("fp8 rows with an fp8 KV cache (2x the KV tokens)", var("fp8_kv", fp8_held)))
     lines = [ln for ln in lines if ln is not None]
+    lines += [""] + data_quality_section(recorded, errors)
     lines += [""] + implausible_section(res, errors)
     lines += misses_section(misses, main, bool(kern_h))
     lines += ["", "## Every row", "", "† concurrency not recorded (batch_size used; not in the summaries).", ""]

@@ -104,7 +104,8 @@ def rows_markdown(res: pd.DataFrame) -> list[str]:
     for r in with_screen(res).itertuples(index=False):
         kv = f"{r.kv_peak:.2f}" + (" bound" if r.kv_bound else "")
         load = f"{r.implied_compute_share:.2f} / {r.implied_memory_share:.2f}" + (" **implausible**" * r.implausible)
-        lines.append(f"| {r.setup} | {r.split} | {r.backend_version} ({r.terms_version}) | {r.ttft_ms:.0f} | "
+        split = r.split + (" (not fitted: data quality)" if getattr(r, "data_excluded", "") else "")
+        lines.append(f"| {r.setup} | {split} | {r.backend_version} ({r.terms_version}) | {r.ttft_ms:.0f} | "
                      f"{r.pred_ttft_ms:.0f} | {r.ttft_err_pct:+.1f} | {r.tpot_ms:.2f} | {r.pred_tpot_ms:.2f} | "
                      f"{r.tpot_err_pct:+.1f} | {_f(r.kernels_tpot_ms, 2)} | {kv} | {load} |")
     return lines

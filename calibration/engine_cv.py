@@ -37,6 +37,7 @@ from sim.engine_terms import _nearest, _version_key, newest_release
 from .engine_fit import (JITTER_GRID_MS, QUEUEING_TTFT_S, SCALE_BOUNDS, TRAIN_MODELS, _profile_cost, _sim,
                          select_training)
 from .engine_latency import fit_latency
+from .engine_rows import DATA_EXCLUSIONS, EXCLUDE_DATA, data_screen, split
 from .engine_overlap import engine_share, kernel_step_ms, overlapped_rows
 from .engine_structures import STRUCTURES, Structure  # noqa: F401 (Structure: re-exported)
 from .plausibility import MAX_COMPUTE_SHARE, MAX_MEMORY_SHARE, REASON as IMPLAUSIBLE
@@ -278,11 +279,18 @@ def predict(B: Basis, idx, t: Terms) -> tuple[np.ndarray, np.ndarray]:
             _lin_ttft(B, idx, j, s, step, ps, ov, t.exposed_ms) + t.latency_ms + t.latency_per_token_us * 1e-3 * isl)
 
 
+def _pooled(e_tp: np.ndarray, e_tt: np.ndarray) -> dict:
+    return {"rows": int(len(e_tp)), "tpot_mdape": float(np.median(np.abs(e_tp))), "tpot_signed": float(np.median(e_tp)),
+            "ttft_mdape": float(np.median(np.abs(e_tt))), "ttft_signed": float(np.median(e_tt))}
+
+
 def cross_validate(B: Basis, structures=STRUCTURES, models=TRAIN_MODELS) -> list[dict]:
-    """One record per structure: pooled and per-fold median |error| and median signed error (%)."""
+    """One record per structure: pooled and per-fold median |error| and median signed error (%), and
+    `pooled_without`: for each training model, the pooled figures over the OTHER models' folds (the
+    figure to compare between runs that differ in one model's rows)."""
     out = []
     for st in structures:
-        tp_err, tt_err, per_fold = [], [], {}
+        tp_err, tt_err, per_fold, fold_models = [], [], {}, []
         for model, fit_idx, test_idx in folds(B.rows, models):
             t = fit_structure(B, fit_idx, st)
             ptp, ptt = predict(B, test_idx, t)
@@ -290,13 +298,15 @@ def cross_validate(B: Basis, structures=STRUCTURES, models=TRAIN_MODELS) -> list
             e_tt = 100 * (ptt / B.ttft[test_idx] - 1)
             tp_err.append(e_tp)
             tt_err.append(e_tt)
+            fold_models.append(model)
             per_fold[model] = {"rows": len(test_idx), "tpot_mdape": float(np.median(np.abs(e_tp))),
                                "ttft_mdape": float(np.median(np.abs(e_tt))), "tpot_signed": float(np.median(e_tp))}
+        without = {m: _pooled(np.concatenate([e for e, f in zip(tp_err, fold_models) if f != m]),
+                              np.concatenate([e for e, f in zip(tt_err, fold_models) if f != m]))
+                   for m in models if any(f != m for f in fold_models)}
         e_tp, e_tt = np.concatenate(tp_err), np.concatenate(tt_err)
-        out.append({"structure": st.name, "spec": asdict(st), "rows": int(len(e_tp)),
-                    "tpot_mdape": float(np.median(np.abs(e_tp))), "tpot_signed": float(np.median(e_tp)),
-                    "ttft_mdape": float(np.median(np.abs(e_tt))), "ttft_signed": float(np.median(e_tt)),
-                    "folds": per_fold})
+        out.append({"structure": st.name, "spec": asdict(st), **_pooled(e_tp, e_tt), "folds": per_fold,
+                    "pooled_without": without})
     return out
 
 
@@ -332,10 +342,26 @@ def choose(table: list[dict]) -> dict:
     return min(near, key=lambda r: r["ttft_mdape"])
 
 
-def training_rows(per_setup: int) -> tuple[list[Row], list[str]]:
+def training_rows(per_setup: int, exclude_data: bool | None = None) -> tuple[list[Row], list[str]]:
     """engine_fit.select_training on every usable row: (rows, why each implausible row was left out)."""
     rows, _ = read_rows()
-    return select_training(rows, per_setup)
+    return select_training(rows, per_setup, exclude_data)
+
+
+def data_left_out(exclude_data: bool | None = None) -> list[str]:
+    """One line per training row the data-quality screen leaves out (engine_rows.data_screen), saying why."""
+    return [f"{r.setup} ({r.gpu}): {why}" for r, why in data_screen(split(read_rows()[0])[0], exclude_data)[1]]
+
+
+def load_basis(cache: Path, rows: list[Row]) -> Basis:
+    """The basis of `rows` from a cache of the same rows or of more (each row is simulated on its own,
+    seed fixed, so a subset's basis is the rows' own entries)."""
+    z = np.load(cache)
+    ids = list(z["ids"])
+    missing = [r.id for r in rows if r.id not in ids]
+    assert not missing, f"basis cache {cache} lacks {len(missing)} of the rows (first: {missing[0]})"
+    at = np.array([ids.index(r.id) for r in rows], int)
+    return Basis(rows, *(z[k][at] for k in ("tpot", "ttft", "tpot0", "d_tpot", "ttft0", "d_ttft", "lone")))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,15 +372,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="also simulate the scored rows with each fold's terms for today's, the chosen and the best "
                          "overlapped structure")
     ap.add_argument("--out", default=str(CV_PATH), help="where to write the table ('' for nowhere)")
+    ap.add_argument("--exclude-data", choices=("default", "on", "off"), default="default",
+                    help=f"the data-quality screen (engine_rows.DATA_EXCLUSIONS): 'default' as the fit applies it "
+                         f"(EXCLUDE_DATA = {EXCLUDE_DATA}), or on / off")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    selected, implausible = training_rows(args.per_setup)
+    exclude = {"default": EXCLUDE_DATA, "on": True, "off": False}[args.exclude_data]
+    selected, implausible = training_rows(args.per_setup, exclude)
+    data_out = data_left_out(exclude)
     rows, excluded = fit_rows_of(selected)
+    print(f"{len(rows)} training rows; data-quality screen {'on' if exclude else 'off'}: {len(data_out)} rows left out")
     cache = Path(args.basis) if args.basis else None
     if cache and cache.is_file():
-        z = np.load(cache)
-        assert list(z["ids"]) == [r.id for r in rows], "basis cache is of other rows"
-        B = Basis(rows, *(z[k] for k in ("tpot", "ttft", "tpot0", "d_tpot", "ttft0", "d_ttft", "lone")))
+        B = load_basis(cache, rows)
     else:
         B = basis(rows)
         if cache:
@@ -382,6 +412,10 @@ def main(argv: list[str] | None = None) -> int:
                     "cross-validation of the engine fit's structure on the training models only.",
             "training_models": list(TRAIN_MODELS), "rows": len(rows), "rows_per_setup": args.per_setup,
             "rows_left_out": {
+                "data quality": {"count": len(data_out), "screen": "on" if exclude else "off",
+                                 "exclusions": {" / ".join(k): why for k, why in DATA_EXCLUSIONS.items()},
+                                 "rule": "(model, GPU, engine) named in calibration/engine_rows.DATA_EXCLUSIONS, "
+                                         "applied when the screen is on", "rows": data_out},
                 "implausible": {"count": len(implausible), "reason": IMPLAUSIBLE,
                                 "rule": f"before thinning: measured TTFT/TPOT imply compute above {MAX_COMPUTE_SHARE} of "
                                         f"the dense peak or memory above {MAX_MEMORY_SHARE} of HBM bandwidth "
@@ -393,7 +427,11 @@ def main(argv: list[str] | None = None) -> int:
                                                                    if j != BASIS_JITTER_MS],
             "rule": "lowest pooled TPOT median |err|; within 0.5 points, lowest TTFT median |err| (a structure "
                     "that changes stage 2 only, latency_per_token, has its base's TPOT exactly: TTFT decides)",
-            "chosen": best["structure"], "table": table, "wall_s": round(time.perf_counter() - t0, 1)},
+            "chosen": best["structure"], "folds": [m for m, _, _ in folds(rows)],
+            "chosen_terms_all_rows": {"note": "the chosen structure fitted on every row here, on the surrogate "
+                                      "(not engine_fit's simulation fit): how the terms move with the rows",
+                                      **asdict(fit_structure(B, list(range(len(rows))), Structure(**best["spec"])))},
+            "table": table, "wall_s": round(time.perf_counter() - t0, 1)},
             indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0

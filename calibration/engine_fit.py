@@ -38,7 +38,9 @@ The structure (one step for all versions, overlapped from vLLM 0.14 on: STRUCTUR
 leave-one-training-model-out cross-validation (calibration/engine_cv.py): a step per version, as fitted
 before, let a version recorded by one training model alone carry that model's own gap; the additive
 form on every version scored TPOT 11.0 % there, the overlapped one 8.4 %. The terms stay stored
-per version, so that a version's own step can return when its data says so. Rows whose measured
+per version, so that a version's own step can return when its data says so. The (model, GPU, engine)
+named in engine_rows.DATA_EXCLUSIONS (Llama-3.1-8B FP8 on H200 under vLLM: docs/llama8b_h200.md) are
+left out first where EXCLUDE_DATA says so (the cross-validation rule recorded there decides). Rows whose measured
 TTFT and TPOT imply more work than the GPU can do (calibration/plausibility.py: implausible without
 prefix-cache hits) are left out first (`select_training`); then rows whose measured TTFT shows
 queueing for KV blocks (> QUEUEING_TTFT_S) or that the simulation predicts KV-bound: KV capacity is

@@ -10,7 +10,8 @@ import numpy as np
 from sim.engine_terms import TERM_NAMES, newest_release
 
 from .engine_fit import (JITTER_GRID_MS, OVERLAP, ROOFLINE_ROWS, STAGE1_ITERATIONS, STRUCTURE, fit_rows)
-from .engine_rows import FIT_MAX, FIT_MIN, FIT_WAVES, ROWS_PER_SETUP, SEED, TRAIN_MODELS, select_training, split
+from .engine_rows import (DATA_EXCLUSIONS, EXCLUDE_DATA, FIT_MAX, FIT_MIN, FIT_WAVES, ROWS_PER_SETUP, SEED,
+                          TRAIN_MODELS, data_screen, select_training, split)
 from .plausibility import MAX_COMPUTE_SHARE, MAX_MEMORY_SHARE, REASON as IMPLAUSIBLE
 from .silicon import CSV_NAME, PACKAGE, package_version, read_rows
 
@@ -21,9 +22,11 @@ def fit_all(log=print, stage1: list[float] | None = None) -> dict:
     rows, _ = read_rows()
     train, held = split(rows)
     fitted, implausible = select_training(rows)
+    data_out = [f"{r.setup} ({r.gpu}): {why}" for r, why in data_screen(train)[1]]
     if not fitted:
         raise RuntimeError("no plausible training rows with a recorded vLLM version")
-    log(f"{len(train)} training rows ({', '.join(TRAIN_MODELS)}), {len(implausible)} left out as {IMPLAUSIBLE}, "
+    log(f"{len(train)} training rows ({', '.join(TRAIN_MODELS)}), {len(data_out)} left out for data quality, "
+        f"{len(implausible)} left out as {IMPLAUSIBLE}, "
         f"{len(fitted)} after thinning to {ROWS_PER_SETUP} per setup")
     t0 = time.perf_counter()
     fit = fit_rows(fitted, log, None if stage1 is None else np.asarray(stage1))
@@ -60,7 +63,12 @@ def fit_all(log=print, stage1: list[float] | None = None) -> dict:
                           f"{FIT_WAVES} x concurrency requests per row (>= {FIT_MIN}, <= {FIT_MAX}, >= 2 x concurrency), seed {SEED}",
                 "training_model_kernel_factor": {m: round(s, 3) for m, s in fit.model_scale.items()},
                 "training_model_prefill_shortfall": {m: round(s, 3) for m, s in fit.prefill_shortfall.items()},
-                "rows_excluded": implausible + fit.excluded,
+                "rows_excluded": data_out + implausible + fit.excluded,
+                "rows_left_out_data_quality": {
+                    "count": len(data_out), "screen": "on" if EXCLUDE_DATA else "off",
+                    "exclusions": {" / ".join(k): why for k, why in DATA_EXCLUSIONS.items()},
+                    "rule": "(model, GPU, engine) named in calibration/engine_rows.DATA_EXCLUSIONS, left out first when "
+                            "EXCLUDE_DATA is on (docs/llama8b_h200.md: the cross-validation that decided it)"},
                 "rows_left_out_implausible": {
                     "count": len(implausible), "reason": IMPLAUSIBLE,
                     "rule": f"left out before thinning: measured TTFT/TPOT imply (Little's law) compute above "
