@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from .configio import ConfigError, build, is_file, require, require_range, short_path
-from .cost_model import EXPERT_COEFFICIENTS, PROFILE_COEFFICIENTS, SERVING_TERMS, ProfileCostModel, ServingOverhead
+from .cost_model import EXPERT_COEFFICIENTS, PROFILE_COEFFICIENTS, ProfileCostModel
+from .serving_overhead import SERVING_TERMS, ServingOverhead
 from .quantization import KvDtype, WeightDtype
 
 SHIPPED_PACKAGE, SHIPPED_DIR = "calibration", "profiles"  # where the shipped profiles live (package data)

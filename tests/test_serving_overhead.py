@@ -13,7 +13,8 @@ import pytest
 from calibration.profile import ProfileError, load_profile
 from calibration.serving import SWEEP, SweepPoint, fit_serving, simulate_point, with_serving
 from calibration.vllm_harness import cpu_worker_env, serving_worker_cores
-from sim.cost_model import SERVING_TERMS, ProfileCostModel, ServingOverhead
+from sim.cost_model import ProfileCostModel
+from sim.serving_overhead import SERVING_TERMS, ServingOverhead
 from sim.scenario import load_scenario
 from sim.simulation import run
 from sim.workload import Workload
