@@ -16,7 +16,7 @@ in one call.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -51,6 +51,13 @@ class _ScalarFromArrays:
         """Plain decode steps: num_seqs[i] sequences, each computing and sampling one token,
         attending context_tokens[i] tokens in total (the engine's fast-forward)."""
         return self.step_times_s(num_seqs, num_seqs, context_tokens, context_tokens, num_seqs)
+
+    def decode_steps_scalar(self) -> Callable[[int, int, int], list[float]] | None:
+        """f(num_seqs, context_tokens, count) -> seconds of `count` decode steps of num_seqs sequences, the
+        first attending context_tokens tokens and each next one num_seqs more: decode_step_times_s's numbers
+        on plain floats, bit for bit, for a caller that prices a few steps at a time; None where a model
+        has no such form."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -181,6 +188,25 @@ class RooflineCostModel(_ScalarFromArrays):
         t += per_seq * num_seqs
         t += p.step_overhead_s + self._comm_fixed_s
         return t
+
+    def decode_steps_scalar(self) -> Callable[[int, int, int], list[float]] | None:
+        """decode_step_times_s's operations, in its order, on floats (numpy's float64 arithmetic is
+        IEEE's, so every step has the same bits); None for a mixture of experts (step_times_s' form)."""
+        if self.model.is_moe:
+            return None
+        p = self.params
+        per_token = self._s_per_token + self._s_per_sample
+        weights_s = self._dense_weights_s
+        per_ctx = max(self._s_per_pair, self._s_per_kv_token)
+        per_seq = p.per_seq_overhead_s + self._comm_s_per_token
+        fixed = p.step_overhead_s + self._comm_fixed_s
+
+        def steps_s(num_seqs: int, context_tokens: int, count: int) -> list[float]:
+            linear = max(per_token * num_seqs, weights_s)  # the terms of the batch size, once per call
+            seqs = per_seq * num_seqs
+            return [linear + per_ctx * ctx + seqs + fixed
+                    for ctx in range(context_tokens, context_tokens + num_seqs * count, num_seqs)]
+        return steps_s
 
     def step_times_s(self, new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs) -> np.ndarray:
         p = self.params
@@ -373,6 +399,21 @@ class ProfileCostModel(_ScalarFromArrays):
         if self._host_per_seq_s:
             t = np.maximum(t, self._host_per_seq_s * B)
         return t
+
+    def decode_steps_scalar(self) -> Callable[[int, int, int], list[float]] | None:
+        """decode_step_times_s's table form on floats, term by term in its order (same bits), for batches
+        within the table; None for the forms without a table (experts, host floor, overlap)."""
+        if self._by_seqs is None:
+            return None
+        c = self.coefficients
+        base, by_sample = (a.tolist() for a in self._by_seqs)
+        per_pair, per_kv = c["per_pair_s"], c["per_kv_token_s"]
+
+        def steps_s(num_seqs: int, context_tokens: int, count: int) -> list[float]:
+            b, sample = base[num_seqs], by_sample[num_seqs]
+            return [b + per_pair * ctx + per_kv * ctx + sample
+                    for ctx in range(context_tokens, context_tokens + num_seqs * count, num_seqs)]
+        return steps_s
 
     def step_times_s(self, new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs) -> np.ndarray:
         c = self.coefficients

@@ -57,6 +57,8 @@ class Replica:
         self.kv = kv
         self.cost = cost
         self.response_latency_s = float(cost.response_latency_s)  # first_token_s / finish_s: when the client reads them
+        # Decode steps priced on plain floats, where the cost model has that form (sim/engine_small.py).
+        self.decode_steps_s = cost.decode_steps_scalar() if hasattr(cost, "decode_steps_scalar") else None
         self.spec = speculation
         self.decode_lookahead = speculation.k if speculation else 0
         self.running = RunningBatch(batch_capacity)

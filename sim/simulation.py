@@ -177,6 +177,12 @@ class Simulation:
         self.jitter_s = float(getattr(self.cost, "request_jitter_s", 0.0))
         self._jitter_rng = stream(seed, "request_jitter") if self.jitter_s > 0 else None
         self._jitter_left: list[float] = []  # drawn in blocks (the same numbers, in the same order), last first
+        # The SimPy time at which the next request reaches a replica, while that is known in advance: an
+        # open loop without ingress jitter and with one replica (no routing to foresee), the request not
+        # refused on arrival. None otherwise. The engine ends a fast-forward at the step in flight then,
+        # where an arrival would otherwise cut it short (sim/engine_small.py).
+        self.next_submit_s: float | None = None
+        self._submits_foreseeable = not self.closed_loop and self._jitter_rng is None and s.replicas == 1
 
     # --- arrivals ------------------------------------------------------------
     def _issue(self, req: int) -> None:
@@ -206,11 +212,18 @@ class Simulation:
                 self.done.succeed()
 
     def _open_loop(self):
-        arrivals = self.table.arrival_s
+        # Plain floats, read before any is overwritten (_issue records each request's arrival in the
+        # same array): SimPy's clock then stays a Python float, and every time sum and comparison
+        # in the run (heap order, engine arithmetic) is a float operation instead of a numpy scalar's.
+        arrivals = self.table.arrival_s.tolist()
+        foreseeable = self._submits_foreseeable
         for req in range(len(arrivals)):
             delay = arrivals[req] - self.env.now
             if delay > 0:
+                if foreseeable and not self.too_long[req]:
+                    self.next_submit_s = self.env.now + delay  # the timeout's own time, as SimPy computes it
                 yield self.env.timeout(delay)
+                self.next_submit_s = None
             if self.aborted_reason is not None:
                 return
             self._issue(req)
