@@ -138,7 +138,10 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
             e = rem1[j] if rem1[j] < m else m
             comp1[j] += e
             nt1[j] += e
-        rep.itl.add(times[:m], active[:m])
+        if type(times) is list:  # priced a few steps at a time
+            rep.itl.add_lists(times[:m], active[:m])
+        else:
+            rep.itl.add(times[:m], active[:m])
         rep.ff_horizon_steps = min(MAX_HORIZON, rep.ff_horizon_steps * 2) if m == H else max(MIN_HORIZON, 2 * m)
 
     rep._finishing_s = []
@@ -163,7 +166,8 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
         sim.on_finish(done_s)
     if m > 0 and kept:
         # Blocks for the tokens the fast-forward computed, taken before the next decision (see _execute).
-        if not rep.kv.allocate_lists([reqs[j] for j in kept], [comp1[j] for j in kept]):
+        grown = (reqs, comp1) if len(kept) == n else ([reqs[j] for j in kept], [comp1[j] for j in kept])
+        if not rep.kv.allocate_lists(*grown):
             raise RuntimeError("fast-forward outgrew the KV cache")
 
 
