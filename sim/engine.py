@@ -103,17 +103,19 @@ class Replica:
 
     def tokens_known(self, req: int) -> int:
         """Prompt + tokens generated so far: what a (re)started request must prefill."""
-        return int(self.table.prompt_tokens[req] + self.table.generated[req])
+        t = self.table
+        return t.prompt_tokens.item(req) + t.generated.item(req)  # .item: plain ints, no numpy scalars
 
     def admit(self, req: int, chunk: int, cached: int = 0) -> int:
         """Start `req` with `cached` tokens found in the prefix cache and `chunk` to compute now."""
         t = self.table
-        if math.isnan(t.scheduled_s[req]):
+        if math.isnan(t.scheduled_s.item(req)):
             t.scheduled_s[req] = self.env.now
             t.prefix_hit_tokens[req] = cached
             self.sim.queued -= 1
-        return self.running.add(req, int(t.prompt_tokens[req]), int(t.output_tokens[req]), self.tokens_known(req),
-                                int(t.priority[req]), chunk, computed=cached)
+        prompt = t.prompt_tokens.item(req)
+        return self.running.add(req, prompt, t.output_tokens.item(req), prompt + t.generated.item(req),
+                                t.priority.item(req), chunk, computed=cached)
 
     def preempt(self, slot: int) -> int:
         """Preemption by recompute: free the sequence's KV; it must prefill again later."""
