@@ -178,13 +178,15 @@ def _price(rep: "Replica", follow: str, slots, reqs: list, c: list, r: list, sta
     in seconds after `start` (step 0 is the scheduled step, t0 long); `horizon` is the steps the run may
     take. When the next request arrives at `arrival_s` (known), in_flight is the step in flight then (an
     index into ends, where the run stops; the steps after it are not priced), else None."""
-    rs = [r[j] for j in slots]
+    if type(slots) is range:  # every slot takes part: the lists as they are (none is changed here)
+        rs, cs, slot_reqs = r, c, reqs
+    else:
+        rs, cs, slot_reqs = [r[j] for j in slots], [c[j] for j in slots], [reqs[j] for j in slots]
     if follow == "until_completion":
         horizon = min(x for x in rs if x > 0)
     else:
         horizon = min(max(rs), rep.ff_horizon_steps)
-    cs = [c[j] for j in slots]
-    horizon = rep.kv.steps_that_fit_lists([reqs[j] for j in slots], [x + 1 for x in cs], rs, horizon)
+    horizon = rep.kv.steps_that_fit_lists(slot_reqs, [x + 1 for x in cs], rs, horizon)
     if horizon <= 0:
         return None
     if arrival_s is not None and rep.decode_steps_s is not None:
