@@ -401,19 +401,37 @@ class ProfileCostModel(_ScalarFromArrays):
         return t
 
     def decode_steps_scalar(self) -> Callable[[int, int, int], list[float]] | None:
-        """decode_step_times_s's table form on floats, term by term in its order (same bits), for batches
-        within the table; None for the forms without a table (experts, host floor, overlap)."""
-        if self._by_seqs is None:
-            return None
+        """decode_step_times_s on floats, term by term in its order (same bits): its table form for
+        batches within the table, else its general form; None with an expert term (a power, which numpy
+        and the C library need not round alike)."""
         c = self.coefficients
-        base, by_sample = (a.tolist() for a in self._by_seqs)
         per_pair, per_kv = c["per_pair_s"], c["per_kv_token_s"]
+        if self._by_seqs is not None:
+            base, by_sample = (a.tolist() for a in self._by_seqs)
 
-        def steps_s(num_seqs: int, context_tokens: int, count: int) -> list[float]:
-            b, sample = base[num_seqs], by_sample[num_seqs]
-            return [b + per_pair * ctx + per_kv * ctx + sample
-                    for ctx in range(context_tokens, context_tokens + num_seqs * count, num_seqs)]
-        return steps_s
+            def steps_s(num_seqs: int, context_tokens: int, count: int) -> list[float]:
+                b, sample = base[num_seqs], by_sample[num_seqs]
+                return [b + per_pair * ctx + per_kv * ctx + sample
+                        for ctx in range(context_tokens, context_tokens + num_seqs * count, num_seqs)]
+            return steps_s
+        if self._experts_s:
+            return None
+        overlap, host_per_seq_s = self._overlap, self._host_per_seq_s
+
+        def steps_general_s(num_seqs: int, context_tokens: int, count: int) -> list[float]:
+            B = float(num_seqs)
+            linear = c["overhead_s"] + c["per_seq_s"] * B + max(c["weights_s"], c["per_token_s"] * B)
+            sample = c["per_sample_s"] * B
+            times = [linear + per_pair * ctx + per_kv * ctx + sample
+                     for ctx in range(context_tokens, context_tokens + num_seqs * count, num_seqs)]
+            if overlap:
+                exposed, engine = self._exposed_step_s, self._engine_step_s + self._engine_per_seq_s * B
+                times = [exposed + (t if t >= engine else engine) for t in times]
+            if host_per_seq_s:
+                floor = host_per_seq_s * B
+                times = [t if t >= floor else floor for t in times]
+            return times
+        return steps_general_s
 
     def step_times_s(self, new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs) -> np.ndarray:
         c = self.coefficients

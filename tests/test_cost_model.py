@@ -106,7 +106,8 @@ def test_step_features_count_each_sequence_the_same_either_way(n):
     assert step_feature_sums(chunk.tolist(), ctx.tolist()) == (expected[0], expected[2], expected[3])
 
 
-@pytest.mark.parametrize("form", ["roofline", "roofline_tp2", "profile", "profile_host_floor"])
+@pytest.mark.parametrize("form", ["roofline", "roofline_tp2", "profile", "profile_host_floor", "profile_overlap",
+                                  "profile_experts"])
 def test_decode_steps_scalar_gives_the_array_form_bit_for_bit(form):
     """The engine prices a short run of decode steps a few at a time with decode_steps_scalar, a long one
     with decode_step_times_s: every step must have the same bits either way (or a run would depend on
@@ -119,10 +120,16 @@ def test_decode_steps_scalar_gives_the_array_form_bit_for_bit(form):
     else:
         c = {"overhead_s": 0.0013, "per_seq_s": 1.7e-5, "weights_s": 0.0041, "per_token_s": 3.3e-6,
              "per_pair_s": 1.1e-10, "per_kv_token_s": 7.9e-9, "per_sample_s": 2.3e-6}
-        cm = ProfileCostModel(c, ServingOverhead(compute_scale=1.07, step_overhead_s=3e-4, per_seq_overhead_s=4e-6,
-                                                 host_per_seq_s=2e-4 if form.endswith("floor") else 0.0))
+        if form.endswith("experts"):
+            c |= {"experts_s": 0.002, "expert_pick_fraction": 0.25}
+        overlap = form.endswith("overlap")
+        # Host floor and overlap: long enough that they, not the kernels, set some of these steps.
+        cm = ProfileCostModel(c, ServingOverhead(compute_scale=1.07, step_overhead_s=6.5e-3 if overlap else 3e-4,
+                                                 per_seq_overhead_s=4e-6, overlap=overlap,
+                                                 exposed_step_s=2e-4 if overlap else 0.0,
+                                                 host_per_seq_s=4e-4 if form.endswith("floor") else 0.0))
     steps_s = cm.decode_steps_scalar()
-    if form == "profile_host_floor":
+    if form == "profile_experts":
         assert steps_s is None
         return
     rng = np.random.default_rng(1)
