@@ -189,7 +189,8 @@ def _price(rep: "Replica", follow: str, slots, reqs: list, c: list, r: list, sta
     horizon = rep.kv.steps_that_fit_lists(slot_reqs, [x + 1 for x in cs], rs, horizon)
     if horizon <= 0:
         return None
-    if arrival_s is not None and rep.decode_steps_s is not None:
+    if arrival_s is not None and rep.decode_steps_s is not None and \
+            _few_steps(rep.decode_steps_s, len(rs), sum(cs), horizon, arrival_s - (start + t0)):
         run = _price_until(rep.decode_steps_s, cs, rs, horizon, start, t0, arrival_s)
         if run is not None:
             return (*run[:2], slots, run[2], horizon, run[3])
@@ -225,7 +226,18 @@ def _price(rep: "Replica", follow: str, slots, reqs: list, c: list, r: list, sta
     return times, active, slots, ends, horizon, in_flight
 
 
-PRICE_ONE_BY_ONE_MAX_STEPS = 192  # beyond this many steps before the arrival, one vectorised call costs less
+PRICE_ONE_BY_ONE_STEPS = 96  # up to about this many steps to price, blocks on floats cost less than numpy's calls
+PRICE_ONE_BY_ONE_MAX_STEPS = 2 * PRICE_ONE_BY_ONE_STEPS  # where the estimate was short: give up, price vectorised
+
+
+def _few_steps(steps_s, B: int, cached: int, horizon: int, left_s: float) -> bool:
+    """Will the run price about PRICE_ONE_BY_ONE_STEPS steps or fewer: its horizon, or the steps until the
+    arrival `left_s` from the end of step 0 at the length of the first (an estimate: steps grow with the
+    context and shrink as sequences finish)?"""
+    if horizon <= PRICE_ONE_BY_ONE_STEPS:
+        return True
+    first_s = steps_s(B, cached + B, 1)[0]
+    return first_s > 0 and left_s <= PRICE_ONE_BY_ONE_STEPS * first_s
 PRICE_BLOCK_STEPS = 32  # steps priced per call while looking for the arrival's step
 
 

@@ -72,15 +72,20 @@ def _outputs(res) -> dict:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_small_path_matches_general_path(case, monkeypatch):
-    priced = []  # per run priced a few steps at a time: "bounded" (ends at the arrival), "whole", or "too long"
-    real_price_until = engine_small._price_until
-    monkeypatch.setattr(engine_small, "_price_until", lambda *a: priced.append(
-        "too long" if (r := real_price_until(*a)) is None else "whole" if r[3] is None else "bounded") or r)
+    priced = set()  # how runs were priced (in blocks on floats, or vectorised) and whether they end at an arrival
+    real_price = engine_small._price
+
+    def price(*args):
+        run = real_price(*args)
+        if run is not None:
+            priced.add(("blocks" if type(run[0]) is list else "vectorised", "whole" if run[5] is None else "bounded"))
+        return run
+    monkeypatch.setattr(engine_small, "_price", price)
     fast = _outputs(run(_scenario(CASES[case])))
     if case.startswith("known_arrivals"):
-        assert "bounded" in priced, "no run ended at a known arrival: the case tests nothing"
-    if case == "known_arrivals_sparse":
-        assert {"whole", "too long"} <= set(priced)
+        assert ("blocks", "bounded") in priced, "no run ended at a known arrival: the case tests nothing"
+    if case == "known_arrivals_sparse":  # runs that end before the arrival, and arrivals too far to price in blocks
+        assert {("blocks", "whole"), ("vectorised", "bounded")} <= priced, priced
     used = []
     real_fits = engine.fits
     monkeypatch.setattr(engine, "fits", lambda rep, plan: used.append(real_fits(rep, plan)) or False)
