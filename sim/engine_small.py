@@ -226,8 +226,8 @@ def _price(rep: "Replica", follow: str, slots, reqs: list, c: list, r: list, sta
     return times, active, slots, ends, horizon, in_flight
 
 
-PRICE_ONE_BY_ONE_STEPS = 96  # up to about this many steps to price, blocks on floats cost less than numpy's calls
-PRICE_ONE_BY_ONE_MAX_STEPS = 2 * PRICE_ONE_BY_ONE_STEPS  # where the estimate was short: give up, price vectorised
+PRICE_ONE_BY_ONE_STEPS = 112  # up to about this many steps to price, blocks on floats cost less than numpy's calls
+PRICE_ONE_BY_ONE_MAX_STEPS = 192  # where the estimate was short: give up, price vectorised
 
 
 def _few_steps(steps_s, B: int, cached: int, horizon: int, left_s: float) -> bool:
