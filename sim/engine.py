@@ -21,7 +21,8 @@ import numpy as np
 import simpy
 
 from .batch import RunningBatch
-from .cost_model import CostModel, step_feature_sums, step_feature_values
+from .cost_model import CostModel
+from .step_features import step_feature_sums, step_feature_values
 from .engine_small import execute_small, fits
 from .fast_forward import MAX_HORIZON, MIN_HORIZON, FastForward, index, plan_fast_forward, replay_kv
 from .kv_cache import SMALL, KVCache

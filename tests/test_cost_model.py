@@ -4,8 +4,8 @@ import pytest
 
 from sim.catalog import resolve_gpu, resolve_model
 from sim.configio import ConfigError
-from sim.cost_model import (PLAIN_SUMS_MAX, ProfileCostModel, RooflineCostModel, price, step_feature_sums,
-                             step_feature_values, step_features)
+from sim.cost_model import ProfileCostModel, RooflineCostModel
+from sim.step_features import PLAIN_SUMS_MAX, price, step_feature_sums, step_feature_values, step_features
 
 
 def roofline(model="llama-3.1-8b", gpu="h100-sxm", tp=1, w="bf16", kv="bf16"):
