@@ -177,10 +177,8 @@ class Simulation:
         self.jitter_s = float(getattr(self.cost, "request_jitter_s", 0.0))
         self._jitter_rng = stream(seed, "request_jitter") if self.jitter_s > 0 else None
         self._jitter_left: list[float] = []  # drawn in blocks (the same numbers, in the same order), last first
-        # The SimPy time at which the next request reaches a replica, while that is known in advance: an
-        # open loop without ingress jitter and with one replica (no routing to foresee), the request not
-        # refused on arrival. None otherwise. The engine ends a fast-forward at the step in flight then,
-        # where an arrival would otherwise cut it short (sim/engine_small.py).
+        # When the next request reaches a replica, while known in advance (open loop, no ingress jitter, one
+        # replica, the request not refused), else None: the engine ends a run there (sim/engine_small.py).
         self.next_submit_s: float | None = None
         self._submits_foreseeable = not self.closed_loop and self._jitter_rng is None and s.replicas == 1
 
@@ -212,9 +210,8 @@ class Simulation:
                 self.done.succeed()
 
     def _open_loop(self):
-        # Plain floats, read before any is overwritten (_issue records each request's arrival in the
-        # same array): SimPy's clock then stays a Python float, and every time sum and comparison
-        # in the run (heap order, engine arithmetic) is a float operation instead of a numpy scalar's.
+        # Read as floats before _issue overwrites them: SimPy's clock then stays a float, not a numpy scalar
+        # (whose arithmetic and comparisons, in every event and time sum, cost several times more).
         arrivals = self.table.arrival_s.tolist()
         foreseeable = self._submits_foreseeable
         for req in range(len(arrivals)):
