@@ -228,6 +228,7 @@ def _price(rep: "Replica", follow: str, slots, reqs: list, c: list, r: list, sta
 
 PRICE_ONE_BY_ONE_STEPS = 112  # up to about this many steps to price, blocks on floats cost less than numpy's calls
 PRICE_ONE_BY_ONE_MAX_STEPS = 192  # where the estimate was short: give up, price vectorised
+PRICE_BLOCK_STEPS = 32  # steps priced per call while looking for the arrival's step
 
 
 def _few_steps(steps_s, B: int, cached: int, horizon: int, left_s: float) -> bool:
@@ -238,7 +239,6 @@ def _few_steps(steps_s, B: int, cached: int, horizon: int, left_s: float) -> boo
         return True
     first_s = steps_s(B, cached + B, 1)[0]
     return first_s > 0 and left_s <= PRICE_ONE_BY_ONE_STEPS * first_s
-PRICE_BLOCK_STEPS = 32  # steps priced per call while looking for the arrival's step
 
 
 def _price_until(steps_s, cs: list, rs: list, horizon: int, start: float, t0: float, arrival_s: float):
