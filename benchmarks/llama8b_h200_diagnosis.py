@@ -29,7 +29,8 @@ from calibration.aic_compose import StepComposer  # noqa: E402
 from calibration.aic_tables import MS, LookupLog, load_tables  # noqa: E402
 from calibration.silicon import read_rows  # noqa: E402
 from sim.catalog import resolve_gpu, resolve_model  # noqa: E402
-from sim.cost_model import ProfileCostModel, step_features  # noqa: E402
+from sim.cost_model import ProfileCostModel  # noqa: E402
+from sim.step_features import step_features  # noqa: E402
 from sim.profile import shipped_profiles_dir  # noqa: E402
 
 MODEL = "llama-3.1-8b"

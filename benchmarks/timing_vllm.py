@@ -35,7 +35,7 @@ from calibration.parity.timing import TimedRun, pct_error, replay
 from calibration.parity.trace import first_divergence
 from calibration.profile import load_profile
 from calibration.vllm_harness import step_row
-from sim.cost_model import step_features
+from sim.step_features import step_features
 from sim.scenario import load_scenario
 from sim.simulation import run as simulate
 from sim.workload import generate_workload

@@ -23,7 +23,7 @@ from calibration.aic_step import (CHECKPOINT_FORMATS, CUDA_GRAPH_MAX_TOKENS, DEF
 from calibration.aic_tables import PACKAGE, ImportFailed, LookupLog, OpTables, load_tables, package_version
 from sim.catalog import ModelSpec, resolve_gpu, resolve_model
 from sim.configio import ConfigError
-from sim.cost_model import step_features
+from sim.step_features import step_features
 from sim.memory import plan_memory
 
 # aiconfigurator system name -> servesim catalog GPU name: every system with vLLM GEMM + attention tables.

@@ -247,7 +247,7 @@ class StepComposer:
 
     def step(self, chunk_tokens, context_tokens, samples, log: LookupLog) -> dict[str, float]:
         """Seconds per op group for one step: sequence j computes chunk_tokens[j] tokens on top of
-        context_tokens[j] cached ones and samples samples[j] positions (as sim.cost_model.step_features)."""
+        context_tokens[j] cached ones and samples samples[j] positions (as sim.step_features.step_features)."""
         chunk = [int(x) for x in chunk_tokens]
         context = [int(x) for x in context_tokens]
         sampled = int(sum(int(s) for s in samples))

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from sim.catalog import resolve_model
-from sim.cost_model import CostModel, price, step_features
+from sim.cost_model import CostModel
+from sim.step_features import price, step_features
 from sim.metrics import latency_table, summarize
 from sim.configio import ConfigError
 from sim.scenario import scenario_from_dict

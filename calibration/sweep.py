@@ -2,7 +2,7 @@
 
 A sweep runs a grid of *points* (a batch composition to drive through the engine) and
 records every engine step it causes as one row: the five step features of
-sim/cost_model.py (computed by `step_features` from what the engine actually scheduled),
+sim/cost_model.py (computed by `sim.step_features.step_features` from what the engine actually scheduled),
 the step's phase and its wall time. The first pass over the grid is warm-up (the first run
 of a new shape is 5-19 % slower) and is discarded; the next passes are the repeats, and a
 profile is fitted on each step shape's fastest repeat (`step_shapes`, `sweep_points`).
@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from sim.cost_model import step_features
+from sim.step_features import step_features
 
 FEATURES = ("new_tokens", "sampled", "attn_pairs", "kv_read_tokens", "num_seqs")
 

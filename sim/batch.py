@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 _FIELDS = ("req", "prompt", "output", "computed", "num_tokens", "level", "chunk")
+_PROGRESS = slice(_FIELDS.index("computed"), _FIELDS.index("num_tokens") + 1)  # adjacent rows: one assignment
 
 
 class RunningBatch:
@@ -59,6 +60,12 @@ class RunningBatch:
         if k:
             self._data[:, :k] = rows
         self.n = k
+
+    def set_progress(self, computed: list[int], num_tokens: list[int]) -> None:
+        """The same slots after a step: their new `computed` and `num_tokens` (lists of length n), no chunk."""
+        n = self.n
+        self._data[_PROGRESS, :n] = [computed, num_tokens]
+        self.chunk[:n] = 0
 
     def view(self, name: str) -> np.ndarray:
         return getattr(self, name)[:self.n]

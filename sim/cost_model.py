@@ -9,14 +9,14 @@ and a profile fitted on measured steps (calibration/) are interchangeable:
     kv_read_tokens  tokens of KV cache read by attention
     num_seqs        sequences in the step
 
-`step_features` turns per-sequence work (chunk length and context already cached) into
+`sim/step_features.py` turns per-sequence work (chunk length and context already cached) into
 those features. All arguments may be numpy arrays: the engine prices many decode steps
 in one call.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -55,56 +55,12 @@ class _ScalarFromArrays:
         attending context_tokens[i] tokens in total (the engine's fast-forward)."""
         return self.step_times_s(num_seqs, num_seqs, context_tokens, context_tokens, num_seqs)
 
-
-@dataclass(frozen=True)
-class StepFeatures:
-    new_tokens: int
-    sampled: int
-    attn_pairs: int
-    kv_read_tokens: int
-    num_seqs: int
-
-
-def step_features(chunk_tokens: np.ndarray, context_tokens: np.ndarray, samples: np.ndarray) -> StepFeatures:
-    """Features of one step where sequence j computes chunk_tokens[j] new tokens on top of
-    context_tokens[j] cached ones, and samples[j] is how many positions it samples (0 for a
-    prefill chunk that does not finish the prompt, 1 otherwise, k+1 for a speculative verify)."""
-    return StepFeatures(*step_feature_values(chunk_tokens, context_tokens, samples))
-
-
-PLAIN_SUMS_MAX = 24  # up to this many sequences, a loop over plain integers beats numpy's per-call cost
-
-
-def step_feature_values(chunk_tokens: np.ndarray, context_tokens: np.ndarray,
-                        samples: np.ndarray) -> tuple[int, int, int, int, int]:
-    """step_features as a plain tuple (new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs):
-    the engine's per-decision call, without building a frozen dataclass each step."""
-    L = np.asarray(chunk_tokens, dtype=np.int64)
-    c = np.asarray(context_tokens, dtype=np.int64)
-    if len(L) <= PLAIN_SUMS_MAX:
-        new_tokens, attn_pairs, kv_read_tokens = step_feature_sums(L.tolist(), c.tolist())
-    else:  # the same sums, vectorised: cheaper than a Python loop over many sequences
-        new_tokens = sum(L.tolist())
-        attn_pairs = sum((L * c + L * (L + 1) // 2).tolist())
-        kv_read_tokens = sum(c.tolist()) + new_tokens
-    return new_tokens, int(sum(np.asarray(samples).tolist())), attn_pairs, kv_read_tokens, int(np.count_nonzero(L))
-
-
-def step_feature_sums(chunk_tokens: list[int], context_tokens: list[int]) -> tuple[int, int, int]:
-    """(new_tokens, attn_pairs, kv_read_tokens) of a step from each sequence's chunk and cached context
-    as plain integers: sequence j computes L = chunk_tokens[j] tokens after c = context_tokens[j], so
-    it attends L * c + L * (L + 1) / 2 query-key pairs (causal) and reads c + L tokens of KV cache.
-    The engine calls this on a few sequences; sums of integers, so exact in any order."""
-    new_tokens = attn_pairs = kv_read = 0
-    for L, c in zip(chunk_tokens, context_tokens):
-        new_tokens += L
-        attn_pairs += L * c + L * (L + 1) // 2
-        kv_read += c
-    return new_tokens, attn_pairs, kv_read + new_tokens
-
-
-def price(cost: CostModel, f: StepFeatures) -> float:
-    return float(cost.step_times_s(f.new_tokens, f.sampled, f.attn_pairs, f.kv_read_tokens, f.num_seqs))
+    def decode_steps_scalar(self) -> Callable[[int, int, int], list[float]] | None:
+        """f(num_seqs, context_tokens, count) -> seconds of `count` decode steps of num_seqs sequences, the
+        first attending context_tokens tokens and each next one num_seqs more: decode_step_times_s's numbers
+        on plain floats, bit for bit, for a caller that prices a few steps at a time; None where a model
+        has no such form."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -184,6 +140,25 @@ class RooflineCostModel(_ScalarFromArrays):
         t += per_seq * num_seqs
         t += p.step_overhead_s + self._comm_fixed_s
         return t
+
+    def decode_steps_scalar(self) -> Callable[[int, int, int], list[float]] | None:
+        """decode_step_times_s's operations, in its order, on floats (numpy's float64 arithmetic is
+        IEEE's, so every step has the same bits); None for a mixture of experts (step_times_s' form)."""
+        if self.model.is_moe:
+            return None
+        p = self.params
+        per_token = self._s_per_token + self._s_per_sample
+        weights_s = self._dense_weights_s
+        per_ctx = max(self._s_per_pair, self._s_per_kv_token)
+        per_seq = p.per_seq_overhead_s + self._comm_s_per_token
+        fixed = p.step_overhead_s + self._comm_fixed_s
+
+        def steps_s(num_seqs: int, context_tokens: int, count: int) -> list[float]:
+            linear = max(per_token * num_seqs, weights_s)  # the terms of the batch size, once per call
+            seqs = per_seq * num_seqs
+            return [linear + per_ctx * ctx + seqs + fixed
+                    for ctx in range(context_tokens, context_tokens + num_seqs * count, num_seqs)]
+        return steps_s
 
     def step_times_s(self, new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs) -> np.ndarray:
         p = self.params
@@ -313,6 +288,39 @@ class ProfileCostModel(_ScalarFromArrays):
         if self._host_per_seq_s:
             t = np.maximum(t, self._host_per_seq_s * B)
         return t
+
+    def decode_steps_scalar(self) -> Callable[[int, int, int], list[float]] | None:
+        """decode_step_times_s on floats, term by term in its order (same bits): its table form for
+        batches within the table, else its general form; None with an expert term (a power, which numpy
+        and the C library need not round alike)."""
+        c = self.coefficients
+        per_pair, per_kv = c["per_pair_s"], c["per_kv_token_s"]
+        if self._by_seqs is not None:
+            base, by_sample = (a.tolist() for a in self._by_seqs)
+
+            def steps_s(num_seqs: int, context_tokens: int, count: int) -> list[float]:
+                b, sample = base[num_seqs], by_sample[num_seqs]
+                return [b + per_pair * ctx + per_kv * ctx + sample
+                        for ctx in range(context_tokens, context_tokens + num_seqs * count, num_seqs)]
+            return steps_s
+        if self._experts_s:
+            return None
+        overlap, host_per_seq_s = self._overlap, self._host_per_seq_s
+
+        def steps_general_s(num_seqs: int, context_tokens: int, count: int) -> list[float]:
+            B = float(num_seqs)
+            linear = c["overhead_s"] + c["per_seq_s"] * B + max(c["weights_s"], c["per_token_s"] * B)
+            sample = c["per_sample_s"] * B
+            times = [linear + per_pair * ctx + per_kv * ctx + sample
+                     for ctx in range(context_tokens, context_tokens + num_seqs * count, num_seqs)]
+            if overlap:
+                exposed, engine = self._exposed_step_s, self._engine_step_s + self._engine_per_seq_s * B
+                times = [exposed + (t if t >= engine else engine) for t in times]
+            if host_per_seq_s:
+                floor = host_per_seq_s * B
+                times = [t if t >= floor else floor for t in times]
+            return times
+        return steps_general_s
 
     def step_times_s(self, new_tokens, sampled, attn_pairs, kv_read_tokens, num_seqs) -> np.ndarray:
         c = self.coefficients

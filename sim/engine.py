@@ -21,7 +21,8 @@ import numpy as np
 import simpy
 
 from .batch import RunningBatch
-from .cost_model import CostModel, step_feature_sums, step_feature_values
+from .cost_model import CostModel
+from .step_features import step_feature_sums, step_feature_values
 from .engine_small import execute_small, fits
 from .fast_forward import MAX_HORIZON, MIN_HORIZON, FastForward, index, plan_fast_forward, replay_kv
 from .kv_cache import SMALL, KVCache
@@ -59,6 +60,8 @@ class Replica:
         self.response_latency_s = float(cost.response_latency_s)  # first_token_s / finish_s: when the client reads them
         # and per prompt token of the request (tokenisation; 0: the constant alone, the same bits as before)
         self.latency_per_prompt_token_s = float(getattr(cost, "response_latency_per_prompt_token_s", 0.0))
+        # Decode steps priced on plain floats, where the cost model has that form (sim/engine_small.py).
+        self.decode_steps_s = cost.decode_steps_scalar() if hasattr(cost, "decode_steps_scalar") else None
         self.spec = speculation
         self.decode_lookahead = speculation.k if speculation else 0
         self.running = RunningBatch(batch_capacity)
@@ -103,17 +106,19 @@ class Replica:
 
     def tokens_known(self, req: int) -> int:
         """Prompt + tokens generated so far: what a (re)started request must prefill."""
-        return int(self.table.prompt_tokens[req] + self.table.generated[req])
+        t = self.table
+        return t.prompt_tokens.item(req) + t.generated.item(req)  # .item: plain ints, no numpy scalars
 
     def admit(self, req: int, chunk: int, cached: int = 0) -> int:
         """Start `req` with `cached` tokens found in the prefix cache and `chunk` to compute now."""
         t = self.table
-        if math.isnan(t.scheduled_s[req]):
+        if math.isnan(t.scheduled_s.item(req)):
             t.scheduled_s[req] = self.env.now
             t.prefix_hit_tokens[req] = cached
             self.sim.queued -= 1
-        return self.running.add(req, int(t.prompt_tokens[req]), int(t.output_tokens[req]), self.tokens_known(req),
-                                int(t.priority[req]), chunk, computed=cached)
+        prompt = t.prompt_tokens.item(req)
+        return self.running.add(req, prompt, t.output_tokens.item(req), prompt + t.generated.item(req),
+                                t.priority.item(req), chunk, computed=cached)
 
     def preempt(self, slot: int) -> int:
         """Preemption by recompute: free the sequence's KV; it must prefill again later."""

@@ -6,7 +6,14 @@ Same arithmetic, same order, same results as `_execute` (benchmarks/output_hashe
 bit for bit), but the per-sequence state of the step is read once into plain Python lists: on a
 few sequences a loop of integer operations costs less than the ~100 numpy calls on tiny arrays
 that the general path makes per decision. Per-step arrays (one entry per fast-forwarded step)
-stay numpy: they are hundreds of steps long.
+stay numpy where they are hundreds of steps long.
+
+Where the next arrival's time is known in advance (one replica, an open loop, no ingress jitter:
+`Simulation.next_submit_s`) and it will interrupt the run (the queue is empty), the run is priced
+only up to the step in flight when it arrives, a few steps at a time on plain floats
+(`decode_steps_scalar`, the cost model's vectorised numbers bit for bit), and the engine sleeps
+until that step ends: where the arrival would otherwise cut the run short (`Replica._cut_short`),
+the same wake-up without the cut's events, and without pricing the hundreds of steps it would drop.
 """
 from __future__ import annotations
 
@@ -74,34 +81,43 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
             and not freed_for_waiting):
         follow = "until_completion" if sim.closed_loop else plan.follow
         slots = range(n) if not n_finished_0 else [j for j in range(n) if rem1[j]]
-        ff = _price(rep, follow, slots, reqs, comp1, rem1)
+        # A request that finds the queue empty interrupts an interruptible run (Scheduler.should_interrupt):
+        # when its arrival time is known now, the run ends at the step in flight then.
+        arrival_s = sim.next_submit_s if plan.interruptible and not rep.scheduler.num_waiting else None
+        ff = _price(rep, follow, slots, reqs, comp1, rem1, start, t0, arrival_s)
     finish_at = [t0 if r == 0 else _INF for r in rem1]  # seconds after `start` each slot emits its last token
     if ff is None:
         ends, last_end = None, t0
     else:
-        times, active, slots = ff
-        H = len(times)
-        ends = np.empty(H + 1)
-        ends[0] = t0
-        times.cumsum(out=ends[1:])
-        ends[1:] += t0
+        times, active, slots, ends, H, in_flight = ff
+        P = len(times)  # steps priced: H, or up to the one in flight when the next request arrives
         for j in slots:
-            if rem1[j] <= H:  # finishes within the run, in fast-forward step rem1[j] - 1
+            if rem1[j] <= P:  # finishes within the run, in fast-forward step rem1[j] - 1
                 finish_at[j] = float(ends[rem1[j]])
         last_end = float(ends[-1])
     rep._finishing_s = [start + f for f in finish_at]
 
     # ---- let time pass; an arrival may cut the fast-forward short ----------
-    if ff is not None and plan.interruptible:
+    wake_s = None
+    if ff is not None and in_flight is not None:
+        # Wake where the arrival's cut would wake the engine (_cut_short's arithmetic, from its time), if
+        # a timeout from now lands there exactly; else let the arrival cut the run short as usual.
+        wake_s = arrival_s + max((start + ends[in_flight]) - arrival_s, 0.0)
+        if start + (wake_s - start) != wake_s:
+            wake_s = None
+    if wake_s is not None:
+        yield env.timeout(wake_s - start)
+        steps_done = in_flight + 1
+    elif ff is not None and plan.interruptible:
         rep.state = "fast_forward"
-        rep._run_start_s, rep._run_ends, rep._run_steps_done = start, ends, 0
+        rep._run_start_s, rep._run_ends, rep._run_steps_done = start, np.asarray(ends), 0
         yield env.timeout(last_end)
-        steps_done = rep._run_steps_done or H + 1
+        steps_done = rep._run_steps_done or P + 1
     else:
         yield env.timeout(last_end)
-        steps_done = 1 if ff is None else H + 1
+        steps_done = 1 if ff is None else P + 1
     rep.state = "busy"
-    end = last_end if steps_done == (1 if ff is None else H + 1) else float(ends[steps_done - 1])
+    end = last_end if steps_done == (1 if ff is None else P + 1) else float(ends[steps_done - 1])
     rep.busy_s += end
 
     # ---- apply step 0 --------------------------------------------------------
@@ -125,7 +141,10 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
             e = rem1[j] if rem1[j] < m else m
             comp1[j] += e
             nt1[j] += e
-        rep.itl.add(times[:m], active[:m])
+        if type(times) is list:  # priced a few steps at a time
+            rep.itl.add_lists(times[:m], active[:m])
+        else:
+            rep.itl.add(times[:m], active[:m])
         rep.ff_horizon_steps = min(MAX_HORIZON, rep.ff_horizon_steps * 2) if m == H else max(MIN_HORIZON, 2 * m)
 
     rep._finishing_s = []
@@ -147,28 +166,40 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
             rep._outstanding -= len(done)
             kept = [j for j in range(n) if finish_at[j] > end]
     if len(kept) == n:
-        b.set_rows([reqs, prompt, output, comp1, nt1, level, [0] * n])
+        b.set_progress(comp1, nt1)
     else:
         b.set_rows([[row[j] for j in kept] for row in (reqs, prompt, output, comp1, nt1, level)] + [[0] * len(kept)])
         sim.on_finish(done_s)
     if m > 0 and kept:
         # Blocks for the tokens the fast-forward computed, taken before the next decision (see _execute).
-        if not rep.kv.allocate_lists([reqs[j] for j in kept], [comp1[j] for j in kept]):
+        grown = (reqs, comp1) if len(kept) == n else ([reqs[j] for j in kept], [comp1[j] for j in kept])
+        if not rep.kv.allocate_lists(*grown):
             raise RuntimeError("fast-forward outgrew the KV cache")
 
 
-def _price(rep: "Replica", follow: str, slots, reqs: list, c: list, r: list):
-    """fast_forward.plan_fast_forward for this case, on lists: (step times, active sequences per
-    step, slots taking part), or None when no step fits."""
-    rs = [r[j] for j in slots]
+def _price(rep: "Replica", follow: str, slots, reqs: list, c: list, r: list, start: float, t0: float,
+           arrival_s: float | None):
+    """fast_forward.plan_fast_forward for this case, on lists: (step times, active sequences per step,
+    slots taking part, ends, horizon, in_flight), or None when no step fits. ends[i] is when step i ends,
+    in seconds after `start` (step 0 is the scheduled step, t0 long); `horizon` is the steps the run may
+    take. When the next request arrives at `arrival_s` (known), in_flight is the step in flight then (an
+    index into ends, where the run stops; the steps after it are not priced), else None."""
+    if type(slots) is range:  # every slot takes part: the lists as they are (none is changed here)
+        rs, cs, slot_reqs = r, c, reqs
+    else:
+        rs, cs, slot_reqs = [r[j] for j in slots], [c[j] for j in slots], [reqs[j] for j in slots]
     if follow == "until_completion":
         horizon = min(x for x in rs if x > 0)
     else:
         horizon = min(max(rs), rep.ff_horizon_steps)
-    cs = [c[j] for j in slots]
-    horizon = rep.kv.steps_that_fit_lists([reqs[j] for j in slots], [x + 1 for x in cs], rs, horizon)
+    horizon = rep.kv.steps_that_fit_lists(slot_reqs, [x + 1 for x in cs], rs, horizon)
     if horizon <= 0:
         return None
+    if arrival_s is not None and rep.decode_steps_s is not None and \
+            _few_steps(rep.decode_steps_s, len(rs), sum(cs), horizon, arrival_s - (start + t0)):
+        run = _price_until(rep.decode_steps_s, cs, rs, horizon, start, t0, arrival_s)
+        if run is not None:
+            return (*run[:2], slots, run[2], horizon, run[3])
     ns = len(rs)
     if min(rs) >= horizon:
         # Nobody finishes within the horizon: every step runs all of them.
@@ -186,7 +217,67 @@ def _price(rep: "Replica", follow: str, slots, reqs: list, c: list, r: list):
             left.append(left[-1] - cs[j])
             counts.append(ns - k - 1)
         lengths.append(horizon - prev)
-        active = np.repeat(np.array(counts, dtype=np.int64), lengths)
-        ctx = np.repeat(np.array(left, dtype=np.int64), lengths) + active * index(1, horizon + 1)
-    times = rep.cost.decode_step_times_s(active, ctx)
-    return np.asarray(times, dtype=np.float64), active, slots
+        # Both per-step rows from one array and one repeat (numpy's per-call cost dominates here).
+        active, ctx = np.array([counts, left], dtype=np.int64).repeat(lengths, axis=1)
+        ctx += active * index(1, horizon + 1)
+    times = np.asarray(rep.cost.decode_step_times_s(active, ctx), dtype=np.float64)
+    ends = np.empty(horizon + 1)
+    ends[0] = t0
+    times.cumsum(out=ends[1:])
+    ends[1:] += t0
+    in_flight = None
+    if arrival_s is not None:  # the first step still running when it arrives (searchsorted, as _cut_short)
+        i = int((start + ends).searchsorted(arrival_s, side="left"))
+        in_flight = i if i <= horizon else None
+    return times, active, slots, ends, horizon, in_flight
+
+
+PRICE_ONE_BY_ONE_STEPS = 112  # up to about this many steps to price, blocks on floats cost less than numpy's calls
+PRICE_ONE_BY_ONE_MAX_STEPS = 192  # where the estimate was short: give up, price vectorised
+PRICE_BLOCK_STEPS = 32  # steps priced per call while looking for the arrival's step
+
+
+def _few_steps(steps_s, B: int, cached: int, horizon: int, left_s: float) -> bool:
+    """Will the run price about PRICE_ONE_BY_ONE_STEPS steps or fewer: its horizon, or the steps until the
+    arrival `left_s` from the end of step 0 at the length of the first (an estimate: steps grow with the
+    context and shrink as sequences finish)?"""
+    if horizon <= PRICE_ONE_BY_ONE_STEPS:
+        return True
+    first_s = steps_s(B, cached + B, 1)[0]
+    return first_s > 0 and left_s <= PRICE_ONE_BY_ONE_STEPS * first_s
+
+
+def _price_until(steps_s, cs: list, rs: list, horizon: int, start: float, t0: float, arrival_s: float):
+    """The run's steps priced a few at a time up to the one in flight at `arrival_s`: (times, active,
+    ends, in_flight), in_flight None when the run ends before the arrival; None when more than
+    PRICE_ONE_BY_ONE_MAX_STEPS steps would be needed. The same numbers as the vectorised pricing: `steps_s`
+    gives decode_step_times_s's bits, and the running sum adds in np.cumsum's order."""
+    ends = [t0]
+    if start + t0 >= arrival_s:
+        return [], [], ends, 0
+    steps = min(horizon, PRICE_ONE_BY_ONE_MAX_STEPS)
+    times, active = [], []
+    add_end = ends.append
+    B, left, i, total = len(rs), sum(cs), 0, 0.0
+    # Segments between finishes: the batch size is fixed within one, and in step i each running
+    # sequence attends its cached tokens plus i + 1.
+    for last, c in sorted(zip(rs, cs)):  # (steps it runs, tokens cached before them), fewest steps first
+        stop = last if last < steps else steps
+        while i < stop:
+            block = steps_s(B, left + B * (i + 1), min(stop - i, PRICE_BLOCK_STEPS))
+            times += block
+            for t in block:
+                total += t
+                end = total + t0
+                add_end(end)
+                i += 1
+                if start + end >= arrival_s:
+                    del times[i:]
+                    active += [B] * (i - len(active))
+                    return times, active, ends, i
+            active += [B] * len(block)
+        if stop == steps:
+            break
+        left -= c
+        B -= 1
+    return (times, active, ends, None) if len(times) == horizon else None

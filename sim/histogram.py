@@ -35,6 +35,14 @@ class LogHistogram:
         if len(self._one_values) >= _FLUSH:
             self.flush()
 
+    def add_lists(self, values_s: list[float], weights: list[int]) -> None:
+        """`add` for plain lists (a few steps): kept with the single steps until the next flush (bin
+        counts are sums of integers, so how values are grouped before binning changes nothing)."""
+        self._one_values += values_s
+        self._one_weights += weights
+        if len(self._one_values) >= _FLUSH:
+            self.flush()
+
     def flush(self) -> None:
         if self._one_values:
             self._values.append(np.array(self._one_values))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 SMALL = 24  # up to this many requests, per-request arithmetic runs on plain Python integers
+_SCALAR_READS = 12  # up to this many requests, one scalar read each beats building an index array
 
 
 class KVCache:
@@ -34,7 +35,7 @@ class KVCache:
 
     def _held_list(self, reqs: list) -> list[int]:
         """Blocks held by each of `reqs` (a list), as plain integers."""
-        if len(reqs) <= 12:  # one scalar read each beats building an index array
+        if len(reqs) <= _SCALAR_READS:
             item = self._held.item
             return [item(r) for r in reqs]
         return self._held[reqs].tolist()
@@ -100,7 +101,11 @@ class KVCache:
     def allocate_lists(self, reqs: list, num_tokens: list) -> bool:
         """`allocate_many` on plain lists (a few requests: sim/engine_small.py)."""
         bs, up, held = self.block_size_tokens, self.block_size_tokens - 1, self._held
-        extra = [(r, e) for r, t, h in zip(reqs, num_tokens, self._held_list(reqs)) if (e := (t + up) // bs - h) > 0]
+        if len(reqs) <= _SCALAR_READS:  # the blocks held read inside the loop: no list of them
+            item = held.item
+            extra = [(r, e) for r, t in zip(reqs, num_tokens) if (e := (t + up) // bs - item(r)) > 0]
+        else:
+            extra = [(r, e) for r, t, h in zip(reqs, num_tokens, held[reqs].tolist()) if (e := (t + up) // bs - h) > 0]
         if not extra:  # most decode steps start no new block
             return True
         total = sum(e for _, e in extra)

@@ -177,6 +177,10 @@ class Simulation:
         self.jitter_s = float(getattr(self.cost, "request_jitter_s", 0.0))
         self._jitter_rng = stream(seed, "request_jitter") if self.jitter_s > 0 else None
         self._jitter_left: list[float] = []  # drawn in blocks (the same numbers, in the same order), last first
+        # When the next request reaches a replica, while known in advance (open loop, no ingress jitter, one
+        # replica, the request not refused), else None: the engine ends a run there (sim/engine_small.py).
+        self.next_submit_s: float | None = None
+        self._submits_foreseeable = not self.closed_loop and self._jitter_rng is None and s.replicas == 1
 
     # --- arrivals ------------------------------------------------------------
     def _issue(self, req: int) -> None:
@@ -206,11 +210,17 @@ class Simulation:
                 self.done.succeed()
 
     def _open_loop(self):
-        arrivals = self.table.arrival_s
+        # Read as floats before _issue overwrites them: SimPy's clock then stays a float, not a numpy scalar
+        # (whose arithmetic and comparisons, in every event and time sum, cost several times more).
+        arrivals = self.table.arrival_s.tolist()
+        foreseeable = self._submits_foreseeable
         for req in range(len(arrivals)):
             delay = arrivals[req] - self.env.now
             if delay > 0:
+                if foreseeable and not self.too_long[req]:
+                    self.next_submit_s = self.env.now + delay  # the timeout's own time, as SimPy computes it
                 yield self.env.timeout(delay)
+                self.next_submit_s = None
             if self.aborted_reason is not None:
                 return
             self._issue(req)

@@ -4,8 +4,8 @@ import pytest
 
 from sim.catalog import resolve_gpu, resolve_model
 from sim.configio import ConfigError
-from sim.cost_model import (PLAIN_SUMS_MAX, ProfileCostModel, RooflineCostModel, price, step_feature_sums,
-                             step_feature_values, step_features)
+from sim.cost_model import ProfileCostModel, RooflineCostModel
+from sim.step_features import PLAIN_SUMS_MAX, price, step_feature_sums, step_feature_values, step_features
 
 
 def roofline(model="llama-3.1-8b", gpu="h100-sxm", tp=1, w="bf16", kv="bf16"):
@@ -104,3 +104,43 @@ def test_step_features_count_each_sequence_the_same_either_way(n):
     expected = (int(chunk.sum()), int(samples.sum()), pairs, int(ctx.sum() + chunk.sum()), int(np.count_nonzero(chunk)))
     assert step_feature_values(chunk, ctx, samples) == expected
     assert step_feature_sums(chunk.tolist(), ctx.tolist()) == (expected[0], expected[2], expected[3])
+
+
+@pytest.mark.parametrize("form", ["roofline", "roofline_tp2", "profile", "profile_host_floor", "profile_overlap",
+                                  "profile_experts"])
+def test_decode_steps_scalar_gives_the_array_form_bit_for_bit(form):
+    """The engine prices a short run of decode steps a few at a time with decode_steps_scalar, a long one
+    with decode_step_times_s: every step must have the same bits either way (or a run would depend on
+    which path priced it); a form without a scalar twin says None."""
+    from sim.cost_model import ServingOverhead
+
+    if form.startswith("roofline"):
+        cm = roofline("llama-2-70b" if form.endswith("tp2") else "llama-3.1-8b", "a100-80gb-sxm",
+                      tp=2 if form.endswith("tp2") else 1)
+    else:
+        c = {"overhead_s": 0.0013, "per_seq_s": 1.7e-5, "weights_s": 0.0041, "per_token_s": 3.3e-6,
+             "per_pair_s": 1.1e-10, "per_kv_token_s": 7.9e-9, "per_sample_s": 2.3e-6}
+        if form.endswith("experts"):
+            c |= {"experts_s": 0.002, "expert_pick_fraction": 0.25}
+        overlap = form.endswith("overlap")
+        # Host floor and overlap: long enough that they, not the kernels, set some of these steps.
+        cm = ProfileCostModel(c, ServingOverhead(compute_scale=1.07, step_overhead_s=6.5e-3 if overlap else 3e-4,
+                                                 per_seq_overhead_s=4e-6, overlap=overlap,
+                                                 exposed_step_s=2e-4 if overlap else 0.0,
+                                                 host_per_seq_s=4e-4 if form.endswith("floor") else 0.0))
+    steps_s = cm.decode_steps_scalar()
+    if form == "profile_experts":
+        assert steps_s is None
+        return
+    rng = np.random.default_rng(1)
+    for B, first, count in zip(rng.integers(1, 25, 200).tolist(), rng.integers(1, 60_000, 200).tolist(),
+                               rng.integers(1, 40, 200).tolist()):
+        ctx = first + B * np.arange(count)
+        scalar = np.array(steps_s(B, first, count))
+        assert len(scalar) == count
+        assert scalar.tobytes() == np.asarray(cm.decode_step_times_s(np.full(count, B), ctx), dtype=np.float64).tobytes()
+
+
+def test_a_mixture_of_experts_has_no_scalar_decode_steps():
+    cm = roofline("mixtral-8x7b", tp=2)
+    assert cm.model.is_moe and cm.decode_steps_scalar() is None

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import sim.engine as engine
+import sim.engine_small as engine_small
 from sim.kv_cache import KVCache
 from sim.scenario import scenario_from_dict
 from sim.simulation import run
@@ -36,6 +37,19 @@ CASES = {
                               "workload": {"priorities": [{"name": "a", "level": 0, "share": 0.5},
                                                           {"name": "b", "level": 1, "share": 0.5}]}},
     "closed_loop": {"workload": {"arrival": {"kind": "closed_loop", "concurrency": 8, "think_time_s": 0.3}}},
+    # One replica, open loop, no ingress jitter: the next arrival's time is known, and the small path ends
+    # each run at the step in flight then, pricing steps a few at a time (the general path lets the
+    # arrival cut the run short). The shipped profile's serving terms include a jitter, hence the forms.
+    "known_arrivals_roofline": {"cost_model": {"kind": "roofline"}},
+    "known_arrivals_profile_kernels": {"cost_model": {"serving_overhead": False}},
+    "known_arrivals_priority": {"cost_model": {"kind": "roofline"},
+                                "serving": {"replicas": 1, "max_model_len": 2048, "num_kv_blocks": 200,
+                                            "scheduler": {"policy": "priority", "max_num_seqs": 6}},
+                                "workload": {"priorities": [{"name": "a", "level": 0, "share": 0.5},
+                                                            {"name": "b", "level": 1, "share": 0.5}]}},
+    # Arrivals far apart: runs that end before the next arrival, and ones too long to price step by step.
+    "known_arrivals_sparse": {"cost_model": {"kind": "roofline"},
+                              "workload": {"arrival": {"kind": "poisson", "rate_per_s": 0.1}, "num_requests": 100}},
 }
 
 
@@ -58,7 +72,20 @@ def _outputs(res) -> dict:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_small_path_matches_general_path(case, monkeypatch):
+    priced = set()  # how runs were priced (in blocks on floats, or vectorised) and whether they end at an arrival
+    real_price = engine_small._price
+
+    def price(*args):
+        run = real_price(*args)
+        if run is not None:
+            priced.add(("blocks" if type(run[0]) is list else "vectorised", "whole" if run[5] is None else "bounded"))
+        return run
+    monkeypatch.setattr(engine_small, "_price", price)
     fast = _outputs(run(_scenario(CASES[case])))
+    if case.startswith("known_arrivals"):
+        assert ("blocks", "bounded") in priced, "no run ended at a known arrival: the case tests nothing"
+    if case == "known_arrivals_sparse":  # runs that end before the arrival, and arrivals too far to price in blocks
+        assert {("blocks", "whole"), ("vectorised", "bounded")} <= priced, priced
     used = []
     real_fits = engine.fits
     monkeypatch.setattr(engine, "fits", lambda rep, plan: used.append(real_fits(rep, plan)) or False)

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from calibration.fit import FitError, FitResult, fit_profile, format_report
-from sim.cost_model import PROFILE_COEFFICIENTS, ProfileCostModel, step_features
+from sim.cost_model import PROFILE_COEFFICIENTS, ProfileCostModel
+from sim.step_features import step_features
 
 # Roughly an 8B model on one H100 in bf16 (the roofline's magnitudes), seconds per unit.
 TRUE = {"overhead_s": 2.0e-3, "per_seq_s": 2.0e-5, "weights_s": 6.0e-3, "per_token_s": 2.7e-5,

@@ -21,7 +21,7 @@ from calibration.profile import load_profile
 from calibration.vllm_harness import (GRIDS, MODELS_DIR, EngineError, Grid, Point, StepRecorder, VllmSettings,
                                       drive_point, measure_vllm, resolve_model_dir, run_worker, step_row,
                                       step_shapes)
-from sim.cost_model import step_features
+from sim.step_features import step_features
 
 # Held-out error a quick-grid profile of tiny-llama meets on this 2-core machine, per phase.
 # Typical: 4-8 % when the machine is quiet, 8-12 % when other work shares the two cores.

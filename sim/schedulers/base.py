@@ -64,7 +64,9 @@ class Scheduler(Protocol):
         """Decide the next step: admit/preempt through `replica`'s mechanisms, fill `chunk`."""
 
     def should_interrupt(self, replica: "Replica", req: int) -> bool:
-        """During a fast-forward, would `req` (just queued) change the next step?"""
+        """During a fast-forward, would `req` (just queued) change the next step? Always True for a
+        request that found the queue empty during an interruptible run: the engine relies on it to end
+        a run at an arrival it knows of in advance (sim/engine_small.py)."""
 
     @property
     def num_waiting(self) -> int: ...
