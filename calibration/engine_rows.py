@@ -115,7 +115,10 @@ def data_screen(rows: list[Row], on: bool | None = None) -> tuple[list[Row], lis
     keep, out = [], []
     for r in rows:
         why = data_exclusion(r)
-        (out.append((r, why)) if why else keep.append(r))
+        if why:
+            out.append((r, why))
+        else:
+            keep.append(r)
     return keep, out
 
 
