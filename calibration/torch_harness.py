@@ -310,7 +310,9 @@ def measure_torch(config: dict, grid: Grid, *, device: str | None = None, dtype:
             "timing": ("CUDA events around each step" if torch.device(device).type == "cuda" else
                        "perf_counter around each step") + " (input building + forward + argmax sampling)",
             "notes": "compact PyTorch Llama, random weights, contiguous per-sequence KV cache (no paging: "
-                     "block_size_tokens is vLLM's GPU default, num_kv_blocks not measured)",
+                     "block_size_tokens is vLLM's GPU default, num_kv_blocks not measured); eager: no CUDA "
+                     "graphs, unfused norms and RoPE, so its steps are slower than vLLM's (host-bound at small "
+                     "batches on a GPU: docs/gpu_h200.md)",
             "grid": grid.name, "repeats": int(recorder.frame()["repeat"].max()) + 1, "points": len(points),
             "model_config": config}
     return SweepResult(measurements=recorder.frame(), engine=info)

@@ -81,6 +81,11 @@ def _check_profile(prof, scenario: Scenario, how: str) -> list[str]:
                           f"has serving.expert_parallel: {str(s.expert_parallel).lower()} ({split!r}); set "
                           f"serving.expert_parallel: {str(moe['parallel'] == 'ep').lower()} or pick another profile")
     notes = []
+    if prof.provenance.get("engine") == "torch":
+        notes.append(f"WARNING: cost model {how} {prof.name} was measured with servesim's eager PyTorch model "
+                     "(calibrate run --engine torch: no CUDA graphs, unfused kernels), not vLLM: its steps are "
+                     "slower than vLLM's, most at small batches on a GPU (Llama-3.1-8B on an H200: 18 ms per "
+                     "decode step where the graph-replayed kernels take 7 ms; docs/gpu_h200.md)")
     if width(prof.kv_dtype, prof.kv_dtype) != width(s.quantization.kv_cache, s.quantization.kv_cache):
         notes.append(f"WARNING: cost model {how} {prof.name} prices attention with a {prof.kv_dtype} KV cache; the "
                      f"scenario's is {s.quantization.kv_cache} (serving.quantization.kv_cache): KV capacity follows "

@@ -186,3 +186,22 @@ def test_expert_split_is_checked():
             "workload.num_requests=20", "model=minimax-m2.5", "hardware.gpu=b200-sxm", "serving.tensor_parallel=4",
             "serving.max_model_len=8192", "serving.quantization.weights=fp8",
             "cost_model.profile=b200-sxm_minimax-m2.5_tp4_ep4_fp8_kvbf16"]))
+
+
+def test_a_profile_measured_with_eager_pytorch_says_it_is_not_vllm():
+    """The H200 lease's `calibrate run --engine torch` profile (docs/gpu_runs/) prices eager PyTorch: a run on it
+    carries a warning; a vLLM-measured or composed profile does not."""
+    from pathlib import Path
+
+    torch_prof = Path(__file__).resolve().parents[1] / "docs/gpu_runs/h200-2026-11-26/h200-sxm_llama-3.1-8b_tp1_bf16_torch-eager"
+    s = load_scenario("chat_llama3_8b_a100.yaml", ["workload.num_requests=60", "hardware.gpu=h200-sxm",
+                                                   f"cost_model.profile={torch_prof}"])
+    c = select_cost_model(s)
+    assert any("eager PyTorch" in n and "not vLLM" in n for n in c.notes)
+    composed = select_cost_model(load_scenario("chat_llama3_8b_a100.yaml", ["workload.num_requests=60",
+                                                                            "hardware.gpu=h200-sxm",
+                                                                            "cost_model.kind=auto"]))
+    assert composed.kind == "profile" and not any("eager PyTorch" in n for n in composed.notes)
+    # and the warning reaches the report a user reads
+    res = run(s)
+    assert any("eager PyTorch" in n for n in res.notes)
