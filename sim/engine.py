@@ -75,6 +75,7 @@ class Replica:
         self._wake: simpy.Event | None = None
         self.ff_horizon_steps = MIN_HORIZON
         self._run_start_s, self._run_ends, self._run_steps_done = 0.0, _NONE, 0  # the interruptible run in flight
+        self._open_run = None  # that run, while priced only up to the next arrival (sim/open_run.py)
         self.record_timeseries = record_timeseries
         self.ts_time_s, self.ts_waiting, self.ts_running, self.ts_kv_blocks = (array("d"), array("l"), array("l"), array("l"))
         self.itl = sim.itl  # shared inter-token-latency histogram
@@ -145,6 +146,8 @@ class Replica:
                 self._wake.succeed()
         elif self.state == FAST_FORWARD and self.scheduler.should_interrupt(self, req):
             self.state = BUSY
+            if self._open_run is not None:
+                self._open_run.close()
             # Cut the run short at the end of the step in flight. Scheduled exactly as SimPy schedules
             # an interrupt (an urgent event now), so every event keeps its order; but the engine
             # is re-pointed at its new wake-up instead of having an exception thrown into it.
@@ -159,10 +162,18 @@ class Replica:
         # Compare absolute times, computed as SimPy computed the timeout's (start + delay): a cut at
         # the very instant the run ends has now == start + ends[-1] exactly, while now - start can
         # exceed ends[-1] by an ulp (and gave a negative delay).
-        ends_at = self._run_start_s + self._run_ends
-        i = min(int(ends_at.searchsorted(env.now, side="left")), len(ends_at) - 1)  # step in flight ends at ends[i]
+        ends, start, now = self._run_ends, self._run_start_s, env.now
+        if type(ends) is list:  # priced on floats (sim/open_run.py): the same search, from the end
+            i = len(ends) - 1
+            while i and start + ends[i - 1] >= now:
+                i -= 1
+            in_flight_end_s = start + ends[i]
+        else:
+            ends_at = start + ends
+            i = min(int(ends_at.searchsorted(now, side="left")), len(ends_at) - 1)  # step in flight ends at ends[i]
+            in_flight_end_s = float(ends_at[i])
         self._run_steps_done = i + 1
-        wake = env.timeout(max(float(ends_at[i]) - env.now, 0.0))
+        wake = env.timeout(max(in_flight_end_s - now, 0.0))
         proc._target.callbacks.remove(proc._resume)
         proc._target = wake
         wake.callbacks.append(proc._resume)

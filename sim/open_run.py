@@ -1,0 +1,154 @@
+"""Runs priced only as far as the next arrival, with two or more replicas (sim/engine_small.py's case).
+
+With one replica the next arrival's time is known and so is its replica: the engine ends its run
+there. With several, the arrival times are still known in advance (an open loop, no ingress jitter),
+but not which replica the router will pick. A run is then priced, on plain floats, up to the step in
+flight when the next request arrives (any replica's) and left open: the engine waits on an event
+that is not scheduled yet. At that arrival, either the router sends the request here and it cuts the
+run (`Replica._cut_short`, as for any run), or the request goes elsewhere and the run's pricing
+resumes where it stopped, up to the step in flight at the arrival after (`Simulation._open_loop`
+calls `extend`). Once the run reaches its horizon the engine's wake-up is scheduled at the time the
+general path's timeout has (start + the last step's end), and the run stays interruptible.
+
+Every number is the general path's: the steps are the vectorised cost model's, bit for bit
+(`decode_steps_scalar`), summed in np.cumsum's order; what the router reads (`Replica.outstanding`)
+needs only the finishes up to now, which are always priced. A run that grows past OPEN_RUN_MAX_STEPS
+priced steps prices the rest of its horizon vectorised in one go (a step on floats costs ~0.45 us,
+a vectorised run ~50 us).
+"""
+from __future__ import annotations
+
+from bisect import bisect_left
+from heapq import heappush
+from itertools import accumulate
+from typing import TYPE_CHECKING
+
+import numpy as np
+from simpy.events import NORMAL
+
+from .fast_forward import index
+
+if TYPE_CHECKING:
+    from .engine import Replica
+
+OPEN_RUN_MAX_STEPS = 192  # steps priced on floats before the rest of the horizon is priced vectorised
+OPEN_RUN_BLOCK_STEPS = 16  # steps priced per call of the float form
+
+
+class OpenRun:
+    """The decode steps after step 0 of one replica's run, priced on demand. Step i (0-based) runs the
+    sequences with more than i tokens left; each attends its cached tokens plus i + 1."""
+
+    __slots__ = ("rep", "steps_s", "start", "t0", "horizon", "rs", "cs", "seg", "B", "left", "stop", "total",
+                 "times", "active", "ends", "pending", "wake")
+
+    def __init__(self, rep: "Replica", cs: list, rs: list, horizon: int, start: float, t0: float):
+        self.rep, self.steps_s, self.start, self.t0, self.horizon = rep, rep.decode_steps_s, start, t0, horizon
+        order = sorted(range(len(rs)), key=rs.__getitem__)  # fewest steps first (segments between finishes)
+        self.rs, self.cs = [rs[j] for j in order], [cs[j] for j in order]
+        self.seg, self.B, self.left = 0, len(rs), sum(cs)
+        self.stop = min(self.rs[0], horizon)  # the current segment ends before this step
+        self.total = 0.0  # running sum of the step times (np.cumsum's order)
+        self.times: list[float] = []
+        self.active: list[int] = []
+        self.ends = [t0]  # ends[i]: when step i ends, in seconds after `start` (step 0: the scheduled one)
+        self.pending: list[tuple[int, int]] = []  # (steps to its last token, slot) of finishes not yet priced
+        self.wake = None  # the event the engine waits on while the run is open
+
+    @property
+    def complete(self) -> bool:
+        return len(self.times) == self.horizon
+
+    def price_to(self, arrival_s: float) -> None:
+        """Price blocks of steps until one ends at or after `arrival_s` (the step in flight then; a few
+        past it may be priced too, as the general path prices its whole horizon) or to the horizon."""
+        start, ends = self.start, self.ends
+        if start + ends[-1] >= arrival_s:
+            return
+        t0, times, active, steps_s = self.t0, self.times, self.active, self.steps_s
+        i, total, B, stop, H = len(times), self.total, self.B, self.stop, self.horizon
+        while True:
+            while i == stop:  # the segment is done: its fewest-steps sequence leaves
+                if stop == H:
+                    break
+                self.left -= self.cs[self.seg]
+                self.seg += 1
+                B -= 1
+                stop = min(self.rs[self.seg], H)
+            if i == H or i >= OPEN_RUN_MAX_STEPS:
+                break
+            block = steps_s(B, self.left + B * (i + 1), min(stop - i, OPEN_RUN_BLOCK_STEPS))
+            sums = list(accumulate(block, initial=total))  # the running sum, step by step
+            total = sums[-1]
+            del sums[0]
+            block_ends = [x + t0 for x in sums]
+            times += block
+            active += [B] * len(block)
+            ends += block_ends
+            i += len(block)
+            if start + block_ends[-1] >= arrival_s:
+                break
+        self.total, self.B, self.stop = total, B, stop
+        if i < H and start + ends[-1] < arrival_s:  # priced OPEN_RUN_MAX_STEPS on floats: the rest at once
+            self._price_rest_vectorised()
+        pending = self.pending
+        if pending and pending[0][0] <= len(times):  # finishes now priced: where the router reads them
+            fin = self.rep._finishing_s
+            k = 0
+            while k < len(pending) and pending[k][0] <= len(times):
+                r, j = pending[k]
+                fin[j] = start + ends[r]
+                k += 1
+            del pending[:k]
+
+    def _price_rest_vectorised(self) -> None:
+        """Steps len(times)..horizon - 1 in one cost-model call (as _price's vectorised form), appended."""
+        i, H, rs, cs = len(self.times), self.horizon, self.rs, self.cs
+        B, left, k, stop = self.B, self.left, self.seg, self.stop
+        counts, lefts, lengths = [B], [left], [stop - i]
+        while stop < H:  # the later segments: one sequence fewer each
+            left -= cs[k]
+            B -= 1
+            k += 1
+            counts.append(B)
+            lefts.append(left)
+            lengths.append(min(rs[k], H) - stop)
+            stop = min(rs[k], H)
+        active, ctx = np.array([counts, lefts], dtype=np.int64).repeat(lengths, axis=1)
+        ctx += active * index(i + 1, H + 1)
+        times = np.asarray(self.rep.cost.decode_step_times_s(active, ctx), dtype=np.float64)
+        sums = np.empty(len(times) + 1)
+        sums[0] = self.total
+        sums[1:] = times
+        ends = sums.cumsum()  # the running sum goes on from the steps priced on floats, in the same order
+        ends += self.t0
+        self.times += times.tolist()
+        self.active += active.tolist()
+        self.ends += ends[1:].tolist()
+
+    # ---- the engine's side ----------------------------------------------------
+    def open(self, slots, rem1: list) -> None:
+        """The engine waits on `self.wake` (not scheduled yet); record the finishes still to price."""
+        P = len(self.times)
+        self.pending = sorted((rem1[j], j) for j in slots if rem1[j] > P)
+        self.wake = self.rep.env.event()
+        self.rep.sim.open_runs.append(self)
+        self.rep._open_run = self
+
+    def extend(self, arrival_s: float) -> None:
+        """The arrival before went elsewhere: price on up to the step in flight at the next one, at
+        `arrival_s` (inf: to the horizon); once at the horizon, schedule the engine's wake-up."""
+        if self.start + self.ends[-1] >= arrival_s:
+            return
+        self.price_to(arrival_s)
+        if len(self.times) == self.horizon:
+            self.close()
+            # As env.timeout(ends[-1]) at the run's start would have scheduled it (an event id taken now).
+            env, wake = self.rep.env, self.wake
+            wake._ok, wake._value = True, None
+            heappush(env._queue, (self.start + self.ends[-1], NORMAL, next(env._eid), wake))
+
+    def close(self) -> None:
+        """No more extending: the run reached its horizon, or an arrival cut it."""
+        self.rep.sim.open_runs.remove(self)
+        self.rep._open_run = None
