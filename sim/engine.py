@@ -91,7 +91,7 @@ class Replica:
             return self._outstanding
         now = self.env.now
         if type(f) is list:  # sim/engine_small.py's plain floats, a few
-            return self._outstanding - sum(x <= now for x in f)
+            return self._outstanding - len([x for x in f if x <= now])
         if self._finishing_sorted is None:
             self._finishing_asked += 1
             if self._finishing_asked == 1:  # the first question in this run: one pass
