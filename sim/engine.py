@@ -26,6 +26,7 @@ from .step_features import step_feature_sums, step_feature_values
 from .engine_small import execute_small, fits
 from .fast_forward import MAX_HORIZON, MIN_HORIZON, FastForward, index, plan_fast_forward, replay_kv
 from .kv_cache import SMALL, KVCache
+from .open_run import open_general, opens_general
 from .requests import RequestTable
 from .schedulers import StepPlan, Wait
 from .speculative import Speculation
@@ -244,7 +245,7 @@ class Replica:
 
 
         # ---- fast-forward: plain decode steps ------------------------------
-        ff = None
+        ff = run = None
         closed_loop_reply = self.sim.closed_loop and not plan.padded and n_finished_0 > 0  # its client acts now
         # "until_completion": waiting requests wait for a sequence to finish; one finishing in step 0
         # frees its slot and blocks for the very next step, so the scheduler decides again.
@@ -253,10 +254,14 @@ class Replica:
                 and not freed_for_waiting):
             follow = "until_completion" if self.sim.closed_loop else plan.follow  # clients react to each response
             if plan.padded or not n_finished_0:  # every slot takes part
-                ff = plan_fast_forward(self, plan, follow, index(0, n), reqs, computed_1, remaining_1)
+                slots, ff_args = index(0, n), (reqs, computed_1, remaining_1)
             else:
                 slots = np.flatnonzero(~finished_0)
-                ff = plan_fast_forward(self, plan, follow, slots, reqs[slots], computed_1[slots], remaining_1[slots])
+                ff_args = (reqs[slots], computed_1[slots], remaining_1[slots])
+            if plan.interruptible and self.sim.next_arrival_s is not None and opens_general(self):
+                ff, run = open_general(self, follow, slots, *ff_args, start, t0)  # sim/open_run.py
+            else:
+                ff = plan_fast_forward(self, plan, follow, slots, *ff_args)
         # seconds after `start` each slot emits its last token
         finish_at = _inf(n)
         if n_finished_0:
@@ -276,7 +281,16 @@ class Replica:
         self._finishing_sorted, self._finishing_asked = None, 0  # `outstanding` fills them in
 
         # ---- let time pass; an arrival may cut the fast-forward short ---------
-        if ff is not None and plan.interruptible:
+        if run is not None:  # priced up to the next arrival: cut there, or priced on (sim/open_run.py)
+            self.state = FAST_FORWARD
+            self._run_start_s, self._run_ends, self._run_steps_done = start, run.ends, 0
+            run.open(slots.tolist(), ff_args[2].tolist())
+            yield run.wake
+            ff, ends = run.fast_forward(slots, ff_args[2])
+            within = ff.finish_step < len(ff.times)
+            finish_at[ff.slots[within]] = ends[1 + ff.finish_step[within]]
+            steps_done = self._run_steps_done or len(ends)
+        elif ff is not None and plan.interruptible:
             self.state = FAST_FORWARD
             self._run_start_s, self._run_ends, self._run_steps_done = start, ends, 0
             yield env.timeout(float(ends[-1]))
@@ -319,7 +333,8 @@ class Replica:
                 b.num_tokens[ff.slots] += emitted_ff
             self.itl.add(ff.times[:m], ff.active[:m])
             # Adapt how far ahead fast-forwards are priced to how far they usually get.
-            self.ff_horizon_steps = (min(MAX_HORIZON, self.ff_horizon_steps * 2) if m == len(ff.times)
+            self.ff_horizon_steps = (min(MAX_HORIZON, self.ff_horizon_steps * 2)
+                                     if m == (len(ff.times) if run is None else run.horizon)
                                      else max(MIN_HORIZON, 2 * m))
 
         if plan.padded:

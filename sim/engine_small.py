@@ -117,7 +117,7 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
     elif run is not None:  # priced up to the next arrival: cut there, or priced on (OpenRun.extend)
         rep.state = "fast_forward"
         rep._run_start_s, rep._run_ends, rep._run_steps_done = start, ends, 0
-        run.open(slots, rem1)
+        run.open(list(slots), [rem1[j] for j in slots])
         yield run.wake
         P, last_end = len(times), ends[-1]
         for j in slots:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from simpy.events import NORMAL
 
-from .fast_forward import index
+from .fast_forward import FastForward, index
 
 if TYPE_CHECKING:
     from .engine import Replica
@@ -100,6 +100,7 @@ class OpenRun:
                 fin[j] = start + ends[r]
                 k += 1
             del pending[:k]
+            self.rep._finishing_sorted, self.rep._finishing_asked = None, 0  # (the general step's sorted copy)
 
     def _price_rest_vectorised(self) -> None:
         """Steps len(times)..horizon - 1 in one cost-model call (as _price's vectorised form), appended."""
@@ -127,13 +128,22 @@ class OpenRun:
         self.ends += ends[1:].tolist()
 
     # ---- the engine's side ----------------------------------------------------
-    def open(self, slots, rem1: list) -> None:
-        """The engine waits on `self.wake` (not scheduled yet); record the finishes still to price."""
-        P = len(self.times)
-        self.pending = sorted((rem1[j], j) for j in slots if rem1[j] > P)
+    def open(self, slots: list, rs: list) -> None:
+        """The engine waits on `self.wake` (not scheduled yet). Slot slots[k] emits its last token in
+        step rs[k] - 1: where the router reads it (`Replica._finishing_s`) once that step is priced."""
+        P, fin, start, ends = len(self.times), self.rep._finishing_s, self.start, self.ends
+        for j, r in zip(slots, rs):
+            if r <= P:
+                fin[j] = start + ends[r]
+        self.pending = sorted((r, j) for j, r in zip(slots, rs) if r > P)
         self.wake = self.rep.env.event()
         self.rep.sim.open_runs.append(self)
         self.rep._open_run = self
+
+    def fast_forward(self, slots: np.ndarray, r: np.ndarray) -> tuple[FastForward, np.ndarray]:
+        """The steps priced, as plan_fast_forward's FastForward (for the general step), and their ends."""
+        return FastForward(times=np.array(self.times), slots=slots, active=np.array(self.active, dtype=np.int64),
+                           finish_step=r - 1, cum_tokens=None, remaining=r), np.array(self.ends)
 
     def extend(self, arrival_s: float) -> None:
         """The arrival before went elsewhere: price on up to the step in flight at the next one, at
@@ -152,3 +162,27 @@ class OpenRun:
         """No more extending: the run reached its horizon, or an arrival cut it."""
         self.rep.sim.open_runs.remove(self)
         self.rep._open_run = None
+
+
+def opens_general(rep: "Replica") -> bool:
+    """May the general step (sim/engine.py) price its run as an OpenRun? Plain decode steps on a replica
+    whose cost model has the float form, and nothing that reads the step-by-step arrays as they run."""
+    return (rep.spec is None and rep.decode_steps_s is not None and not rep.kv.tracks_block_order
+            and rep.step_log is None and rep.token_log is None)
+
+
+def open_general(rep: "Replica", follow: str, slots: np.ndarray, reqs: np.ndarray, c: np.ndarray, r: np.ndarray,
+                 start: float, t0: float, ) -> tuple[FastForward | None, OpenRun | None]:
+    """plan_fast_forward's run (not padded, no drafts) priced up to the step in flight at the next
+    arrival: (FastForward, None) where it reached its horizon first, (None, the open run) where it did
+    not, (None, None) where no step fits."""
+    rs = r.tolist()
+    horizon = min(x for x in rs if x > 0) if follow == "until_completion" else min(max(rs), rep.ff_horizon_steps)
+    horizon = rep.kv.steps_that_fit(reqs, c + 1, r, 1, horizon)
+    if horizon <= 0:
+        return None, None
+    run = OpenRun(rep, c.tolist(), rs, horizon, start, t0)
+    run.price_to(rep.sim.next_arrival_s)
+    if run.complete:
+        return run.fast_forward(slots, r)[0], None
+    return None, run

@@ -1,8 +1,9 @@
 """Runs priced up to the next arrival with two or more replicas (sim/open_run.py) give exactly what the
 general step gives.
 
-Each scenario runs twice: as shipped, and with the small-batch path switched off (the general step,
-which prices a run's whole horizon vectorised and lets an arrival cut it). Every per-request output,
+Each scenario runs three times: as shipped (the small-batch step where it fits), with the general step
+everywhere (which opens runs too), and with the general step pricing each run's whole horizon vectorised
+and letting an arrival cut it (the reference). Every per-request output,
 the time series, the inter-token-latency histogram and the busy time must be equal to the bit, and
 each case must take the open-run branches it is there for."""
 from __future__ import annotations
@@ -48,6 +49,10 @@ CASES = {
                                 "workload": {"priorities": [{"name": "a", "level": 0, "share": 0.5},
                                                             {"name": "b", "level": 1, "share": 0.5}]}},
                                {"opened", "priced_on", "cut"}),
+    # Batches past the small-batch step's size: the general step opens the runs.
+    "big_batches_general_step": ({"workload": {"arrival": {"kind": "poisson", "rate_per_s": 60.0},
+                                               "num_requests": 1500}, "serving": {"replicas": 2}},
+                                 {"opened", "priced_on", "cut", "opened_by_general_step"}),
     # Arrivals far apart and long outputs: runs that reach their horizon on floats, and ones priced on
     # floats up to OPEN_RUN_MAX_STEPS and the rest vectorised.
     "sparse_long_outputs": ({"workload": {"arrival": {"kind": "poisson", "rate_per_s": 0.5}, "num_requests": 120,
@@ -104,6 +109,14 @@ def _watch(monkeypatch) -> Counter:
         real_submit(self, req)
         seen["cut"] += was_open and self._open_run is None
 
+    real_open_general = engine.open_general
+
+    def open_general(*args):
+        ff, run_ = real_open_general(*args)
+        seen["opened_by_general_step"] += run_ is not None
+        return ff, run_
+
+    monkeypatch.setattr(engine, "open_general", open_general)
     monkeypatch.setattr(cls, "open", opened)
     monkeypatch.setattr(cls, "extend", extend)
     monkeypatch.setattr(cls, "_price_rest_vectorised", rest)
@@ -115,14 +128,19 @@ def _watch(monkeypatch) -> Counter:
 def test_open_runs_match_general_path(case, monkeypatch):
     patch, expected = CASES[case]
     seen = _watch(monkeypatch)
-    fast = _outputs(run(_scenario(patch)))
+    fast = _outputs(run(_scenario(patch)))  # the small-batch step where it fits, else the general one
     assert expected <= {k for k, v in seen.items() if v}, f"open-run branches not taken: {dict(seen)}"
     monkeypatch.setattr(engine, "fits", lambda rep, plan: False)  # the general step everywhere
     seen.clear()
+    general = _outputs(run(_scenario(patch)))
+    assert {"opened", "priced_on"} <= {k for k, v in seen.items() if v}, f"the general step: {dict(seen)}"
+    monkeypatch.setattr(engine, "opens_general", lambda rep: False)  # and its whole horizon vectorised
+    seen.clear()
     slow = _outputs(run(_scenario(patch)))
-    assert not seen["opened"], "the general path opened a run"
-    for name in fast:
+    assert not seen["opened"], "the reference opened a run"
+    for name in slow:
         np.testing.assert_array_equal(fast[name], slow[name], err_msg=name)
+        np.testing.assert_array_equal(general[name], slow[name], err_msg=f"{name} (general step)")
     if case == "busy_chunked_preempting":
         assert fast["preemptions"].sum() > 0  # preemptions happen between open runs
 
