@@ -284,7 +284,7 @@ class Replica:
         if run is not None:  # priced up to the next arrival: cut there, or priced on (sim/open_run.py)
             self.state = FAST_FORWARD
             self._run_start_s, self._run_ends, self._run_steps_done = start, run.ends, 0
-            run.open(slots.tolist(), ff_args[2].tolist())
+            run.open()
             yield run.wake
             ff, ends = run.fast_forward(slots, ff_args[2])
             within = ff.finish_step < len(ff.times)

@@ -117,7 +117,7 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
     elif run is not None:  # priced up to the next arrival: cut there, or priced on (OpenRun.extend)
         rep.state = "fast_forward"
         rep._run_start_s, rep._run_ends, rep._run_steps_done = start, ends, 0
-        run.open(list(slots), [rem1[j] for j in slots])
+        run.open()
         yield run.wake
         P, last_end = len(times), ends[-1]
         for j in slots:
@@ -214,7 +214,7 @@ def _price(rep: "Replica", follow: str, slots, reqs: list, c: list, r: list, sta
     if horizon <= 0:
         return None
     if open_s is not None:
-        run = OpenRun(rep, cs, rs, horizon, start, t0)
+        run = OpenRun.of_lists(rep, slots, rs, cs, horizon, start, t0)
         run.price_to(open_s)
         return run.times, run.active, slots, run.ends, horizon, None if run.complete else run
     if arrival_s is not None and rep.decode_steps_s is not None and \

@@ -39,21 +39,26 @@ class OpenRun:
     """The decode steps after step 0 of one replica's run, priced on demand. Step i (0-based) runs the
     sequences with more than i tokens left; each attends its cached tokens plus i + 1."""
 
-    __slots__ = ("rep", "steps_s", "start", "t0", "horizon", "rs", "cs", "seg", "B", "left", "stop", "total",
-                 "times", "active", "ends", "pending", "wake")
+    __slots__ = ("rep", "steps_s", "start", "t0", "horizon", "rs", "cs", "slot_of", "seg", "B", "left", "stop",
+                 "total", "times", "active", "ends", "shown", "wake")
 
-    def __init__(self, rep: "Replica", cs: list, rs: list, horizon: int, start: float, t0: float):
+    def __init__(self, rep: "Replica", rs: list, cs: list, slot_of: list, horizon: int, start: float, t0: float):
+        """rs[k], cs[k]: tokens left to emit and cached of batch slot slot_of[k], fewest tokens left first."""
         self.rep, self.steps_s, self.start, self.t0, self.horizon = rep, rep.decode_steps_s, start, t0, horizon
-        order = sorted(range(len(rs)), key=rs.__getitem__)  # fewest steps first (segments between finishes)
-        self.rs, self.cs = [rs[j] for j in order], [cs[j] for j in order]
+        self.rs, self.cs, self.slot_of = rs, cs, slot_of  # segments between finishes: one sequence fewer each
         self.seg, self.B, self.left = 0, len(rs), sum(cs)
-        self.stop = min(self.rs[0], horizon)  # the current segment ends before this step
+        self.stop = min(rs[0], horizon)  # the current segment ends before this step
         self.total = 0.0  # running sum of the step times (np.cumsum's order)
         self.times: list[float] = []
         self.active: list[int] = []
         self.ends = [t0]  # ends[i]: when step i ends, in seconds after `start` (step 0: the scheduled one)
-        self.pending: list[tuple[int, int]] = []  # (steps to its last token, slot) of finishes not yet priced
+        self.shown = -1  # finishes rs[:shown] are where the router reads them (-1: not yet open)
         self.wake = None  # the event the engine waits on while the run is open
+
+    @classmethod
+    def of_lists(cls, rep: "Replica", slots, rs: list, cs: list, horizon: int, start: float, t0: float) -> "OpenRun":
+        order = sorted(range(len(rs)), key=rs.__getitem__)
+        return cls(rep, [rs[k] for k in order], [cs[k] for k in order], [slots[k] for k in order], horizon, start, t0)
 
     @property
     def complete(self) -> bool:
@@ -91,16 +96,8 @@ class OpenRun:
         self.total, self.B, self.stop = total, B, stop
         if i < H and start + ends[-1] < arrival_s:  # priced OPEN_RUN_MAX_STEPS on floats: the rest at once
             self._price_rest_vectorised()
-        pending = self.pending
-        if pending and pending[0][0] <= len(times):  # finishes now priced: where the router reads them
-            fin = self.rep._finishing_s
-            k = 0
-            while k < len(pending) and pending[k][0] <= len(times):
-                r, j = pending[k]
-                fin[j] = start + ends[r]
-                k += 1
-            del pending[:k]
-            self.rep._finishing_sorted, self.rep._finishing_asked = None, 0  # (the general step's sorted copy)
+        if self.shown >= 0:
+            self._show_finishes()
 
     def _price_rest_vectorised(self) -> None:
         """Steps len(times)..horizon - 1 in one cost-model call (as _price's vectorised form), appended."""
@@ -128,17 +125,26 @@ class OpenRun:
         self.ends += ends[1:].tolist()
 
     # ---- the engine's side ----------------------------------------------------
-    def open(self, slots: list, rs: list) -> None:
-        """The engine waits on `self.wake` (not scheduled yet). Slot slots[k] emits its last token in
-        step rs[k] - 1: where the router reads it (`Replica._finishing_s`) once that step is priced."""
-        P, fin, start, ends = len(self.times), self.rep._finishing_s, self.start, self.ends
-        for j, r in zip(slots, rs):
-            if r <= P:
-                fin[j] = start + ends[r]
-        self.pending = sorted((r, j) for j, r in zip(slots, rs) if r > P)
+    def open(self) -> None:
+        """The engine waits on `self.wake` (not scheduled yet)."""
+        self.shown = 0
+        self._show_finishes()
         self.wake = self.rep.env.event()
         self.rep.sim.open_runs.append(self)
         self.rep._open_run = self
+
+    def _show_finishes(self) -> None:
+        """Put the finishes priced so far where the router reads them (`Replica._finishing_s`): slot
+        slot_of[k] emits its last token in step rs[k] - 1, which ends at ends[rs[k]]."""
+        rs, k, P = self.rs, self.shown, len(self.times)
+        if k < len(rs) and rs[k] <= P:
+            rep, slot_of, start, ends = self.rep, self.slot_of, self.start, self.ends
+            fin = rep._finishing_s
+            while k < len(rs) and rs[k] <= P:
+                fin[slot_of[k]] = start + ends[rs[k]]
+                k += 1
+            self.shown = k
+            rep._finishing_sorted, rep._finishing_asked = None, 0  # (the general step's sorted copy)
 
     def fast_forward(self, slots: np.ndarray, r: np.ndarray) -> tuple[FastForward, np.ndarray]:
         """The steps priced, as plan_fast_forward's FastForward (for the general step), and their ends."""
@@ -176,12 +182,13 @@ def open_general(rep: "Replica", follow: str, slots: np.ndarray, reqs: np.ndarra
     """plan_fast_forward's run (not padded, no drafts) priced up to the step in flight at the next
     arrival: (FastForward, None) where it reached its horizon first, (None, the open run) where it did
     not, (None, None) where no step fits."""
-    rs = r.tolist()
-    horizon = min(x for x in rs if x > 0) if follow == "until_completion" else min(max(rs), rep.ff_horizon_steps)
+    order = r.argsort(kind="stable")  # fewest tokens left first
+    rs = r[order].tolist()
+    horizon = min(x for x in rs if x > 0) if follow == "until_completion" else min(rs[-1], rep.ff_horizon_steps)
     horizon = rep.kv.steps_that_fit(reqs, c + 1, r, 1, horizon)
     if horizon <= 0:
         return None, None
-    run = OpenRun(rep, c.tolist(), rs, horizon, start, t0)
+    run = OpenRun(rep, rs, c[order].tolist(), slots[order].tolist(), horizon, start, t0)
     run.price_to(rep.sim.next_arrival_s)
     if run.complete:
         return run.fast_forward(slots, r)[0], None
