@@ -26,7 +26,7 @@ from .step_features import step_feature_sums, step_feature_values
 from .engine_small import execute_small, fits
 from .fast_forward import MAX_HORIZON, MIN_HORIZON, FastForward, index, plan_fast_forward, replay_kv
 from .kv_cache import SMALL, KVCache
-from .open_run import open_general, opens_general
+from .open_run import open_general, opens_general, step_in_flight
 from .requests import RequestTable
 from .schedulers import StepPlan, Wait
 from .speculative import Speculation
@@ -164,11 +164,8 @@ class Replica:
         # the very instant the run ends has now == start + ends[-1] exactly, while now - start can
         # exceed ends[-1] by an ulp (and gave a negative delay).
         ends, start, now = self._run_ends, self._run_start_s, env.now
-        if type(ends) is list:  # priced on floats (sim/open_run.py): the same search, from the end
-            i = len(ends) - 1
-            while i and start + ends[i - 1] >= now:
-                i -= 1
-            in_flight_end_s = start + ends[i]
+        if type(ends) is list:  # priced on floats (sim/open_run.py): the same search
+            i, in_flight_end_s = step_in_flight(ends, start, now)
         else:
             ends_at = start + ends
             i = min(int(ends_at.searchsorted(now, side="left")), len(ends_at) - 1)  # step in flight ends at ends[i]
@@ -282,10 +279,7 @@ class Replica:
 
         # ---- let time pass; an arrival may cut the fast-forward short ---------
         if run is not None:  # priced up to the next arrival: cut there, or priced on (sim/open_run.py)
-            self.state = FAST_FORWARD
-            self._run_start_s, self._run_ends, self._run_steps_done = start, run.ends, 0
-            run.open()
-            yield run.wake
+            yield run.open()
             ff, ends = run.fast_forward(slots, ff_args[2])
             within = ff.finish_step < len(ff.times)
             finish_at[ff.slots[within]] = ends[1 + ff.finish_step[within]]

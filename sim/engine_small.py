@@ -115,10 +115,7 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
         yield env.timeout(wake_s - start)
         steps_done = in_flight + 1
     elif run is not None:  # priced up to the next arrival: cut there, or priced on (OpenRun.extend)
-        rep.state = "fast_forward"
-        rep._run_start_s, rep._run_ends, rep._run_steps_done = start, ends, 0
-        run.open()
-        yield run.wake
+        yield run.open()
         P, last_end = len(times), ends[-1]
         for j in slots:
             if rem1[j] <= P:

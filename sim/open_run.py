@@ -125,13 +125,17 @@ class OpenRun:
         self.ends += ends[1:].tolist()
 
     # ---- the engine's side ----------------------------------------------------
-    def open(self) -> None:
-        """The engine waits on `self.wake` (not scheduled yet)."""
+    def open(self):
+        """The event the engine waits on (not scheduled yet); the run is in flight and may be cut."""
+        rep = self.rep
+        rep.state = "fast_forward"
+        rep._run_start_s, rep._run_ends, rep._run_steps_done = self.start, self.ends, 0
         self.shown = 0
         self._show_finishes()
         self.wake = self.rep.env.event()
         self.rep.sim.open_runs.append(self)
         self.rep._open_run = self
+        return self.wake
 
     def _show_finishes(self) -> None:
         """Put the finishes priced so far where the router reads them (`Replica._finishing_s`): slot
@@ -193,3 +197,12 @@ def open_general(rep: "Replica", follow: str, slots: np.ndarray, reqs: np.ndarra
     if run.complete:
         return run.fast_forward(slots, r)[0], None
     return None, run
+
+
+def step_in_flight(ends: list, start: float, now: float) -> tuple[int, float]:
+    """The first step i with start + ends[i] >= now (the last one if none) and that time: numpy's
+    searchsorted on start + ends, as Replica._cut_short does for an array, searched from the end."""
+    i = len(ends) - 1
+    while i and start + ends[i - 1] >= now:
+        i -= 1
+    return i, start + ends[i]
