@@ -307,15 +307,23 @@ class ProfileCostModel(_ScalarFromArrays):
             return None
         overlap, host_per_seq_s = self._overlap, self._host_per_seq_s
 
+        exposed = self._exposed_step_s if overlap else 0.0
+        by_seqs: dict[int, tuple[float, float, float]] = {}  # the terms of the batch size, once per size
+
         def steps_general_s(num_seqs: int, context_tokens: int, count: int) -> list[float]:
             B = float(num_seqs)
-            linear = c["overhead_s"] + c["per_seq_s"] * B + max(c["weights_s"], c["per_token_s"] * B)
-            sample = c["per_sample_s"] * B
-            times = [linear + per_pair * ctx + per_kv * ctx + sample
-                     for ctx in range(context_tokens, context_tokens + num_seqs * count, num_seqs)]
-            if overlap:
-                exposed, engine = self._exposed_step_s, self._engine_step_s + self._engine_per_seq_s * B
-                times = [exposed + (t if t >= engine else engine) for t in times]
+            terms = by_seqs.get(num_seqs)
+            if terms is None:
+                terms = by_seqs[num_seqs] = (
+                    c["overhead_s"] + c["per_seq_s"] * B + max(c["weights_s"], c["per_token_s"] * B),
+                    c["per_sample_s"] * B, self._engine_step_s + self._engine_per_seq_s * B if overlap else 0.0)
+            linear, sample, engine = terms
+            ctxs = range(context_tokens, context_tokens + num_seqs * count, num_seqs)
+            if overlap:  # one pass: the step, then the engine's floor and the exposed time
+                times = [exposed + (t if (t := linear + per_pair * ctx + per_kv * ctx + sample) >= engine else engine)
+                         for ctx in ctxs]
+            else:
+                times = [linear + per_pair * ctx + per_kv * ctx + sample for ctx in ctxs]
             if host_per_seq_s:
                 floor = host_per_seq_s * B
                 times = [t if t >= floor else floor for t in times]

@@ -26,6 +26,7 @@ from .step_features import step_feature_sums, step_feature_values
 from .engine_small import execute_small, fits
 from .fast_forward import MAX_HORIZON, MIN_HORIZON, FastForward, index, plan_fast_forward, replay_kv
 from .kv_cache import SMALL, KVCache
+from .open_run import open_general, opens_general, step_in_flight
 from .requests import RequestTable
 from .schedulers import StepPlan, Wait
 from .speculative import Speculation
@@ -75,6 +76,7 @@ class Replica:
         self._wake: simpy.Event | None = None
         self.ff_horizon_steps = MIN_HORIZON
         self._run_start_s, self._run_ends, self._run_steps_done = 0.0, _NONE, 0  # the interruptible run in flight
+        self._open_run = None  # that run, while priced only up to the next arrival (sim/open_run.py)
         self.record_timeseries = record_timeseries
         self.ts_time_s, self.ts_waiting, self.ts_running, self.ts_kv_blocks = (array("d"), array("l"), array("l"), array("l"))
         self.itl = sim.itl  # shared inter-token-latency histogram
@@ -90,7 +92,7 @@ class Replica:
             return self._outstanding
         now = self.env.now
         if type(f) is list:  # sim/engine_small.py's plain floats, a few
-            return self._outstanding - sum(x <= now for x in f)
+            return self._outstanding - len([x for x in f if x <= now])
         if self._finishing_sorted is None:
             self._finishing_asked += 1
             if self._finishing_asked == 1:  # the first question in this run: one pass
@@ -145,6 +147,8 @@ class Replica:
                 self._wake.succeed()
         elif self.state == FAST_FORWARD and self.scheduler.should_interrupt(self, req):
             self.state = BUSY
+            if self._open_run is not None:
+                self._open_run.close()
             # Cut the run short at the end of the step in flight. Scheduled exactly as SimPy schedules
             # an interrupt (an urgent event now), so every event keeps its order; but the engine
             # is re-pointed at its new wake-up instead of having an exception thrown into it.
@@ -159,10 +163,15 @@ class Replica:
         # Compare absolute times, computed as SimPy computed the timeout's (start + delay): a cut at
         # the very instant the run ends has now == start + ends[-1] exactly, while now - start can
         # exceed ends[-1] by an ulp (and gave a negative delay).
-        ends_at = self._run_start_s + self._run_ends
-        i = min(int(ends_at.searchsorted(env.now, side="left")), len(ends_at) - 1)  # step in flight ends at ends[i]
+        ends, start, now = self._run_ends, self._run_start_s, env.now
+        if type(ends) is list:  # priced on floats (sim/open_run.py): the same search
+            i, in_flight_end_s = step_in_flight(ends, start, now)
+        else:
+            ends_at = start + ends
+            i = min(int(ends_at.searchsorted(now, side="left")), len(ends_at) - 1)  # step in flight ends at ends[i]
+            in_flight_end_s = float(ends_at[i])
         self._run_steps_done = i + 1
-        wake = env.timeout(max(float(ends_at[i]) - env.now, 0.0))
+        wake = env.timeout(max(in_flight_end_s - now, 0.0))
         proc._target.callbacks.remove(proc._resume)
         proc._target = wake
         wake.callbacks.append(proc._resume)
@@ -233,7 +242,7 @@ class Replica:
 
 
         # ---- fast-forward: plain decode steps ------------------------------
-        ff = None
+        ff = run = None
         closed_loop_reply = self.sim.closed_loop and not plan.padded and n_finished_0 > 0  # its client acts now
         # "until_completion": waiting requests wait for a sequence to finish; one finishing in step 0
         # frees its slot and blocks for the very next step, so the scheduler decides again.
@@ -242,10 +251,14 @@ class Replica:
                 and not freed_for_waiting):
             follow = "until_completion" if self.sim.closed_loop else plan.follow  # clients react to each response
             if plan.padded or not n_finished_0:  # every slot takes part
-                ff = plan_fast_forward(self, plan, follow, index(0, n), reqs, computed_1, remaining_1)
+                slots, ff_args = index(0, n), (reqs, computed_1, remaining_1)
             else:
                 slots = np.flatnonzero(~finished_0)
-                ff = plan_fast_forward(self, plan, follow, slots, reqs[slots], computed_1[slots], remaining_1[slots])
+                ff_args = (reqs[slots], computed_1[slots], remaining_1[slots])
+            if plan.interruptible and self.sim.next_arrival_s is not None and opens_general(self):
+                ff, run = open_general(self, follow, slots, *ff_args, start, t0)  # sim/open_run.py
+            else:
+                ff = plan_fast_forward(self, plan, follow, slots, *ff_args)
         # seconds after `start` each slot emits its last token
         finish_at = _inf(n)
         if n_finished_0:
@@ -265,7 +278,13 @@ class Replica:
         self._finishing_sorted, self._finishing_asked = None, 0  # `outstanding` fills them in
 
         # ---- let time pass; an arrival may cut the fast-forward short ---------
-        if ff is not None and plan.interruptible:
+        if run is not None:  # priced up to the next arrival: cut there, or priced on (sim/open_run.py)
+            yield run.open()
+            ff, ends = run.fast_forward(slots, ff_args[2])
+            within = ff.finish_step < len(ff.times)
+            finish_at[ff.slots[within]] = ends[1 + ff.finish_step[within]]
+            steps_done = self._run_steps_done or len(ends)
+        elif ff is not None and plan.interruptible:
             self.state = FAST_FORWARD
             self._run_start_s, self._run_ends, self._run_steps_done = start, ends, 0
             yield env.timeout(float(ends[-1]))
@@ -308,7 +327,8 @@ class Replica:
                 b.num_tokens[ff.slots] += emitted_ff
             self.itl.add(ff.times[:m], ff.active[:m])
             # Adapt how far ahead fast-forwards are priced to how far they usually get.
-            self.ff_horizon_steps = (min(MAX_HORIZON, self.ff_horizon_steps * 2) if m == len(ff.times)
+            self.ff_horizon_steps = (min(MAX_HORIZON, self.ff_horizon_steps * 2)
+                                     if m == (len(ff.times) if run is None else run.horizon)
                                      else max(MIN_HORIZON, 2 * m))
 
         if plan.padded:

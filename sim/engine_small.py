@@ -23,6 +23,7 @@ import numpy as np
 
 from .fast_forward import MAX_HORIZON, MIN_HORIZON, index
 from .kv_cache import SMALL
+from .open_run import OpenRun
 
 if TYPE_CHECKING:
     from .engine import Replica
@@ -84,12 +85,17 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
         # A request that finds the queue empty interrupts an interruptible run (Scheduler.should_interrupt):
         # when its arrival time is known now, the run ends at the step in flight then.
         arrival_s = sim.next_submit_s if plan.interruptible and not rep.scheduler.num_waiting else None
-        ff = _price(rep, follow, slots, reqs, comp1, rem1, start, t0, arrival_s)
+        # Two or more replicas: the next arrival's time is known, not its replica (sim/open_run.py).
+        open_s = sim.next_arrival_s if plan.interruptible and rep.decode_steps_s is not None else None
+        ff = _price(rep, follow, slots, reqs, comp1, rem1, start, t0, arrival_s, open_s)
     finish_at = [t0 if r == 0 else _INF for r in rem1]  # seconds after `start` each slot emits its last token
+    run = None
     if ff is None:
         ends, last_end = None, t0
     else:
         times, active, slots, ends, H, in_flight = ff
+        if type(in_flight) is OpenRun:
+            run, in_flight = in_flight, None
         P = len(times)  # steps priced: H, or up to the one in flight when the next request arrives
         for j in slots:
             if rem1[j] <= P:  # finishes within the run, in fast-forward step rem1[j] - 1
@@ -108,6 +114,13 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
     if wake_s is not None:
         yield env.timeout(wake_s - start)
         steps_done = in_flight + 1
+    elif run is not None:  # priced up to the next arrival: cut there, or priced on (OpenRun.extend)
+        yield run.open()
+        P, last_end = len(times), ends[-1]
+        for j in slots:
+            if rem1[j] <= P:
+                finish_at[j] = ends[rem1[j]]
+        steps_done = rep._run_steps_done or P + 1
     elif ff is not None and plan.interruptible:
         rep.state = "fast_forward"
         rep._run_start_s, rep._run_ends, rep._run_steps_done = start, np.asarray(ends), 0
@@ -178,12 +191,14 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
 
 
 def _price(rep: "Replica", follow: str, slots, reqs: list, c: list, r: list, start: float, t0: float,
-           arrival_s: float | None):
+           arrival_s: float | None, open_s: float | None = None):
     """fast_forward.plan_fast_forward for this case, on lists: (step times, active sequences per step,
     slots taking part, ends, horizon, in_flight), or None when no step fits. ends[i] is when step i ends,
     in seconds after `start` (step 0 is the scheduled step, t0 long); `horizon` is the steps the run may
     take. When the next request arrives at `arrival_s` (known), in_flight is the step in flight then (an
-    index into ends, where the run stops; the steps after it are not priced), else None."""
+    index into ends, where the run stops; the steps after it are not priced), else None. When the next
+    request (to any replica) arrives at `open_s`, the run is priced up to the step in flight then and
+    in_flight is its OpenRun (sim/open_run.py), or None where the run ends before."""
     if type(slots) is range:  # every slot takes part: the lists as they are (none is changed here)
         rs, cs, slot_reqs = r, c, reqs
     else:
@@ -195,6 +210,10 @@ def _price(rep: "Replica", follow: str, slots, reqs: list, c: list, r: list, sta
     horizon = rep.kv.steps_that_fit_lists(slot_reqs, [x + 1 for x in cs], rs, horizon)
     if horizon <= 0:
         return None
+    if open_s is not None:
+        run = OpenRun.of_lists(rep, slots, rs, cs, horizon, start, t0)
+        run.price_to(open_s)
+        return run.times, run.active, slots, run.ends, horizon, None if run.complete else run
     if arrival_s is not None and rep.decode_steps_s is not None and \
             _few_steps(rep.decode_steps_s, len(rs), sum(cs), horizon, arrival_s - (start + t0)):
         run = _price_until(rep.decode_steps_s, cs, rs, horizon, start, t0, arrival_s)

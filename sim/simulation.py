@@ -180,7 +180,12 @@ class Simulation:
         # When the next request reaches a replica, while known in advance (open loop, no ingress jitter, one
         # replica, the request not refused), else None: the engine ends a run there (sim/engine_small.py).
         self.next_submit_s: float | None = None
-        self._submits_foreseeable = not self.closed_loop and self._jitter_rng is None and s.replicas == 1
+        arrivals_known = not self.closed_loop and self._jitter_rng is None
+        self._submits_foreseeable = arrivals_known and s.replicas == 1
+        # With more replicas, the next arrival's time (any replica's; None when not known): runs are priced up
+        # to it and, when it goes elsewhere, on to the next (sim/open_run.py's OpenRun, listed while open).
+        self.next_arrival_s: float | None = None
+        self.open_runs: list | None = [] if arrivals_known and s.replicas > 1 else None
 
     # --- arrivals ------------------------------------------------------------
     def _issue(self, req: int) -> None:
@@ -213,17 +218,25 @@ class Simulation:
         # Read as floats before _issue overwrites them: SimPy's clock then stays a float, not a numpy scalar
         # (whose arithmetic and comparisons, in every event and time sum, cost several times more).
         arrivals = self.table.arrival_s.tolist()
-        foreseeable = self._submits_foreseeable
+        foreseeable, open_runs = self._submits_foreseeable, self.open_runs
         for req in range(len(arrivals)):
             delay = arrivals[req] - self.env.now
             if delay > 0:
                 if foreseeable and not self.too_long[req]:
                     self.next_submit_s = self.env.now + delay  # the timeout's own time, as SimPy computes it
+                if open_runs is not None:
+                    self.next_arrival_s = self.env.now + delay
+                    for run in open_runs[::-1]:  # (a run that reaches its horizon leaves the list)
+                        run.extend(self.next_arrival_s)
                 yield self.env.timeout(delay)
                 self.next_submit_s = None
             if self.aborted_reason is not None:
                 return
             self._issue(req)
+        if open_runs is not None:  # no more arrivals: the open runs go to their horizons
+            self.next_arrival_s = None
+            for run in open_runs[::-1]:
+                run.extend(float("inf"))
 
     def start_spread_s(self) -> float:
         """Closed loop: the window over which the clients send their first request (Workload.start_spread_s;
