@@ -24,13 +24,13 @@ from .batch import RunningBatch
 from .cost_model import CostModel
 from .step_features import step_feature_sums, step_feature_values
 from .engine_small import execute_small, fits
-from .fast_forward import MAX_HORIZON, MIN_HORIZON, FastForward, index, plan_fast_forward, replay_kv
+from .fast_forward import MAX_HORIZON, MIN_HORIZON, index, plan_fast_forward, replay_kv
 from .kv_cache import SMALL, KVCache
 from .open_run import open_general, opens_general, step_in_flight
 from .requests import RequestTable
 from .schedulers import StepPlan, Wait
 from .speculative import Speculation
-from .steplog import StepLog, TokenLog
+from .steplog import StepLog, TokenLog, log_steps
 
 if TYPE_CHECKING:
     from .simulation import Simulation
@@ -295,7 +295,7 @@ class Replica:
         self.state = BUSY
         self.busy_s += float(ends[steps_done - 1])
         if self.step_log is not None or self.token_log is not None:
-            self._log(start, ends, steps_done - 1, ff, reqs, chunk, decode, completes)
+            log_steps(self, start, ends, steps_done - 1, ff, reqs, chunk, decode, completes)
 
         # ---- apply step 0 ---------------------------------------------------
         if np.count_nonzero(generated) < n:  # someone had no token yet: those whose step 0 completed now have their first
@@ -361,20 +361,6 @@ class Replica:
             # sees the pool as vLLM's would and does not hand them to someone else first.
             if not self.kv.allocate_many(b.req[:b.n], b.computed[:b.n]):
                 raise RuntimeError("fast-forward outgrew the KV cache")  # steps_that_fit rules this out
-
-    def _log(self, start: float, ends: np.ndarray, m: int, ff: "FastForward | None", reqs: np.ndarray,
-             chunk: np.ndarray, decode: np.ndarray, completes: np.ndarray) -> None:
-        """Record step 0 and the m fast-forwarded steps that ran (steps, and who received tokens when)."""
-        per_seq = self.spec.k + 1 if self.spec is not None else 1  # positions a decoding sequence computes
-        if self.step_log is not None:
-            self.step_log.add(start, float(ends[0]), int(np.count_nonzero(chunk)), int(chunk[~decode].sum()),
-                              int(np.count_nonzero(decode)) * per_seq)
-            if m > 0:
-                self.step_log.add_decode_run(start + ends[:m], ff.times[:m], ff.active[:m], per_seq)
-        if self.token_log is not None:
-            self.token_log.add(reqs[completes], start + float(ends[0]))
-            if m > 0:
-                self.token_log.add_run(reqs[ff.slots], start + ends[1:m + 1], ff.finish_step)
 
     def _step_zero(self, plan: StepPlan, n_decode: int, decode: np.ndarray, completes: np.ndarray, chunk: np.ndarray,
                    computed: np.ndarray, num_tokens: np.ndarray, output: np.ndarray, generated: np.ndarray):

@@ -29,6 +29,7 @@ from .router import ROUTERS
 from .scenario import Scenario
 from .schedulers import SCHEDULERS
 from .speculative import Speculation
+from .stability import stability
 from .steplog import TokenTimes
 from .workload import Workload, generate_workload
 
@@ -322,39 +323,6 @@ class Simulation:
             raise RuntimeError(f'No scheduled events left but "until" event was not triggered: {done}') from None
 
 
-def _rate(x: float) -> str:
-    return f"{x:.2f} req/s" if np.isfinite(x) else "n/a"
-
-
-def _stability(table: RequestTable, window_s: float, end_s: float, aborted: str | None,
-               concurrency: int | None = None) -> tuple[bool, str, float, float]:
-    """Offered vs sustained request rate, and whether the backlog kept growing.
-
-    A rate over less than a microsecond of simulated time is not a rate (NaN, "n/a"); a closed
-    loop has no offered rate (the clients' pace is an outcome), so it names its clients instead.
-    """
-    arrived = np.isfinite(table.arrival_s)
-    n_arrived = int(arrived.sum())
-    finished = np.isfinite(table.finish_s)
-    span = window_s if window_s > 0 else end_s
-    offered = n_arrived / span if span >= 1e-6 and concurrency is None else float("nan")
-    load = f"offered {_rate(offered)}" if concurrency is None else f"closed loop of {concurrency} clients"
-    if aborted:
-        sustained = finished.sum() / end_s if end_s >= 1e-6 else float("nan")
-        return False, f"unstable: {aborted}; {load}, sustained ~{_rate(sustained)}", offered, sustained
-    # A queue that kept growing leaves many requests not yet *scheduled* when arrivals stop
-    # (requests merely in service then are normal and not counted).
-    done_in_window = int((table.finish_s <= window_s).sum()) if window_s > 0 else int(finished.sum())
-    sustained = done_in_window / span if span >= 1e-6 else float("nan")
-    queued_at_end = int(((table.arrival_s <= window_s) & ~(table.scheduled_s <= window_s) & ~table.failed).sum())
-    drain_s = end_s - window_s
-    if window_s > 0 and queued_at_end > max(50, 0.05 * n_arrived) and drain_s > 0.1 * window_s:
-        return (False, f"unstable: {load}, sustained ~{_rate(sustained)} "
-                       f"({queued_at_end} requests still waiting when arrivals stopped; draining took {drain_s:.0f} s)",
-                offered, sustained)
-    return True, "ok", offered, sustained
-
-
 def run(scenario: Scenario, seed: int | None = None, workload: Workload | None = None,
         cost_model: CostModel | None = None, record_steps: bool = False, record_token_times: bool = False,
         on_progress: ProgressCallback | None = None, progress_every_s: float = PROGRESS_EVERY_S) -> Results:
@@ -376,7 +344,7 @@ def run(scenario: Scenario, seed: int | None = None, workload: Workload | None =
     table = sim.table
     end_s = float(sim.env.now)
     window = workload.duration_s if np.isfinite(workload.duration_s) else end_s
-    stable, status, offered, sustained = _stability(table, window, end_s, sim.aborted_reason, workload.concurrency)
+    stable, status, offered, sustained = stability(table, window, end_s, sim.aborted_reason, workload.concurrency)
     reps = sim.replicas
     ts = {"replica": np.repeat(np.array([r.index for r in reps], dtype=np.int64), [len(r.ts_time_s) for r in reps]),
           "time_s": np.concatenate([np.frombuffer(r.ts_time_s, dtype=np.float64) for r in reps]),

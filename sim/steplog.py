@@ -111,3 +111,19 @@ class TokenTimes:
     def itls(self, request: int) -> np.ndarray:
         """Gaps between successive chunks of `request` (s)."""
         return np.diff(self.of(request))
+
+
+def log_steps(rep, start: float, ends: np.ndarray, m: int, ff, reqs: np.ndarray, chunk: np.ndarray,
+              decode: np.ndarray, completes: np.ndarray) -> None:
+    """Record a replica's step 0 and the m fast-forwarded steps that ran (sim/engine.py): the steps in its
+    step log, and who received tokens when in its token log (either may be None)."""
+    per_seq = rep.spec.k + 1 if rep.spec is not None else 1  # positions a decoding sequence computes
+    if rep.step_log is not None:
+        rep.step_log.add(start, float(ends[0]), int(np.count_nonzero(chunk)), int(chunk[~decode].sum()),
+                         int(np.count_nonzero(decode)) * per_seq)
+        if m > 0:
+            rep.step_log.add_decode_run(start + ends[:m], ff.times[:m], ff.active[:m], per_seq)
+    if rep.token_log is not None:
+        rep.token_log.add(reqs[completes], start + float(ends[0]))
+        if m > 0:
+            rep.token_log.add_run(reqs[ff.slots], start + ends[1:m + 1], ff.finish_step)
