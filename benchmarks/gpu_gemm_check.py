@@ -105,26 +105,27 @@ def measure(args) -> int:
 
 
 def compare_frame(rows, system: str = "h200_sxm", version: str | None = None):
-    """One row per measured GEMM and dtype: the table's time for it beside the measured one."""
+    """One row per measured GEMM and dtype: the table's time for it beside the measured one, looked up by
+    the composer itself (calibration.aic_step.StepComposer's GEMM grid and _gemm_s) for the rows' model."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import pandas as pd
 
-    from calibration.aic_tables import LogGrid, LookupLog, _one_kernel, load_tables
+    from calibration.aic_step import StepComposer
+    from calibration.aic_tables import LookupLog, load_tables
+    from sim.catalog import model_catalog
 
-    g = load_tables(system, "vllm", version).gemm
+    tables = load_tables(system, "vllm", version)
+    model = model_catalog()[rows["model"].iloc[0]]
     log = LookupLog()
     out = []
-    for dtype, col in (("bfloat16", "bf16_ms"), ("fp8", "fp8_ms")):
-        sub = g[g["gemm_dtype"] == dtype]
-        if sub.empty:
-            continue
-        grid = LogGrid.from_frame(f"gemm[{dtype}]", _one_kernel(sub, f"{dtype} GEMM")[0], ("m", "n", "k"))
+    for dtype, col in (("bf16", "bf16_ms"), ("fp8", "fp8_ms")):
+        comp = StepComposer(tables, model, tp=1, dtype=dtype, kv_dtype="bf16")
         for r in rows.itertuples():
             measured = getattr(r, col)
             if measured != measured:  # nan: not measured
                 continue
-            table = grid.lookup((r.m, r.n, r.k), log)  # the tables hold milliseconds
-            out.append({"dtype": dtype, "projection": r.projection, "m": r.m, "n": r.n, "k": r.k,
+            table = comp._gemm_s(comp.gemm, r.m, r.n, r.k, log) * 1e3
+            out.append({"dtype": comp.gemm_dtype, "projection": r.projection, "m": r.m, "n": r.n, "k": r.k,
                         "measured_ms": measured, "table_ms": round(table, 5),
                         "table_over_measured": round(table / measured, 3)})
     return pd.DataFrame(out)
