@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import statistics
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,17 +92,27 @@ def measure(args) -> int:
     return 0
 
 
+@lru_cache(maxsize=None)
+def _kernels(profile):
+    from sim.profile import load_profile
+
+    return load_profile(profile).cost_model(serving=False)  # read once per profile
+
+
+def decode_step_ms(profile, batch: int, context_tokens: int) -> float:
+    """A profile's decode step (its kernels, no engine terms) of `batch` sequences at `context_tokens` each, ms."""
+    cm = _kernels(profile)
+    pairs = batch * (context_tokens + 1)  # each sequence attends over its context and itself
+    return cm.step_time_s(batch, batch, pairs, pairs, batch) * 1e3
+
+
 def compare(args) -> int:
     import pandas as pd
 
-    from sim.profile import load_profile
-
     rows = pd.read_csv(args.csv)
-    cm = load_profile(args.profile).cost_model(serving=False)  # the composed kernels, no engine terms
     out = []
     for r in rows.itertuples():
-        pairs = r.batch * (r.context_tokens + 1)  # each sequence attends over its context and itself
-        composed_ms = cm.step_time_s(r.batch, r.batch, pairs, pairs, r.batch) * 1e3
+        composed_ms = decode_step_ms(args.profile, r.batch, r.context_tokens)
         out.append({"batch": r.batch, "context_tokens": r.context_tokens, "eager_ms": r.eager_ms,
                     "graph_ms": r.graph_ms, "composed_ms": round(composed_ms, 4),
                     "composed_over_graph": round(composed_ms / r.graph_ms, 3)})

@@ -60,15 +60,12 @@ def attention_rows() -> tuple[list[str], pd.DataFrame]:
 
 
 def decode_rows() -> list[str]:
-    from sim.profile import load_profile
+    from gpu_decode_graph import decode_step_ms
 
-    kernels = load_profile(COMPOSED).cost_model(serving=False)
-    measured = load_profile(MEASURED).cost_model(serving=False)
     out = []
     for r in pd.read_csv(RUN / "decode_llama-3.1-8b.csv").itertuples():
-        pairs = r.batch * (r.context_tokens + 1)
-        comp = kernels.step_time_s(r.batch, r.batch, pairs, pairs, r.batch) * 1e3
-        fit = measured.step_time_s(r.batch, r.batch, pairs, pairs, r.batch) * 1e3
+        comp = decode_step_ms(COMPOSED, r.batch, r.context_tokens)
+        fit = decode_step_ms(MEASURED, r.batch, r.context_tokens)
         out.append(f"| {r.batch} | {r.context_tokens} | {r.eager_ms:.2f} | {fit:.2f} | {r.graph_ms:.2f} | {comp:.2f} | "
                    f"{comp / r.graph_ms:.2f} | {r.eager_ms - r.graph_ms:.2f} |")
     return out
