@@ -61,11 +61,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import least_squares
 
 from sim.cost_model import ServingOverhead
 from sim.engine_terms import TERM_NAMES, async_scheduling_default, terms_path
 
+from .engine_latency import fit_latency
 from .engine_overlap import kernel_step_ms, overlapped_rows, solve_stage1
 from .engine_rows import (FIT_MAX, FIT_MIN, FIT_WAVES, QUEUEING_TTFT_S, ROWS_PER_SETUP,  # noqa: F401 (re-exported)
                           SEED, TRAIN_MODELS, _profile_cost, _roofline_cost, _sim, fit_requests, screen_fit_rows,
@@ -217,21 +217,16 @@ def fit_rows(rows: list[Row], log=print, stage1: np.ndarray | None = None) -> Fi
     lone = np.array([lone_prefill_ms(r) for r in keep])
     pair_names = [f"{m} on {g}" for m, g in models]
     onehot = np.eye(nm)[mi]
+    isl = np.array([r.isl for r in keep])
     best = None
     for j_ms in JITTER_GRID_MS:
         pred = np.array([_sim(r, _profile_cost(r, ov_for(x, i, jitter=j_ms * 1e-3)))["pred_ttft_ms"]
                          for i, r in enumerate(keep)])
-
-        def res(z, pred=pred):
-            return np.log(np.maximum(pred + z[0] + (onehot @ z[1:]) * lone, 1e-6) / ttft)
-
-        sol = least_squares(res, np.r_[10.0, np.full(nm, 0.5)], bounds=(np.r_[0.0, np.full(nm, -1.0)],
-                                                                        np.r_[500.0, np.full(nm, 10.0)]),
-                            loss="soft_l1", f_scale=0.3, x_scale=np.r_[10.0, np.full(nm, 0.5)])
-        log(f"  stage 2: jitter {j_ms:g} ms -> latency {sol.x[0]:.1f} ms, prefill shortfall "
-            f"{dict(zip(pair_names, np.round(sol.x[1:], 2)))}, cost {sol.cost:.3f}")
+        sol = fit_latency(pred, ttft, lone, isl, mi, nm, per_token=False)  # the CV's stage 2 (engine_latency.py)
+        log(f"  stage 2: jitter {j_ms:g} ms -> latency {sol.latency_ms:.1f} ms, prefill shortfall "
+            f"{dict(zip(pair_names, np.round(sol.shortfall, 2)))}, cost {sol.cost:.3f}")
         if best is None or sol.cost < best[0]:
-            best = (sol.cost, j_ms, float(sol.x[0]), sol.x[1:])
+            best = (sol.cost, j_ms, sol.latency_ms, sol.shortfall)
     _, j_ms, lat_ms, shortfall = best
 
     # In-sample errors with the nuisances (for the provenance; the held-out error is the validation's).
