@@ -12,9 +12,9 @@ import numpy as np
 
 from sim.cost_model import ServingOverhead
 
-from .engine_fit import JITTER_GRID_MS, QUEUEING_TTFT_S, _profile_cost, _sim
+from .engine_fit import JITTER_GRID_MS, _profile_cost, _sim
 from .engine_overlap import kernel_step_ms
-from .silicon import KV_BOUND_PEAK, Row, lone_prefill_ms
+from .silicon import Row, lone_prefill_ms
 
 BASIS_SCALE, BASIS_STEP_MS, BASIS_PER_SEQ_US = 1.2, 2.0, 50.0  # the perturbations the surrogate is built from
 BASIS_JITTER_MS = 20.0  # the jitter the derivatives are taken at
@@ -37,19 +37,6 @@ class Basis:
         if self.k_step is None:
             self.k_step = kernel_step_ms(self.rows, self.d_tpot)
         return self.k_step
-
-
-def fit_rows_of(rows: list[Row]) -> tuple[list[Row], list[str]]:
-    """The training rows the fit uses (engine_fit.fit_rows' screen): no queueing, not KV-bound."""
-    keep, excluded = [], []
-    for r in rows:
-        if r.ttft_ms / 1e3 > QUEUEING_TTFT_S:
-            excluded.append(r.id)
-        elif _sim(r, _profile_cost(r, None), first_wave=False)["kv_peak"] >= KV_BOUND_PEAK:
-            excluded.append(r.id)
-        else:
-            keep.append(r)
-    return keep, excluded
 
 
 def _ov(scale=1.0, step_ms=0.0, per_seq_us=0.0, jitter_ms=BASIS_JITTER_MS) -> ServingOverhead:

@@ -37,9 +37,9 @@ from sim.engine_terms import _nearest, _version_key, newest_release
 from .engine_fit import (JITTER_GRID_MS, QUEUEING_TTFT_S, SCALE_BOUNDS, TRAIN_MODELS, _profile_cost, _sim,
                          select_training)
 from .engine_basis import (BASIS_JITTER_MS, BASIS_PER_SEQ_US, BASIS_SCALE, BASIS_STEP_MS, Basis, basis,
-                           fit_rows_of, load_basis)
+                           load_basis)
 from .engine_latency import fit_latency
-from .engine_rows import DATA_EXCLUSIONS, EXCLUDE_DATA, data_screen, split
+from .engine_rows import DATA_EXCLUSIONS, EXCLUDE_DATA, data_screen, screen_fit_rows, split
 from .engine_overlap import engine_share, overlapped_rows
 from .engine_structures import STRUCTURES, Structure  # noqa: F401 (Structure: re-exported)
 from .plausibility import MAX_COMPUTE_SHARE, MAX_MEMORY_SHARE, REASON as IMPLAUSIBLE
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     exclude = {"default": EXCLUDE_DATA, "on": True, "off": False}[args.exclude_data]
     selected, implausible = training_rows(args.per_setup, exclude)
     data_out = data_left_out(exclude)
-    rows, excluded = fit_rows_of(selected)
+    rows, excluded = screen_fit_rows(selected)  # engine_fit's screen: no queueing, not KV-bound
     print(f"{len(rows)} training rows; data-quality screen {'on' if exclude else 'off'}: {len(data_out)} rows left out")
     cache = Path(args.basis) if args.basis else None
     if cache and cache.is_file():
