@@ -102,6 +102,8 @@ with out_col:
         st.caption(f"{s['num_gpus']} GPUs × ${s['price_usd_per_gpu_hour']:.2f}/h = ${s['cost_usd_per_hour']:.2f}/h · "
                    f"cost model: {s['cost_model']} · preemptions: {s['preemptions']} · "
                    f"simulated in {s['wall_s']:.2f} s")
+        if s.get("cost_model_accuracy"):
+            st.caption(f"Accuracy: {s['cost_model_accuracy']}")
         for note in out["notes"]:
             st.caption(f"Note: {note}")
 

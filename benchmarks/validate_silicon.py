@@ -160,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         command = shlex.join(["python", "benchmarks/validate_silicon.py", *(argv or sys.argv[1:])])
         write_doc(res, skipped, rows, variants, command, wall, Path(args.doc), before_note=args.before_note)
         print(f"wrote {args.doc}")
+        from silicon_accuracy import write_accuracy  # the same figures, for the simulator's reports
+
+        print(f"wrote {write_accuracy(res, command)}")
     return 0
 
 

@@ -13,9 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .accuracy import composed_profile_accuracy, measured_profile_accuracy
 from .configio import ConfigError
 from .cost_model import CostModel, RooflineCostModel, RooflineParams
 from .scenario import ENGINE_KNOBS, ROOFLINE_ONLY_KNOBS, Scenario
+
+
+ROOFLINE_ACCURACY = ("roofline: an analytic estimate, not checked against measured GPU serving runs "
+                     "(docs/validation_gpu.md checks the composed profiles)")
+LOWER_BOUND_ACCURACY = ("kernels only, no engine time: a lower bound on the step (docs/validation_gpu.md: kernels "
+                        "alone vs measured vLLM runs)")
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,7 @@ class CostChoice:
     notes: list[str] = field(default_factory=list)  # warnings the run carries (e.g. a stand-in engine version)
     label: str = ""  # the short form for tables: "auto: profile NAME + vllm 0.12.0 engine terms", "roofline", ...
     profile: str | None = None  # the profile's name or path as given (None: the roofline)
+    accuracy: str = ""  # how far predictions priced like this were from measured runs (sim/accuracy.py)
 
 
 def auto_profile_name(scenario: Scenario) -> str | None:
@@ -115,28 +123,36 @@ def _profile_choice(scenario: Scenario, name: str, how: str) -> CostChoice:
     desc = f"{how} {prof.name} ({prof.provenance.get('source')})"
     label = f"{how} {prof.name}"
     knobs = cm.set_knobs(ENGINE_KNOBS)
+    lower_bound = bool(prof.provenance.get("lower_bound"))
     if not cm.serving_overhead:
         return CostChoice(prof.cost_model(serving=False), desc + "; bare engine step (serving_overhead: false)",
-                          blocks, "profile", notes, label + " (bare)", name)
+                          blocks, "profile", notes, label + " (bare)", name,
+                          accuracy=(LOWER_BOUND_ACCURACY if lower_bound else measured_profile_accuracy(prof.fit)))
     if prof.serving is not None:  # measured against the real server: its own terms
         overhead = prof.serving_overhead
         desc += f" + serving overhead ({prof.serving['provenance']['source']})"
         label += " + serving overhead"
-    elif prof.provenance.get("lower_bound"):  # kernels only: add the engine's time for this version
+        accuracy = measured_profile_accuracy(prof.fit)
+    elif lower_bound:  # kernels only: add the engine's time for this version
         eng = scenario.engine
         terms = engine_terms(eng.name, eng.version, gpu=prof.gpu)
         if terms is None:
             overhead = None
             notes.append(f"WARNING: no engine terms for {eng.name}; {prof.name} is a lower bound (kernels only)")
+            accuracy = LOWER_BOUND_ACCURACY
         else:
             overhead = terms.overhead
             desc += f" + {terms.label} ({terms.provenance['source']})"
             label += f" + {terms.label}"
             if terms.note:
                 notes.append(terms.note)
+            accuracy = composed_profile_accuracy(prof.gpu, prof.model, prof.weight_dtype)
     else:
         overhead = None
+        accuracy = measured_profile_accuracy(prof.fit)
     if knobs:
+        accuracy = ("engine terms set in the scenario (cost_model), so the check of the fitted ones does not apply; "
+                    f"with the fitted ones: {accuracy}")
         from sim.cost_model import ServingOverhead
 
         overhead = replace(overhead or ServingOverhead(), **knobs)
@@ -144,7 +160,7 @@ def _profile_choice(scenario: Scenario, name: str, how: str) -> CostChoice:
     from sim.cost_model import ProfileCostModel
 
     return CostChoice(ProfileCostModel(prof.coefficients, overhead), desc, blocks, "profile", notes,
-                      label, name)
+                      label, name, accuracy=accuracy)
 
 
 def roofline_defaults(scenario: Scenario) -> RooflineParams:
@@ -178,4 +194,4 @@ def select_cost_model(scenario: Scenario) -> CostChoice:
         why = "roofline"
     return CostChoice(cost, f"{why}; fixed step cost {params.step_overhead_s * 1e3:.2f} ms + "
                             f"{params.per_seq_overhead_s * 1e6:.0f} us/sequence", None, "roofline",
-                      label="auto: roofline" if cm.kind == "auto" else "roofline")
+                      label="auto: roofline" if cm.kind == "auto" else "roofline", accuracy=ROOFLINE_ACCURACY)

@@ -165,6 +165,7 @@ def summarize(results: Results) -> dict[str, Any]:
     s["cost_usd_per_1m_output_tokens"] = usd_per_hour * served_hours / (out_tokens / 1e6) if out_tokens else math.nan
     s["cost_usd_per_1k_requests"] = usd_per_hour * served_hours / (finished / 1e3) if finished else math.nan
     s["cost_model"] = results.cost_model_name
+    s["cost_model_accuracy"] = results.cost_model_accuracy
     s["wall_s"] = results.wall_s
     return s
 

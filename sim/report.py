@@ -35,6 +35,7 @@ def format_summary(results: Results, s: dict[str, Any]) -> str:
         f"scheduler {serving.scheduler.policy}, router {serving.router}, weights {serving.quantization.weights}, "
         f"KV {serving.quantization.kv_cache}" + (f", {spec.describe()}" if spec else ""),
         f"  cost model: {s['cost_model']}",
+        *([f"  accuracy: {s['cost_model_accuracy']}"] if s.get("cost_model_accuracy") else []),
         f"  memory per GPU: weights {m.weights_bytes / GIB:.1f} GiB, reserve {m.reserve_bytes / GIB:.1f} GiB, "
         f"KV {m.num_kv_blocks:,} blocks = {m.kv_capacity_tokens:,} tokens",
         "",

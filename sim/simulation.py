@@ -78,6 +78,7 @@ class Results:
     sustained_rate_per_s: float
     wall_s: float
     notes: list[str] = field(default_factory=list)
+    cost_model_accuracy: str = ""  # how far runs priced like this were from measured ones (sim/accuracy.py)
     steps: pd.DataFrame | None = None  # run(record_steps=True): replica, start_s, duration_s, num_seqs, prefill/decode tokens
     token_times: TokenTimes | None = None  # run(record_token_times=True): each request's chunk times
 
@@ -137,9 +138,11 @@ class Simulation:
         s = scenario.serving
         choice = select_cost_model(scenario)
         self.cost, self.cost_name, measured_blocks = choice.cost, choice.name, choice.num_kv_blocks
+        self.cost_accuracy = choice.accuracy
         self.notes: list[str] = list(choice.notes)  # what the run's report lists under "note:"
         if cost_model is not None:  # a caller's own step pricing (e.g. a fit trying candidate terms)
             self.cost, self.cost_name = cost_model, f"{type(cost_model).__name__} given by the caller"
+            self.cost_accuracy = ""
         self.memory = build_memory(scenario, measured_blocks)
         n = len(workload)
         # A request whose prompt + output exceeds max_model_len fails on arrival, as vLLM's server
@@ -356,7 +359,8 @@ def run(scenario: Scenario, seed: int | None = None, workload: Workload | None =
                       replica_busy_s=np.array([r.busy_s for r in sim.replicas]), memory=sim.memory,
                       cost_model_name=sim.cost_name, arrival_window_s=float(window), end_s=end_s, stable=stable,
                       status=status, offered_rate_per_s=offered, sustained_rate_per_s=sustained,
-                      wall_s=time.perf_counter() - wall0, notes=list(workload.notes) + sim.notes)
+                      wall_s=time.perf_counter() - wall0, notes=list(workload.notes) + sim.notes,
+                      cost_model_accuracy=sim.cost_accuracy)
     if record_steps:
         import pandas as pd
 

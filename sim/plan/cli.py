@@ -62,6 +62,8 @@ def format_plan(p) -> str:
     if best is not None:
         hours = " ".join(str(n) for n in best.hourly_replicas)
         lines += ["", f"{best.name} replicas by hour (00..23): {hours}"]
+        if best.cost_model_accuracy:
+            lines += [f"{best.name} accuracy: {best.cost_model_accuracy}"]
     lines += [f"  {note}" for note in p.notes]
     lines += ["", f"planned in {p.wall_s:.1f} s wall ({p.points_simulated} simulations, {p.sim_s:.1f} s of simulation, "
                   f"{p.backend}, seed {p.seed})"]

@@ -80,8 +80,10 @@ def _costed(name: str, sc: Scenario, est: Estimate, out: Outcome, slo: Slo, peak
             queries_per_day: float, tokens_per_query: float, sims: int) -> CandidatePlan:
     tp = sc.serving.tensor_parallel
     price = sc.price_usd_per_gpu_hour
+    choice = select_cost_model(sc)
     common = dict(name=name, label=describe(sc), model=sc.model_spec.name, gpu=sc.gpu_spec.name,
-                  tensor_parallel=tp, cost_model=select_cost_model(sc).label, price_usd_per_gpu_hour=price,
+                  tensor_parallel=tp, cost_model=choice.label, cost_model_accuracy=choice.accuracy,
+                  price_usd_per_gpu_hour=price,
                   analytic_rate_per_replica_per_s=est.max_rate_per_s, points_simulated=sims,
                   analytic_replicas=est.replicas_for(peak_rate_per_s, START_UTILISATION))
     if out.replicas_peak is None:

@@ -25,6 +25,7 @@ class CandidatePlan:
     gpu: str = ""
     tensor_parallel: int | None = None
     cost_model: str = ""  # which cost model priced it (sim/cost_select.py's label)
+    cost_model_accuracy: str = ""  # how far runs priced like this were from measured ones (sim/accuracy.py)
     price_usd_per_gpu_hour: float = math.nan
     replicas_peak: int | None = None
     gpus_peak: int | None = None

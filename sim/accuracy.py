@@ -1,0 +1,79 @@
+"""How far predictions priced like this run's were from measured serving runs: one line for the report.
+
+A composed GPU profile with the fitted engine terms (sim/cost_select.py) was checked against measured vLLM
+serving runs of models the terms were not fitted on (benchmarks/validate_silicon.py, docs/validation_gpu.md);
+calibration/profiles/validation_accuracy.json holds that check per GPU, model and weight dtype. This module
+picks the figure that applies to a run and says which it is: the same setup held out from the fit, the same
+setup in-sample (the fit saw it: not a forecast), other models on the same GPU, or no measured run at all.
+A profile measured against a real server carries its own fit error; the roofline has no measured check.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+ACCURACY_FILE = "validation_accuracy.json"
+
+
+def accuracy_path() -> Path:
+    """The record's place among the shipped profiles (a function: reading it imports the calibration package,
+    which a plain run does only when it prices with a profile)."""
+    return Path(str(resources.files("calibration").joinpath("profiles", ACCURACY_FILE)))
+
+
+def setup_key(gpu: str, model: str, weight_dtype: str) -> str:
+    return f"{gpu}|{model}|{weight_dtype}".lower()
+
+
+@lru_cache(maxsize=2)
+def _read(path: str) -> dict[str, Any] | None:
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def _err(f: dict) -> str:
+    """'median |error| TPOT 7.0 %, TTFT 29.2 % (signed +4.9 %, +16.7 %; > 0: slower than measured)'."""
+    return (f"median |error| TPOT {f['tpot_mdape']:.1f} %, TTFT {f['ttft_mdape']:.1f} % "
+            f"(signed {f['tpot_signed']:+.1f} %, {f['ttft_signed']:+.1f} %; > 0: slower than measured)")
+
+
+def composed_profile_accuracy(gpu: str | None, model: str, weight_dtype: str, path: Path | None = None) -> str:
+    """The check that applies to a composed profile + fitted engine terms on (gpu, model, weight dtype)."""
+    data = _read(str(path or accuracy_path()))
+    if data is None:
+        return "no measured check on record (calibration/profiles/validation_accuracy.json is missing)"
+    held, train = data["held_out"], data["train_in_sample"]["by_setup"]
+    key = setup_key(gpu or "", model, weight_dtype)
+    doc = data["doc"]
+    if key in held["by_setup"]:
+        f = held["by_setup"][key]
+        return (f"held-out check on {f['rows']} measured vLLM runs of {model} {weight_dtype} on {gpu} (a model the "
+                f"engine terms were not fitted on): {_err(f)}; 1 run in 10 off by more than TPOT "
+                f"{f['tpot_p90_abs']:.0f} % or TTFT {f['ttft_p90_abs']:.0f} % ({doc})")
+    gpu_f = held["by_gpu"].get((gpu or "").lower())
+    other = (f"held-out models on {gpu}: {_err(gpu_f)}" if gpu_f else
+             f"held-out models on the GPUs with measured runs: {_err(held['all'])}")
+    if key in train:
+        return (f"in-sample only: the engine terms were fitted on {train[key]['rows']} measured runs of {model} "
+                f"{weight_dtype} on {gpu} ({_err(train[key])}), so that is no forecast; {other} ({doc})")
+    if gpu_f:
+        return f"no measured runs of {model} {weight_dtype} on {gpu}; {other} ({doc})"
+    return (f"no measured vLLM runs on {gpu} in the validation data (its kernel tables are aiconfigurator-core's, "
+            f"its engine terms another GPU's); {other} ({doc})")
+
+
+def measured_profile_accuracy(fit: dict | None) -> str:
+    """A profile fitted on its own measured steps: the fit's error on the steps it held out."""
+    overall = (fit or {}).get("overall") or {}
+    if "mape_pct" not in overall:
+        return "measured profile without a recorded fit error"
+    return (f"measured profile: step-time error {overall['mape_pct']:.1f} % (mean |error|) on {overall.get('n', '?')} "
+            f"measured steps held out of its fit; serving-level error not checked here")
