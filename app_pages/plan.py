@@ -139,6 +139,8 @@ def answer_report(result: dict, ranked: pd.DataFrame, job: dict) -> str:
         f"- Autoscaling margin: {p['scale_up_margin']:g} "
         f"(each hour sized for its rate × {1 + p['scale_up_margin']:g})",
         "- Cost model per candidate: " + "; ".join(f"{n}: {m}" for n, m in job.get("cost_models", {}).items()),
+        *[f"- Accuracy, {n}: {a}" for n, a in zip(result["table"]["name"], result["table"]["cost_model_accuracy"])
+          if a],
         f"- Prices (on-demand list, discount {discount:g}):", *[f"  {line}" for line in prices],
         f"- Seed {p['seed']}; {planning['plan']['requests_per_point']:,} requests per simulated point; "
         f"{p['points_simulated']} simulations ({p['backend']})",
@@ -330,6 +332,8 @@ with out_col:
         table = result["table"]
         best = table[table["feasible"]]
         (st.success if len(best) else st.error)(result["headline"])
+        if len(best) and best["cost_model_accuracy"].iloc[0]:
+            st.caption(f"Accuracy ({best['name'].iloc[0]}): {best['cost_model_accuracy'].iloc[0]}")
         baseline = st.session_state.get("plan.baseline")
         cheapest = float(best["usd_per_month_autoscaled"].iloc[0]) if len(best) else None
         cols = st.columns([3, 1])

@@ -120,6 +120,7 @@ def test_scenario_default_run_shows_the_cli_numbers(app):
     assert shown["$ / 1M output tokens"] == fmt_usd(s["cost_usd_per_1m_output_tokens"], 3)
     assert shown["$ / month"] == fmt_usd(s["cost_usd_per_month"], 0)
     assert any("Stable" in m.value for m in app.success)
+    assert f"Accuracy: {s['cost_model_accuracy']}" in [c.value for c in app.caption] and s["cost_model_accuracy"]
     assert {b.label for b in app.get("download_button")} >= {"Per-request results (CSV)", "Summary (CSV)",
                                                              "Scenario (YAML)"}
 
@@ -377,6 +378,8 @@ def test_plan_answers_in_a_sentence_with_a_ranked_table(app):
     expected = plan(base, config={**(base.get("plan") or {}), "requests_per_point": 200, "min_duration_s": 120.0,
                                   "candidates": candidates})
     assert headline == expected.headline()
+    cheapest = next(c for c in expected.candidates if c.feasible)
+    assert f"Accuracy ({cheapest.name}): {cheapest.cost_model_accuracy}" in [c.value for c in app.caption]
 
 
 def test_plan_bad_input_is_shown_next_to_the_field(app):
