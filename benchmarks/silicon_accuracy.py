@@ -51,13 +51,22 @@ def _figures(g: pd.DataFrame) -> dict:
             "ttft_p90_abs": r(np.quantile(np.abs(tt), 0.9))}
 
 
-def accuracy_record(res: pd.DataFrame, command: str) -> dict:
-    """The JSON record from validate_silicon.py's per-row results (all rows; the summary screens applied here)."""
-    main = summary_rows(res)
+def _by_setup(part: pd.DataFrame) -> dict:
+    return {setup_key(g, m, d): _figures(x) for (g, m, d), x in part.groupby(["gpu", "model", "dtype"], sort=True)}
+
+
+def _section(main: pd.DataFrame) -> tuple[dict, dict]:
+    """(held-out figures: all, by GPU, by setup; in-sample figures by setup) of summary rows `main`."""
     held, train = main[main["split"] == "held-out"], main[main["split"] == "train"]
-    by_setup = lambda part: {setup_key(g, m, d): _figures(x)  # noqa: E731
-                             for (g, m, d), x in part.groupby(["gpu", "model", "dtype"], sort=True)}
-    return {
+    return ({"all": _figures(held), "by_gpu": {g: _figures(x) for g, x in held.groupby("gpu", sort=True)},
+             "by_setup": _by_setup(held)}, {"by_setup": _by_setup(train)})
+
+
+def accuracy_record(res: pd.DataFrame, command: str, roofline: pd.DataFrame | None = None) -> dict:
+    """The JSON record from validate_silicon.py's per-row results (all rows; the summary screens applied here);
+    `roofline`: its roofline variant's results (held-out rows, or all), the same screens applied."""
+    held, train = _section(summary_rows(res))
+    rec = {
         "note": ("Written by benchmarks/validate_silicon.py (benchmarks/silicon_accuracy.py); do not edit by hand. "
                  "Median |error| and median signed error (%) of servesim's mean TTFT and TPOT against measured vLLM "
                  "serving runs (closed loops at a fixed concurrency), signed > 0: servesim slower than measured; "
@@ -68,26 +77,39 @@ def accuracy_record(res: pd.DataFrame, command: str) -> dict:
         "command": command,
         "date": datetime.date.today().isoformat(),
         "train_models": list(TRAIN_MODELS),
-        "held_out": {"all": _figures(held), "by_gpu": {g: _figures(x) for g, x in held.groupby("gpu", sort=True)},
-                     "by_setup": by_setup(held)},
-        "train_in_sample": {"by_setup": by_setup(train)},
+        "held_out": held,
+        "train_in_sample": train,
     }
+    if roofline is not None and len(roofline):
+        ids = set(summary_rows(res)["id"]) if "id" in res.columns else None  # the main run's screens, row by row
+        roof = summary_rows(roofline)
+        roof = roof[roof["id"].isin(ids)] if ids is not None and "id" in roof.columns else roof
+        r_held, r_train = _section(roof)
+        rec["roofline"] = {"note": ("cost_model: {kind: roofline} on the same rows: its fixed step and per-sequence "
+                                    "cost per vLLM version were fitted on the training rows' TPOT, so the held-out "
+                                    "rows are out of sample for it too"),
+                           "held_out": r_held, "train_in_sample": r_train}
+    return rec
 
 
-def write_accuracy(res: pd.DataFrame, command: str, path: Path | None = None) -> Path:
+def write_accuracy(res: pd.DataFrame, command: str, path: Path | None = None,
+                   roofline: pd.DataFrame | None = None) -> Path:
     path = path or accuracy_path()
-    path.write_text(json.dumps(accuracy_record(res, command), indent=2) + "\n")
+    path.write_text(json.dumps(accuracy_record(res, command, roofline), indent=2) + "\n")
     return path
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--results", required=True, help="per-row results of benchmarks/validate_silicon.py --csv")
+    ap.add_argument("--roofline", default="", help="per-row results of the roofline variant (validate_silicon.py)")
     ap.add_argument("--out", default=str(accuracy_path()), help="where to write the record")
     args = ap.parse_args(argv)
-    res = pd.read_csv(args.results, keep_default_na=False, na_values=[""])
+    read = lambda p: pd.read_csv(p, keep_default_na=False, na_values=[""])  # noqa: E731
+    res = read(args.results)
     cmd = "python benchmarks/silicon_accuracy.py --results " + Path(args.results).name
-    print(f"wrote {write_accuracy(res, cmd, Path(args.out))}")
+    roof = read(args.roofline) if args.roofline else None
+    print(f"wrote {write_accuracy(res, cmd, Path(args.out), roof)}")
     return 0
 
 

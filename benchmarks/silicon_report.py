@@ -55,6 +55,7 @@ def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variant
 
     kern_h, lock_h, seed_h = var("kernels", held), var("lockstep", held), var("seed1", held)
     kspread_h, before_h = var("kernels_spread", held), var("before", held)
+    roof_h = var("roofline", held)
     fp8_held = held[held["dtype"] == "fp8"]
     held_models = sorted(held["model"].unique())
     versions = ", ".join(f"{v} ({n} rows)" for v, n in main["backend_version"].value_counts().items())
@@ -167,6 +168,9 @@ def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variant
               variant_line("kernels only, clients out of phase (no engine terms)", kspread_h),
               variant_line("engine terms, clients in lockstep (start together, no request jitter)", lock_h),
               variant_line("seed 1 (another draw of the client starts and the request jitter)", seed_h),
+              variant_line("the roofline instead of the profile (`cost_model: {kind: roofline}`: its fixed step and "
+                           "per-sequence cost for the row's vLLM version, fitted on the training rows; no other "
+                           "engine term)", roof_h),
               variant_line(f"before: {before_note}", before_h),
               variant_line("TTFT vs the simulated P50 instead of the mean",
                            {**e, "ttft_mdape": held["ttft_p50_err_pct"].abs().median(),

@@ -38,8 +38,9 @@ from calibration.plausibility import implied_load
 from sim.engine_terms import engine_terms
 from calibration.profile import load_profile
 from calibration.silicon import (KV_BOUND_PEAK, Row, engine_version, lone_prefill_ms, read_rows,
-                                 simulate_row)
-from sim.cost_model import ProfileCostModel
+                                 scenario_for, simulate_row)
+from sim.cost_model import CostModel, ProfileCostModel, RooflineCostModel
+from sim.cost_select import roofline_defaults
 
 DOC = ROOT / "docs" / "validation_gpu.md"
 
@@ -59,14 +60,25 @@ def _lockstep_cost(row: Row) -> ProfileCostModel:
     return ProfileCostModel(load_profile(row.profile).coefficients, replace(terms.overhead, request_jitter_s=0.0))
 
 
+def _roofline_cost(row: Row) -> CostModel:
+    """What `cost_model: {kind: roofline}` prices the row's scenario with: the roofline and its fixed per-step and
+    per-sequence cost for the row's vLLM version (engine_terms.json's `roofline` entry, fitted on the training
+    rows' TPOT), no other engine term (sim/cost_select.select_cost_model)."""
+    sc = scenario_for(row)
+    s = sc.serving
+    return RooflineCostModel(sc.model_spec, sc.gpu_spec, tp=s.tensor_parallel, weight_dtype=s.quantization.weights,
+                             kv_dtype=s.quantization.kv_cache, params=roofline_defaults(sc))
+
+
 def validate(rows: list[Row], kv_dtype: str | None = None, spread: float = 0.0, engine: bool = True,
-             lockstep: bool = False, seed: int = 0, log=print) -> pd.DataFrame:
+             lockstep: bool = False, seed: int = 0, roofline: bool = False, log=print) -> pd.DataFrame:
     """One record per row: measured, predicted, error % = (pred - real) / real, TPOT gap (ms).
     `engine` False: the profile's kernels alone (no engine terms); `lockstep`: clients start together and
-    requests reach the engine with no jitter (what servesim did before)."""
+    requests reach the engine with no jitter (what servesim did before); `roofline`: priced by the roofline
+    a `cost_model: {kind: roofline}` scenario gets, not the profile."""
     out = []
     for i, row in enumerate(rows):
-        cost = _lockstep_cost(row) if lockstep and engine else None
+        cost = _roofline_cost(row) if roofline else (_lockstep_cost(row) if lockstep and engine else None)
         p = simulate_row(row, kv_dtype, spread=spread, engine_terms=engine, cost_model=cost, seed=seed,
                          lockstep=lockstep)
         terms = engine_terms("vllm", engine_version(row)) if engine else None
@@ -98,6 +110,7 @@ VARIANTS = {
     "kernels_spread": lambda rows: validate(rows, engine=False, log=_quiet),
     "lockstep": lambda rows: validate(rows, lockstep=True, log=_quiet),
     "seed1": lambda rows: validate(rows, seed=1, log=_quiet),
+    "roofline": lambda rows: validate(rows, roofline=True, log=_quiet),  # cost_model: {kind: roofline}
     "fp8_kv": lambda rows: validate([r for r in rows if r.dtype == "fp8" and r.kv_dtype != "fp8"], kv_dtype="fp8",
                                     log=_quiet),
 }
@@ -162,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.doc}")
         from silicon_accuracy import write_accuracy  # the same figures, for the simulator's reports
 
-        print(f"wrote {write_accuracy(res, command)}")
+        print(f"wrote {write_accuracy(res, command, roofline=variants.get('roofline'))}")
     return 0
 
 

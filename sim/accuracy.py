@@ -45,29 +45,53 @@ def _err(f: dict) -> str:
             f"(signed {f['tpot_signed']:+.1f} %, {f['ttft_signed']:+.1f} %; > 0: slower than measured)")
 
 
-def composed_profile_accuracy(gpu: str | None, model: str, weight_dtype: str, path: Path | None = None) -> str:
-    """The check that applies to a composed profile + fitted engine terms on (gpu, model, weight dtype)."""
-    data = _read(str(path or accuracy_path()))
-    if data is None:
-        return "no measured check on record (calibration/profiles/validation_accuracy.json is missing)"
-    held, train = data["held_out"], data["train_in_sample"]["by_setup"]
+def _check(sec: dict, doc: str, gpu: str | None, model: str, weight_dtype: str, fitted: str, gpu_note: str) -> str:
+    """The figure of record section `sec` ({held_out, train_in_sample}) that applies to (gpu, model, dtype).
+    `fitted`: what was fitted on the training rows; `gpu_note`: why a GPU without runs is still priced."""
+    held, train = sec["held_out"], sec["train_in_sample"]["by_setup"]
     key = setup_key(gpu or "", model, weight_dtype)
-    doc = data["doc"]
     if key in held["by_setup"]:
         f = held["by_setup"][key]
-        return (f"held-out check on {f['rows']} measured vLLM runs of {model} {weight_dtype} on {gpu} (a model the "
-                f"engine terms were not fitted on): {_err(f)}; 1 run in 10 off by more than TPOT "
+        return (f"held-out check on {f['rows']} measured vLLM runs of {model} {weight_dtype} on {gpu} (a model "
+                f"{fitted} not fitted on): {_err(f)}; 1 run in 10 off by more than TPOT "
                 f"{f['tpot_p90_abs']:.0f} % or TTFT {f['ttft_p90_abs']:.0f} % ({doc})")
     gpu_f = held["by_gpu"].get((gpu or "").lower())
     other = (f"held-out models on {gpu}: {_err(gpu_f)}" if gpu_f else
              f"held-out models on the GPUs with measured runs: {_err(held['all'])}")
     if key in train:
-        return (f"in-sample only: the engine terms were fitted on {train[key]['rows']} measured runs of {model} "
+        return (f"in-sample only: {fitted} fitted on {train[key]['rows']} measured runs of {model} "
                 f"{weight_dtype} on {gpu} ({_err(train[key])}), so that is no forecast; {other} ({doc})")
     if gpu_f:
         return f"no measured runs of {model} {weight_dtype} on {gpu}; {other} ({doc})"
-    return (f"no measured vLLM runs on {gpu} in the validation data (its kernel tables are aiconfigurator-core's, "
-            f"its engine terms another GPU's); {other} ({doc})")
+    return f"no measured vLLM runs on {gpu} in the validation data ({gpu_note}); {other} ({doc})"
+
+
+def _record(path: Path | None) -> dict | None:
+    return _read(str(path or accuracy_path()))
+
+
+MISSING = "no measured check on record (calibration/profiles/validation_accuracy.json is missing)"
+
+
+def composed_profile_accuracy(gpu: str | None, model: str, weight_dtype: str, path: Path | None = None) -> str:
+    """The check that applies to a composed profile + fitted engine terms on (gpu, model, weight dtype)."""
+    data = _record(path)
+    if data is None:
+        return MISSING
+    return _check(data, data["doc"], gpu, model, weight_dtype, "the engine terms were",
+                  "its kernel tables are aiconfigurator-core's, its engine terms another GPU's")
+
+
+def roofline_accuracy(gpu: str | None, model: str, weight_dtype: str, path: Path | None = None) -> str:
+    """The check that applies to the default roofline (its fixed costs per vLLM version) on (gpu, model, dtype)."""
+    data = _record(path)
+    if data is None:
+        return MISSING
+    if "roofline" not in data:
+        return "roofline: an analytic estimate, not checked against measured GPU serving runs"
+    return "roofline: " + _check(data["roofline"], data["doc"], gpu, model, weight_dtype,
+                                 "its fixed step and per-sequence cost were",
+                                 "datasheet peaks with default efficiencies")
 
 
 def measured_profile_accuracy(fit: dict | None) -> str:

@@ -13,14 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .accuracy import composed_profile_accuracy, measured_profile_accuracy
+from .accuracy import composed_profile_accuracy, measured_profile_accuracy, roofline_accuracy
 from .configio import ConfigError
 from .cost_model import CostModel, RooflineCostModel, RooflineParams
 from .scenario import ENGINE_KNOBS, ROOFLINE_ONLY_KNOBS, Scenario
 
 
-ROOFLINE_ACCURACY = ("roofline: an analytic estimate, not checked against measured GPU serving runs "
-                     "(docs/validation_gpu.md checks the composed profiles)")
+ROOFLINE_OWN_SETTINGS = "roofline with settings of the scenario's own (cost_model), so its check does not apply"
 LOWER_BOUND_ACCURACY = ("kernels only, no engine time: a lower bound on the step (docs/validation_gpu.md: kernels "
                         "alone vs measured vLLM runs)")
 
@@ -185,7 +184,10 @@ def select_cost_model(scenario: Scenario) -> CostChoice:
         if name is not None:
             return _profile_choice(scenario, name, "auto: profile")
     s = scenario.serving
-    params = cm.roofline_params(roofline_defaults(scenario))
+    defaults = roofline_defaults(scenario)
+    params = cm.roofline_params(defaults)
+    accuracy = (roofline_accuracy(scenario.gpu_spec.name, scenario.model_spec.name, s.quantization.weights)
+                if params == defaults else ROOFLINE_OWN_SETTINGS)
     cost = RooflineCostModel(scenario.model_spec, scenario.gpu_spec, tp=s.tensor_parallel,
                              weight_dtype=s.quantization.weights, kv_dtype=s.quantization.kv_cache, params=params)
     if cm.kind == "auto":
@@ -194,4 +196,4 @@ def select_cost_model(scenario: Scenario) -> CostChoice:
         why = "roofline"
     return CostChoice(cost, f"{why}; fixed step cost {params.step_overhead_s * 1e3:.2f} ms + "
                             f"{params.per_seq_overhead_s * 1e6:.0f} us/sequence", None, "roofline",
-                      label="auto: roofline" if cm.kind == "auto" else "roofline", accuracy=ROOFLINE_ACCURACY)
+                      label="auto: roofline" if cm.kind == "auto" else "roofline", accuracy=accuracy)

@@ -14,7 +14,7 @@ import pytest
 
 from sim.accuracy import _read, accuracy_path, composed_profile_accuracy, measured_profile_accuracy, setup_key
 from sim.cost_model import RooflineCostModel, RooflineParams
-from sim.cost_select import LOWER_BOUND_ACCURACY, ROOFLINE_ACCURACY, select_cost_model
+from sim.cost_select import LOWER_BOUND_ACCURACY, ROOFLINE_OWN_SETTINGS, select_cost_model
 from sim.metrics import summarize
 from sim.report import format_summary
 from sim.scenario import load_scenario
@@ -63,6 +63,13 @@ def test_the_record_holds_the_docs_held_out_figures():
     a = rec["held_out"]["all"]
     assert (a["rows"], a["tpot_mdape"], a["ttft_mdape"]) == (int(head[1]), float(head[2]), float(head[3]))
     assert set(rec["train_models"]).isdisjoint({k.split("|")[1] for k in rec["held_out"]["by_setup"]})
+    # The roofline's check: the doc's sensitivity line for it, on the same held-out rows.
+    line = next(ln for ln in DOC.read_text().splitlines() if ln.startswith("| the roofline instead of the profile"))
+    rows, ttft_abs, ttft_signed, tpot_abs, tpot_signed = line.strip("|").split("|")[1:6]
+    r = rec["roofline"]["held_out"]["all"]
+    assert r["rows"] == int(rows) == a["rows"]
+    assert (r["ttft_mdape"], r["ttft_signed"], r["tpot_mdape"], r["tpot_signed"]) == pytest.approx(
+        (float(ttft_abs), float(ttft_signed), float(tpot_abs), float(tpot_signed)), abs=0.051)
 
 
 def test_a_held_out_setup_quotes_its_own_check():
@@ -72,6 +79,15 @@ def test_a_held_out_setup_quotes_its_own_check():
     assert c.accuracy.startswith(f"held-out check on {f['rows']} measured vLLM runs of llama-3.1-70b fp8 on h200-sxm")
     assert f"TPOT {f['tpot_mdape']:.1f} %" in c.accuracy and f"TTFT {f['ttft_mdape']:.1f} %" in c.accuracy
     assert f"{f['tpot_p90_abs']:.0f} %" in c.accuracy and "docs/validation_gpu.md" in c.accuracy
+
+
+def test_the_roofline_quotes_its_own_held_out_check():
+    s = scen("model=llama-3.1-70b", "hardware.gpu=h200-sxm", "serving.tensor_parallel=2",
+             "serving.quantization.weights=fp8", "cost_model.kind=roofline")
+    f = record()["roofline"]["held_out"]["by_setup"]["h200-sxm|llama-3.1-70b|fp8"]
+    acc = select_cost_model(s).accuracy
+    assert acc.startswith(f"roofline: held-out check on {f['rows']} measured vLLM runs of llama-3.1-70b fp8")
+    assert f"TPOT {f['tpot_mdape']:.1f} %" in acc and f"TTFT {f['ttft_mdape']:.1f} %" in acc
 
 
 def test_a_training_setup_is_called_in_sample_and_gets_the_gpus_held_out_figure():
@@ -87,7 +103,10 @@ def test_setups_without_measured_runs_say_so():
     assert f"TPOT {record()['held_out']['all']['tpot_mdape']:.1f} %" in a100
     b200_8b = select_cost_model(scen("hardware.gpu=b200-sxm")).accuracy  # a GPU with runs, not of this model
     assert b200_8b.startswith("no measured runs of llama-3.1-8b bf16 on b200-sxm; held-out models on b200-sxm")
-    assert select_cost_model(scen("cost_model.kind=roofline")).accuracy == ROOFLINE_ACCURACY
+    roof = select_cost_model(scen("cost_model.kind=roofline")).accuracy
+    assert roof.startswith("roofline: no measured vLLM runs on a100-80gb-sxm")
+    assert select_cost_model(scen("cost_model.kind=roofline", "cost_model.compute_efficiency=0.5")).accuracy \
+        == ROOFLINE_OWN_SETTINGS
     assert select_cost_model(scen("cost_model.serving_overhead=false")).accuracy == LOWER_BOUND_ACCURACY
     own = select_cost_model(scen("cost_model.step_overhead_s=0.004")).accuracy
     assert own.startswith("engine terms set in the scenario") and "no measured vLLM runs on a100" in own
@@ -126,7 +145,7 @@ def test_the_writer_applies_the_docs_screens():
     rng = np.random.default_rng(0)
     n = 40
     res = pd.DataFrame({
-        "gpu": ["h100-sxm"] * n, "model": ["llama-3.1-70b"] * 20 + ["qwen3-32b"] * 20,
+        "id": [f"r{i}" for i in range(n)], "gpu": ["h100-sxm"] * n, "model": ["llama-3.1-70b"] * 20 + ["qwen3-32b"] * 20,
         "dtype": ["fp8"] * 20 + ["bf16"] * 20, "split": ["held-out"] * 20 + ["train"] * 20,
         "concurrency_recorded": [True] * n, "implausible": [False] * n,
         "tpot_err_pct": rng.normal(5, 3, n), "ttft_err_pct": rng.normal(-10, 5, n)})
@@ -139,6 +158,12 @@ def test_the_writer_applies_the_docs_screens():
     assert f["tpot_mdape"] == round(float(kept["tpot_err_pct"].abs().median()), 1)
     assert f["tpot_signed"] == round(float(kept["tpot_err_pct"].median()), 1)
     assert rec["train_in_sample"]["by_setup"]["h100-sxm|qwen3-32b|bf16"]["rows"] == 20
+    assert "roofline" not in rec
+    # The roofline variant's rows: the main run's screens apply row by row (here row 0 is flagged in the main
+    # run only), and its own errors are summarised.
+    roof = res.assign(implausible=False, tpot_err_pct=res["tpot_err_pct"] * 2)
+    r = accuracy_record(res, "test", roofline=roof)["roofline"]["held_out"]["all"]
+    assert r["rows"] == 18 and r["tpot_signed"] == round(float((kept["tpot_err_pct"] * 2).median()), 1)
 
 
 def test_the_wheel_ships_the_records_the_simulator_reads():
