@@ -97,8 +97,8 @@ def test_the_form_defaults_to_the_clis_auto_cost_model_and_names_the_one_used(ap
     from sim.metrics import summarize
     from sim.simulation import run
 
-    # The default scenario's file asks for the roofline: the form keeps the file's choice.
-    assert app.selectbox(key=fk(app, "cost_model")).value == ROOFLINE_COST
+    # The default scenario's file asks for auto ({kind: auto}): the form keeps the file's choice.
+    assert app.selectbox(key=fk(app, "cost_model")).value == AUTO_COST
     # priority_mixed.yaml names no cost model: the CLI's default (auto) finds the A100 8B profile.
     app.selectbox(key="source.shipped").set_value("priority_mixed.yaml").run()
     ok(app)
