@@ -679,10 +679,10 @@ def test_stop_ends_a_long_run_and_says_so(server, browser):
 
 
 def test_cost_model_defaults_to_auto_and_the_result_names_it(server, browser):
-    """The form starts from the CLI's default cost model (auto) when the file names none, and the
-    result says which profile priced it; a file that asks for the roofline keeps it."""
+    """The form starts from the file's cost model, and from the CLI's default (auto) when the file names
+    none; the result says which profile priced it and how far such predictions were from measured runs."""
     open_page(browser, f"{server}/")
-    assert selected(browser, "Cost model").startswith("roofline")  # chat_llama3_8b_a100.yaml says so
+    assert selected(browser, "Cost model").startswith("auto:")  # chat_llama3_8b_a100.yaml: {kind: auto}
     choose(browser, "Shipped scenario", "priority_mixed.yaml")  # names no cost model
     assert selected(browser, "Cost model").startswith("auto:")
     assert "cost model: auto: profile a100-80gb-sxm_llama-3.1-8b_tp1_bf16" in body_text(browser)
@@ -694,6 +694,7 @@ def test_cost_model_defaults_to_auto_and_the_result_names_it(server, browser):
     used = run(load_scenario("priority_mixed.yaml", ["workload.num_requests=300"])).cost_model_name
     assert used.startswith("auto: profile a100-80gb-sxm_llama-3.1-8b_tp1_bf16")
     assert f"cost model: {used}" in body_text(browser)
+    assert "Accuracy: no measured vLLM runs on a100-80gb-sxm" in body_text(browser)
 
 
 def test_stop_ends_a_plan_and_says_so(server, browser):
