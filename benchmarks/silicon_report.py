@@ -169,8 +169,8 @@ def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variant
               variant_line("engine terms, clients in lockstep (start together, no request jitter)", lock_h),
               variant_line("seed 1 (another draw of the client starts and the request jitter)", seed_h),
               variant_line("the roofline instead of the profile (`cost_model: {kind: roofline}`: its fixed step and "
-                           "per-sequence cost for the row's vLLM version, fitted on the training rows; no other "
-                           "engine term)", roof_h),
+                           "per-sequence cost for the row's vLLM version, fitted on the training rows, and that "
+                           "version's API-server latency and jitter; no other engine term)", roof_h),
               variant_line(f"before: {before_note}", before_h),
               variant_line("TTFT vs the simulated P50 instead of the mean",
                            {**e, "ttft_mdape": held["ttft_p50_err_pct"].abs().median(),

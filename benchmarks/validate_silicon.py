@@ -63,7 +63,8 @@ def _lockstep_cost(row: Row) -> ProfileCostModel:
 def _roofline_cost(row: Row) -> CostModel:
     """What `cost_model: {kind: roofline}` prices the row's scenario with: the roofline and its fixed per-step and
     per-sequence cost for the row's vLLM version (engine_terms.json's `roofline` entry, fitted on the training
-    rows' TPOT), no other engine term (sim/cost_select.select_cost_model)."""
+    rows' TPOT), and that version's API-server delays (response latency, request jitter), no other engine term
+    (sim/cost_select.select_cost_model)."""
     sc = scenario_for(row)
     s = sc.serving
     return RooflineCostModel(sc.model_spec, sc.gpu_spec, tp=s.tensor_parallel, weight_dtype=s.quantization.weights,

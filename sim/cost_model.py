@@ -73,6 +73,11 @@ class RooflineParams:
     step_overhead_s: float = 0.003  # scheduler, sampling, kernel launches per step (CUDA graphs off)
     per_seq_overhead_s: float = 2.0e-5  # input preparation / sampling per sequence
     allreduce_latency_s: float = 1.0e-5  # per all-reduce call (NCCL small-message latency)
+    # The API server's, not the GPU's: engine -> client delay of every response and the mean random
+    # client -> engine delay of each request. 0 here; sim/cost_select.roofline_defaults takes them from the
+    # engine terms of the scenario's vLLM version, as a profile-priced run gets them (ServingOverhead).
+    response_latency_s: float = 0.0
+    request_jitter_s: float = 0.0
 
 
 class RooflineCostModel(_ScalarFromArrays):
@@ -87,6 +92,7 @@ class RooflineCostModel(_ScalarFromArrays):
     def __init__(self, model: ModelSpec, gpu: GpuSpec, *, tp: int, weight_dtype: str, kv_dtype: str,
                  params: RooflineParams = RooflineParams(), path: str = "serving.quantization.weights"):
         self.model, self.gpu, self.tp, self.params = model, gpu, tp, params
+        self.response_latency_s, self.request_jitter_s = params.response_latency_s, params.request_jitter_s
         self._linear_flops_per_s = matmul_tflops(gpu, weight_dtype, path) * 1e12 * params.compute_efficiency
         self._attn_flops_per_s = gpu.bf16_tflops * 1e12 * params.attention_efficiency
         self._bytes_per_s = gpu.hbm_bandwidth_bytes_per_s * params.memory_efficiency

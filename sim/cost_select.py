@@ -164,7 +164,8 @@ def _profile_choice(scenario: Scenario, name: str, how: str) -> CostChoice:
 
 def roofline_defaults(scenario: Scenario) -> RooflineParams:
     """RooflineParams() with the fixed per-step and per-sequence cost re-derived for the scenario's
-    engine version where the engine terms carry them."""
+    engine version where the engine terms carry them, and that version's API-server delays (response
+    latency, request jitter: the server's, however its steps are priced)."""
     from .engine_terms import engine_terms
 
     terms = engine_terms(scenario.engine.name, scenario.engine.version)
@@ -172,6 +173,9 @@ def roofline_defaults(scenario: Scenario) -> RooflineParams:
     if terms is not None and terms.roofline_step_overhead_s is not None:
         p = replace(p, step_overhead_s=terms.roofline_step_overhead_s,
                     per_seq_overhead_s=terms.roofline_per_seq_overhead_s or 0.0)
+    if terms is not None:
+        p = replace(p, response_latency_s=terms.overhead.response_latency_s,
+                    request_jitter_s=terms.overhead.request_jitter_s)
     return p
 
 
@@ -194,6 +198,9 @@ def select_cost_model(scenario: Scenario) -> CostChoice:
         why = f"auto: roofline (no shipped profile {_expected_name(scenario)})"
     else:
         why = "roofline"
+    server = (f"; API server: response latency {params.response_latency_s * 1e3:.1f} ms, request jitter "
+              f"{params.request_jitter_s * 1e3:.1f} ms ({scenario.engine.name} engine terms)"
+              if params.response_latency_s or params.request_jitter_s else "")
     return CostChoice(cost, f"{why}; fixed step cost {params.step_overhead_s * 1e3:.2f} ms + "
-                            f"{params.per_seq_overhead_s * 1e6:.0f} us/sequence", None, "roofline",
+                            f"{params.per_seq_overhead_s * 1e6:.0f} us/sequence{server}", None, "roofline",
                       label="auto: roofline" if cm.kind == "auto" else "roofline", accuracy=accuracy)

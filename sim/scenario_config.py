@@ -137,7 +137,8 @@ class CostModelConfig:
 
     def roofline_params(self, defaults: RooflineParams = RooflineParams()) -> RooflineParams:
         """The roofline's parameters: the knobs set here, `defaults` for the rest."""
-        return dataclasses.replace(defaults, **self.set_knobs(tuple(f.name for f in dataclasses.fields(RooflineParams))))
+        names = tuple(f.name for f in dataclasses.fields(RooflineParams) if hasattr(self, f.name))
+        return dataclasses.replace(defaults, **self.set_knobs(names))
 
 
 @dataclass(frozen=True)

@@ -205,3 +205,27 @@ def test_a_profile_measured_with_eager_pytorch_says_it_is_not_vllm():
     # and the warning reaches the report a user reads
     res = run(s)
     assert any("eager PyTorch" in n for n in res.notes)
+
+
+def test_the_roofline_carries_the_api_servers_delays():
+    # The engine -> client latency and the client -> engine jitter are the API server's, however a step is
+    # priced: a roofline run gets the scenario's engine version's, as a profile-priced run does.
+    from dataclasses import replace
+
+    from sim.cost_select import roofline_defaults
+
+    s = scen("cost_model.kind=roofline", "workload.num_requests=80")
+    c = select_cost_model(s)
+    terms = engine_terms("vllm", s.engine.version)
+    assert c.cost.response_latency_s == terms.overhead.response_latency_s > 0
+    assert c.cost.request_jitter_s == terms.overhead.request_jitter_s
+    assert f"response latency {terms.overhead.response_latency_s * 1e3:.1f} ms" in c.name
+    params = roofline_defaults(s)
+    bare = RooflineCostModel(s.model_spec, s.gpu_spec, tp=1, weight_dtype="bf16", kv_dtype="bf16",
+                             params=replace(params, response_latency_s=0.0))
+    with_latency = latency_table(run(s).requests)
+    without = latency_table(run(s, cost_model=bare).requests)
+    # Same schedule (same seed, same jitter): every TTFT and E2E later by the latency, TPOT unchanged.
+    np.testing.assert_allclose(with_latency["ttft_s"] - without["ttft_s"], params.response_latency_s, atol=1e-9)
+    np.testing.assert_allclose(with_latency["e2e_s"] - without["e2e_s"], params.response_latency_s, atol=1e-9)
+    np.testing.assert_allclose(with_latency["tpot_s"], without["tpot_s"], rtol=1e-9)
