@@ -200,11 +200,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate a scenario (or planning) file as `run` / `plan` would, without simulating."""
+    from .cost_select import select_cost_model
     from .scenario import load_scenario, read_scenario_file, scenario_to_dict
-    from .simulation import build_cost_model, build_memory
+    from .simulation import build_memory
 
     scenario = load_scenario(args.scenario, args.set or [], vllm_args=args.vllm_args)
-    _, cost_name, blocks = build_cost_model(scenario)  # a profile is read and matched to the scenario
+    choice = select_cost_model(scenario)  # a profile is read and matched to the scenario
+    cost_name, blocks = choice.name, choice.num_kv_blocks
     memory = build_memory(scenario, blocks)  # the weights must fit and leave room for KV blocks
     arrival = scenario.workload.arrival
     notes: list[str] = []
@@ -241,10 +243,12 @@ def cmd_check(args: argparse.Namespace) -> int:
                f"KV {memory.num_kv_blocks:,} blocks = {memory.kv_capacity_tokens:,} tokens per replica; "
                f"cost model {cost_name}" + (f"; {candidates} plan candidate(s)" if candidates else ""))
     if args.json:
-        print(json.dumps({"ok": True, "summary": summary, "notes": notes, "servesim_version": version(),
-                          "scenario_config": scenario_to_dict(scenario)}, indent=2))
+        print(json.dumps({"ok": True, "summary": summary, "accuracy": choice.accuracy, "notes": notes,
+                          "servesim_version": version(), "scenario_config": scenario_to_dict(scenario)}, indent=2))
     else:
         print(f"ok: {summary}")
+        if choice.accuracy:
+            print(f"  accuracy: {choice.accuracy}")
         for note in notes:
             print(f"  note: {note}")
     return 0

@@ -25,11 +25,17 @@ def cli(capsys, *argv) -> tuple[int, str, str]:
 def test_check_a_valid_scenario_and_a_planning_file(capsys):
     rc, out, _ = cli(capsys, "check", "chat_llama3_8b_a100.yaml")
     assert rc == 0 and out.startswith("ok: chat-llama3-8b-a100") and "KV 28,279 blocks" in out
+    from sim.cost_select import select_cost_model
+    from sim.scenario import load_scenario
+
+    accuracy = select_cost_model(load_scenario("chat_llama3_8b_a100.yaml")).accuracy
+    assert f"  accuracy: {accuracy}" in out.splitlines() and accuracy  # before a long run: how far off to expect
     rc, out, _ = cli(capsys, "check", "customer_support_1m_per_day.yaml")
     assert rc == 0 and "plan candidate(s)" in out
     rc, out, _ = cli(capsys, "check", "trace_replay_azure.yaml", "--json")
     doc = json.loads(out)
     assert rc == 0 and doc["ok"] and doc["scenario_config"]["workload"]["arrival"]["kind"] == "trace"
+    assert doc["accuracy"]
 
 
 @pytest.mark.parametrize("extra, needle", [
