@@ -58,6 +58,9 @@ def _with_engine_args(data: dict, vllm_args: str | None) -> dict:
     return with_vllm_default_limits(data)
 
 
+COST_MODEL_SHORTHANDS = ("auto", "roofline")  # `cost_model: <kind>` for the kinds that need nothing else
+
+
 def scenario_from_dict(data: dict, overrides: tuple[str, ...] | list[str] = (), base_dir: Path | None = None,
                        vllm_args: str | None = None) -> Scenario:
     from .hf_config import resolve_model_reference
@@ -68,6 +71,12 @@ def scenario_from_dict(data: dict, overrides: tuple[str, ...] | list[str] = (), 
         data = _with_engine_args(data, vllm_args)
     if isinstance(data, dict) and isinstance(data.get("model"), str):
         data = {**data, "model": resolve_model_reference(data["model"], base_dir)}
+    if isinstance(data, dict) and isinstance(data.get("cost_model"), str):
+        kind = data["cost_model"]
+        if kind not in COST_MODEL_SHORTHANDS:
+            raise ConfigError(f"cost_model: got {kind!r}; allowed: {', '.join(COST_MODEL_SHORTHANDS)} (short for "
+                              f"{{kind: ...}}), or a mapping such as {{profile: NAME_OR_PATH}}")
+        data = {**data, "cost_model": {"kind": kind}}  # `cost_model: auto` = {kind: auto}
     spec = data.get("serving", {}).get("speculative") if isinstance(data, dict) and isinstance(
         data.get("serving"), dict) else None
     if isinstance(spec, dict) and isinstance(spec.get("draft_model"), str):  # a draft as a config.json too

@@ -138,6 +138,14 @@ def test_golden_headline_numbers_of_the_default_scenario():
         assert got[k] == pytest.approx(want[k], rel=1e-6), k
 
 
+def test_cost_model_kind_alone_may_be_written_as_a_word():
+    for kind in ("auto", "roofline"):
+        s = load_scenario("chat_llama3_8b_a100.yaml", ["workload.num_requests=50", f"cost_model={kind}"])
+        assert s.cost_model.kind == kind and not s.cost_model.uses_profile
+    with pytest.raises(ConfigError, match="cost_model: got 'fast'; allowed: auto, roofline"):
+        load_scenario("chat_llama3_8b_a100.yaml", ["cost_model=fast"])
+
+
 def test_profile_is_selected_by_name_and_must_match_model_gpu_and_tp():
     base = load_scenario("chat_llama3_8b_a100.yaml", ["workload.num_requests=200"])
     assert not base.cost_model.uses_profile
