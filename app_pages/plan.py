@@ -16,6 +16,7 @@ from app_pages.display import fmt_ms, fmt_s, fmt_usd
 from app_pages.profiles import matching_profile
 from app_pages.progress import forget_stop, run_with_stop, stopped_notice
 from app_pages.form_workload import DAILY_SHAPES
+from sim.accuracy import held_out_summary
 from sim.catalog import gpu_catalog, model_catalog, resolve_gpu, resolve_model
 from sim.configio import ConfigError
 from sim.plan.config import read_plan
@@ -230,8 +231,7 @@ with form_col:
                                help="auto: each candidate is priced by the shipped profile measured for its GPU, "
                                     "model, TP and dtypes (Calibrate page), else by the roofline; the table says "
                                     "which, and the answer's accuracy line how far such predictions were from "
-                                    "measured vLLM runs (held-out: the profiles TPOT 17 %, TTFT 26 %; the roofline "
-                                    "TPOT 24 %, TTFT 27 %, too fast before the first token).")
+                                    f"measured vLLM runs ({held_out_summary() or 'no check on record'}).")
     with st.expander("Search settings"):
         cols = st.columns(3)
         with cols[0]:

@@ -94,6 +94,19 @@ def roofline_accuracy(gpu: str | None, model: str, weight_dtype: str, path: Path
                                  "datasheet peaks with default efficiencies")
 
 
+def held_out_summary(path: Path | None = None) -> str:
+    """One phrase: the held-out check of the composed profiles and of the roofline over all GPUs ('' if none)."""
+    data = _record(path)
+    if data is None:
+        return ""
+    f = data["held_out"]["all"]
+    out = f"the profiles TPOT {f['tpot_mdape']:.0f} %, TTFT {f['ttft_mdape']:.0f} %"
+    if "roofline" in data:
+        r = data["roofline"]["held_out"]["all"]
+        out += f"; the roofline TPOT {r['tpot_mdape']:.0f} %, TTFT {r['ttft_mdape']:.0f} %"
+    return f"median |error| on held-out measured vLLM runs: {out}"
+
+
 def measured_profile_accuracy(fit: dict | None) -> str:
     """A profile fitted on its own measured steps: the fit's error on the steps it held out."""
     overall = (fit or {}).get("overall") or {}

@@ -173,3 +173,12 @@ def test_the_wheel_ships_the_records_the_simulator_reads():
         assert (ROOT / "calibration" / rel).is_file()
         # setuptools' globs: '*' stays within one folder (fnmatch's would not)
         assert any(PurePosixPath(rel).match(g) and len(PurePosixPath(g).parts) == 2 for g in globs), (rel, globs)
+
+
+def test_the_held_out_summary_quotes_the_record():
+    from sim.accuracy import held_out_summary
+
+    rec = record()
+    text = held_out_summary()
+    assert f"the profiles TPOT {rec['held_out']['all']['tpot_mdape']:.0f} %" in text
+    assert f"the roofline TPOT {rec['roofline']['held_out']['all']['tpot_mdape']:.0f} %" in text
