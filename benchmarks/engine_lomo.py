@@ -49,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--held-basis", default="", help="npz cache of the held-out rows' basis")
     ap.add_argument("--structure", default="o2", help="a structure of calibration/engine_structures.py, by prefix")
     args = ap.parse_args(argv)
-    st = next(s for s in STRUCTURES if s.name.split(":")[0] == args.structure)
+    names = [s.name.split(":")[0] for s in STRUCTURES]
+    if args.structure not in names:
+        ap.error(f"--structure: got {args.structure!r}; allowed: {', '.join(names)}")
+    st = STRUCTURES[names.index(args.structure)]
     train, _ = screen_fit_rows(training_rows(4)[0])
     rows, _ = read_rows()
     held = [r for r in rows if r.concurrency_recorded and r.backend_version != "not recorded"
