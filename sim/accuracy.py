@@ -5,7 +5,9 @@ serving runs of models the terms were not fitted on (benchmarks/validate_silicon
 calibration/profiles/validation_accuracy.json holds that check per GPU, model and weight dtype. This module
 picks the figure that applies to a run and says which it is: the same setup held out from the fit, the same
 setup in-sample (the fit saw it: not a forecast), other models on the same GPU, or no measured run at all.
-A profile measured against a real server carries its own fit error; the roofline has no measured check.
+The roofline (cost_model: {kind: roofline}, and auto where no profile matches) has the same kinds of figure from
+its own run over the same rows (the record's `roofline` section); a profile measured against a real server
+carries its own fit error.
 """
 from __future__ import annotations
 
