@@ -15,7 +15,7 @@ script measures:
 
 Diagnostic only: nothing here is shipped; refitted coefficients stay in memory (and --coef-out, if given).
 
-    python benchmarks/grid_bias_experiment.py --out grid_bias_report.md
+    python benchmarks/grid_bias_experiment.py --out docs/grid_bias.md
 """
 from __future__ import annotations
 
@@ -218,7 +218,7 @@ def serving_section(refits: dict, per_setup: int, log) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default="grid_bias_report.md", help="markdown report path")
+    ap.add_argument("--out", default="docs/grid_bias.md", help="markdown report path")
     ap.add_argument("--profiles", default=",".join(PROFILES))
     ap.add_argument("--per-setup", type=int, default=4, help="rows kept per setup (calibration.engine_rows.thin; "
                                                                  "0: all)")
