@@ -109,10 +109,19 @@ def held_out_summary(path: Path | None = None) -> str:
     return f"median |error| on held-out measured vLLM runs: {out}"
 
 
-def measured_profile_accuracy(fit: dict | None) -> str:
-    """A profile fitted on its own measured steps: the fit's error on the steps it held out."""
+def measured_profile_accuracy(fit: dict | None, serving: dict | None = None) -> str:
+    """A profile fitted on its own measured steps: the fit's error on the steps it held out; with serving terms
+    fitted against the real server (`servesim calibrate serve`), their fit's error on its sweep (in-sample)."""
     overall = (fit or {}).get("overall") or {}
     if "mape_pct" not in overall:
-        return "measured profile without a recorded fit error"
-    return (f"measured profile: step-time error {overall['mape_pct']:.1f} % (mean |error|) on {overall.get('n', '?')} "
-            f"measured steps held out of its fit; serving-level error not checked here")
+        text = "measured profile without a recorded fit error"
+    else:
+        text = (f"measured profile: step-time error {overall['mape_pct']:.1f} % (mean |error|) on "
+                f"{overall.get('n', '?')} measured steps held out of its fit")
+    per = ((serving or {}).get("fit") or {}).get("per_metric") or {}
+    if {"tpot_s", "ttft_s"} <= set(per):
+        points = len({p.get("point") for p in serving["fit"].get("points", [])}) or "?"
+        return (text + f"; its serving terms, fitted on {points} sweep points of the real server: TPOT "
+                f"{per['tpot_s']['mape_pct']:.1f} %, TTFT {per['ttft_s']['mape_pct']:.1f} % (mean |error|, in-sample; "
+                "replays of held-out workloads on the real server: docs/validation.md)")
+    return text + "; serving-level error not checked here"

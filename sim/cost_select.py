@@ -131,7 +131,7 @@ def _profile_choice(scenario: Scenario, name: str, how: str) -> CostChoice:
         overhead = prof.serving_overhead
         desc += f" + serving overhead ({prof.serving['provenance']['source']})"
         label += " + serving overhead"
-        accuracy = measured_profile_accuracy(prof.fit)
+        accuracy = measured_profile_accuracy(prof.fit, prof.serving)
     elif lower_bound:  # kernels only: add the engine's time for this version
         eng = scenario.engine
         terms = engine_terms(eng.name, eng.version, gpu=prof.gpu)

@@ -137,6 +137,10 @@ def test_a_measured_profile_quotes_its_own_fit():
     text = measured_profile_accuracy({"overall": {"mape_pct": 4.24, "n": 38}})
     assert "4.2 %" in text and "38 measured steps" in text
     assert "without a recorded fit error" in measured_profile_accuracy({})
+    serving = {"fit": {"per_metric": {"tpot_s": {"mape_pct": 5.75}, "ttft_s": {"mape_pct": 14.17}},
+                       "points": [{"point": "c1"}, {"point": "c1"}, {"point": "c8"}]}}
+    both = measured_profile_accuracy({"overall": {"mape_pct": 4.24, "n": 38}}, serving)
+    assert "fitted on 2 sweep points" in both and "TPOT 5.8 %, TTFT 14.2 %" in both and "in-sample" in both
 
 
 def test_the_writer_applies_the_docs_screens():
