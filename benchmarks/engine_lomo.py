@@ -20,22 +20,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from calibration.engine_basis import Basis, basis, load_basis  # noqa: E402
+from calibration.engine_basis import BASIS_FIELDS, Basis, cached_basis  # noqa: E402
 from calibration.engine_cv import STRUCTURES, fit_structure, folds, predict, training_rows  # noqa: E402
 from calibration.engine_rows import TRAIN_MODELS, screen_fit_rows, thin  # noqa: E402
 from calibration.plausibility import screen  # noqa: E402
 from calibration.silicon import read_rows  # noqa: E402
-
-KEYS = ("tpot", "ttft", "tpot0", "d_tpot", "ttft0", "d_ttft", "lone")
-
-
-def _basis(rows, cache: Path | None) -> Basis:
-    if cache and cache.is_file():
-        return load_basis(cache, rows)
-    b = basis(rows)
-    if cache:
-        np.savez(cache, ids=[r.id for r in rows], **{k: getattr(b, k) for k in KEYS})
-    return b
 
 
 def _line(label: str, e_tp: np.ndarray, e_tt: np.ndarray) -> str:
@@ -58,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     held = [r for r in rows if r.concurrency_recorded and r.backend_version != "not recorded"
             and r.model not in TRAIN_MODELS]
     held, _ = screen_fit_rows(thin(screen(held)[0], 4))
-    bt = _basis(train, Path(args.basis) if args.basis else None)
-    bh = _basis(held, Path(args.held_basis) if args.held_basis else None)
-    b = Basis(train + held, *(np.concatenate([getattr(bt, k), getattr(bh, k)]) for k in KEYS))
+    bt = cached_basis(train, Path(args.basis) if args.basis else None)
+    bh = cached_basis(held, Path(args.held_basis) if args.held_basis else None)
+    b = Basis(train + held, *(np.concatenate([getattr(bt, k), getattr(bh, k)]) for k in BASIS_FIELDS))
     tr, ho = list(range(len(train))), list(range(len(train), len(b.rows)))
 
     def err(idx, t):

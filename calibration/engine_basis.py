@@ -64,6 +64,20 @@ def basis(rows: list[Row], log=print) -> Basis:
                  d_ttft=(tt[:, 1:] - tt[:, :1]) / steps, lone=np.array([lone_prefill_ms(r) for r in rows]))
 
 
+BASIS_FIELDS = ("tpot", "ttft", "tpot0", "d_tpot", "ttft0", "d_ttft", "lone")  # Basis's arrays, in its order
+
+
+def cached_basis(rows: list[Row], cache: Path | None, log=print) -> Basis:
+    """The basis of `rows`: read from `cache` if that file exists (load_basis), else simulated (basis) and,
+    with a `cache` path, written there for the next run."""
+    if cache is not None and cache.is_file():
+        return load_basis(cache, rows)
+    b = basis(rows, log)
+    if cache is not None:
+        np.savez(cache, ids=[r.id for r in rows], **{k: getattr(b, k) for k in BASIS_FIELDS})
+    return b
+
+
 def load_basis(cache: Path, rows: list[Row]) -> Basis:
     """The basis of `rows` from a cache of the same rows or of more (each row is simulated on its own,
     seed fixed, so a subset's basis is the rows' own entries)."""
@@ -72,4 +86,4 @@ def load_basis(cache: Path, rows: list[Row]) -> Basis:
     missing = [r.id for r in rows if r.id not in ids]
     assert not missing, f"basis cache {cache} lacks {len(missing)} of the rows (first: {missing[0]})"
     at = np.array([ids.index(r.id) for r in rows], int)
-    return Basis(rows, *(z[k][at] for k in ("tpot", "ttft", "tpot0", "d_tpot", "ttft0", "d_ttft", "lone")))
+    return Basis(rows, *(z[k][at] for k in BASIS_FIELDS))

@@ -36,8 +36,8 @@ from sim.engine_terms import _nearest, _version_key, newest_release
 
 from .engine_fit import (JITTER_GRID_MS, QUEUEING_TTFT_S, SCALE_BOUNDS, TRAIN_MODELS, _profile_cost, _sim,
                          select_training)
-from .engine_basis import (BASIS_JITTER_MS, BASIS_PER_SEQ_US, BASIS_SCALE, BASIS_STEP_MS, Basis, basis,
-                           load_basis)
+from .engine_basis import (BASIS_JITTER_MS, BASIS_PER_SEQ_US, BASIS_SCALE, BASIS_STEP_MS, Basis,
+                           cached_basis)
 from .engine_latency import fit_latency
 from .engine_rows import DATA_EXCLUSIONS, EXCLUDE_DATA, data_screen, screen_fit_rows, split
 from .engine_overlap import engine_share, overlapped_rows
@@ -314,14 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     data_out = data_left_out(exclude)
     rows, excluded = screen_fit_rows(selected)  # engine_fit's screen: no queueing, not KV-bound
     print(f"{len(rows)} training rows; data-quality screen {'on' if exclude else 'off'}: {len(data_out)} rows left out")
-    cache = Path(args.basis) if args.basis else None
-    if cache and cache.is_file():
-        B = load_basis(cache, rows)
-    else:
-        B = basis(rows)
-        if cache:
-            np.savez(cache, ids=[r.id for r in rows], **{k: getattr(B, k) for k in
-                     ("tpot", "ttft", "tpot0", "d_tpot", "ttft0", "d_ttft", "lone")})
+    B = cached_basis(rows, Path(args.basis) if args.basis else None)
     table = cross_validate(B)
     best = choose(table)
     # --check: today's, the chosen and the best overlapped structure (whose surrogate is the rougher one)
