@@ -26,19 +26,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from calibration.engine_fit import TRAIN_MODELS  # noqa: E402
 from calibration.silicon import PACKAGE, package_version  # noqa: E402
 from sim.accuracy import accuracy_path, setup_key  # noqa: E402
-from silicon_data_quality import with_data_screen  # noqa: E402
-from silicon_plausibility import with_screen  # noqa: E402
-
-
-def summary_rows(res: pd.DataFrame) -> pd.DataFrame:
-    """The rows every summary of docs/validation_gpu.md uses: a recorded concurrency, physically plausible, not
-    left out by the data-quality screen (silicon_report.write_doc selects the same)."""
-    if "implausible" not in res.columns:
-        res = with_screen(res)
-    if "data_excluded" not in res.columns:
-        res = with_data_screen(res)
-    rec = res[res["concurrency_recorded"].astype(bool)]
-    return rec[~rec["implausible"].astype(bool) & (rec["data_excluded"].fillna("") == "")]
+from silicon_tables import summary_rows  # noqa: E402
 
 
 def _figures(g: pd.DataFrame) -> dict:
@@ -65,7 +53,8 @@ def _section(main: pd.DataFrame) -> tuple[dict, dict]:
 def accuracy_record(res: pd.DataFrame, command: str, roofline: pd.DataFrame | None = None) -> dict:
     """The JSON record from validate_silicon.py's per-row results (all rows; the summary screens applied here);
     `roofline`: its roofline variant's results (held-out rows, or all), the same screens applied."""
-    held, train = _section(summary_rows(res))
+    main = summary_rows(res)
+    held, train = _section(main)
     rec = {
         "note": ("Written by benchmarks/validate_silicon.py (benchmarks/silicon_accuracy.py); do not edit by hand. "
                  "Median |error| and median signed error (%) of servesim's mean TTFT and TPOT against measured vLLM "
@@ -81,7 +70,7 @@ def accuracy_record(res: pd.DataFrame, command: str, roofline: pd.DataFrame | No
         "train_in_sample": train,
     }
     if roofline is not None and len(roofline):
-        ids = set(summary_rows(res)["id"]) if "id" in res.columns else None  # the main run's screens, row by row
+        ids = set(main["id"]) if "id" in main.columns else None  # the main run's screens, row by row
         roof = summary_rows(roofline)
         roof = roof[roof["id"].isin(ids)] if ids is not None and "id" in roof.columns else roof
         r_held, r_train = _section(roof)

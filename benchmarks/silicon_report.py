@@ -21,7 +21,7 @@ from silicon_plausibility import headline_note, section as implausible_section, 
 from silicon_sections import cv_section, factors_section, method_section, misses_section, terms_notes, terms_table
 from silicon_tables import (MISS_TPOT_PCT, MISS_TTFT_PCT, MOE_MODELS, TARGET_TPOT_PCT,  # noqa: F401 (re-exported)
                             TARGET_TTFT_PCT, cause, errors, headline, rollup, rollup_markdown, rows_markdown,
-                            variant_line)
+                            summary_rows, variant_line)
 
 
 def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variants: dict[str, pd.DataFrame],
@@ -42,7 +42,7 @@ def write_doc(res: pd.DataFrame, skipped: pd.DataFrame, rows: list[Row], variant
     # Every summary below leaves out the physically implausible rows (calibration/plausibility.py); they are
     # reported as their own group (benchmarks/silicon_plausibility.py) and marked in the row table; so are the
     # training rows the data-quality screen leaves out of the fit (benchmarks/silicon_data_quality.py).
-    main = recorded[~recorded["implausible"] & (recorded["data_excluded"] == "")]
+    main = summary_rows(res)
     held, train = main[main["split"] == "held-out"], main[main["split"] == "train"]
     assumed = res[~res["concurrency_recorded"]]
     e, et = errors(held), errors(train)

@@ -10,11 +10,23 @@ import numpy as np
 import pandas as pd
 
 from silicon_cliffs import QUEUEING_TTFT_MS, cliff_cause
+from silicon_data_quality import with_data_screen
 from silicon_plausibility import with_screen
 
 MOE_MODELS = ("gpt-oss-120b", "qwen3-235b-a22b", "minimax-m2.5", "mixtral-8x7b")
 TARGET_TPOT_PCT, TARGET_TTFT_PCT = 5.0, 15.0  # issue 10's targets on held-out rows (median |error|)
 MISS_TPOT_PCT, MISS_TTFT_PCT = 10.0, 30.0  # a held-out row beyond either is listed under Misses
+
+
+def summary_rows(res: pd.DataFrame) -> pd.DataFrame:
+    """The rows every summary of docs/validation_gpu.md uses: a recorded concurrency, physically plausible, not
+    left out by the data-quality screen (silicon_report.write_doc and silicon_accuracy.py select with this)."""
+    if "implausible" not in res.columns:
+        res = with_screen(res)
+    if "data_excluded" not in res.columns:
+        res = with_data_screen(res)
+    rec = res[res["concurrency_recorded"].astype(bool)]
+    return rec[~rec["implausible"].astype(bool) & (rec["data_excluded"].fillna("") == "")]
 
 
 def errors(res: pd.DataFrame) -> dict[str, float]:
