@@ -39,8 +39,9 @@ from sim.engine_terms import engine_terms
 from calibration.profile import load_profile
 from calibration.silicon import (KV_BOUND_PEAK, Row, engine_version, lone_prefill_ms, read_rows,
                                  scenario_for, simulate_row)
-from sim.cost_model import CostModel, ProfileCostModel, RooflineCostModel
-from sim.cost_select import roofline_defaults
+from sim.cost_model import CostModel, ProfileCostModel
+from sim.cost_select import select_cost_model
+from sim.scenario import CostModelConfig
 
 DOC = ROOT / "docs" / "validation_gpu.md"
 
@@ -61,14 +62,11 @@ def _lockstep_cost(row: Row) -> ProfileCostModel:
 
 
 def _roofline_cost(row: Row) -> CostModel:
-    """What `cost_model: {kind: roofline}` prices the row's scenario with: the roofline and its fixed per-step and
-    per-sequence cost for the row's vLLM version (engine_terms.json's `roofline` entry, fitted on the training
-    rows' TPOT), and that version's API-server delays (response latency, request jitter), no other engine term
-    (sim/cost_select.select_cost_model)."""
-    sc = scenario_for(row)
-    s = sc.serving
-    return RooflineCostModel(sc.model_spec, sc.gpu_spec, tp=s.tensor_parallel, weight_dtype=s.quantization.weights,
-                             kv_dtype=s.quantization.kv_cache, params=roofline_defaults(sc))
+    """What `cost_model: {kind: roofline}` prices the row's scenario with (sim/cost_select.select_cost_model, asked
+    for that kind): the roofline and its fixed per-step and per-sequence cost for the row's vLLM version
+    (engine_terms.json's `roofline` entry, fitted on the training rows' TPOT), and that version's API-server
+    delays (response latency, request jitter), no other engine term."""
+    return select_cost_model(replace(scenario_for(row), cost_model=CostModelConfig(kind="roofline"))).cost
 
 
 def validate(rows: list[Row], kv_dtype: str | None = None, spread: float = 0.0, engine: bool = True,
