@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.gpu_decode_graph import decode_step_ms  # noqa: E402
 from calibration.aic_step import StepComposer  # noqa: E402
 from calibration.aic_tables import LookupLog, load_tables  # noqa: E402
 from sim.catalog import resolve_model  # noqa: E402
@@ -32,10 +33,16 @@ PROFILES = ("h200-sxm_llama-3.1-70b_tp2_fp8", "h100-sxm_llama-3.1-70b_tp2_fp8", 
 BATCHES = (16, 17, 32, 33, 64, 65, 128, 129, 256, 257)
 
 
-def composer_of(profile) -> StepComposer:
-    """The composer a shipped composed profile was built with (its provenance's command line)."""
+def import_args(profile) -> dict[str, str]:
+    """The options a shipped composed profile was imported with ({'--model': ..., '--system': ...}), read back from
+    its provenance's command line (calibration/aiconfigurator_import.py writes it)."""
     cmd = shlex.split(profile.provenance["command"])
-    a = dict(zip(cmd[3::2], cmd[4::2]))
+    return dict(zip(cmd[3::2], cmd[4::2]))
+
+
+def composer_of(profile) -> StepComposer:
+    """The composer a shipped composed profile was built with."""
+    a = import_args(profile)
     return StepComposer(load_tables(a["--system"], a["--framework"], a["--version"]), resolve_model(a["--model"], "model"),
                         tp=int(a["--tp"]), dtype=a["--dtype"], kv_dtype=a.get("--kv-dtype", profile.kv_dtype),
                         moe_parallel=a.get("--moe-parallel", "tp"))
@@ -44,9 +51,7 @@ def composer_of(profile) -> StepComposer:
 def decode_ms(profile, composer: StepComposer, batch: int, context: int) -> tuple[float, float]:
     """(composer, profile) decode step of `batch` sequences at `context` cached tokens each, ms."""
     comp = sum(composer.step([1] * batch, [context] * batch, [1] * batch, LookupLog()).values()) * 1e3
-    pairs = batch * (context + 1)
-    prof = profile.cost_model(serving=False).step_time_s(batch, batch, pairs, pairs, batch) * 1e3
-    return comp, prof
+    return comp, decode_step_ms(profile.name, batch, context)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 from unittest import mock
@@ -31,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import calibration.aic_compose as aic_compose  # noqa: E402
-from benchmarks.grid_bias import composer_of  # noqa: E402
+from benchmarks.grid_bias import composer_of, import_args  # noqa: E402
 from benchmarks.validate_silicon import split_of  # noqa: E402
 from calibration.aic_tables import LookupLog  # noqa: E402
 from calibration.aiconfigurator_import import build_profile  # noqa: E402
@@ -128,8 +127,7 @@ def errors_pct(steps: list[dict], coefficients: dict) -> dict[str, list[float]]:
 def refit(profile) -> tuple[dict, int, int]:
     """Coefficients fitted exactly as build_profile fits them, on the richer grid; the number of composed steps
     and the KV capacity the grid was bounded by."""
-    cmd = shlex.split(profile.provenance["command"])
-    a = dict(zip(cmd[3::2], cmd[4::2]))
+    a = import_args(profile)
     with mock.patch.multiple(aic_compose, **RICH_GRID):
         prof, comp, _ = build_profile(a["--model"], a["--system"], int(a["--tp"]), a["--dtype"],
                                       kv_dtype=a.get("--kv-dtype", profile.kv_dtype), version=a["--version"],
