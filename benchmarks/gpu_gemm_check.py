@@ -81,7 +81,7 @@ def measure(args) -> int:
         w8 = w.to(torch.float8_e4m3fn)
         w8_t = w8.t()  # column-major (k, n), the layout _scaled_mm wants for its second operand
         one = torch.ones((), device="cuda", dtype=torch.float32)
-        for m in TOKENS:
+        for m in args.tokens:
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
             bf16_ms = _time_ms(lambda: F.linear(x, w), args.repeats)
             x8 = x.to(torch.float8_e4m3fn)
@@ -155,6 +155,8 @@ def main(argv=None) -> int:
 
     def extra_measure(m):
         m.add_argument("--tp", type=int, default=1, help="tensor-parallel size: each GPU's share of the projections")
+        m.add_argument("--tokens", type=lambda s: tuple(int(x) for x in s.split(",")), default=TOKENS,
+                       help="token counts m, comma-separated (default " + ",".join(map(str, TOKENS)) + ")")
 
     def extra_compare(c):
         c.add_argument("--system", default="h200_sxm", help="aiconfigurator system (default h200_sxm)")
