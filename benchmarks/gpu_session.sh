@@ -6,7 +6,7 @@
 #      aiconfigurator's tables (gpu_gemm_check.py); the 70B TP2 run adds m = 2^k + 1 (the fp8 tables' jumps);
 #   4. one layer's attention of Llama-3.1-8B (gpu_attention_check.py);
 #   5. a decode step eager vs graph-replayed (gpu_decode_graph.py);
-#   6. `servesim calibrate run --engine torch` on Llama-3.1-8B (random weights, full grid), with pynvml
+#   6. `servesim calibrate run --engine torch` (the full grid took 224 s on the H100: 63 points x 10 passes + a warm-up) on Llama-3.1-8B (random weights, full grid), with pynvml
 #      telemetry: a measured profile to set beside the composed ${GPU}_llama-3.1-8b_tp1_bf16.
 # Python packages the machine lacks (simpy) travel as wheels in .whl (see the device README).
 #   GPU=h100-sxm bash benchmarks/gpu_session.sh      (OUT= the folder for the results)
@@ -39,7 +39,7 @@ for tp in 1 2 4 8; do
 done
 step attention 45 python3 benchmarks/gpu_attention_check.py measure --out "$RES/attention_llama-3.1-8b.csv"
 step decode 60 python3 benchmarks/gpu_decode_graph.py measure --out "$RES/decode_llama-3.1-8b.csv"
-step calibrate 210 python3 -m sim.cli calibrate run --engine torch --model llama-3.1-8b --dummy-weights --gpu "$GPU" \
+step calibrate 300 python3 -m sim.cli calibrate run --engine torch --model llama-3.1-8b --dummy-weights --gpu "$GPU" \
   --grid full --out "$RES/prof"
 tail -25 "$RES/calibrate.log"
 tar czf "$OUT/run.tgz" -C "$RES" . && rm -rf "$RES"
