@@ -19,9 +19,11 @@ from sim.memory import plan_memory
 
 GPU_MEMORY_UTILIZATION = 0.9
 BLOCK_SIZE_TOKENS = 16
-# Non-torch memory per GPU besides NCCL buffers: CUDA context, cuBLAS workspaces, CUDA graphs
-# (vLLM subtracts its CUDA-graph estimate, VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1): the
-# scenario default serving.overhead_gib.
+# Non-torch memory per GPU besides NCCL buffers, as vLLM's profiling subtracts it: the non-torch
+# growth after its starting snapshot (cuBLAS and attention workspaces: 0.07 GiB on an H100,
+# docs/gpu_h100.md; the CUDA context, 0.6 GiB there, comes before the snapshot and is not
+# subtracted) plus its CUDA-graph estimate (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1, not
+# measured here). An estimate: the scenario default serving.overhead_gib.
 NON_TORCH_GIB = 1.0
 CLIFF_SECTION = "## Check against the measured KV cliffs"
 
@@ -77,7 +79,7 @@ def write_kv_table(path: Path) -> None:
               "16, `max_model_len` = the model's context, the token budget and sequence limit vLLM picks by GPU "
               "memory) and the profile's weight and KV dtypes, following vLLM's memory profiling "
               "(`sim/memory.py`): requested = ceil(memory x 0.9); reserve = the profile run's activation peak "
-              f"+ {NON_TORCH_GIB} GiB non-torch memory (CUDA context, cuBLAS, CUDA graphs) + NCCL buffers under TP; "
+              f"+ {NON_TORCH_GIB} GiB non-torch memory (workspaces and CUDA graphs, an estimate) + NCCL buffers under TP; "
               "KV = requested - weights - reserve. Estimates, not block counts measured on the GPU: the "
               "profiles' `num_kv_blocks` stays null and the simulator computes the same plan for each scenario's "
               "own settings."), "",

@@ -7,7 +7,7 @@ tensor-parallel group of size t:
 
     requested   = ceil(memory_bytes * gpu_memory_utilization)
     non_kv      = weights / t                     (torch, measured at load)
-                + non-torch memory                (CUDA context, cuBLAS, CUDA graphs: overhead_bytes;
+                + non-torch memory                (workspaces, CUDA graphs: overhead_bytes;
                                                    NCCL / custom all-reduce buffers when t > 1)
                 + activation peak of the profile  (transient torch peak above what stays allocated)
     kv_blocks   = (requested - non_kv) // (block_size_tokens * kv_bytes_per_token_per_gpu)
@@ -91,7 +91,7 @@ class MemoryPlan:
     gpu_memory_bytes: int
     usable_bytes: int
     weights_bytes: int  # per GPU, target + draft
-    reserve_bytes: int  # activation peak + non-torch memory (CUDA context, graphs, NCCL)
+    reserve_bytes: int  # activation peak + non-torch memory (workspaces, graphs, NCCL)
     kv_budget_bytes: int
     kv_bytes_per_token: int  # per GPU, target + draft
     block_size_tokens: int

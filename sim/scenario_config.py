@@ -65,7 +65,7 @@ class ServingConfig:
     block_size_tokens: int = 16
     gpu_memory_utilization: float = 0.9
     max_model_len: int | None = None  # default: the model's context, capped at 8192 tokens
-    overhead_gib: float = 1.0  # non-torch memory per GPU: CUDA context, cuBLAS, CUDA graphs (NCCL: memory.py)
+    overhead_gib: float = 1.0  # non-torch memory per GPU vLLM subtracts: workspaces, CUDA graphs (NCCL: memory.py)
     num_kv_blocks: int | None = None  # override the memory estimate with a measured block count
     enable_prefix_caching: bool = False  # reuse cached prompt blocks across requests, as vLLM does (sim/prefix_cache.py)
     expert_parallel: bool = False  # MoE: whole experts per GPU (vLLM --enable-expert-parallel), not sliced by TP

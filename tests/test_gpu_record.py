@@ -1,7 +1,7 @@
 """The GPU leases' records (docs/gpu_runs/<run>, docs/gpu_h200.md and docs/gpu_h100.md): each doc is what
 its data gives, the measured profiles load with their provenance, the GEMM and attention tables the
 composed profiles rest on still agree with what was measured on the GPUs (a lookup or unit change
-would break it)."""
+would break it), and the catalog's H100 memory is the figure the H100 lease read."""
 import sys
 from pathlib import Path
 
@@ -66,6 +66,24 @@ def test_bf16_tables_agree_with_the_h100_and_its_eager_profile_records_the_devic
     prof = load_profile(H100.measured)
     assert prof.gpu == "h100-sxm" and prof.device == "NVIDIA H100 80GB HBM3"
     assert prof.provenance["engine"] == "torch" and prof.provenance["telemetry"] == "telemetry.csv"
+
+
+def test_catalog_h100_memory_is_what_cuda_reported_on_the_lease():
+    """vLLM sizes its KV cache from CUDA's total (mem_get_info), which the lease read: the catalog carries it."""
+    import gpu_memory_probe
+
+    from sim.catalog import resolve_gpu
+
+    raw = pd.read_csv(H100.run / "memory_llama-3.1-8b.csv")
+    measured = int(raw.set_index("what").loc["device_total", "bytes"])
+    assert resolve_gpu("h100-sxm", "gpu").memory_bytes == measured
+    assert measured < 81559 * 2**20  # below what nvidia-smi shows: the driver keeps some
+    f = gpu_memory_probe.compare_frame(raw, "h100-sxm").set_index("what")
+    assert f.loc["device_total", "servesim_over_measured"] == 1.0
+    # servesim's non-torch reserve covers the workspaces the lease saw grow after CUDA init
+    grew = raw.set_index("what")["bytes"]
+    assert 0 < grew["non_torch_after_kernels"] - grew["non_torch_after_init"] < f.loc["non_torch_after_kernels",
+                                                                                        "servesim_gib"] * 2**30
 
 
 def test_fp8_tables_jump_past_powers_of_two_where_the_h100_cublaslt_barely_does():
