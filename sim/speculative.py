@@ -44,7 +44,7 @@ import numpy as np
 
 from .catalog import GpuSpec, ModelSpec, resolve_model
 from .configio import ConfigError, require, short_repr
-from .cost_model import CostModel, RooflineCostModel, RooflineParams
+from .cost_model import RooflineCostModel, RooflineParams
 from .memory import weight_bytes
 
 SpecMethod = Literal["draft_model", "eagle", "eagle3", "mtp", "ngram"]
@@ -223,7 +223,7 @@ class Speculation:
         self._cdf_rates = config.position_rates  # used when alpha is None
         self.rng = rng
         self._geometric_scale = _geometric_by_exponential(rng, 1.0 - self.alpha) if self.alpha is not None else None
-        self.draft_cost: CostModel | None = None
+        self.draft_cost: RooflineCostModel | None = None
         if drafter is not None:
             self.draft_cost = RooflineCostModel(drafter.spec, gpu, tp=tp, weight_dtype="bf16", kv_dtype=kv_dtype,
                                                 params=RooflineParams(step_overhead_s=DRAFT_STEP_OVERHEAD_S,
@@ -269,8 +269,18 @@ class Speculation:
         for `num_seqs` sequences (features as the cost model takes them); `sampling_seqs` of them
         sample and get k drafts (attending `sampling_context_tokens` in all); `verifying_seqs`
         verified k drafts."""
-        return float(self.steps_extra_s(new_tokens, attn_pairs, kv_read_tokens, num_seqs, sampling_seqs,
-                                        sampling_context_tokens, verifying_seqs))
+        draft = self.draft_cost
+        if draft is None or draft.model.is_moe:
+            return float(self.steps_extra_s(new_tokens, attn_pairs, kv_read_tokens, num_seqs, sampling_seqs,
+                                            sampling_context_tokens, verifying_seqs))
+        # steps_extra_s's operations in its order, on floats (numpy costs ~1 us per operation on a scalar).
+        S, ctx = sampling_seqs, sampling_context_tokens
+        rejection = verifying_seqs * (self.k + 1) * self._rejection_s_per_position
+        first = draft.step_times_float(new_tokens, S, attn_pairs, kv_read_tokens, num_seqs) if num_seqs > 0 else 0.0
+        if self.k == 1:
+            return first + rejection
+        rest = draft.step_times_float(S, S, ctx, ctx, S) if S > 0 else 0.0
+        return first + (self.k - 1) * rest + rejection
 
     def steps_extra_s(self, new_tokens, attn_pairs, kv_read_tokens, num_seqs, sampling_seqs,
                       sampling_context_tokens, verifying_seqs) -> np.ndarray:

@@ -10,7 +10,7 @@ import pytest
 import sim.fast_forward as fast_forward
 from sim.scenario import scenario_from_dict
 from sim.simulation import run
-from sim.speculative import Speculation, SpeculativeConfig, _geometric_by_exponential
+from sim.speculative import Speculation, SpeculativeConfig, _geometric_by_exponential, drafter_for
 
 from conftest import make_scenario
 
@@ -117,3 +117,21 @@ def test_runs_priced_to_the_cut_match_whole_runs(case, monkeypatch):
         np.testing.assert_array_equal(cut[name], whole[name], err_msg=name)
     if case == "preempting":
         assert cut["preemptions"].sum() > 0
+
+
+@pytest.mark.parametrize("k", [1, 4])
+@pytest.mark.parametrize("tp", [1, 4])
+def test_a_steps_draft_and_rejection_seconds_on_floats_are_the_arrays_bits(k, tp):
+    sc = make_scenario({"model": "llama-3.1-70b", "serving": {"tensor_parallel": tp}})
+    cfg = SpeculativeConfig(draft_model="llama-3.2-1b", num_speculative_tokens=k)
+    drafter = drafter_for(cfg, sc.model_spec, "serving.speculative")
+    spec = Speculation(cfg, drafter, sc.gpu_spec, tp, "bf16", sc.model_spec.vocab_size, np.random.default_rng(0))
+    rng = np.random.default_rng(k * 10 + tp)
+    for _ in range(500):
+        seqs = int(rng.integers(0, 300))
+        new = seqs * (k + 1) + int(rng.integers(0, 3)) * int(rng.integers(0, 4000))
+        ctx = int(rng.integers(0, 2_000_000))
+        args = (new, int(rng.integers(0, 10**9)), ctx, seqs, int(rng.integers(0, seqs + 1)), ctx // 2,
+                int(rng.integers(0, seqs + 1)))
+        want = float(spec.steps_extra_s(*args))
+        assert spec.step_extra_s(*args).hex() == want.hex()
