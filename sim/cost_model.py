@@ -135,6 +135,21 @@ class RooflineCostModel(_ScalarFromArrays):
             t += self._comm_fixed_s + self._comm_s_per_token * T
         return t
 
+    def step_times_float(self, new_tokens: int, sampled: int, attn_pairs: int, kv_read_tokens: int,
+                         num_seqs: int) -> float:
+        """step_times_s of one step, its operations in its order on floats (the same bits; step_time_s
+        adds the all-reduce terms in another order). A dense model only: an MoE's expert term is a power."""
+        if self.model.is_moe:
+            raise ValueError("step_times_float: a mixture of experts prices its experts with numpy's power")
+        p = self.params
+        T = float(new_tokens)
+        t = (p.step_overhead_s + p.per_seq_overhead_s * num_seqs
+             + max(self._s_per_token * T + self._s_per_sample * sampled, self._dense_weights_s)
+             + max(self._s_per_pair * attn_pairs, self._s_per_kv_token * kv_read_tokens))
+        if self.tp > 1:
+            t = t + self._comm_fixed_s + self._comm_s_per_token * T
+        return t
+
     def decode_step_times_s(self, num_seqs: np.ndarray, context_tokens: np.ndarray) -> np.ndarray:
         """step_times_s(B, B, ctx, ctx, B) with the terms gathered (the hot path of the engine)."""
         if self.model.is_moe:

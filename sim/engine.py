@@ -258,7 +258,13 @@ class Replica:
             if plan.interruptible and self.sim.next_arrival_s is not None and opens_general(self):
                 ff, run = open_general(self, follow, slots, *ff_args, start, t0)  # sim/open_run.py
             else:
-                ff = plan_fast_forward(self, plan, follow, slots, *ff_args)
+                cut_at = None
+                if (spec is not None and plan.interruptible and self.sim.next_submit_s is not None
+                        and not self.scheduler.num_waiting and self.step_log is None and self.token_log is None):
+                    # The next request arrives at a known time and finds the queue empty, so it cuts the
+                    # run short there (Scheduler.should_interrupt): price the run only that far.
+                    cut_at = (start, t0, self.sim.next_submit_s)
+                ff = plan_fast_forward(self, plan, follow, slots, *ff_args, cut_at=cut_at)
         # seconds after `start` each slot emits its last token
         finish_at = _inf(n)
         if n_finished_0:
@@ -328,7 +334,7 @@ class Replica:
             self.itl.add(ff.times[:m], ff.active[:m])
             # Adapt how far ahead fast-forwards are priced to how far they usually get.
             self.ff_horizon_steps = (min(MAX_HORIZON, self.ff_horizon_steps * 2)
-                                     if m == (len(ff.times) if run is None else run.horizon)
+                                     if m == (ff.length if run is None else run.horizon)
                                      else max(MIN_HORIZON, 2 * m))
 
         if plan.padded:

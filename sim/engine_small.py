@@ -86,7 +86,8 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
         # when its arrival time is known now, the run ends at the step in flight then.
         arrival_s = sim.next_submit_s if plan.interruptible and not rep.scheduler.num_waiting else None
         # Two or more replicas: the next arrival's time is known, not its replica (sim/open_run.py).
-        open_s = sim.next_arrival_s if plan.interruptible and rep.decode_steps_s is not None else None
+        open_s = (sim.next_arrival_s if plan.interruptible and rep.decode_steps_s is not None
+                  and sim.small_step_opens_runs else None)
         ff = _price(rep, follow, slots, reqs, comp1, rem1, start, t0, arrival_s, open_s)
     finish_at = [t0 if r == 0 else _INF for r in rem1]  # seconds after `start` each slot emits its last token
     run = None

@@ -27,13 +27,16 @@ def index(start: int, stop: int) -> np.ndarray:
 
 
 def plan_fast_forward(replica: "Replica", plan: StepPlan, follow: str, slots: np.ndarray, reqs: np.ndarray,
-                  c: np.ndarray, r: np.ndarray) -> "FastForward | None":
+                  c: np.ndarray, r: np.ndarray, cut_at: tuple[float, float, float] | None = None
+                  ) -> "FastForward | None":
     """Price the run of plain decode steps that may follow step 0.
 
     Slot j has c[j] tokens cached and r[j] tokens left to emit; in each step it computes
-    one token (attending c[j] + i + 1 tokens in step i) until its output is complete."""
+    one token (attending c[j] + i + 1 tokens in step i) until its output is complete.
+    `cut_at` (speculative runs only): (start_s, t0_s, arrival_s) when an arrival at arrival_s is
+    known to cut the run short; the run is then priced only a step past the one in flight then."""
     if replica.spec is not None:
-        return _plan_speculative(replica, follow, slots, reqs, c, r)
+        return _plan_speculative(replica, follow, slots, reqs, c, r, cut_at)
     if plan.padded:
         horizon = max(r.tolist())
     elif follow == "until_completion":
@@ -69,29 +72,67 @@ def plan_fast_forward(replica: "Replica", plan: StepPlan, follow: str, slots: np
                        finish_step=r - 1, cum_tokens=None, remaining=r)
 
 def _plan_speculative(replica: "Replica", follow: str, slots: np.ndarray, reqs: np.ndarray, c: np.ndarray,
-                  r: np.ndarray) -> "FastForward | None":
-    """Speculative decoding: each step emits a random 1..k+1 tokens per sequence."""
-    k = replica.spec.k
+                      r: np.ndarray, cut_at: tuple[float, float, float] | None = None) -> "FastForward | None":
+    """Speculative decoding: each step emits a random 1..k+1 tokens per sequence.
+
+    The tokens of every step of the horizon are drawn (horizon x slots, step by step), whether the
+    run gets that far or not: the acceptance stream must be where it always is for the next run.
+    With `cut_at`, the steps after the one the arrival finds in flight are drawn but not priced:
+    the arrival cuts the run there (Replica._cut_short), so their times are never read."""
+    spec = replica.spec
+    k = spec.k
     # Enough steps for the first to finish even at one token per step.
     rs = r.tolist()
     horizon = min(rs) if follow == "until_completion" else min(max(rs), replica.ff_horizon_steps)
     horizon = replica.kv.steps_that_fit(reqs, c + 1 + k, r, k + 1, horizon)
     if horizon <= 0:
         return None
-    cum = np.cumsum(replica.spec.sample_tokens((horizon, len(slots))), axis=0)
+    n = len(slots)
+    if cut_at is None:
+        return _price_speculative(replica, follow, c, r, slots, np.cumsum(spec.sample_tokens((horizon, n)), axis=0),
+                                  horizon, horizon)
+    start_s, t0_s, arrival_s = cut_at
+    cum = np.empty((horizon, n), dtype=np.int64)
+    drawn, rows = 0, 8
+    while True:
+        stop = min(horizon, drawn + rows)
+        tokens = spec.sample_tokens((stop - drawn, n))
+        tokens.cumsum(axis=0, out=cum[drawn:stop])
+        if drawn:
+            cum[drawn:stop] += cum[drawn - 1]
+        drawn, rows = stop, rows * 2
+        ff = _price_speculative(replica, follow, c, r, slots, cum[:drawn], horizon, drawn)
+        if ff.steps is None:  # all drawn, or the run ends (until_completion) within them
+            break
+        # Ends as the engine computes them (Replica._execute): is the arrival's step in flight priced,
+        # with one step to spare?
+        ends_s = np.cumsum(ff.times)
+        ends_s += t0_s
+        if start_s + float(ends_s[-2]) >= arrival_s:
+            break
+    spec.skip_tokens((horizon - drawn) * n)
+    return ff
+
+
+def _price_speculative(replica: "Replica", follow: str, c: np.ndarray, r: np.ndarray, slots: np.ndarray,
+                       cum: np.ndarray, horizon: int, drawn: int) -> "FastForward":
+    """The first `drawn` of `horizon` steps of a speculative run whose slots have emitted cum[i] tokens
+    after step i (cum: drawn x slots)."""
+    k = replica.spec.k
     finished_by = cum >= r[None, :]
+    whole = drawn == horizon
     if follow == "until_completion" and finished_by.any():
-        horizon = int(np.argmax(finished_by.any(axis=1))) + 1
-        cum, finished_by = cum[:horizon], finished_by[:horizon]
+        drawn = int(np.argmax(finished_by.any(axis=1))) + 1  # the run ends when the first sequence finishes
+        cum, finished_by, whole = cum[:drawn], finished_by[:drawn], True
     before = np.vstack([np.zeros((1, len(slots)), dtype=np.int64), cum[:-1]])
     running = before < r[None, :]
     B = running.sum(axis=1)
     ctx = ((c[None, :] + before + 1) * running).sum(axis=1)
     times = (replica.cost.step_times_s(B * (k + 1), B * (k + 1), ctx * (k + 1), ctx, B)
              + replica.spec.steps_extra_s(B * (k + 1), ctx * (k + 1), ctx, B, B, ctx + B, B))
-    finish_step = np.where(finished_by.any(axis=0), np.argmax(finished_by, axis=0), horizon + 1)
+    finish_step = np.where(finished_by.any(axis=0), np.argmax(finished_by, axis=0), drawn + 1)
     return FastForward(times=np.where(B > 0, times, 0.0), slots=slots, active=B, finish_step=finish_step,
-                       cum_tokens=cum, remaining=r)
+                       cum_tokens=cum, remaining=r, steps=None if whole else horizon)
 
 
 @dataclass
@@ -104,6 +145,12 @@ class FastForward:
     finish_step: np.ndarray  # per slot: the step in which it emits its last token
     cum_tokens: np.ndarray | None  # speculative: tokens emitted per slot after each step
     remaining: np.ndarray  # per slot: tokens left to emit before the run
+    steps: int | None = None  # steps in the whole run, when more than len(times) were planned but not priced
+
+    @property
+    def length(self) -> int:
+        """Steps in the run (those priced, unless the run was priced only up to an arrival's cut)."""
+        return len(self.times) if self.steps is None else self.steps
 
     def emitted_after(self, m: int) -> np.ndarray:
         """Tokens each slot emitted in the first m steps."""

@@ -1,12 +1,13 @@
-"""Runs priced only as far as the next arrival, with two or more replicas (sim/engine_small.py's case).
+"""Runs priced only as far as the next arrival (sim/engine_small.py's case for one replica).
 
-With one replica the next arrival's time is known and so is its replica: the engine ends its run
-there. With several, the arrival times are still known in advance (an open loop, no ingress jitter),
-but not which replica the router will pick. A run is then priced, on plain floats, up to the step in
+With one replica the next arrival's time is known and so is its replica: the small-batch step ends its
+run there. With several, the arrival times are still known in advance (an open loop, no ingress jitter),
+but not which replica the router will pick; and the general step (large batches, chunked prefill), on
+one replica too, does not know whether the arrival will find the queue empty and cut its run. A run is then priced, on plain floats, up to the step in
 flight when the next request arrives (any replica's) and left open: the engine waits on an event
 that is not scheduled yet. At that arrival, either the router sends the request here and it cuts the
-run (`Replica._cut_short`, as for any run), or the request goes elsewhere and the run's pricing
-resumes where it stopped, up to the step in flight at the arrival after (`Simulation._open_loop`
+run (`Replica._cut_short`, as for any run), or the request goes elsewhere (or waits in the queue) and
+the run's pricing resumes where it stopped, up to the step in flight at the arrival after (`Simulation._open_loop`
 calls `extend`). Once the run reaches its horizon the engine's wake-up is scheduled at the time the
 general path's timeout has (start + the last step's end), and the run stays interruptible.
 

@@ -186,10 +186,12 @@ class Simulation:
         self.next_submit_s: float | None = None
         arrivals_known = not self.closed_loop and self._jitter_rng is None
         self._submits_foreseeable = arrivals_known and s.replicas == 1
-        # With more replicas, the next arrival's time (any replica's; None when not known): runs are priced up
-        # to it and, when it goes elsewhere, on to the next (sim/open_run.py's OpenRun, listed while open).
+        # The next arrival's time (any replica's; None when not known): runs are priced up to it and, when it
+        # goes elsewhere or does not cut the run, on to the next (sim/open_run.py's OpenRun, listed while open).
+        # With one replica the small step ends its runs at next_submit_s instead; the general step opens runs.
         self.next_arrival_s: float | None = None
-        self.open_runs: list | None = [] if arrivals_known and s.replicas > 1 else None
+        self.open_runs: list | None = [] if arrivals_known else None
+        self.small_step_opens_runs = arrivals_known and s.replicas > 1
 
     # --- arrivals ------------------------------------------------------------
     def _issue(self, req: int) -> None:

@@ -34,7 +34,9 @@ the whole vocabulary.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,7 +44,7 @@ import numpy as np
 
 from .catalog import GpuSpec, ModelSpec, resolve_model
 from .configio import ConfigError, require, short_repr
-from .cost_model import CostModel, RooflineCostModel, RooflineParams
+from .cost_model import RooflineCostModel, RooflineParams
 from .memory import weight_bytes
 
 SpecMethod = Literal["draft_model", "eagle", "eagle3", "mtp", "ngram"]
@@ -220,7 +222,8 @@ class Speculation:
         self.alpha = config.alpha
         self._cdf_rates = config.position_rates  # used when alpha is None
         self.rng = rng
-        self.draft_cost: CostModel | None = None
+        self._geometric_scale = _geometric_by_exponential(rng, 1.0 - self.alpha) if self.alpha is not None else None
+        self.draft_cost: RooflineCostModel | None = None
         if drafter is not None:
             self.draft_cost = RooflineCostModel(drafter.spec, gpu, tp=tp, weight_dtype="bf16", kv_dtype=kv_dtype,
                                                 params=RooflineParams(step_overhead_s=DRAFT_STEP_OVERHEAD_S,
@@ -235,11 +238,30 @@ class Speculation:
                 return np.ones(size, dtype=np.int64)
             if self.alpha >= 1.0:
                 return np.full(size, self.k + 1, dtype=np.int64)
+            if self._geometric_scale is not None:
+                # rng.geometric's own draws at ~1/5 of its cost (see _geometric_by_exponential):
+                # tokens = min(geometric, k + 1) = min(ceil(E / -log1p(-p)), k + 1).
+                e = self.rng.standard_exponential(size)
+                e /= self._geometric_scale
+                np.ceil(e, out=e)
+                np.minimum(e, self.k + 1, out=e)
+                return e.astype(np.int64)
             accepted = np.minimum(self.rng.geometric(1.0 - self.alpha, size=size) - 1, self.k)
             return accepted.astype(np.int64) + 1
         # A = #{i : u < p_i} has P(A >= i) = p_i because the p_i are non-increasing.
         u = self.rng.random(size)
         return 1 + (u[..., None] < self._cdf_rates).sum(axis=-1).astype(np.int64)
+
+    def skip_tokens(self, count: int) -> None:
+        """Draw what sample_tokens(count) draws and drop it: the stream ends up where it would."""
+        if count <= 0 or self.alpha is not None and not 0.0 < self.alpha < 1.0:
+            return
+        if self.alpha is None:
+            self.rng.random(count)
+        elif self._geometric_scale is not None:
+            self.rng.standard_exponential(count)
+        else:
+            self.rng.geometric(1.0 - self.alpha, size=count)
 
     def step_extra_s(self, new_tokens: int, attn_pairs: int, kv_read_tokens: int, num_seqs: int,
                      sampling_seqs: int, sampling_context_tokens: int, verifying_seqs: int) -> float:
@@ -247,8 +269,18 @@ class Speculation:
         for `num_seqs` sequences (features as the cost model takes them); `sampling_seqs` of them
         sample and get k drafts (attending `sampling_context_tokens` in all); `verifying_seqs`
         verified k drafts."""
-        return float(self.steps_extra_s(new_tokens, attn_pairs, kv_read_tokens, num_seqs, sampling_seqs,
-                                        sampling_context_tokens, verifying_seqs))
+        draft = self.draft_cost
+        if draft is None or draft.model.is_moe:
+            return float(self.steps_extra_s(new_tokens, attn_pairs, kv_read_tokens, num_seqs, sampling_seqs,
+                                            sampling_context_tokens, verifying_seqs))
+        # steps_extra_s's operations in its order, on floats (numpy costs ~1 us per operation on a scalar).
+        S, ctx = sampling_seqs, sampling_context_tokens
+        rejection = verifying_seqs * (self.k + 1) * self._rejection_s_per_position
+        first = draft.step_times_float(new_tokens, S, attn_pairs, kv_read_tokens, num_seqs) if num_seqs > 0 else 0.0
+        if self.k == 1:
+            return first + rejection
+        rest = draft.step_times_float(S, S, ctx, ctx, S) if S > 0 else 0.0
+        return first + (self.k - 1) * rest + rejection
 
     def steps_extra_s(self, new_tokens, attn_pairs, kv_read_tokens, num_seqs, sampling_seqs,
                       sampling_context_tokens, verifying_seqs) -> np.ndarray:
@@ -265,6 +297,26 @@ class Speculation:
         ctx = sampling_context_tokens
         rest = np.where(S > 0, self.draft_cost.step_times_s(S, S, ctx, ctx, S), 0.0)  # one token per sampler
         return first + (self.k - 1) * rest + rejection
+
+
+def _geometric_by_exponential(rng: np.random.Generator, p: float) -> float | None:
+    """-log1p(-p) when rng.geometric(p) is ceil(standard_exponential / -log1p(-p)) draw for draw, else None.
+
+    NumPy draws a geometric variate with p < 1/3 by inversion of one standard exponential
+    (random_geometric_inversion: ceil(-E / log1p(-p))), but recomputes log1p(-p) for every variate,
+    which costs ~5x the exponential itself. Drawing the exponentials and dividing gives the same
+    numbers from the same stream. Checked here on a copy of the generator (values and the state
+    after them), so a NumPy that draws otherwise keeps rng.geometric.
+    """
+    if not 0.0 < p < 0.33:  # NumPy switches to a sequential search at p >= 1/3
+        return None
+    scale = -math.log1p(-p)
+    probe_a, probe_b = copy.deepcopy(rng), copy.deepcopy(rng)
+    want = probe_a.geometric(p, size=4096)
+    got = np.ceil(probe_b.standard_exponential(4096) / scale).astype(np.int64)
+    if not np.array_equal(want, got) or probe_a.bit_generator.state != probe_b.bit_generator.state:
+        return None
+    return scale
 
 
 def check_speculative(config: SpeculativeConfig, target: ModelSpec, tp: int, policy: str, path: str,

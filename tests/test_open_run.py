@@ -53,6 +53,18 @@ CASES = {
     "big_batches_general_step": ({"workload": {"arrival": {"kind": "poisson", "rate_per_s": 60.0},
                                                "num_requests": 1500}, "serving": {"replicas": 2}},
                                  {"opened", "priced_on", "cut", "opened_by_general_step"}),
+    # One replica: the general step opens its runs too (the small step ends them at the known arrival).
+    "one_replica_big_batches": ({"workload": {"arrival": {"kind": "poisson", "rate_per_s": 40.0},
+                                              "num_requests": 1200}, "serving": {"replicas": 1}},
+                                {"opened", "cut", "opened_by_general_step"}),
+    # ... and with priorities and a full batch: an arrival that is not first in line leaves the run be
+    # (Scheduler.should_interrupt), which is then priced on to the next arrival.
+    "one_replica_priority_queue": ({"workload": {"arrival": {"kind": "poisson", "rate_per_s": 40.0},
+                                                 "num_requests": 1200,
+                                                 "priorities": [{"name": "a", "level": 0, "share": 0.5},
+                                                                {"name": "b", "level": 1, "share": 0.5}]},
+                                    "serving": {"replicas": 1, "scheduler": {"policy": "priority", "max_num_seqs": 32}}},
+                                   {"opened", "priced_on", "cut", "opened_by_general_step"}),
     # Arrivals far apart and long outputs: runs that reach their horizon on floats, and ones priced on
     # floats up to OPEN_RUN_MAX_STEPS and the rest vectorised.
     "sparse_long_outputs": ({"workload": {"arrival": {"kind": "poisson", "rate_per_s": 0.5}, "num_requests": 120,
@@ -133,7 +145,7 @@ def test_open_runs_match_general_path(case, monkeypatch):
     monkeypatch.setattr(engine, "fits", lambda rep, plan: False)  # the general step everywhere
     seen.clear()
     general = _outputs(run(_scenario(patch)))
-    assert {"opened", "priced_on"} <= {k for k, v in seen.items() if v}, f"the general step: {dict(seen)}"
+    assert {"opened", "priced_on"} & expected <= {k for k, v in seen.items() if v}, f"the general step: {dict(seen)}"
     monkeypatch.setattr(engine, "opens_general", lambda rep: False)  # and its whole horizon vectorised
     seen.clear()
     slow = _outputs(run(_scenario(patch)))
@@ -145,10 +157,12 @@ def test_open_runs_match_general_path(case, monkeypatch):
         assert fast["preemptions"].sum() > 0  # preemptions happen between open runs
 
 
-def test_one_replica_and_closed_loop_open_no_runs(monkeypatch):
-    """One replica ends runs at its known arrival (sim/engine_small.py); a closed loop's arrivals are not
-    known in advance: neither opens a run."""
+def test_one_replica_opens_runs_in_the_general_step_only_and_closed_loop_none(monkeypatch):
+    """One replica's small step ends runs at its known arrival (sim/engine_small.py), only the general step
+    opens them; a closed loop's arrivals are not known in advance: nobody opens a run."""
     seen = _watch(monkeypatch)
     run(_scenario({"serving": {"replicas": 1}}))
+    assert seen["opened"] == seen["opened_by_general_step"]
+    seen.clear()
     run(_scenario({"workload": {"arrival": {"kind": "closed_loop", "concurrency": 12, "think_time_s": 0.2}}}))
     assert not seen["opened"]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from ..configio import to_dict
 from .search import Slo
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,10 @@ class Plan:
                 f"({self.rank_by}; fixed fleet ${b.usd_per_month_fixed:,.0f}), ${per_1k:,.3f} per 1k queries "
                 f"(${per_1k / 1000:.5f} per query) (meets {b.margin})")
 
-    def to_frame(self) -> pd.DataFrame:
+    def to_frame(self) -> "pd.DataFrame":
         """The ranked table, one row per candidate (hourly replicas as a comma-separated string)."""
+        import pandas as pd  # only for a caller that wants frames: planning itself does not load pandas
+
         rows = []
         for rank, c in enumerate(self.candidates, 1):
             row = {"rank": rank if c.feasible else None, **to_dict(c)}
@@ -113,7 +116,9 @@ class Plan:
             df[col] = df[col].astype("Int64")  # integers with gaps for infeasible candidates
         return df
 
-    def pareto_frame(self) -> pd.DataFrame:
+    def pareto_frame(self) -> "pd.DataFrame":
+        import pandas as pd
+
         return pd.DataFrame(self.pareto)
 
     def to_dict(self) -> dict[str, Any]:

@@ -146,12 +146,11 @@ def _keeps_up(res, n: int) -> tuple[bool, str]:
     """The planner's overload test: the run was not aborted, and when arrivals stopped few requests
     were still waiting for their first step. (The run's own `stable` flag also counts requests
     merely in service, which flags short windows of long requests as unstable.)"""
-    req = res.requests
-    if not np.isfinite(req["finish_s"].to_numpy()).all():  # runs end early only when aborted
+    t = res.table  # the run's arrays (its `requests` frame holds the same, and costs a DataFrame per run)
+    if not np.isfinite(t.finish_s).all():  # runs end early only when aborted
         return False, res.status
     window = res.arrival_window_s
-    scheduled = req["scheduled_s"].to_numpy()
-    waiting = int(((req["arrival_s"].to_numpy() <= window) & ~(scheduled <= window)).sum())
+    waiting = int(((t.arrival_s <= window) & ~(t.scheduled_s <= window)).sum())
     if waiting > max(50, 0.1 * n):
         return False, (f"overloaded: {waiting} of {n} requests still waiting for their first step when "
                        f"arrivals stopped (offered {res.offered_rate_per_s:.2f} req/s)")
@@ -162,13 +161,13 @@ def simulate(task: Task) -> Sample:
     """Run one point with one seed (the function workers execute)."""
     t0 = time.perf_counter()
     res = run(task.scenario, seed=task.seed)
-    req = res.requests
-    stable, status = _keeps_up(res, len(req))
-    scored = req[req["arrival_s"] >= task.warmup_s]
-    arrival = scored["arrival_s"].to_numpy()
-    first = scored["first_token_s"].to_numpy()
-    finish = scored["finish_s"].to_numpy()
-    out = scored["output_tokens"].to_numpy()
+    t = res.table
+    stable, status = _keeps_up(res, len(t))
+    scored = t.arrival_s >= task.warmup_s
+    arrival = t.arrival_s[scored]
+    first = t.first_token_s[scored]
+    finish = t.finish_s[scored]
+    out = t.output_tokens[scored]
     ttft = np.where(np.isfinite(first), first - arrival, np.inf)
     e2e = np.where(np.isfinite(finish), finish - arrival, np.inf)
     with np.errstate(invalid="ignore", divide="ignore"):
