@@ -1,0 +1,39 @@
+"""benchmarks/fp8_fixed_cost_experiment.py's patched composer does what its report says: H1 takes Δ off each
+per-tensor fp8 GEMM call (about 4 x layers x Δ off a decode step, less where the byte floor binds), H2 drops
+exactly the scale_matrix quantisation, and a bf16 composer is left alone by both."""
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.fp8_fixed_cost_experiment import composer_for, decode_ms, patched_composer
+from calibration.aic_step import StepComposer
+from calibration.aic_tables import LookupLog
+from sim.profile import load_profile
+
+DELTA_S = 5.5e-6
+LAYERS = 80  # Llama-3.1-70B
+
+
+def test_h1_takes_delta_off_each_fp8_gemm_and_h2_drops_the_quantisation():
+    pytest.importorskip("aiconfigurator_core")
+    prof = load_profile("h200-sxm_llama-3.1-70b_tp8_fp8")
+    base, h1 = composer_for(prof), composer_for(prof, patched_composer(DELTA_S, False))
+    h2 = composer_for(prof, patched_composer(0.0, True))
+    b, c = 128, 2048
+    removed_ms = decode_ms(base, b, c) - decode_ms(h1, b, c)
+    full_ms = 4 * LAYERS * DELTA_S * 1e3
+    assert 0.5 * full_ms < removed_ms <= full_ms + 1e-9
+    assert base.quant is not None and h2.quant is None
+    quant_ms = 1e3 * LAYERS * sum(base.quant.lookup((b, k), LookupLog()) * 1e-3 for _, k in base.shapes.values())
+    assert decode_ms(base, b, c) - decode_ms(h2, b, c) == pytest.approx(quant_ms, rel=1e-9)
+    assert quant_ms > 0
+
+
+def test_a_bf16_composer_is_unchanged():
+    pytest.importorskip("aiconfigurator_core")
+    prof = load_profile("h200-sxm_llama-3.1-70b_tp8_bf16")
+    base = composer_for(prof)
+    both = composer_for(prof, patched_composer(DELTA_S, True))
+    assert type(base) is StepComposer and base.gemm_dtype == "bfloat16"
+    for b, c in ((1, 1024), (64, 2048)):
+        assert decode_ms(both, b, c) == decode_ms(base, b, c)
