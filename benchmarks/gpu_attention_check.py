@@ -20,7 +20,6 @@ bytes either way; a prefill is compute-bound, where FA3 is the faster kernel. No
 """
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
@@ -36,7 +35,11 @@ def measure(args) -> int:
     import torch
     import torch.nn.functional as F
 
+    from gpu_cli import no_cuda
     from gpu_gemm_check import _time_ms
+
+    if no_cuda():
+        return 2
     from sim.catalog import model_catalog
 
     m = model_catalog()[args.model]
@@ -61,10 +64,9 @@ def measure(args) -> int:
         rows.append({"device": name, "torch": torch.__version__, "model": args.model, "phase": "prefill",
                      "batch": 1, "tokens": L, "ms": round(ms, 5)})
         print(rows[-1], flush=True)
-    with open(args.out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    from gpu_cli import write_rows
+
+    write_rows(args.out, rows)
     return 0
 
 

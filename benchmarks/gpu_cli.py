@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 from typing import Callable
 
 
@@ -22,3 +23,23 @@ def measure_compare_main(doc: str, measure: Callable, compare: Callable, *, repe
     compare_args(c)
     args = p.parse_args(argv)
     return measure(args) if args.cmd == "measure" else compare(args)
+
+
+def write_rows(path: str, rows: list[dict]) -> None:
+    """The measured rows as a CSV, columns in the first row's order (every measure's output)."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def no_cuda() -> bool:
+    """True (and one line on stderr) when there is no CUDA device: a measure then exits 2, not with a traceback."""
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available():
+        return False
+    print("measure: no CUDA device (run it on a GPU machine; `compare` runs anywhere)", file=sys.stderr)
+    return True

@@ -17,7 +17,6 @@ the graph times beside the composed profile's kernel-only decode step for the sa
 """
 from __future__ import annotations
 
-import csv
 import statistics
 import sys
 from functools import lru_cache
@@ -35,7 +34,10 @@ def measure(args) -> int:
 
     from calibration.model_dir import model_config_from_catalog
     from calibration.torch_harness import KVCache, LlamaShape, StepBatch, TinyLlama
+    from gpu_cli import no_cuda
 
+    if no_cuda():
+        return 2
     shape = LlamaShape.from_config(model_config_from_catalog(args.model))
     dev = "cuda"
     model = TinyLlama(shape, dtype=torch.bfloat16, device=dev)
@@ -85,10 +87,9 @@ def measure(args) -> int:
                    "graph_ms": round(statistics.median(replay), 4)}
             rows.append(row)
             print(row, flush=True)
-    with open(args.out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    from gpu_cli import write_rows
+
+    write_rows(args.out, rows)
     return 0
 
 

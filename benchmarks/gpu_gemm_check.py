@@ -18,7 +18,6 @@ Nothing here is fitted: the comparison is a check of the tables the composed pro
 """
 from __future__ import annotations
 
-import csv
 import statistics
 import sys
 from pathlib import Path
@@ -70,8 +69,9 @@ def measure(args) -> int:
     import torch
     import torch.nn.functional as F
 
-    if not torch.cuda.is_available():
-        print("measure: no CUDA device", file=sys.stderr)
+    from gpu_cli import no_cuda
+
+    if no_cuda():
         return 2
     shapes = _model_shape(args.model, args.tp)
     name = torch.cuda.get_device_name()
@@ -96,10 +96,9 @@ def measure(args) -> int:
                          "fp8_ms": round(fp8_ms, 5)})
             print(f"{proj:8s} m={m:5d} n={n:6d} k={k:6d}  bf16 {bf16_ms:8.4f} ms  fp8 {fp8_ms:8.4f} ms",
                   flush=True)
-    with open(args.out, "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=list(rows[0]))
-        wr.writeheader()
-        wr.writerows(rows)
+    from gpu_cli import write_rows
+
+    write_rows(args.out, rows)
     print(f"wrote {args.out} ({len(rows)} rows, {name})")
     return 0
 

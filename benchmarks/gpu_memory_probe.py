@@ -21,7 +21,6 @@ hand says about three of those:
 """
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
@@ -55,8 +54,9 @@ def measure(args) -> int:
     import torch
     import torch.nn.functional as F
 
-    if not torch.cuda.is_available():
-        print("measure: no CUDA device", file=sys.stderr)
+    from gpu_cli import no_cuda
+
+    if no_cuda():
         return 2
     from calibration.model_dir import model_config_from_catalog
     from calibration.torch_harness import KVCache, LlamaShape, TinyLlama
@@ -110,10 +110,9 @@ def measure(args) -> int:
         torch.cuda.empty_cache()
     total, used, reserved = _used_bytes()
     note("non_torch_after_harness", used - reserved, "after the harness's prefills")
-    with open(args.out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    from gpu_cli import write_rows
+
+    write_rows(args.out, rows)
     print(f"wrote {args.out}")
     return 0
 

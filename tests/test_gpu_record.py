@@ -94,3 +94,18 @@ def test_fp8_tables_jump_past_powers_of_two_where_the_h100_cublaslt_barely_does(
     assert len(fp8) == 12  # 4 projections x m in 128, 256, 512
     assert fp8["table_jump"].median() > 1.4 and fp8["measured_jump"].median() < 1.2
     assert gpu_record_extra.fp8_jump_frame(H200).empty  # that lease did not measure 2^k + 1: no section
+
+
+@pytest.mark.parametrize("script", ["gpu_gemm_check", "gpu_attention_check", "gpu_decode_graph", "gpu_memory_probe"])
+def test_a_measure_without_a_gpu_says_so_in_one_line(script, tmp_path, capsys):
+    import importlib
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the measure would run")
+    mod = importlib.import_module(script)
+    assert mod.main(["measure", "--out", str(tmp_path / "x.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["measure: no CUDA device (run it on a GPU machine; `compare` runs anywhere)"]
+    assert not (tmp_path / "x.csv").exists()
