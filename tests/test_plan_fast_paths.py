@@ -40,10 +40,7 @@ PLAN = {
 
 
 def _record(p) -> dict:
-    d = p.to_dict()
-    for timing in ("wall_s", "sim_s", "backend"):
-        d.pop(timing)
-    return d
+    return p.to_dict(timing=False)
 
 
 def test_the_plan_is_the_same_without_the_speed_paths(monkeypatch):

@@ -121,8 +121,9 @@ class Plan:
 
         return pd.DataFrame(self.pareto)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Everything as plain JSON-able data (NaN becomes None)."""
+    def to_dict(self, timing: bool = True) -> dict[str, Any]:
+        """Everything as plain JSON-able data (NaN becomes None); timing=False leaves out how long the plan
+        took and where it ran (wall_s, sim_s, backend), so two plans of the same inputs compare equal."""
         def clean(v):
             if isinstance(v, float) and not math.isfinite(v):
                 return None
@@ -131,7 +132,7 @@ class Plan:
             if isinstance(v, (list, tuple)):
                 return [clean(x) for x in v]
             return v
-        return clean({
+        d = clean({
             "headline": self.headline(), "scenario": self.scenario, "slo": self.slo.describe(),
             "percentile": self.slo.percentile, "bounds_s": self.slo.bounds,
             "goodput_fraction": self.slo.goodput_fraction, "queries_per_day": self.queries_per_day,
@@ -142,3 +143,7 @@ class Plan:
             "pareto": self.pareto, "points_simulated": self.points_simulated, "sim_s": self.sim_s,
             "wall_s": self.wall_s, "backend": self.backend, "seed": self.seed, "notes": self.notes,
         })
+        if not timing:
+            for key in ("wall_s", "sim_s", "backend"):
+                d.pop(key)
+        return d
