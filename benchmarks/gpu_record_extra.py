@@ -90,8 +90,10 @@ def fp8_jump_section(lease) -> list[str]:
         f"{step_ms:.1f} ms (batch 1, context 1024), and the composer adds the `scale_matrix` quantisation on top. "
         "If vLLM's path pays it, the tables are right; if the tables' collector timed the quantisation inside "
         "the GEMM, the composer counts it twice. The measured serving rows of fp8 Llama-70B are over-predicted "
-        "(docs/validation_gpu.md), which points the same way; nothing was changed on that (a rule decided on "
-        "the training rows would have to pick it, and these shapes are Llama's only).",
+        "(docs/validation_gpu.md), which points the same way. docs/fp8_fixed_cost.md replays those rows without "
+        "the fixed cost and without the quantisation (neither explains why the H200 is over-predicted and the "
+        "H100 not), and benchmarks/fp8_h2_cv.py cross-validated dropping the quantisation on the training rows "
+        "under a rule written first: not adopted (CV TPOT 6.4 -> 7.2 %). Nothing was changed.",
         "",
     ]
 
