@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +30,7 @@ class Lease:
     """One lease's run folder, the doc it writes and what it is compared with."""
 
     label: str  # "H200"
+    gpu: str  # the catalog's name, "h200-sxm"
     run: Path
     doc: Path
     composed: str  # the shipped composed profile of the same GPU and model
@@ -40,7 +42,7 @@ class Lease:
 
 def _lease(gpu: str, label: str, run: str, system: str, machine: str, power_cap_w: int = 700) -> Lease:
     folder = ROOT / "docs" / "gpu_runs" / run
-    return Lease(label, folder, ROOT / "docs" / f"gpu_{label.lower()}.md", f"{gpu}_llama-3.1-8b_tp1_bf16",
+    return Lease(label, gpu, folder, ROOT / "docs" / f"gpu_{label.lower()}.md", f"{gpu}_llama-3.1-8b_tp1_bf16",
                  folder / f"{gpu}_llama-3.1-8b_tp1_bf16_torch-eager", system, machine, power_cap_w)
 
 
@@ -52,25 +54,30 @@ LEASES = {
 }
 
 
-def gemm_table(lease: Lease, csv: Path) -> pd.DataFrame:
-    """Each measured GEMM beside the table's time for it (gpu_gemm_check.compare's lookup)."""
+@lru_cache(maxsize=None)
+def gemm_frames(lease: Lease) -> dict[str, pd.DataFrame]:
+    """Each GEMM run of the lease, by file name: every measured GEMM beside the table's time for it
+    (gpu_gemm_check.compare's lookup) with the run's model and TP. Read and looked up once per lease (the
+    summary and both fp8 sections use them); callers take filtered copies, never change them."""
     from gpu_gemm_check import compare_frame
 
-    return compare_frame(pd.read_csv(csv), lease.system)
+    out = {}
+    for csv in sorted(lease.run.glob("gemm_*.csv")):
+        raw = pd.read_csv(csv)
+        out[csv.name] = compare_frame(raw, lease.system).assign(model=raw["model"].iloc[0], tp=int(raw["tp"].iloc[0]))
+    return out
 
 
 def gemm_summary(lease: Lease) -> tuple[list[str], pd.DataFrame]:
     """Per model, TP and dtype: table/measured at the token counts every run measured (TOKENS)."""
     rows, frames = [], []
-    for csv in sorted(lease.run.glob("gemm_*.csv")):
-        d = gemm_table(lease, csv)
+    for d in gemm_frames(lease).values():
         d = d[d["m"].isin(TOKENS)]
-        meta = pd.read_csv(csv, nrows=1).iloc[0]
-        d = d.assign(model=meta["model"], tp=int(meta["tp"]))
+        model, tp = d["model"].iloc[0], d["tp"].iloc[0]
         frames.append(d)
         for dtype, g in d.groupby("dtype", sort=False):
             small, big = g[g["m"] < 256], g[g["m"] >= 256]
-            rows.append(f"| {meta['model']} | {int(meta['tp'])} | {dtype} | {len(g)} | "
+            rows.append(f"| {model} | {tp} | {dtype} | {len(g)} | "
                         f"{small['table_over_measured'].median():.2f} ({small['table_over_measured'].min():.2f}-"
                         f"{small['table_over_measured'].max():.2f}) | "
                         f"{big['table_over_measured'].median():.2f} ({big['table_over_measured'].min():.2f}-"

@@ -15,13 +15,10 @@ PAIRS = (128, 256, 512)  # m = 2^k; the jump is at 2^k + 1
 
 def fp8_jump_frame(lease) -> pd.DataFrame:
     """Per projection and dtype, the time at m = 2^k and 2^k + 1, measured and from the table."""
-    from gpu_gemm_check import compare_frame
+    from gpu_record import gemm_frames
 
-    csv = lease.run / "gemm_llama-3.1-70b_tp2.csv"
-    if not csv.is_file():
-        return pd.DataFrame()
-    d = compare_frame(pd.read_csv(csv), lease.system)
-    if not d["m"].isin([p + 1 for p in PAIRS]).any():
+    d = gemm_frames(lease).get("gemm_llama-3.1-70b_tp2.csv")
+    if d is None or not d["m"].isin([p + 1 for p in PAIRS]).any():
         return pd.DataFrame()
     out = []
     for (dtype, proj), g in d.groupby(["dtype", "projection"], sort=False):
@@ -40,10 +37,9 @@ def fp8_jump_frame(lease) -> pd.DataFrame:
 
 def small_m_excess_us(lease) -> pd.Series:
     """Median of table - measured (µs) per GEMM dtype over every run's GEMMs at decode sizes m <= 64."""
-    from gpu_gemm_check import compare_frame
+    from gpu_record import gemm_frames
 
-    frames = [compare_frame(pd.read_csv(csv), lease.system) for csv in sorted(lease.run.glob("gemm_*.csv"))]
-    d = pd.concat(frames, ignore_index=True)
+    d = pd.concat(gemm_frames(lease).values(), ignore_index=True)
     d = d[d["m"] <= 64]
     return ((d["table_ms"] - d["measured_ms"]) * 1e3).groupby(d["dtype"]).median()
 
@@ -55,7 +51,7 @@ def fp8_jump_section(lease) -> list[str]:
     excess = small_m_excess_us(lease)
     from gpu_decode_graph import decode_step_ms
 
-    step_ms = decode_step_ms(f"{lease.composed.split('_')[0]}_llama-3.1-70b_tp2_fp8", 1, 1024)
+    step_ms = decode_step_ms(f"{lease.gpu}_llama-3.1-70b_tp2_fp8", 1, 1024)
     layers_gemms = 80 * 4  # Llama-3.1-70B: 80 layers x 4 projections
     fp8, bf16 = f[f["dtype"] == "fp8"], f[f["dtype"] != "fp8"]
     rows = [f"| {r.projection} | {r.n} x {r.k} | {r.m} -> {r.m + 1} | {r.measured_us:.1f} -> {r.measured_next_us:.1f} "
@@ -104,12 +100,9 @@ def memory_section(lease) -> list[str]:
     csv = lease.run / "memory_llama-3.1-8b.csv"
     if not csv.is_file():
         return []
-    import json
-
-    gpu = json.loads((lease.measured / "profile.json").read_text())["gpu"]
     raw = pd.read_csv(csv)
     got = dict(zip(raw["what"], raw["bytes"]))
-    f = compare_frame(raw, gpu)
+    f = compare_frame(raw, lease.gpu)
     rows = [f"| {r.what} | {r.measured_gib:.3f} | {r.servesim_gib:.3f} | {r.servesim_over_measured:.3f} | "
             f"{r.servesim_source} |" for r in f.itertuples()]
     gib = 2 ** 30
