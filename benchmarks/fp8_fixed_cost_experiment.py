@@ -37,11 +37,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import calibration.aic_compose as aic_compose  # noqa: E402
-from benchmarks.grid_bias import import_args  # noqa: E402
+from benchmarks.grid_bias import composer_of, rebuild  # noqa: E402
 from benchmarks.validate_silicon import split_of  # noqa: E402
 from calibration.aic_step import StepComposer  # noqa: E402
-from calibration.aic_tables import LookupLog, load_tables  # noqa: E402
-from calibration.aiconfigurator_import import build_profile  # noqa: E402
+from calibration.aic_tables import LookupLog  # noqa: E402
 from calibration.plausibility import implied_load  # noqa: E402
 from calibration.silicon import engine_version, read_rows, simulate_row  # noqa: E402
 from sim.catalog import resolve_model  # noqa: E402
@@ -92,19 +91,10 @@ def patched_composer(delta_s: float, drop_quant: bool) -> type[StepComposer]:
     return FixedCostComposer
 
 
-def composer_for(profile, cls: type[StepComposer] = StepComposer) -> StepComposer:
-    a = import_args(profile)
-    return cls(load_tables(a["--system"], a["--framework"], a["--version"]), resolve_model(a["--model"], "model"),
-               tp=int(a["--tp"]), dtype=a["--dtype"], kv_dtype=a.get("--kv-dtype", profile.kv_dtype))
-
-
 def refit(profile, cls: type[StepComposer]) -> dict:
     """Coefficients fitted exactly as build_profile fits them, on steps composed by `cls`."""
-    a = import_args(profile)
     with mock.patch.object(aic_compose, "StepComposer", cls):
-        prof, _, _ = build_profile(a["--model"], a["--system"], int(a["--tp"]), a["--dtype"],
-                                   kv_dtype=a.get("--kv-dtype", profile.kv_dtype), version=a["--version"],
-                                   out=str(Path("tmp_profiles") / profile.name))
+        prof, _, _ = rebuild(profile)
     return prof.coefficients
 
 
@@ -132,7 +122,7 @@ def decode_section(profiles: list[str]) -> list[str]:
         delta = lease_delta_s(gpu)
         layers = resolve_model(prof.model, "model").num_layers
         classes = classes_of(gpu)
-        comps = {h: composer_for(prof, c) for h, c in classes.items()}
+        comps = {h: composer_of(prof, c) for h, c in classes.items()}
         for b, c in DECODE_POINTS:
             h1 = classes["H1"]
             h1.calls = h1.floor_hits = 0

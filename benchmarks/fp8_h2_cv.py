@@ -12,12 +12,17 @@ The rule, written before the run (2026-11-26 17:02 UTC):
     Δ was measured on H100 and H200 only and the training rows include B200 and B300.
 
 How: calibration.engine_cv's main, unchanged, with every per-tensor fp8 profile a training row uses
-refitted in memory under H2 (benchmarks/fp8_fixed_cost_experiment.patched_composer(0, drop_quant=True);
+refitted in memory under H2 (benchmarks/fp8_fixed_cost_experiment.patched_composer(0, drop_quant=True),
+built by benchmarks/grid_bias.rebuild with the options each was imported with;
 load_profile patched where the basis reads it). 13 profiles changed (MiniMax-M2.5 fp8 on H100, H200,
 B200, B300; Llama-3.1-8B fp8 on H200); fp4 and bf16 profiles came back the same.
 
 Result (2026-11-26, 252 training rows): the chosen structure is o2 both ways; CV TPOT 6.4 % today vs
-7.2 % under H2 (worse), CV TTFT 19.0 % vs 17.1 %. By the rule H2 is NOT adopted: nothing shipped changed.
+6.0 % under H2, CV TTFT 19.0 % vs 18.2 %: TPOT better by 0.4 point, under the rule's 1.0, so H2 is NOT
+adopted: nothing shipped changed. (A first run read 7.2 % / 17.1 %: its refits ignored the profiles'
+--moe-parallel, so the expert-parallel MiniMax profiles were refitted with tensor-parallel experts - more
+than H2. The refits now go through benchmarks/grid_bias.rebuild, and a control refit without the patch
+must give each profile's shipped coefficients back before H2 is applied.)
 
     python benchmarks/fp8_h2_cv.py today   # engine_cv on today's profiles (basis cache: /tmp/fp8_h2_today.npz)
     python benchmarks/fp8_h2_cv.py h2      # the same under H2 (/tmp/fp8_h2.npz)
@@ -35,6 +40,7 @@ import calibration.engine_overlap as eo  # noqa: E402
 import calibration.engine_rows as er  # noqa: E402
 import calibration.silicon as si  # noqa: E402
 import fp8_fixed_cost_experiment as fx  # noqa: E402
+from calibration.aic_step import StepComposer  # noqa: E402
 from calibration.profile import load_profile as orig  # noqa: E402
 
 H2 = fx.patched_composer(0.0, True)
@@ -46,6 +52,9 @@ def h2_load(name, *a, **k):
     if not isinstance(name, str) or "fp8" not in name or k or a:
         return p
     if name not in cache:
+        if fx.refit(p, StepComposer) != p.coefficients:  # control: the same refit unpatched is the shipped profile
+            sys.exit(f"{name}: refitting it unpatched does not give its shipped coefficients; the H2 refit would "
+                     "differ from it by more than H2")
         coef = fx.refit(p, H2)
         cache[name] = dataclasses.replace(p, coefficients=coef)
         if coef != p.coefficients:

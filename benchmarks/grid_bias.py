@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -40,12 +41,31 @@ def import_args(profile) -> dict[str, str]:
     return dict(zip(cmd[3::2], cmd[4::2]))
 
 
-def composer_of(profile) -> StepComposer:
-    """The composer a shipped composed profile was built with."""
+@lru_cache(maxsize=16)
+def tables_of(system: str, framework: str, version: str):
+    """aiconfigurator-core's op tables, read once per (system, framework, version) in a process."""
+    return load_tables(system, framework, version)
+
+
+def composer_of(profile, cls: type[StepComposer] = StepComposer) -> StepComposer:
+    """The composer a shipped composed profile was built with (or a subclass of it, `cls`, on the same options)."""
     a = import_args(profile)
-    return StepComposer(load_tables(a["--system"], a["--framework"], a["--version"]), resolve_model(a["--model"], "model"),
-                        tp=int(a["--tp"]), dtype=a["--dtype"], kv_dtype=a.get("--kv-dtype", profile.kv_dtype),
-                        moe_parallel=a.get("--moe-parallel", "tp"))
+    return cls(tables_of(a["--system"], a["--framework"], a["--version"]), resolve_model(a["--model"], "model"),
+               tp=int(a["--tp"]), dtype=a["--dtype"], kv_dtype=a.get("--kv-dtype", profile.kv_dtype),
+               moe_parallel=a.get("--moe-parallel", "tp"))
+
+
+def rebuild(profile):
+    """build_profile run with the options a shipped composed profile was imported with: (profile, composition,
+    fit result). Under a patch of calibration.aic_compose (its grid, its StepComposer) this refits the profile
+    as the patch says; unpatched it gives the shipped coefficients back."""
+    from calibration.aiconfigurator_import import build_profile
+
+    a = import_args(profile)
+    return build_profile(a["--model"], a["--system"], int(a["--tp"]), a["--dtype"],
+                         kv_dtype=a.get("--kv-dtype", profile.kv_dtype), framework=a["--framework"],
+                         version=a["--version"], moe_parallel=a.get("--moe-parallel", "tp"),
+                         out=str(Path("tmp_profiles") / profile.name))
 
 
 def decode_ms(profile, composer: StepComposer, batch: int, context: int) -> tuple[float, float]:

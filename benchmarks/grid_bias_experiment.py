@@ -30,10 +30,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import calibration.aic_compose as aic_compose  # noqa: E402
-from benchmarks.grid_bias import composer_of, import_args  # noqa: E402
+from benchmarks.grid_bias import composer_of, rebuild  # noqa: E402
 from benchmarks.validate_silicon import split_of  # noqa: E402
 from calibration.aic_tables import LookupLog  # noqa: E402
-from calibration.aiconfigurator_import import build_profile  # noqa: E402
 from calibration.engine_rows import thin  # noqa: E402
 from calibration.plausibility import implied_load  # noqa: E402
 from calibration.silicon import engine_version, read_rows, simulate_row  # noqa: E402
@@ -127,11 +126,8 @@ def errors_pct(steps: list[dict], coefficients: dict) -> dict[str, list[float]]:
 def refit(profile) -> tuple[dict, int, int]:
     """Coefficients fitted exactly as build_profile fits them, on the richer grid; the number of composed steps
     and the KV capacity the grid was bounded by."""
-    a = import_args(profile)
     with mock.patch.multiple(aic_compose, **RICH_GRID):
-        prof, comp, _ = build_profile(a["--model"], a["--system"], int(a["--tp"]), a["--dtype"],
-                                      kv_dtype=a.get("--kv-dtype", profile.kv_dtype), version=a["--version"],
-                                      out=str(Path("tmp_profiles") / profile.name))
+        prof, comp, _ = rebuild(profile)
     return prof.coefficients, len(comp.measurements), comp.kv_capacity_tokens
 
 

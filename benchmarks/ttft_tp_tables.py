@@ -13,10 +13,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from calibration.aic_step import StepComposer  # noqa: E402
-from calibration.aic_tables import MS, LogGrid, LookupLog, load_tables, require_package  # noqa: E402
+from benchmarks.grid_bias import composer_of  # noqa: E402
+from calibration.aic_tables import MS, LogGrid, LookupLog, require_package  # noqa: E402
 from calibration.profile import list_shipped_profiles, load_profile  # noqa: E402
-from sim.catalog import resolve_model  # noqa: E402
 from sim.engine_terms import engine_terms  # noqa: E402
 from sim.step_features import price, step_features  # noqa: E402
 
@@ -52,11 +51,6 @@ def profile_name(model: str, gpu: str, tp: int, dtype: str) -> str:
     return base if base in shipped else next(n for n in shipped if n.startswith(base + "_kv"))
 
 
-@lru_cache(maxsize=8)
-def _tables(system: str, version: str):
-    return load_tables(system, "vllm", version)
-
-
 @lru_cache(maxsize=32)
 def nccl_allreduce(system: str, tp: int) -> LogGrid | None:
     """aiconfigurator-core's NCCL all-reduce (fp16) by message size on `tp` GPUs, newest NCCL version."""
@@ -76,9 +70,8 @@ def composed_prefill(model: str, gpu: str, tp: int, dtype: str, isl: int) -> dic
     """A lone prefill of `isl` tokens (one step, one sampled position), ms per op group, from the op
     tables and kernel choices the shipped profile was composed with; plus the profile's own price."""
     prof = load_profile(profile_name(model, gpu, tp, dtype))
-    system, version = prof.provenance["system"], prof.provenance["framework_version"]
-    comp = StepComposer(_tables(system, version), resolve_model(model, "model"), tp=tp, dtype=dtype,
-                        kv_dtype=prof.kv_dtype)
+    system = prof.provenance["system"]
+    comp = composer_of(prof)
     log = LookupLog()
     parts = comp.step([isl], [0], [1], log)
     layers = comp.model.num_layers

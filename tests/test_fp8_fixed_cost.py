@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.fp8_fixed_cost_experiment import composer_for, decode_ms, patched_composer
+from benchmarks.fp8_fixed_cost_experiment import decode_ms, patched_composer
+from benchmarks.grid_bias import composer_of
 from calibration.aic_step import StepComposer
 from calibration.aic_tables import LookupLog
 from sim.profile import load_profile
@@ -17,8 +18,8 @@ LAYERS = 80  # Llama-3.1-70B
 def test_h1_takes_delta_off_each_fp8_gemm_and_h2_drops_the_quantisation():
     pytest.importorskip("aiconfigurator_core")
     prof = load_profile("h200-sxm_llama-3.1-70b_tp8_fp8")
-    base, h1 = composer_for(prof), composer_for(prof, patched_composer(DELTA_S, False))
-    h2 = composer_for(prof, patched_composer(0.0, True))
+    base, h1 = composer_of(prof), composer_of(prof, patched_composer(DELTA_S, False))
+    h2 = composer_of(prof, patched_composer(0.0, True))
     b, c = 128, 2048
     removed_ms = decode_ms(base, b, c) - decode_ms(h1, b, c)
     full_ms = 4 * LAYERS * DELTA_S * 1e3
@@ -32,8 +33,24 @@ def test_h1_takes_delta_off_each_fp8_gemm_and_h2_drops_the_quantisation():
 def test_a_bf16_composer_is_unchanged():
     pytest.importorskip("aiconfigurator_core")
     prof = load_profile("h200-sxm_llama-3.1-70b_tp8_bf16")
-    base = composer_for(prof)
-    both = composer_for(prof, patched_composer(DELTA_S, True))
+    base = composer_of(prof)
+    both = composer_of(prof, patched_composer(DELTA_S, True))
     assert type(base) is StepComposer and base.gemm_dtype == "bfloat16"
     for b, c in ((1, 1024), (64, 2048)):
         assert decode_ms(both, b, c) == decode_ms(base, b, c)
+
+
+def test_rebuild_gives_a_shipped_expert_parallel_profile_back():
+    """grid_bias.rebuild imports with every option the profile was imported with (the refits of the fp8
+    experiments rest on it): an expert-parallel MoE profile rebuilt unpatched is the shipped one. Built with
+    tensor-parallel experts (the option dropped) it is not, which is what the first H2 run got wrong."""
+    pytest.importorskip("aiconfigurator_core")
+    from benchmarks.grid_bias import import_args, rebuild
+    from calibration.aiconfigurator_import import build_profile
+
+    prof = load_profile("h100-sxm_minimax-m2.5_tp4_ep4_fp8_kvbf16")
+    assert rebuild(prof)[0].coefficients == prof.coefficients
+    a = import_args(prof)
+    as_tp, _, _ = build_profile(a["--model"], a["--system"], int(a["--tp"]), a["--dtype"], kv_dtype=a["--kv-dtype"],
+                                version=a["--version"])
+    assert as_tp.coefficients != prof.coefficients
