@@ -26,8 +26,9 @@ DIURNAL = [0.35, 0.25, 0.2, 0.2, 0.25, 0.35, 0.55, 0.8, 1.1, 1.35, 1.5, 1.55,
            1.55, 1.55, 1.5, 1.45, 1.4, 1.3, 1.2, 1.1, 1.0, 0.85, 0.65, 0.45]
 
 
-def scenario(queries_per_day: float, replicas: int):
-    return scenario_from_dict({
+def scenario_dict(queries_per_day: float, replicas: int) -> dict:
+    """The day as a scenario mapping (benchmarks/scaling.py patches it)."""
+    return {
         "name": "bench-day-1m",
         "seed": 1,
         "workload": {
@@ -39,7 +40,11 @@ def scenario(queries_per_day: float, replicas: int):
         "hardware": {"gpu": "a100-80gb-sxm"},
         "serving": {"replicas": replicas, "scheduler": {"policy": "continuous"}, "max_model_len": 8192},
         "sim": {"record_timeseries": True},
-    })
+    }
+
+
+def scenario(queries_per_day: float, replicas: int):
+    return scenario_from_dict(scenario_dict(queries_per_day, replicas))
 
 
 def main() -> None:
