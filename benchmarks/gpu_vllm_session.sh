@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The vLLM run on a GPU lease (issue 10: "measure one real profile and serving sweep on it with vLLM"), for
+# a machine whose image has no vLLM. Prepared here by benchmarks/gpu_vllm_pack.py, which cuts vLLM 0.26.0
+# (the newest release pinning the image's torch 2.11.0) and the packages the image lacks into parts of
+# .vllm_carry/pK, one part per `device` call (a call carries at most 64 MiB).
+#
+# The calls, back to back on one warm machine (it goes back 30 s after a call: prepare them all first):
+#   run(command="ls .vllm_carry",                          carry=[".vllm_carry/p1"])   # starts the machine
+#   run(command="ls .vllm_carry",                          carry=[".vllm_carry/p2"])   # ... one per part
+#   run(command="GPU=h100-sxm bash benchmarks/gpu_vllm_session.sh", carry=[".vllm_carry/pN", ".whl"], timeout_s=560)
+# Parts carried by earlier calls stay on the warm machine (ignored paths are kept between calls); .whl holds
+# servesim's own missing wheel (simpy: see benchmarks/gpu_session.sh). Results come back as one archive.
+#
+# Steps, each time-boxed (the whole must end inside one call's 10 minutes):
+#   1. reassemble the parts (checked against the manifest's sha256), install to /tmp/site without deps;
+#   2. `import vllm` and the machine's facts;
+#   3. `servesim calibrate run --engine vllm` on Llama-3.1-8B with dummy weights (grid quick): a profile
+#      measured by the real engine on this GPU, to set beside the composed ${GPU}_llama-3.1-8b_tp1_bf16;
+#   4. `servesim calibrate serve` (smoke sweep) on that profile: the served engine's terms on this GPU;
+#   5. the engine log's memory lines (CUDA-graph capture size, KV blocks): what the KV-capacity model
+#      could not measure without vLLM.
+#   INSTALL_ONLY=1 stops after step 1 (how tests/test_gpu_vllm_pack.py checks the reassembly on a CPU).
+set -u
+OUT=${OUT:-/tmp/gpu_out}
+RES=$OUT/run
+SITE=${SITE:-/tmp/site}
+mkdir -p "$RES"
+GPU=${GPU:-h100-sxm}
+step() {  # step NAME SECONDS COMMAND...: run with a time box, log to $RES/NAME.log, say how it ended
+  local name=$1 limit=$2; shift 2
+  local t0=$(date +%s)
+  timeout "$limit" "$@" > "$RES/$name.log" 2>&1
+  local rc=$?
+  echo "$name rc $rc in $(( $(date +%s) - t0 )) s" | tee -a "$RES/steps.txt"
+  return $rc
+}
+
+reassemble() {  # .vllm_carry/p1..pN -> $SITE
+  local manifest=.vllm_carry/p1/manifest.json n
+  [ -f "$manifest" ] || { echo "no $manifest: carry .vllm_carry/p1 first"; return 1; }
+  n=$(python3 -c "import json; print(len(json.load(open('$manifest'))['parts']))")
+  for k in $(seq 1 "$n"); do
+    [ -f ".vllm_carry/p$k/part" ] || { echo "part p$k missing (carried parts: $(ls .vllm_carry | tr '\n' ' '))"; return 1; }
+  done
+  local tmp=${TMPDIR:-/tmp}/vllm_carry.$$
+  mkdir -p "$tmp"
+  for k in $(seq 1 "$n"); do cat ".vllm_carry/p$k/part"; done > "$tmp/wheels.tar"
+  python3 - "$manifest" "$tmp/wheels.tar" <<'EOF' || return 1
+import hashlib, json, sys
+want = json.load(open(sys.argv[1]))["tar_sha256"]
+h = hashlib.sha256()
+with open(sys.argv[2], "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+if h.hexdigest() != want:
+    sys.exit(f"reassembled parts do not match the manifest (sha256 {h.hexdigest()} != {want})")
+print("parts reassembled, sha256 ok")
+EOF
+  tar xf "$tmp/wheels.tar" -C "$tmp" && rm -f "$tmp/wheels.tar"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir ${PIP_EXTRA:-} --target "$SITE" "$tmp"/wheels/*.whl \
+    || return 1
+  rm -rf "$tmp"
+  echo "installed $(ls "$SITE" | grep -c dist-info) distributions into $SITE"
+}
+
+t0=$(date +%s)
+reassemble > "$RES/install.log" 2>&1
+rc=$?
+echo "install rc $rc in $(( $(date +%s) - t0 )) s" | tee -a "$RES/steps.txt"
+cat "$RES/install.log"
+if [ "${INSTALL_ONLY:-0}" = 1 ]; then exit $rc; fi
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .whl/*.whl
+fi
+# FlashInfer's sampler would JIT-compile its kernels on first use (minutes of nvcc): PyTorch's sampler instead.
+export PYTHONUNBUFFERED=1 PYTHONPATH=$SITE:$PWD HF_HUB_OFFLINE=1 VLLM_USE_FLASHINFER_SAMPLER=0
+{ date -u; nvidia-smi
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+  python3 -c "import vllm; print('vllm', vllm.__version__)" 2>&1 | tail -3
+  python3 -c "import vllm.vllm_flash_attn as f; from vllm.vllm_flash_attn import flash_attn_interface as i; print('FA3', i.FA3_AVAILABLE, 'FA2', i.FA2_AVAILABLE)" 2>&1 | tail -2
+} > "$RES/machine.txt" 2>&1
+cat "$RES/machine.txt"
+step calibrate 270 python3 -m sim.cli calibrate run --engine vllm --model llama-3.1-8b --dummy-weights --gpu "$GPU" \
+  --grid quick --keep-log --timeout-s 260 --stat median --out "$RES/prof_vllm"
+tail -20 "$RES/calibrate.log"
+if [ -f "$RES/prof_vllm/profile.json" ]; then
+  cat > "$RES/serve.yaml" <<EOF
+name: gpu-vllm-serve
+seed: 1
+workload:
+  arrival: {kind: poisson, rate_per_s: 1}
+  num_requests: 10
+  prompt_tokens: {kind: lognormal, mean: 300, sigma: 0.5, min: 16, max: 2000}
+  output_tokens: {kind: lognormal, mean: 100, sigma: 0.5, min: 4, max: 500}
+model: llama-3.1-8b
+hardware: {gpu: $GPU}
+serving: {replicas: 1, tensor_parallel: 1, max_model_len: 8192}
+cost_model: {profile: $RES/prof_vllm}
+EOF
+  step serve 200 python3 -m sim.cli calibrate serve "$RES/serve.yaml" --sweep smoke
+  tail -20 "$RES/serve.log"
+fi
+# What vLLM said about memory (CUDA graphs, KV blocks, the profiler's figures), from every log kept.
+grep -h -i -E "cuda ?graph|kv cache|blocks|memory profiling|non.torch|peak" "$RES"/*.log "$RES"/prof_vllm/*.log \
+  2>/dev/null | head -60 > "$RES/memory_lines.txt"
+tar czf "$OUT/run.tgz" -C "$RES" . && rm -rf "$RES"
+ls -la "$OUT"
