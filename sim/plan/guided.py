@@ -3,9 +3,11 @@
 The autoscaled hours ask, for each replica count n below the peak fleet, for the first of the
 sorted hourly rates that n replicas fail. A simulated verdict's ratio (the binding metric over its
 bound; <= 1 meets) grows with the load per replica, rate / n. Between the most loaded point known to
-meet and the least loaded one above it known to fail, log(ratio) is interpolated linearly in that
-load to guess where n replicas cross the bound (points with n replicas themselves are preferred to
-other counts; the peak search's points seed the guess). The search probes the rate just under the
+meet and the least loaded one above it known to fail, the ratio is drawn as a queue's delay,
+c / (x_max - x) in the load x, through both points, to guess where n replicas cross the bound
+(points with n replicas themselves are preferred to other counts; the peak search's points seed the
+guess). A straight line, or one in log(ratio), through a lightly loaded point and an overloaded one
+crosses the bound too early: latency stays flat, then climbs steeply near capacity. The search probes the rate just under the
 guess, then the one just over it: with a good guess two probes settle a count, where a gallop from
 a fixed start spends more on points far from the edge. After two probes that land on the same side
 it bisects, so a poor guess costs at most a bisection's worth.
@@ -42,8 +44,9 @@ def crossing_load(seen: Seen, n: int) -> float | None:
         return None
     (xa, va), (xb, vb) = a, b
     if 0 < va.ratio <= 1 < vb.ratio < math.inf:
-        t = -math.log(va.ratio) / (math.log(vb.ratio) - math.log(va.ratio))
-        return xa + t * (xb - xa)
+        # ratio = c / (x_max - x), a queue's delay, through both points; where it reaches 1
+        x_max = (vb.ratio * xb - va.ratio * xa) / (vb.ratio - va.ratio)
+        return x_max - va.ratio * (x_max - xa)
     return xa  # the failing point did not keep up (ratio inf: no slope to follow), or a ratio of 0
 
 
