@@ -1,6 +1,7 @@
 """How many replicas a candidate needs: the smallest fleet that meets the SLO at the peak hour
 (galloping from the analytic estimate, then bisecting), then the autoscaled count for every other
-hour; and why no count can, when the zero-load floor already misses a bound. The searches are
+hour (guided by the margins measured so far, guided.py); and why no count can, when the zero-load floor
+already misses a bound. The searches are
 generators of simulated points (search.py runs them)."""
 from __future__ import annotations
 
