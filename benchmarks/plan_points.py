@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sim.plan import backend as backend_mod  # noqa: E402
 from sim.plan import search  # noqa: E402
 from sim.plan.cli import format_plan  # noqa: E402
+from sim.plan.config import read_plan  # noqa: E402
 from sim.plan.planner import plan  # noqa: E402
 
 
@@ -41,15 +42,12 @@ def main() -> int:
     real_map = backend_mod.LocalBackend.map
     backend_mod.LocalBackend.map = lambda self, tasks, done, fn=None: real_map(self, tasks, done, timed)
     real_add, real_settle = search.Points.add, search.Points.settle
-    by_task: dict[int, dict] = {}
+    unsettled: dict = {}  # point -> its rows added since its last settle
 
     def add(self, key, task, sample):
-        for r in rows:
-            if r["task"] is task:
-                r["key"] = key
-                by_task[id(task)] = r
-        self._last = getattr(self, "_last", {})
-        self._last.setdefault(key, []).append(by_task[id(task)])
+        row = next(r for r in rows if r["task"] is task)
+        row["key"] = key
+        unsettled.setdefault(key, []).append(row)
         return real_add(self, key, task, sample)
 
     def settle(self, key):
@@ -61,23 +59,18 @@ def main() -> int:
             text = f"{'close' if samples else 'screen'} {v.binding} {v.ratio:.3f}"
         else:
             text = f"{'in' if v.meets else 'out'} {v.binding} {v.ratio:.3f}" + ("" if v.stable else " unstable")
-        for r in self._last.pop(key, []):
+        for r in unsettled.pop(key, []):
             r["verdict"] = text
     search.Points.add, search.Points.settle = add, settle
 
     c0 = time.process_time()
     p = plan(args.scenario, args.set, workers=1, cache=False)
     cpu = time.process_time() - c0
-    names = [c.name for c in p.candidates]
-    order = {c.name: c for c in p.candidates}
-    del order
     lines = ["| # | candidate | replicas | rate req/s | requests | seed | kind | CPU s | verdict |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     per = defaultdict(lambda: [0, 0.0])
-    # Candidate names by index: the plan's order of candidates in the file.
-    from sim.plan.config import read_plan
-    _, cfg, _ = read_plan(args.scenario, args.set)
-    cnames = [c.name or f"candidate-{i + 1}" for i, c in enumerate(cfg.candidates)] or names
+    _, cfg, _ = read_plan(args.scenario, args.set)  # candidate names in the file's order (a key's index)
+    cnames = [c.name or f"candidate-{i + 1}" for i, c in enumerate(cfg.candidates)] or [p.scenario]
     for i, r in enumerate(rows, 1):
         k, t = r["key"], r["task"]
         name = cnames[k.candidate]
