@@ -10,7 +10,7 @@ guess). A straight line, or one in log(ratio), through a lightly loaded point an
 crosses the bound too early: latency stays flat, then climbs steeply near capacity. The search probes the rate just under the
 guess, then the one just over it: with a good guess two probes settle a count, where a gallop from
 a fixed start spends more on points far from the edge. After two probes that land on the same side
-it bisects, so a poor guess costs at most a bisection's worth.
+it bisects: a guess that keeps missing to one side does not walk the rates one by one.
 """
 from __future__ import annotations
 
