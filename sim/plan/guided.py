@@ -7,10 +7,11 @@ meet and the least loaded one above it known to fail, the ratio is drawn as a qu
 c / (x_max - x) in the load x, through both points, to guess where n replicas cross the bound
 (points with n replicas themselves are preferred to other counts; the peak search's points seed the
 guess). A straight line, or one in log(ratio), through a lightly loaded point and an overloaded one
-crosses the bound too early: latency stays flat, then climbs steeply near capacity. The search probes the rate just under the
-guess, then the one just over it: with a good guess two probes settle a count, where a gallop from
-a fixed start spends more on points far from the edge. After two probes that land on the same side
-it bisects: a guess that keeps missing to one side does not walk the rates one by one.
+crosses the bound too early: latency stays flat, then climbs steeply near capacity. The search
+probes the rate just under the guess, then the one just over it: with a good guess two probes settle
+a count, where a gallop from a fixed start spends more on points far from the edge. After two probes
+that land on the same side it bisects: a guess that keeps missing to one side does not walk the
+rates one by one.
 """
 from __future__ import annotations
 
