@@ -6,6 +6,7 @@
     backend.py    where the simulations run: local processes or Ray
     cache.py      simulated points kept on disk, keyed by what their numbers depend on
     fleet.py      replicas per candidate: the peak-hour fleet, the autoscaled hours, the zero-load floor
+    guided.py     the autoscaled hours' search, guided by the margins already measured
     result.py     the answer as flat records: CandidatePlan per candidate, the ranked Plan
     planner.py    plan(): inputs, the searches on a backend (and the cache), costs, ranking, the Pareto front
     cli.py        `servesim plan` and the text rendering of a Plan (imports planner; never the reverse)

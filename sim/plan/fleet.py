@@ -1,15 +1,16 @@
 """How many replicas a candidate needs: the smallest fleet that meets the SLO at the peak hour
 (galloping from the analytic estimate, then bisecting), then the autoscaled count for every other
-hour; and why no count can, when the zero-load floor already misses a bound. The searches are
+hour (guided by the margins measured so far, guided.py); and why no count can, when the zero-load floor
+already misses a bound. The searches are
 generators of simulated points (search.py runs them)."""
 from __future__ import annotations
 
-import bisect
 import math
 from dataclasses import dataclass
 
 from .config import PlanConfig
 from .estimate import Estimate
+from .guided import Seen, crossing_load, first_failing
 from .search import Found, PointKey, Slo, Verdict, fmt_s, margin_text, smallest_true, together
 
 START_UTILISATION = 0.8  # the analytic start assumes replicas at 80 % of their best throughput
@@ -55,25 +56,37 @@ def candidate_search(i: int, est: Estimate, rates: tuple[float, ...], cfg: PlanC
         return Outcome(reason=f"needs more than plan.max_replicas = {cfg.max_replicas} replicas "
                                f"(at {top}: {why})")
     n_peak = found.answer
+    hourly = yield from hourly_replicas(i, rates, n_peak, found, cfg)
+    return Outcome(replicas_peak=n_peak, verdict=found.tried[n_peak], hourly=hourly)
+
+
+def hourly_replicas(i: int, rates: tuple[float, ...], n_peak: int, found: Found, cfg: PlanConfig):
+    """Search generator: the autoscaled replicas of each hour, given the peak fleet and the peak
+    search's points. For each count n below the peak fleet, the first (lowest) hourly target rate that
+    n replicas fail (guided.first_failing); an hour takes the smallest n that meets its target."""
+    peak = max(rates)
     targets = [r * (1.0 + cfg.scale_up_margin) for r in rates]
     below = sorted({t for t in targets if 0 < t < peak})
     needed: dict[float, int] = {}
     if below and n_peak > cfg.min_replicas:
-        per_replica = peak / n_peak  # known to meet the SLO at the peak: the guess for other hours
-        low: Found = yield from smallest_true(cfg.min_replicas, n_peak - 1, math.ceil(below[0] / per_replica),
-                                              lambda n: PointKey(i, n, below[0]), meets)
-        n_low = low.answer if low.answer is not None else n_peak
-        # For each n below the peak fleet: the first (lowest) hourly rate n replicas fail.
+        seen: Seen = [(n, peak, v) for n, v in found.tried.items()]
+        load = crossing_load(seen, n_peak) or peak / n_peak
+        n_low = cfg.min_replicas
+        # The fewest replicas the quietest hour needs: searched first, unless min_replicas are guessed to
+        # meet a higher hourly rate too, which the search for min_replicas then probes (and that point
+        # meeting implies the quietest hour's).
+        if len(below) < 2 or below[1] > load * n_low:
+            low: Found = yield from smallest_true(n_low, n_peak - 1, max(n_low, math.ceil(below[0] / load)),
+                                                  lambda n: PointKey(i, n, below[0]), lambda v: v.meets)
+            seen += [(n, below[0], v) for n, v in low.tried.items()]
+            n_low = low.answer if low.answer is not None else n_peak
         counts = list(range(n_low, n_peak))
-        firsts = yield from together([
-            smallest_true(0, len(below) - 1, bisect.bisect_right(below, n * per_replica),
-                          lambda j, n=n: PointKey(i, n, below[j]), lambda v: not v.meets)
-            for n in counts])
-        fail_at = {n: (f.answer if f.answer is not None else len(below)) for n, f in zip(counts, firsts)}
+        firsts = yield from together([first_failing(below, n, lambda j, n=n: PointKey(i, n, below[j]), seen)
+                                      for n in counts])
+        fail_at = dict(zip(counts, firsts))
         for j, t in enumerate(below):
             needed[t] = min((n for n in counts if j < fail_at[n]), default=n_peak)
-    hourly = tuple(cfg.min_replicas if t <= 0 else needed.get(t, n_peak) for t in targets)
-    return Outcome(replicas_peak=n_peak, verdict=found.tried[n_peak], hourly=hourly)
+    return tuple(cfg.min_replicas if t <= 0 else needed.get(t, n_peak) for t in targets)
 
 
 def floor_reason(est: Estimate, slo: Slo, pct: float) -> str:
