@@ -17,6 +17,7 @@ the same wake-up without the cut's events, and without pricing the hundreds of s
 """
 from __future__ import annotations
 
+from itertools import accumulate
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -215,11 +216,15 @@ def _price(rep: "Replica", follow: str, slots, reqs: list, c: list, r: list, sta
         run = OpenRun.of_lists(rep, slots, rs, cs, horizon, start, t0)
         run.price_to(open_s)
         return run.times, run.active, slots, run.ends, horizon, None if run.complete else run
-    if arrival_s is not None and rep.decode_steps_s is not None and \
-            _few_steps(rep.decode_steps_s, len(rs), sum(cs), horizon, arrival_s - (start + t0)):
-        run = _price_until(rep.decode_steps_s, cs, rs, horizon, start, t0, arrival_s)
-        if run is not None:
-            return (*run[:2], slots, run[2], horizon, run[3])
+    steps_s = rep.decode_steps_s
+    if arrival_s is not None and steps_s is not None:
+        first_s = steps_s(len(rs), sum(cs) + len(rs), 1)[0]
+        # About PRICE_ONE_BY_ONE_STEPS steps or fewer to price (the horizon, or the steps until the arrival
+        # at the first step's length): on floats.
+        if horizon <= PRICE_ONE_BY_ONE_STEPS or (first_s > 0 and arrival_s - (start + t0) <= PRICE_ONE_BY_ONE_STEPS * first_s):
+            run = _price_until(steps_s, cs, rs, horizon, start, t0, arrival_s, first_s)
+            if run is not None:
+                return (*run[:2], slots, run[2], horizon, run[3])
     ns = len(rs)
     if min(rs) >= horizon:
         # Nobody finishes within the horizon: every step runs all of them.
@@ -254,48 +259,49 @@ def _price(rep: "Replica", follow: str, slots, reqs: list, c: list, r: list, sta
 
 PRICE_ONE_BY_ONE_STEPS = 112  # up to about this many steps to price, blocks on floats cost less than numpy's calls
 PRICE_ONE_BY_ONE_MAX_STEPS = 192  # where the estimate was short: give up, price vectorised
-PRICE_BLOCK_STEPS = 32  # steps priced per call while looking for the arrival's step
+PRICE_BLOCK_STEPS = 16  # steps priced per call past the estimated step of the arrival
 
 
-def _few_steps(steps_s, B: int, cached: int, horizon: int, left_s: float) -> bool:
-    """Will the run price about PRICE_ONE_BY_ONE_STEPS steps or fewer: its horizon, or the steps until the
-    arrival `left_s` from the end of step 0 at the length of the first (an estimate: steps grow with the
-    context and shrink as sequences finish)?"""
-    if horizon <= PRICE_ONE_BY_ONE_STEPS:
-        return True
-    first_s = steps_s(B, cached + B, 1)[0]
-    return first_s > 0 and left_s <= PRICE_ONE_BY_ONE_STEPS * first_s
-
-
-def _price_until(steps_s, cs: list, rs: list, horizon: int, start: float, t0: float, arrival_s: float):
-    """The run's steps priced a few at a time up to the one in flight at `arrival_s`: (times, active,
-    ends, in_flight), in_flight None when the run ends before the arrival; None when more than
-    PRICE_ONE_BY_ONE_MAX_STEPS steps would be needed. The same numbers as the vectorised pricing: `steps_s`
-    gives decode_step_times_s's bits, and the running sum adds in np.cumsum's order."""
+def _price_until(steps_s, cs: list, rs: list, horizon: int, start: float, t0: float, arrival_s: float,
+                 first_s: float):
+    """The run's steps priced on floats up to the one in flight at `arrival_s`: (times, active, ends,
+    in_flight), in_flight None when the run ends before the arrival; None when more than
+    PRICE_ONE_BY_ONE_MAX_STEPS steps would be needed. `first_s` is the first step's length: the block
+    priced first reaches about two steps past the arrival at that length (steps lengthen as the context
+    grows). The same numbers as the vectorised pricing: `steps_s` gives decode_step_times_s's bits, and
+    the running sum (accumulate) adds in np.cumsum's order."""
     ends = [t0]
     if start + t0 >= arrival_s:
         return [], [], ends, 0
     steps = min(horizon, PRICE_ONE_BY_ONE_MAX_STEPS)
+    want = int((arrival_s - (start + t0)) / first_s) + 2 if first_s > 0 else steps
     times, active = [], []
-    add_end = ends.append
     B, left, i, total = len(rs), sum(cs), 0, 0.0
     # Segments between finishes: the batch size is fixed within one, and in step i each running
     # sequence attends its cached tokens plus i + 1.
     for last, c in sorted(zip(rs, cs)):  # (steps it runs, tokens cached before them), fewest steps first
         stop = last if last < steps else steps
         while i < stop:
-            block = steps_s(B, left + B * (i + 1), min(stop - i, PRICE_BLOCK_STEPS))
+            count = want - i if want - i > PRICE_BLOCK_STEPS else PRICE_BLOCK_STEPS
+            if count > stop - i:
+                count = stop - i
+            block = steps_s(B, left + B * (i + 1), count)
+            sums = list(accumulate(block, initial=total))  # the running sum, step by step
+            total = sums[-1]
+            del sums[0]
+            block_ends = [x + t0 for x in sums]
             times += block
-            for t in block:
-                total += t
-                end = total + t0
-                add_end(end)
-                i += 1
-                if start + end >= arrival_s:
-                    del times[i:]
-                    active += [B] * (i - len(active))
-                    return times, active, ends, i
-            active += [B] * len(block)
+            if start + block_ends[-1] >= arrival_s:  # the step in flight then is in this block: the first
+                k = count - 1  # that ends at or after it (searchsorted's, as _cut_short)
+                while k and start + block_ends[k - 1] >= arrival_s:
+                    k -= 1
+                del times[i + k + 1:]
+                ends += block_ends[:k + 1]
+                active += [B] * (k + 1)
+                return times, active, ends, i + k + 1
+            ends += block_ends
+            active += [B] * count
+            i += count
         if stop == steps:
             break
         left -= c
