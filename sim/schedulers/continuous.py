@@ -20,6 +20,7 @@ never preempts a running one: priority only orders the queue and picks victims.
 """
 from __future__ import annotations
 
+from heapq import heappop, heappush
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -45,15 +46,15 @@ class ContinuousScheduler:
         self.chunked_prefill = cfg.chunked_prefill
         self.by_priority = by_priority
         self.waiting = WaitingQueue()
+        self._heap = self.waiting._heap  # its heap, read directly on the per-decision path (no method calls)
 
     @property
     def num_waiting(self) -> int:
-        return len(self.waiting)
+        return len(self._heap)
 
     def add(self, replica: "Replica", req: int) -> None:
         t = replica.table
-        key = int(t.priority[req]) if self.by_priority else 0
-        self.waiting.push(key, float(t.arrival_s[req]), req)
+        heappush(self._heap, (t.priority.item(req) if self.by_priority else 0, t.arrival_s.item(req), req))
 
     def _victim(self, replica: "Replica") -> int:
         """Slot to preempt: the newest running sequence, or with priorities the least urgent
@@ -69,26 +70,27 @@ class ContinuousScheduler:
     def should_interrupt(self, replica: "Replica", req: int) -> bool:
         # A request that is now first in line changes the next step: it joins the batch, or,
         # if slots or blocks are short, the fast-forward must stop at the first completion.
-        return bool(self.waiting) and self.waiting.peek()[2] == req
+        waiting = self._heap
+        return bool(waiting) and waiting[0][2] == req
 
     def schedule(self, replica: "Replica") -> StepPlan | Wait | None:
-        b = replica.running
-        if b.n == 0 and not self.waiting:
+        b, waiting = replica.running, self._heap  # the queue's heap: (key, arrival, request), first in line first
+        if b.n == 0 and not waiting:
             return None
         budget, preempted, all_served = self._schedule_running(replica)
 
         # Waiting requests, in queue order, while slots, budget and blocks last.
         # (vLLM admits nobody in a step that had to preempt.)
-        kv = replica.kv
+        kv, t = replica.kv, replica.table
         blocked_by_budget = False
-        while self.waiting and not preempted:
+        while waiting and not preempted:
             if budget <= 0:
                 blocked_by_budget = True
                 break
             if b.n >= self.max_num_seqs:
                 break
-            req = self.waiting.peek()[2]
-            tokens = replica.tokens_known(req)
+            req = waiting[0][2]
+            tokens = t.prompt_tokens.item(req) + t.generated.item(req)  # replica.tokens_known(req)
             cached = kv.cache_hit_tokens(req, tokens)  # prefix-cache hit: these need no compute
             if tokens - cached > budget and not self.chunked_prefill:
                 blocked_by_budget = True
@@ -97,7 +99,7 @@ class ContinuousScheduler:
             if not kv.can_admit(req, tokens, cached) or not kv.admit(req, cached, cached + c):
                 break  # the whole prompt must fit now, though only this chunk's blocks are taken
             all_served = all_served and c == tokens - cached  # else its prefill continues next step
-            self.waiting.pop()
+            heappop(waiting)
             replica.admit(req, c, cached)
             budget -= c
 
@@ -109,8 +111,8 @@ class ContinuousScheduler:
             # A prefill continues, someone got no tokens, or a preemption freed blocks that the
             # waiting queue may take next step: decide again after this one.
             return _AGAIN
-        if self.waiting:
-            head = self.waiting.peek()[2]
+        if waiting:
+            head = waiting[0][2]
             if b.n < self.max_num_seqs and kv.hit_may_grow(head, replica.tokens_known(head), b.view("req")):
                 # Blocked by KV blocks, but a running request is decoding into blocks the first in
                 # line shares (prefix caching): each block it fills is one fewer to find. vLLM
