@@ -7,6 +7,11 @@ arrays so the engine can advance many decode steps with a few numpy operations.
 Progress follows vLLM: `num_tokens` = prompt + tokens generated so far, `computed` =
 tokens whose KV is cached. A step computes `chunk` tokens; when `computed` reaches
 `num_tokens` the step samples the next token. Decode is the case num_tokens - computed == 1.
+
+The small-batch paths (sim/engine_small.py, the continuous scheduler's list path) read the slots as
+plain lists (`rows`). The small step hands its lists back with the arrays (`set_rows`, `set_progress`):
+they are kept (`_lists`) for the next decision's reads while `add` and `set_chunk` keep both alike, and
+dropped by `remove` and by code that writes the arrays directly (`forget_rows`).
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ class RunningBatch:
     def _bind(self, data: np.ndarray) -> None:
         """One 2-D array, a row per field: removing slots moves every field in one operation."""
         self._data = data
+        self._lists = None  # the running slots' rows as plain lists, while they match the arrays
         for row, name in enumerate(_FIELDS):
             setattr(self, name, data[row])
 
@@ -38,6 +44,10 @@ class RunningBatch:
         self.req[i], self.prompt[i], self.output[i] = req, prompt, output
         self.computed[i], self.num_tokens[i], self.level[i], self.chunk[i] = computed, num_tokens, level, chunk
         self.n = i + 1
+        lists = self._lists
+        if lists is not None:
+            for row, value in zip(lists, (req, prompt, output, computed, num_tokens, level, chunk)):
+                row.append(value)
         return i
 
     def remove(self, keep: np.ndarray) -> None:
@@ -46,11 +56,24 @@ class RunningBatch:
         d = self._data
         d[:, :k] = d[:, :self.n].compress(keep, axis=1)
         self.n = k
+        self._lists = None
+
+    def forget_rows(self) -> None:
+        """The arrays are about to be written directly: the plain-list rows no longer hold."""
+        self._lists = None
 
     def rows(self) -> list[list[int]]:
         """The running slots' fields as plain lists, in the order req, prompt, output, computed,
-        num_tokens, level, chunk (one call for all of them)."""
-        return self._data[:, :self.n].tolist()
+        num_tokens, level, chunk (one call for all of them, or the lists the last step handed back).
+        Read-only: they may be the batch's own."""
+        lists = self._lists
+        return self._data[:, :self.n].tolist() if lists is None else lists
+
+    def set_chunk(self, chunk: list[int]) -> None:
+        """Every running slot's chunk, from a list of length n (which the batch keeps: not to be changed)."""
+        self.chunk[:self.n] = chunk
+        if self._lists is not None:
+            self._lists[6] = chunk
 
     def set_rows(self, rows: list[list[int]]) -> None:
         """Replace the running slots by these: one list per field, in `rows()` order, all as long."""
@@ -60,12 +83,14 @@ class RunningBatch:
         if k:
             self._data[:, :k] = rows
         self.n = k
+        self._lists = rows
 
-    def set_progress(self, computed: list[int], num_tokens: list[int]) -> None:
-        """The same slots after a step: their new `computed` and `num_tokens` (lists of length n), no chunk."""
-        n = self.n
-        self._data[_PROGRESS, :n] = [computed, num_tokens]
-        self.chunk[:n] = 0
+    def set_progress(self, rows: list[list[int]]) -> None:
+        """The same slots after a step: `rows()` with new `computed` and `num_tokens` lists and a chunk of
+        zeros (the batch keeps the lists)."""
+        self._data[_PROGRESS, :self.n] = rows[3:5]
+        self.chunk[:self.n] = 0
+        self._lists = rows
 
     def view(self, name: str) -> np.ndarray:
         return getattr(self, name)[:self.n]

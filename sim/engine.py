@@ -203,6 +203,7 @@ class Replica:
 
     def _execute(self, plan: StepPlan):
         env, b, t = self.env, self.running, self.table
+        b.forget_rows()  # its arrays are written directly below
         start = env.now
         n = b.n
         reqs = b.req[:n]

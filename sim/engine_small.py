@@ -181,7 +181,7 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
             rep._outstanding -= len(done)
             kept = [j for j in range(n) if finish_at[j] > end]
     if len(kept) == n:
-        b.set_progress(comp1, nt1)
+        b.set_progress([reqs, prompt, output, comp1, nt1, level, [0] * n])
     else:
         b.set_rows([[row[j] for j in kept] for row in (reqs, prompt, output, comp1, nt1, level)] + [[0] * len(kept)])
         sim.on_finish(done_s)

@@ -138,8 +138,9 @@ class ContinuousScheduler:
             todo = [k - d for k, d in zip(known, done)]
             charged = sum(todo)
             if charged <= self.max_tokens and kv.allocate_lists(reqs, known):
-                b.chunk[:n] = todo
+                b.set_chunk(todo)
                 return self.max_tokens - charged, False, True
+        b.forget_rows()  # the arrays are written directly below
         # Fast path: in admission order, each takes min(what it needs, budget left). A decoding
         # sequence's k draft tokens (speculative decoding; k = lookahead, 0 without) are scheduled
         # with it and count against the budget, as in vLLM (num_tokens_with_spec); the budget's last
