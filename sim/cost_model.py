@@ -129,7 +129,8 @@ class RooflineCostModel(_ScalarFromArrays):
         p = self.params
         T = float(new_tokens)
         t = (p.step_overhead_s + p.per_seq_overhead_s * num_seqs
-             + max(self._s_per_token * T + self._s_per_sample * sampled, float(self._weights_s(T)))
+             + max(self._s_per_token * T + self._s_per_sample * sampled,
+                   float(self._weights_s(T)) if self.model.is_moe else self._dense_weights_s)
              + max(self._s_per_pair * attn_pairs, self._s_per_kv_token * kv_read_tokens))
         if self.tp > 1:
             t += self._comm_fixed_s + self._comm_s_per_token * T

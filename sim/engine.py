@@ -23,7 +23,7 @@ import simpy
 from .batch import RunningBatch
 from .cost_model import CostModel
 from .step_features import step_feature_sums, step_feature_values
-from .engine_small import execute_small, fits
+from .engine_small import execute_small, fits, small_steps
 from .fast_forward import MAX_HORIZON, MIN_HORIZON, index, plan_fast_forward, replay_kv
 from .kv_cache import SMALL, KVCache
 from .open_run import open_general, opens_general, step_in_flight
@@ -82,6 +82,7 @@ class Replica:
         self.itl = sim.itl  # shared inter-token-latency histogram
         self.step_log = StepLog() if sim.record_steps else None  # a Chrome trace's steps (sim/steplog.py)
         self.token_log = TokenLog() if sim.record_token_times else None  # real per-chunk times
+        self.small_steps = small_steps(self)  # may sim/engine_small.py run its steps (with few sequences)?
         self.process = self.env.process(self._loop())
 
     @property
@@ -115,7 +116,7 @@ class Replica:
         """Start `req` with `cached` tokens found in the prefix cache and `chunk` to compute now."""
         t = self.table
         if math.isnan(t.scheduled_s.item(req)):
-            t.scheduled_s[req] = self.env.now
+            t.scheduled_s[req] = self.env._now
             t.prefix_hit_tokens[req] = cached
             self.sim.queued -= 1
         prompt = t.prompt_tokens.item(req)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .clock import sleep
 from .fast_forward import MAX_HORIZON, MIN_HORIZON, index
 from .kv_cache import SMALL
 from .open_run import OpenRun
@@ -35,14 +36,20 @@ _INF = float("inf")
 
 def fits(replica: "Replica", plan: "StepPlan") -> bool:
     """May `execute_small` run this step?"""
-    return (replica.running.n <= SMALL and replica.spec is None and not plan.padded
-            and replica.step_log is None and replica.token_log is None and not replica.kv.tracks_block_order)
+    return replica.running.n <= SMALL and replica.small_steps and not plan.padded
+
+
+def small_steps(replica: "Replica") -> bool:
+    """May `execute_small` run this replica's steps at all (no drafts, no step or token log, a KV pool
+    that only counts blocks)?"""
+    return (replica.spec is None and replica.step_log is None and replica.token_log is None
+            and not replica.kv.tracks_block_order)
 
 
 def execute_small(rep: "Replica", plan: "StepPlan"):
     """One scheduled step and the run of plain decode steps after it (see `Replica._execute`)."""
     env, b, t, sim = rep.env, rep.running, rep.table, rep.sim
-    start = env.now
+    start = env._now
     n = b.n
     reqs, prompt, output, computed, num_tokens, level, chunk = b.rows()
 
@@ -103,7 +110,8 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
             if rem1[j] <= P:  # finishes within the run, in fast-forward step rem1[j] - 1
                 finish_at[j] = float(ends[rem1[j]])
         last_end = float(ends[-1])
-    rep._finishing_s = [start + f for f in finish_at]
+    if sim.routes_by_load:  # where the router reads `outstanding` (two or more replicas)
+        rep._finishing_s = [start + f for f in finish_at]
 
     # ---- let time pass; an arrival may cut the fast-forward short ----------
     wake_s = None
@@ -114,7 +122,7 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
         if start + (wake_s - start) != wake_s:
             wake_s = None
     if wake_s is not None:
-        yield env.timeout(wake_s - start)
+        yield sleep(env, wake_s - start)
         steps_done = in_flight + 1
     elif run is not None:  # priced up to the next arrival: cut there, or priced on (OpenRun.extend)
         yield run.open()
@@ -126,10 +134,10 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
     elif ff is not None and plan.interruptible:
         rep.state = "fast_forward"
         rep._run_start_s, rep._run_ends, rep._run_steps_done = start, np.asarray(ends), 0
-        yield env.timeout(last_end)
+        yield sleep(env, last_end)
         steps_done = rep._run_steps_done or P + 1
     else:
-        yield env.timeout(last_end)
+        yield sleep(env, last_end)
         steps_done = 1 if ff is None else P + 1
     rep.state = "busy"
     end = last_end if steps_done == (1 if ff is None else P + 1) else float(ends[steps_done - 1])
@@ -162,7 +170,8 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
             rep.itl.add(times[:m], active[:m])
         rep.ff_horizon_steps = min(MAX_HORIZON, rep.ff_horizon_steps * 2) if m == H else max(MIN_HORIZON, 2 * m)
 
-    rep._finishing_s = []
+    if sim.routes_by_load:
+        rep._finishing_s = []
     kept = range(n)
     if n_finished_0 or ff is not None:
         done = [j for j in range(n) if finish_at[j] <= end]
