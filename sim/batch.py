@@ -30,6 +30,9 @@ class RunningBatch:
         """One 2-D array, a row per field: removing slots moves every field in one operation."""
         self._data = data
         self._lists = None  # the running slots' rows as plain lists, while they match the arrays
+        # KV blocks for every slot's known tokens already held, every slot decoding next (sim/engine_small.py
+        # takes them for the next decision; the continuous scheduler then skips taking them)
+        self.blocks_for_known = False
         for row, name in enumerate(_FIELDS):
             setattr(self, name, data[row])
 
@@ -56,11 +59,11 @@ class RunningBatch:
         d = self._data
         d[:, :k] = d[:, :self.n].compress(keep, axis=1)
         self.n = k
-        self._lists = None
+        self._lists, self.blocks_for_known = None, False
 
     def forget_rows(self) -> None:
         """The arrays are about to be written directly: the plain-list rows no longer hold."""
-        self._lists = None
+        self._lists, self.blocks_for_known = None, False
 
     def rows(self) -> list[list[int]]:
         """The running slots' fields as plain lists, in the order req, prompt, output, computed,

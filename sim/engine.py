@@ -28,7 +28,7 @@ from .fast_forward import MAX_HORIZON, MIN_HORIZON, index, plan_fast_forward, re
 from .kv_cache import SMALL, KVCache
 from .open_run import open_general, opens_general, step_in_flight
 from .requests import RequestTable
-from .schedulers import StepPlan, Wait
+from .schedulers import ContinuousScheduler, StepPlan, Wait
 from .speculative import Speculation
 from .steplog import StepLog, TokenLog, log_steps
 
@@ -83,6 +83,9 @@ class Replica:
         self.step_log = StepLog() if sim.record_steps else None  # a Chrome trace's steps (sim/steplog.py)
         self.token_log = TokenLog() if sim.record_token_times else None  # real per-chunk times
         self.small_steps = small_steps(self)  # may sim/engine_small.py run its steps (with few sequences)?
+        # May a small step take the next decision's KV blocks (the continuous scheduler's list path, which
+        # takes them first; every slot's token within its budget)?
+        self.takes_next_blocks = type(scheduler) is ContinuousScheduler and scheduler.max_tokens >= SMALL
         self.process = self.env.process(self._loop())
 
     @property

@@ -190,14 +190,19 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
             rep._outstanding -= len(done)
             kept = [j for j in range(n) if finish_at[j] > end]
     if len(kept) == n:
-        b.set_progress([reqs, prompt, output, comp1, nt1, level, [0] * n])
+        rows = [reqs, prompt, output, comp1, nt1, level, [0] * n]
+        b.set_progress(rows)
     else:
-        b.set_rows([[row[j] for j in kept] for row in (reqs, prompt, output, comp1, nt1, level)] + [[0] * len(kept)])
+        rows = [[row[j] for j in kept] for row in (reqs, prompt, output, comp1, nt1, level)] + [[0] * len(kept)]
+        b.set_rows(rows)
         sim.on_finish(done_s)
-    if m > 0 and kept:
-        # Blocks for the tokens the fast-forward computed, taken before the next decision (see _execute).
-        grown = (reqs, comp1) if len(kept) == n else ([reqs[j] for j in kept], [comp1[j] for j in kept])
-        if not rep.kv.allocate_lists(*grown):
+    if kept:
+        # Blocks for the tokens the fast-forward computed, taken before the next decision (see _execute). Where
+        # every slot decodes next (one token each), the blocks the scheduler takes first for that decision
+        # (its known tokens) are taken now instead when they fit, in the same one pass (it then skips its own).
+        if n_completes == n and rep.takes_next_blocks and rep.kv.allocate_lists(rows[0], rows[4]):
+            b.blocks_for_known = True
+        elif m > 0 and not rep.kv.allocate_lists(rows[0], rows[3]):
             raise RuntimeError("fast-forward outgrew the KV cache")
 
 

@@ -134,6 +134,10 @@ class ContinuousScheduler:
         lookahead = replica.decode_lookahead
         if n <= SMALL and not lookahead and not kv.tracks_block_order:
             # A few slots, no drafts, a counting KV pool: the fast path below on plain lists.
+            if b.blocks_for_known:  # the small step took this decision's blocks (everyone decodes: one token each)
+                b.blocks_for_known = False
+                b.set_chunk([1] * n)
+                return self.max_tokens - n, False, True
             reqs, _p, _o, done, known, _l, _c = b.rows()
             todo = [k - d for k, d in zip(known, done)]
             charged = sum(todo)
