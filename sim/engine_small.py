@@ -165,7 +165,7 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
             comp1[j] += e
             nt1[j] += e
         if type(times) is list:  # priced a few steps at a time
-            rep.itl.add_lists(times[:m], active[:m])
+            rep.itl.add_lists(times, active) if len(times) == m else rep.itl.add_lists(times[:m], active[:m])
         else:
             rep.itl.add(times[:m], active[:m])
         rep.ff_horizon_steps = min(MAX_HORIZON, rep.ff_horizon_steps * 2) if m == H else max(MIN_HORIZON, 2 * m)
@@ -273,7 +273,7 @@ def _price(rep: "Replica", follow: str, slots, reqs: list, c: list, r: list, sta
 
 PRICE_ONE_BY_ONE_STEPS = 112  # up to about this many steps to price, blocks on floats cost less than numpy's calls
 PRICE_ONE_BY_ONE_MAX_STEPS = 192  # where the estimate was short: give up, price vectorised
-PRICE_BLOCK_STEPS = 16  # steps priced per call past the estimated step of the arrival
+PRICE_BLOCK_STEPS = 4  # steps priced per call past the estimated step of the arrival
 
 
 def _price_until(steps_s, cs: list, rs: list, horizon: int, start: float, t0: float, arrival_s: float,
@@ -282,7 +282,7 @@ def _price_until(steps_s, cs: list, rs: list, horizon: int, start: float, t0: fl
     in_flight), in_flight None when the run ends before the arrival; None when more than
     PRICE_ONE_BY_ONE_MAX_STEPS steps would be needed. `first_s` is the first step's length: the block
     priced first reaches about two steps past the arrival at that length (steps lengthen as the context
-    grows). The same numbers as the vectorised pricing: `steps_s` gives decode_step_times_s's bits, and
+    grows, little within a run), then blocks of PRICE_BLOCK_STEPS. The same numbers as the vectorised pricing: `steps_s` gives decode_step_times_s's bits, and
     the running sum (accumulate) adds in np.cumsum's order."""
     ends = [t0]
     if start + t0 >= arrival_s:
