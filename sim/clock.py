@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from heapq import heappush
 
-from simpy.events import NORMAL, Timeout
+from simpy.events import NORMAL, URGENT, Event, Timeout
 
 _new = object.__new__
 
@@ -19,3 +19,11 @@ def sleep(env, delay: float) -> Timeout:
     event.env, event.callbacks, event._ok, event._value, event._delay = env, [], True, None, delay
     heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), event))
     return event
+
+
+def call_soon(env, callback) -> None:
+    """Call `callback(event)` now, after the event in hand, as SimPy runs an interrupt: an event triggered
+    with no value and scheduled urgent at the current time (env.schedule(event, URGENT))."""
+    event = _new(Event)
+    event.env, event.callbacks, event._ok, event._value = env, [callback], True, None
+    heappush(env._queue, (env._now, URGENT, next(env._eid), event))

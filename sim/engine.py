@@ -21,6 +21,7 @@ import numpy as np
 import simpy
 
 from .batch import RunningBatch
+from .clock import call_soon, sleep
 from .cost_model import CostModel
 from .step_features import step_feature_sums, step_feature_values
 from .engine_small import execute_small, fits, small_steps
@@ -156,10 +157,7 @@ class Replica:
             # Cut the run short at the end of the step in flight. Scheduled exactly as SimPy schedules
             # an interrupt (an urgent event now), so every event keeps its order; but the engine
             # is re-pointed at its new wake-up instead of having an exception thrown into it.
-            cut = simpy.Event(self.env)
-            cut._ok, cut._value = True, None
-            cut.callbacks.append(self._cut_short)
-            self.env.schedule(cut, simpy.events.URGENT)
+            call_soon(self.env, self._cut_short)
 
     def _cut_short(self, _event) -> None:
         """Wake the engine when the step in flight ends instead of when its fast-forward would."""
@@ -175,7 +173,7 @@ class Replica:
             i = min(int(ends_at.searchsorted(now, side="left")), len(ends_at) - 1)  # step in flight ends at ends[i]
             in_flight_end_s = float(ends_at[i])
         self._run_steps_done = i + 1
-        wake = env.timeout(max(in_flight_end_s - now, 0.0))
+        wake = sleep(env, max(in_flight_end_s - now, 0.0))
         proc._target.callbacks.remove(proc._resume)
         proc._target = wake
         wake.callbacks.append(proc._resume)
@@ -298,10 +296,10 @@ class Replica:
         elif ff is not None and plan.interruptible:
             self.state = FAST_FORWARD
             self._run_start_s, self._run_ends, self._run_steps_done = start, ends, 0
-            yield env.timeout(float(ends[-1]))
+            yield sleep(env, float(ends[-1]))
             steps_done = self._run_steps_done or len(ends)  # cut short (_cut_short), or step 0 + every fast-forward step
         else:
-            yield env.timeout(float(ends[-1]))
+            yield sleep(env, float(ends[-1]))
             steps_done = len(ends)
         self.state = BUSY
         self.busy_s += float(ends[steps_done - 1])
