@@ -25,7 +25,7 @@ def _field(row: int):
     def get(self) -> np.ndarray:
         if self._lists is not None:
             self._arrays()
-        return self._data[row]
+        return self._rows[row]
     return property(get, doc=f"the {_FIELDS[row]} of each slot, as an array (capacity long; the first n hold)")
 
 
@@ -34,23 +34,35 @@ class RunningBatch:
 
     def __init__(self, capacity: int):
         self.n = 0
-        self._data = np.zeros((len(_FIELDS), capacity), dtype=np.int64)  # one row per field
+        self._bind(np.zeros((len(_FIELDS), capacity), dtype=np.int64))
         self._lists: list[list[int]] | None = None  # the running slots' rows as plain lists, while they are the batch
         self._stale = False  # the arrays miss what was written to the lists
         # KV blocks for every slot's known tokens already held, every slot decoding next (sim/engine_small.py
         # takes them for the next decision; the continuous scheduler then skips taking them)
         self.blocks_for_known = False
 
+    def _bind(self, data: np.ndarray) -> None:
+        """One 2-D array, a row per field (removing slots moves every field in one operation), and its rows."""
+        self._data = data
+        self._rows = [data[row] for row in range(len(_FIELDS))]
+
     def _arrays(self) -> None:
         """Make the arrays the batch: write the lists there (where they were written to) and drop them."""
         if self._stale:
             n = self.n
             if n > self._data.shape[1]:
-                self._data = np.zeros((len(_FIELDS), 2 * n), dtype=np.int64)
+                self._bind(np.zeros((len(_FIELDS), 2 * n), dtype=np.int64))
             if n:
                 self._data[:, :n] = self._lists
             self._stale = False
         self._lists = None
+
+    def arrays(self) -> list[np.ndarray]:
+        """The fields as arrays (capacity long; the first n hold), in `rows()` order, to read or write
+        directly (the lists are dropped): one call where code uses several fields."""
+        if self._lists is not None:
+            self._arrays()
+        return self._rows
 
     def __len__(self) -> int:
         return self.n
@@ -65,8 +77,10 @@ class RunningBatch:
             self._stale = True
         else:
             if i == self._data.shape[1]:  # grow (a static batch may be bigger than max_num_seqs)
-                self._data = np.concatenate([self._data, np.zeros_like(self._data)], axis=1)
-            self._data[:, i] = req, prompt, output, computed, num_tokens, level, chunk
+                self._bind(np.concatenate([self._data, np.zeros_like(self._data)], axis=1))
+            r = self._rows
+            r[0][i], r[1][i], r[2][i], r[3][i] = req, prompt, output, computed
+            r[4][i], r[5][i], r[6][i] = num_tokens, level, chunk
         self.n = i + 1
         return i
 
@@ -79,10 +93,11 @@ class RunningBatch:
         self.n = k
         self.blocks_for_known = False
 
-    def forget_rows(self) -> None:
-        """The arrays are about to be written directly: they become the batch (the lists are dropped)."""
-        self._arrays()
+    def forget_rows(self) -> list[np.ndarray]:
+        """The arrays are about to be written directly: they become the batch (the lists are dropped), and
+        here they are (`arrays`)."""
         self.blocks_for_known = False
+        return self.arrays()
 
     def rows(self) -> list[list[int]]:
         """The running slots' fields as plain lists, in the order req, prompt, output, computed,
@@ -94,7 +109,7 @@ class RunningBatch:
     def set_chunk(self, chunk: list[int]) -> None:
         """Every running slot's chunk, from a list of length n (which the batch keeps: not to be changed)."""
         if self._lists is None:
-            self._data[6, :self.n] = chunk
+            self._rows[6][:self.n] = chunk
         else:
             self._lists[6] = chunk
             self._stale = True

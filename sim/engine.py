@@ -205,12 +205,12 @@ class Replica:
 
     def _execute(self, plan: StepPlan):
         env, b, t = self.env, self.running, self.table
-        b.forget_rows()  # its arrays are written directly below
+        req_a, prompt_a, output_a, computed_a, num_tokens_a, _, chunk_a = b.forget_rows()  # arrays, written below
         start = env.now
         n = b.n
-        reqs = b.req[:n]
-        chunk, computed, num_tokens = b.chunk[:n], b.computed[:n], b.num_tokens[:n]
-        output, prompt = b.output[:n], b.prompt[:n]
+        reqs = req_a[:n]
+        chunk, computed, num_tokens = chunk_a[:n], computed_a[:n], num_tokens_a[:n]
+        output, prompt = output_a[:n], prompt_a[:n]
         generated = num_tokens - prompt
         todo = num_tokens - computed
         completes = chunk == todo  # the step reaches the last known token: it samples the next one
@@ -320,20 +320,20 @@ class Replica:
             if np.count_nonzero(resumed):
                 gap = start + t0 - t.last_token_s[reqs[resumed]]
                 self.itl.add(gap, np.ones(len(gap), dtype=np.int64))
-        b.computed[:n] = computed_1
-        b.num_tokens[:n] = num_tokens_1
-        b.chunk[:n] = 0
+        computed_a[:n] = computed_1
+        num_tokens_a[:n] = num_tokens_1
+        chunk_a[:n] = 0
 
         # ---- apply the fast-forward steps that happened ----------------------
         m = steps_done - 1
         if m > 0:
             emitted_ff = ff.emitted_after(m)
             if len(ff.slots) == n:  # every slot took part: slices, not fancy indexing
-                b.computed[:n] += emitted_ff
-                b.num_tokens[:n] += emitted_ff
+                computed_a[:n] += emitted_ff
+                num_tokens_a[:n] += emitted_ff
             else:
-                b.computed[ff.slots] += emitted_ff
-                b.num_tokens[ff.slots] += emitted_ff
+                computed_a[ff.slots] += emitted_ff
+                num_tokens_a[ff.slots] += emitted_ff
             self.itl.add(ff.times[:m], ff.active[:m])
             # Adapt how far ahead fast-forwards are priced to how far they usually get.
             self.ff_horizon_steps = (min(MAX_HORIZON, self.ff_horizon_steps * 2)
@@ -358,7 +358,7 @@ class Replica:
             if self.latency_per_prompt_token_s:
                 done_s = done_s + self.latency_per_prompt_token_s * t.prompt_tokens[done_reqs]
             t.finish_s[done_reqs] = done_s
-            t.generated[done_reqs] = b.num_tokens[:n][finished] - prompt[finished]
+            t.generated[done_reqs] = num_tokens_a[:n][finished] - prompt[finished]
             if not replay:
                 self.kv.free_many(done_reqs)
             self._outstanding -= len(done_reqs)
@@ -368,7 +368,7 @@ class Replica:
             # Blocks for the tokens the fast-forward computed, as vLLM took them step by step (the
             # look-ahead checked they fit). Taken now, before the next decision, so that decision
             # sees the pool as vLLM's would and does not hand them to someone else first.
-            if not self.kv.allocate_many(b.req[:b.n], b.computed[:b.n]):
+            if not self.kv.allocate_many(req_a[:b.n], computed_a[:b.n]):
                 raise RuntimeError("fast-forward outgrew the KV cache")  # steps_that_fit rules this out
 
     def _step_zero(self, plan: StepPlan, n_decode: int, decode: np.ndarray, completes: np.ndarray, chunk: np.ndarray,

@@ -144,43 +144,43 @@ class ContinuousScheduler:
             if charged <= self.max_tokens and kv.allocate_lists(reqs, known):
                 b.set_chunk(todo)
                 return self.max_tokens - charged, False, True
-        b.forget_rows()  # the arrays are written directly below
+        req_a, _, _, computed_a, num_tokens_a, _, chunk_a = b.forget_rows()  # the arrays, written directly below
         # Fast path: in admission order, each takes min(what it needs, budget left). A decoding
         # sequence's k draft tokens (speculative decoding; k = lookahead, 0 without) are scheduled
         # with it and count against the budget, as in vLLM (num_tokens_with_spec); the budget's last
         # few may cut its drafts. (ndarray methods, not np.* wrappers: this runs once per decision
         # on a handful of slots.)
-        computed = b.computed[:n]
-        todo = b.num_tokens[:n] - computed
+        computed = computed_a[:n]
+        todo = num_tokens_a[:n] - computed
         drafts = (todo == 1) * lookahead if lookahead else 0
         charge = todo + drafts if lookahead else todo
         charged = sum(charge.tolist())  # plain sum: numpy's reduction costs more on a few slots
         if charged <= self.max_tokens:
             # Everyone gets all it needs (the common case): chunk = todo, no mask to apply.
-            if kv.allocate_many(b.req[:n], computed + charge):
-                b.chunk[:n] = todo
+            if kv.allocate_many(req_a[:n], computed + charge):
+                chunk_a[:n] = todo
                 return self.max_tokens - charged, False, True
         else:
             left = self.max_tokens - (charge.cumsum() - charge)  # budget left when each one's turn comes
             chunk = np.maximum(np.minimum(todo, left), 0)
             scheduled = chunk > 0
-            if kv.allocate_many(b.req[:n][scheduled], (computed + chunk + drafts)[scheduled]):
-                b.chunk[:n] = chunk
+            if kv.allocate_many(req_a[:n][scheduled], (computed + chunk + drafts)[scheduled]):
+                chunk_a[:n] = chunk
                 used = sum(np.minimum(charge, np.maximum(left, 0)).tolist())
                 return self.max_tokens - used, False, sum(chunk.tolist()) == sum(todo.tolist())
         # Blocks run short: go one by one as vLLM does, preempting victims as needed.
-        b.chunk[:n] = 0
+        chunk_a[:n] = 0
         budget, preempted, i = self.max_tokens, False, 0
         while i < b.n and budget > 0:
-            todo_i = int(b.num_tokens[i] - b.computed[i])
+            todo_i = int(num_tokens_a[i] - computed_a[i])
             c = min(todo_i, budget)
-            req = int(b.req[i])
+            req = int(req_a[i])
             extra = lookahead if todo_i == 1 else 0
-            while not kv.allocate(req, int(b.computed[i]) + c + extra):
+            while not kv.allocate(req, int(computed_a[i]) + c + extra):
                 victim = self._victim(replica)
                 # A victim scheduled earlier in this step gives its tokens (and drafts) back.
-                given = int(b.chunk[victim])
-                if given and b.num_tokens[victim] - b.computed[victim] == 1:
+                given = int(chunk_a[victim])
+                if given and num_tokens_a[victim] - computed_a[victim] == 1:
                     given += lookahead
                 budget = min(budget + given, self.max_tokens)
                 self.add(replica, replica.preempt(victim))
@@ -190,10 +190,10 @@ class ContinuousScheduler:
                 if victim < i:
                     i -= 1
             else:
-                b.chunk[i] = c
+                chunk_a[i] = c
                 budget -= min(c + extra, budget)
                 i += 1
                 continue
             break  # this sequence was itself the victim: nobody after it runs this step
         n = b.n
-        return budget, preempted, not bool((b.num_tokens[:n] - b.computed[:n] - b.chunk[:n] > 0).any())
+        return budget, preempted, not bool((num_tokens_a[:n] - computed_a[:n] - chunk_a[:n] > 0).any())
