@@ -84,8 +84,7 @@ class Replica:
         self.step_log = StepLog() if sim.record_steps else None  # a Chrome trace's steps (sim/steplog.py)
         self.token_log = TokenLog() if sim.record_token_times else None  # real per-chunk times
         self.small_steps = small_steps(self)  # may sim/engine_small.py run its steps (with few sequences)?
-        # May a small step take the next decision's KV blocks (the continuous scheduler's list path, which
-        # takes them first; every slot's token within its budget)?
+        # May a small step take the next decision's KV blocks for the continuous scheduler's list path?
         self.takes_next_blocks = type(scheduler) is ContinuousScheduler and scheduler.max_tokens >= SMALL
         self.process = self.env.process(self._loop())
 
@@ -242,7 +241,6 @@ class Replica:
                                                                         computed, num_tokens, output, generated)
         finished_0 = remaining_1 == 0
         n_finished_0 = int(np.count_nonzero(finished_0))
-
 
         # ---- fast-forward: plain decode steps ------------------------------
         ff = run = None
