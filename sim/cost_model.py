@@ -129,7 +129,8 @@ class RooflineCostModel(_ScalarFromArrays):
         p = self.params
         T = float(new_tokens)
         t = (p.step_overhead_s + p.per_seq_overhead_s * num_seqs
-             + max(self._s_per_token * T + self._s_per_sample * sampled, float(self._weights_s(T)))
+             + max(self._s_per_token * T + self._s_per_sample * sampled,
+                   float(self._weights_s(T)) if self.model.is_moe else self._dense_weights_s)
              + max(self._s_per_pair * attn_pairs, self._s_per_kv_token * kv_read_tokens))
         if self.tp > 1:
             t += self._comm_fixed_s + self._comm_s_per_token * T
@@ -329,6 +330,7 @@ class ProfileCostModel(_ScalarFromArrays):
         overlap, host_per_seq_s = self._overlap, self._host_per_seq_s
 
         exposed = self._exposed_step_s if overlap else 0.0
+        rising = per_pair >= 0.0 and per_kv >= 0.0  # each step at least its predecessor within a call
         by_seqs: dict[int, tuple[float, float, float]] = {}  # the terms of the batch size, once per size
 
         def steps_general_s(num_seqs: int, context_tokens: int, count: int) -> list[float]:
@@ -340,7 +342,11 @@ class ProfileCostModel(_ScalarFromArrays):
                     c["per_sample_s"] * B, self._engine_step_s + self._engine_per_seq_s * B if overlap else 0.0)
             linear, sample, engine = terms
             ctxs = range(context_tokens, context_tokens + num_seqs * count, num_seqs)
-            if overlap:  # one pass: the step, then the engine's floor and the exposed time
+            if overlap and rising and linear + per_pair * context_tokens + per_kv * context_tokens + sample >= engine:
+                # The step grows with the context (coefficients >= 0, IEEE's operations monotone), so the
+                # engine's floor, under the first step, is under every one: max() keeps the step.
+                times = [exposed + (linear + per_pair * ctx + per_kv * ctx + sample) for ctx in ctxs]
+            elif overlap:  # one pass: the step, then the engine's floor and the exposed time
                 times = [exposed + (t if (t := linear + per_pair * ctx + per_kv * ctx + sample) >= engine else engine)
                          for ctx in ctxs]
             else:

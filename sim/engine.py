@@ -21,14 +21,15 @@ import numpy as np
 import simpy
 
 from .batch import RunningBatch
+from .clock import call_soon, sleep
 from .cost_model import CostModel
 from .step_features import step_feature_sums, step_feature_values
-from .engine_small import execute_small, fits
+from .engine_small import execute_small, fits, small_steps
 from .fast_forward import MAX_HORIZON, MIN_HORIZON, index, plan_fast_forward, replay_kv
 from .kv_cache import SMALL, KVCache
 from .open_run import open_general, opens_general, step_in_flight
 from .requests import RequestTable
-from .schedulers import StepPlan, Wait
+from .schedulers import ContinuousScheduler, StepPlan, Wait
 from .speculative import Speculation
 from .steplog import StepLog, TokenLog, log_steps
 
@@ -82,6 +83,9 @@ class Replica:
         self.itl = sim.itl  # shared inter-token-latency histogram
         self.step_log = StepLog() if sim.record_steps else None  # a Chrome trace's steps (sim/steplog.py)
         self.token_log = TokenLog() if sim.record_token_times else None  # real per-chunk times
+        self.small_steps = small_steps(self)  # may sim/engine_small.py run its steps (with few sequences)?
+        # May a small step take the next decision's KV blocks for the continuous scheduler's list path?
+        self.takes_next_blocks = type(scheduler) is ContinuousScheduler and scheduler.max_tokens >= SMALL
         self.process = self.env.process(self._loop())
 
     @property
@@ -115,7 +119,7 @@ class Replica:
         """Start `req` with `cached` tokens found in the prefix cache and `chunk` to compute now."""
         t = self.table
         if math.isnan(t.scheduled_s.item(req)):
-            t.scheduled_s[req] = self.env.now
+            t.scheduled_s[req] = self.env._now
             t.prefix_hit_tokens[req] = cached
             self.sim.queued -= 1
         prompt = t.prompt_tokens.item(req)
@@ -152,10 +156,7 @@ class Replica:
             # Cut the run short at the end of the step in flight. Scheduled exactly as SimPy schedules
             # an interrupt (an urgent event now), so every event keeps its order; but the engine
             # is re-pointed at its new wake-up instead of having an exception thrown into it.
-            cut = simpy.Event(self.env)
-            cut._ok, cut._value = True, None
-            cut.callbacks.append(self._cut_short)
-            self.env.schedule(cut, simpy.events.URGENT)
+            call_soon(self.env, self._cut_short)
 
     def _cut_short(self, _event) -> None:
         """Wake the engine when the step in flight ends instead of when its fast-forward would."""
@@ -171,7 +172,7 @@ class Replica:
             i = min(int(ends_at.searchsorted(now, side="left")), len(ends_at) - 1)  # step in flight ends at ends[i]
             in_flight_end_s = float(ends_at[i])
         self._run_steps_done = i + 1
-        wake = env.timeout(max(in_flight_end_s - now, 0.0))
+        wake = sleep(env, max(in_flight_end_s - now, 0.0))
         proc._target.callbacks.remove(proc._resume)
         proc._target = wake
         wake.callbacks.append(proc._resume)
@@ -203,11 +204,12 @@ class Replica:
 
     def _execute(self, plan: StepPlan):
         env, b, t = self.env, self.running, self.table
+        req_a, prompt_a, output_a, computed_a, num_tokens_a, _, chunk_a = b.forget_rows()  # arrays, written below
         start = env.now
         n = b.n
-        reqs = b.req[:n]
-        chunk, computed, num_tokens = b.chunk[:n], b.computed[:n], b.num_tokens[:n]
-        output, prompt = b.output[:n], b.prompt[:n]
+        reqs = req_a[:n]
+        chunk, computed, num_tokens = chunk_a[:n], computed_a[:n], num_tokens_a[:n]
+        output, prompt = output_a[:n], prompt_a[:n]
         generated = num_tokens - prompt
         todo = num_tokens - computed
         completes = chunk == todo  # the step reaches the last known token: it samples the next one
@@ -239,7 +241,6 @@ class Replica:
                                                                         computed, num_tokens, output, generated)
         finished_0 = remaining_1 == 0
         n_finished_0 = int(np.count_nonzero(finished_0))
-
 
         # ---- fast-forward: plain decode steps ------------------------------
         ff = run = None
@@ -293,10 +294,10 @@ class Replica:
         elif ff is not None and plan.interruptible:
             self.state = FAST_FORWARD
             self._run_start_s, self._run_ends, self._run_steps_done = start, ends, 0
-            yield env.timeout(float(ends[-1]))
+            yield sleep(env, float(ends[-1]))
             steps_done = self._run_steps_done or len(ends)  # cut short (_cut_short), or step 0 + every fast-forward step
         else:
-            yield env.timeout(float(ends[-1]))
+            yield sleep(env, float(ends[-1]))
             steps_done = len(ends)
         self.state = BUSY
         self.busy_s += float(ends[steps_done - 1])
@@ -317,20 +318,20 @@ class Replica:
             if np.count_nonzero(resumed):
                 gap = start + t0 - t.last_token_s[reqs[resumed]]
                 self.itl.add(gap, np.ones(len(gap), dtype=np.int64))
-        b.computed[:n] = computed_1
-        b.num_tokens[:n] = num_tokens_1
-        b.chunk[:n] = 0
+        computed_a[:n] = computed_1
+        num_tokens_a[:n] = num_tokens_1
+        chunk_a[:n] = 0
 
         # ---- apply the fast-forward steps that happened ----------------------
         m = steps_done - 1
         if m > 0:
             emitted_ff = ff.emitted_after(m)
             if len(ff.slots) == n:  # every slot took part: slices, not fancy indexing
-                b.computed[:n] += emitted_ff
-                b.num_tokens[:n] += emitted_ff
+                computed_a[:n] += emitted_ff
+                num_tokens_a[:n] += emitted_ff
             else:
-                b.computed[ff.slots] += emitted_ff
-                b.num_tokens[ff.slots] += emitted_ff
+                computed_a[ff.slots] += emitted_ff
+                num_tokens_a[ff.slots] += emitted_ff
             self.itl.add(ff.times[:m], ff.active[:m])
             # Adapt how far ahead fast-forwards are priced to how far they usually get.
             self.ff_horizon_steps = (min(MAX_HORIZON, self.ff_horizon_steps * 2)
@@ -355,7 +356,7 @@ class Replica:
             if self.latency_per_prompt_token_s:
                 done_s = done_s + self.latency_per_prompt_token_s * t.prompt_tokens[done_reqs]
             t.finish_s[done_reqs] = done_s
-            t.generated[done_reqs] = b.num_tokens[:n][finished] - prompt[finished]
+            t.generated[done_reqs] = num_tokens_a[:n][finished] - prompt[finished]
             if not replay:
                 self.kv.free_many(done_reqs)
             self._outstanding -= len(done_reqs)
@@ -365,7 +366,7 @@ class Replica:
             # Blocks for the tokens the fast-forward computed, as vLLM took them step by step (the
             # look-ahead checked they fit). Taken now, before the next decision, so that decision
             # sees the pool as vLLM's would and does not hand them to someone else first.
-            if not self.kv.allocate_many(b.req[:b.n], b.computed[:b.n]):
+            if not self.kv.allocate_many(req_a[:b.n], computed_a[:b.n]):
                 raise RuntimeError("fast-forward outgrew the KV cache")  # steps_that_fit rules this out
 
     def _step_zero(self, plan: StepPlan, n_decode: int, decode: np.ndarray, completes: np.ndarray, chunk: np.ndarray,

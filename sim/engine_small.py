@@ -17,10 +17,12 @@ the same wake-up without the cut's events, and without pricing the hundreds of s
 """
 from __future__ import annotations
 
+from itertools import accumulate
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .clock import sleep
 from .fast_forward import MAX_HORIZON, MIN_HORIZON, index
 from .kv_cache import SMALL
 from .open_run import OpenRun
@@ -34,14 +36,20 @@ _INF = float("inf")
 
 def fits(replica: "Replica", plan: "StepPlan") -> bool:
     """May `execute_small` run this step?"""
-    return (replica.running.n <= SMALL and replica.spec is None and not plan.padded
-            and replica.step_log is None and replica.token_log is None and not replica.kv.tracks_block_order)
+    return replica.running.n <= SMALL and replica.small_steps and not plan.padded
+
+
+def small_steps(replica: "Replica") -> bool:
+    """May `execute_small` run this replica's steps at all (no drafts, no step or token log, a KV pool
+    that only counts blocks)?"""
+    return (replica.spec is None and replica.step_log is None and replica.token_log is None
+            and not replica.kv.tracks_block_order)
 
 
 def execute_small(rep: "Replica", plan: "StepPlan"):
     """One scheduled step and the run of plain decode steps after it (see `Replica._execute`)."""
     env, b, t, sim = rep.env, rep.running, rep.table, rep.sim
-    start = env.now
+    start = env._now
     n = b.n
     reqs, prompt, output, computed, num_tokens, level, chunk = b.rows()
 
@@ -102,7 +110,8 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
             if rem1[j] <= P:  # finishes within the run, in fast-forward step rem1[j] - 1
                 finish_at[j] = float(ends[rem1[j]])
         last_end = float(ends[-1])
-    rep._finishing_s = [start + f for f in finish_at]
+    if sim.routes_by_load:  # where the router reads `outstanding` (two or more replicas)
+        rep._finishing_s = [start + f for f in finish_at]
 
     # ---- let time pass; an arrival may cut the fast-forward short ----------
     wake_s = None
@@ -113,7 +122,7 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
         if start + (wake_s - start) != wake_s:
             wake_s = None
     if wake_s is not None:
-        yield env.timeout(wake_s - start)
+        yield sleep(env, wake_s - start)
         steps_done = in_flight + 1
     elif run is not None:  # priced up to the next arrival: cut there, or priced on (OpenRun.extend)
         yield run.open()
@@ -125,10 +134,10 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
     elif ff is not None and plan.interruptible:
         rep.state = "fast_forward"
         rep._run_start_s, rep._run_ends, rep._run_steps_done = start, np.asarray(ends), 0
-        yield env.timeout(last_end)
+        yield sleep(env, last_end)
         steps_done = rep._run_steps_done or P + 1
     else:
-        yield env.timeout(last_end)
+        yield sleep(env, last_end)
         steps_done = 1 if ff is None else P + 1
     rep.state = "busy"
     end = last_end if steps_done == (1 if ff is None else P + 1) else float(ends[steps_done - 1])
@@ -156,12 +165,13 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
             comp1[j] += e
             nt1[j] += e
         if type(times) is list:  # priced a few steps at a time
-            rep.itl.add_lists(times[:m], active[:m])
+            rep.itl.add_lists(times, active) if len(times) == m else rep.itl.add_lists(times[:m], active[:m])
         else:
             rep.itl.add(times[:m], active[:m])
         rep.ff_horizon_steps = min(MAX_HORIZON, rep.ff_horizon_steps * 2) if m == H else max(MIN_HORIZON, 2 * m)
 
-    rep._finishing_s = []
+    if sim.routes_by_load:
+        rep._finishing_s = []
     kept = range(n)
     if n_finished_0 or ff is not None:
         done = [j for j in range(n) if finish_at[j] <= end]
@@ -180,14 +190,19 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
             rep._outstanding -= len(done)
             kept = [j for j in range(n) if finish_at[j] > end]
     if len(kept) == n:
-        b.set_progress(comp1, nt1)
+        rows = [reqs, prompt, output, comp1, nt1, level, [0] * n]
+        b.set_progress(rows)
     else:
-        b.set_rows([[row[j] for j in kept] for row in (reqs, prompt, output, comp1, nt1, level)] + [[0] * len(kept)])
+        rows = [[row[j] for j in kept] for row in (reqs, prompt, output, comp1, nt1, level)] + [[0] * len(kept)]
+        b.set_rows(rows)
         sim.on_finish(done_s)
-    if m > 0 and kept:
-        # Blocks for the tokens the fast-forward computed, taken before the next decision (see _execute).
-        grown = (reqs, comp1) if len(kept) == n else ([reqs[j] for j in kept], [comp1[j] for j in kept])
-        if not rep.kv.allocate_lists(*grown):
+    if kept:
+        # Blocks for the tokens the fast-forward computed, taken before the next decision (see _execute). Where
+        # every slot decodes next (one token each), the blocks the scheduler takes first for that decision
+        # (its known tokens) are taken now instead when they fit, in the same one pass (it then skips its own).
+        if n_completes == n and rep.takes_next_blocks and rep.kv.allocate_lists(rows[0], rows[4]):
+            b.blocks_for_known = True
+        elif m > 0 and not rep.kv.allocate_lists(rows[0], rows[3]):
             raise RuntimeError("fast-forward outgrew the KV cache")
 
 
@@ -215,11 +230,15 @@ def _price(rep: "Replica", follow: str, slots, reqs: list, c: list, r: list, sta
         run = OpenRun.of_lists(rep, slots, rs, cs, horizon, start, t0)
         run.price_to(open_s)
         return run.times, run.active, slots, run.ends, horizon, None if run.complete else run
-    if arrival_s is not None and rep.decode_steps_s is not None and \
-            _few_steps(rep.decode_steps_s, len(rs), sum(cs), horizon, arrival_s - (start + t0)):
-        run = _price_until(rep.decode_steps_s, cs, rs, horizon, start, t0, arrival_s)
-        if run is not None:
-            return (*run[:2], slots, run[2], horizon, run[3])
+    steps_s = rep.decode_steps_s
+    if arrival_s is not None and steps_s is not None:
+        first_s = steps_s(len(rs), sum(cs) + len(rs), 1)[0]
+        # About PRICE_ONE_BY_ONE_STEPS steps or fewer to price (the horizon, or the steps until the arrival
+        # at the first step's length): on floats.
+        if horizon <= PRICE_ONE_BY_ONE_STEPS or (first_s > 0 and arrival_s - (start + t0) <= PRICE_ONE_BY_ONE_STEPS * first_s):
+            run = _price_until(steps_s, cs, rs, horizon, start, t0, arrival_s, first_s)
+            if run is not None:
+                return (*run[:2], slots, run[2], horizon, run[3])
     ns = len(rs)
     if min(rs) >= horizon:
         # Nobody finishes within the horizon: every step runs all of them.
@@ -254,48 +273,49 @@ def _price(rep: "Replica", follow: str, slots, reqs: list, c: list, r: list, sta
 
 PRICE_ONE_BY_ONE_STEPS = 112  # up to about this many steps to price, blocks on floats cost less than numpy's calls
 PRICE_ONE_BY_ONE_MAX_STEPS = 192  # where the estimate was short: give up, price vectorised
-PRICE_BLOCK_STEPS = 32  # steps priced per call while looking for the arrival's step
+PRICE_BLOCK_STEPS = 4  # steps priced per call past the estimated step of the arrival
 
 
-def _few_steps(steps_s, B: int, cached: int, horizon: int, left_s: float) -> bool:
-    """Will the run price about PRICE_ONE_BY_ONE_STEPS steps or fewer: its horizon, or the steps until the
-    arrival `left_s` from the end of step 0 at the length of the first (an estimate: steps grow with the
-    context and shrink as sequences finish)?"""
-    if horizon <= PRICE_ONE_BY_ONE_STEPS:
-        return True
-    first_s = steps_s(B, cached + B, 1)[0]
-    return first_s > 0 and left_s <= PRICE_ONE_BY_ONE_STEPS * first_s
-
-
-def _price_until(steps_s, cs: list, rs: list, horizon: int, start: float, t0: float, arrival_s: float):
-    """The run's steps priced a few at a time up to the one in flight at `arrival_s`: (times, active,
-    ends, in_flight), in_flight None when the run ends before the arrival; None when more than
-    PRICE_ONE_BY_ONE_MAX_STEPS steps would be needed. The same numbers as the vectorised pricing: `steps_s`
-    gives decode_step_times_s's bits, and the running sum adds in np.cumsum's order."""
+def _price_until(steps_s, cs: list, rs: list, horizon: int, start: float, t0: float, arrival_s: float,
+                 first_s: float):
+    """The run's steps priced on floats up to the one in flight at `arrival_s`: (times, active, ends,
+    in_flight), in_flight None when the run ends before the arrival; None when more than
+    PRICE_ONE_BY_ONE_MAX_STEPS steps would be needed. `first_s` is the first step's length: the block
+    priced first reaches about two steps past the arrival at that length (steps lengthen as the context
+    grows, little within a run), then blocks of PRICE_BLOCK_STEPS. The same numbers as the vectorised pricing: `steps_s` gives decode_step_times_s's bits, and
+    the running sum (accumulate) adds in np.cumsum's order."""
     ends = [t0]
     if start + t0 >= arrival_s:
         return [], [], ends, 0
     steps = min(horizon, PRICE_ONE_BY_ONE_MAX_STEPS)
+    want = int((arrival_s - (start + t0)) / first_s) + 2 if first_s > 0 else steps
     times, active = [], []
-    add_end = ends.append
     B, left, i, total = len(rs), sum(cs), 0, 0.0
     # Segments between finishes: the batch size is fixed within one, and in step i each running
     # sequence attends its cached tokens plus i + 1.
     for last, c in sorted(zip(rs, cs)):  # (steps it runs, tokens cached before them), fewest steps first
         stop = last if last < steps else steps
         while i < stop:
-            block = steps_s(B, left + B * (i + 1), min(stop - i, PRICE_BLOCK_STEPS))
+            count = want - i if want - i > PRICE_BLOCK_STEPS else PRICE_BLOCK_STEPS
+            if count > stop - i:
+                count = stop - i
+            block = steps_s(B, left + B * (i + 1), count)
+            sums = list(accumulate(block, initial=total))  # the running sum, step by step
+            total = sums[-1]
+            del sums[0]
+            block_ends = [x + t0 for x in sums]
             times += block
-            for t in block:
-                total += t
-                end = total + t0
-                add_end(end)
-                i += 1
-                if start + end >= arrival_s:
-                    del times[i:]
-                    active += [B] * (i - len(active))
-                    return times, active, ends, i
-            active += [B] * len(block)
+            if start + block_ends[-1] >= arrival_s:  # the step in flight then is in this block: the first
+                k = count - 1  # that ends at or after it (searchsorted's, as _cut_short)
+                while k and start + block_ends[k - 1] >= arrival_s:
+                    k -= 1
+                del times[i + k + 1:]
+                ends += block_ends[:k + 1]
+                active += [B] * (k + 1)
+                return times, active, ends, i + k + 1
+            ends += block_ends
+            active += [B] * count
+            i += count
         if stop == steps:
             break
         left -= c

@@ -8,10 +8,11 @@ Invariant: 0 <= num_free_blocks and sum(held) + num_free_blocks == num_blocks.
 """
 from __future__ import annotations
 
+from array import array
+
 import numpy as np
 
 SMALL = 24  # up to this many requests, per-request arithmetic runs on plain Python integers
-_SCALAR_READS = 12  # up to this many requests, one scalar read each beats building an index array
 
 
 class KVCache:
@@ -23,7 +24,10 @@ class KVCache:
         self.num_blocks = int(num_blocks)
         self.block_size_tokens = int(block_size_tokens)
         self.num_free_blocks = int(num_blocks)
-        self._held = np.zeros(num_requests, dtype=np.int64)  # blocks held, by request id
+        # Blocks held, by request id: plain integers in an array.array (scalar reads and writes at list
+        # speed, for the per-decision paths) and the same memory seen as a numpy array (the batch paths).
+        self._held_ints = array("q", bytes(8 * num_requests))
+        self._held = np.frombuffer(self._held_ints, dtype=np.int64)
 
     # --- queries -------------------------------------------------------------
     @property
@@ -31,13 +35,13 @@ class KVCache:
         return self.num_blocks - self.num_free_blocks
 
     def held_blocks(self, req: int) -> int:
-        return int(self._held[req])
+        return self._held_ints[req]
 
     def _held_list(self, reqs: list) -> list[int]:
         """Blocks held by each of `reqs` (a list), as plain integers."""
-        if len(reqs) <= _SCALAR_READS:
-            item = self._held.item
-            return [item(r) for r in reqs]
+        if len(reqs) <= SMALL:
+            held = self._held_ints
+            return [held[r] for r in reqs]
         return self._held[reqs].tolist()
 
     def _blocks(self, num_tokens):
@@ -45,7 +49,7 @@ class KVCache:
 
     def can_allocate(self, req: int, num_tokens: int) -> bool:
         """Could `req` hold `num_tokens` tokens in total?"""
-        return self._blocks(num_tokens) - self._held.item(req) <= self.num_free_blocks
+        return self._blocks(num_tokens) - self._held_ints[req] <= self.num_free_blocks
 
     def cache_hit_tokens(self, req: int, num_tokens: int) -> int:
         """Tokens of a waiting request found in the prefix cache (none here: no prefix caching)."""
@@ -72,12 +76,13 @@ class KVCache:
     # --- changes -------------------------------------------------------------
     def allocate(self, req: int, num_tokens: int) -> bool:
         """Grow `req` to hold `num_tokens` tokens in total. False (and no change) if blocks are short."""
-        extra = self._blocks(num_tokens) - self._held.item(req)
+        held = self._held_ints
+        extra = self._blocks(num_tokens) - held[req]
         if extra <= 0:
             return True
         if extra > self.num_free_blocks:
             return False
-        self._held[req] += extra
+        held[req] += extra
         self.num_free_blocks -= extra
         return True
 
@@ -100,12 +105,8 @@ class KVCache:
 
     def allocate_lists(self, reqs: list, num_tokens: list) -> bool:
         """`allocate_many` on plain lists (a few requests: sim/engine_small.py)."""
-        bs, up, held = self.block_size_tokens, self.block_size_tokens - 1, self._held
-        if len(reqs) <= _SCALAR_READS:  # the blocks held read inside the loop: no list of them
-            item = held.item
-            extra = [(r, e) for r, t in zip(reqs, num_tokens) if (e := (t + up) // bs - item(r)) > 0]
-        else:
-            extra = [(r, e) for r, t, h in zip(reqs, num_tokens, held[reqs].tolist()) if (e := (t + up) // bs - h) > 0]
+        bs, up, held = self.block_size_tokens, self.block_size_tokens - 1, self._held_ints
+        extra = [(r, e) for r, t in zip(reqs, num_tokens) if (e := (t + up) // bs - held[r]) > 0]
         if not extra:  # most decode steps start no new block
             return True
         total = sum(e for _, e in extra)
@@ -117,8 +118,9 @@ class KVCache:
         return True
 
     def free(self, req: int) -> None:
-        self.num_free_blocks += int(self._held[req])
-        self._held[req] = 0
+        held = self._held_ints
+        self.num_free_blocks += held[req]
+        held[req] = 0
 
     def free_many(self, reqs: np.ndarray) -> None:
         self.num_free_blocks += sum(self._held[reqs].tolist())

@@ -19,6 +19,7 @@ a vectorised run ~50 us).
 """
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from heapq import heappush
 from itertools import accumulate
@@ -83,7 +84,14 @@ class OpenRun:
                 stop = min(self.rs[self.seg], H)
             if i == H or i >= OPEN_RUN_MAX_STEPS:
                 break
-            block = steps_s(B, self.left + B * (i + 1), min(stop - i, OPEN_RUN_BLOCK_STEPS))
+            # Steps until the arrival at the last step's length, and two more (steps lengthen as the
+            # context grows), or a block at least: mostly one block reaches the arrival's step.
+            last_s = times[-1] if times else t0
+            want = (arrival_s - (start + ends[-1])) / last_s + 2.0 if last_s > 0 else math.inf  # inf: to the horizon
+            count = stop - i if want >= stop - i else int(want) if want > OPEN_RUN_BLOCK_STEPS else OPEN_RUN_BLOCK_STEPS
+            if count > stop - i:
+                count = stop - i
+            block = steps_s(B, self.left + B * (i + 1), count)
             sums = list(accumulate(block, initial=total))  # the running sum, step by step
             total = sums[-1]
             del sums[0]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import simpy
 
+from .clock import sleep
 from .cost_model import CostModel
 from .cost_select import select_cost_model
 from .engine import Replica
@@ -148,6 +149,8 @@ class Simulation:
         # A request whose prompt + output exceeds max_model_len fails on arrival, as vLLM's server
         # refuses it (HTTP 400); it is counted as failed and the run goes on.
         self.too_long = (workload.prompt_tokens + workload.output_tokens) > scenario.max_model_len
+        self._any_too_long = bool(self.too_long.any())
+        self._num_requests = n
         if self.too_long.any():
             longest = int((workload.prompt_tokens + workload.output_tokens).max())
             self.notes.append(f"{int(self.too_long.sum())} request(s) need more than serving.max_model_len = "
@@ -192,12 +195,14 @@ class Simulation:
         self.next_arrival_s: float | None = None
         self.open_runs: list | None = [] if arrivals_known else None
         self.small_step_opens_runs = arrivals_known and s.replicas > 1
+        # Does the router read the replicas' load (`Replica.outstanding`)? It does with two or more.
+        self.routes_by_load = s.replicas > 1
 
     # --- arrivals ------------------------------------------------------------
     def _issue(self, req: int) -> None:
         """The client sends request `req` now; the engine sees it now or after its ingress delay."""
-        self.table.arrival_s[req] = self.env.now
-        if self.too_long[req]:
+        self.table.arrival_s[req] = self.env._now
+        if self._any_too_long and self.too_long[req]:
             self.table.failed[req] = True
             # Its client hears the error at once; a zero delay keeps a run of failures from recursing.
             now = self.env.now
@@ -225,20 +230,23 @@ class Simulation:
         # (whose arithmetic and comparisons, in every event and time sum, cost several times more).
         arrivals = self.table.arrival_s.tolist()
         foreseeable, open_runs = self._submits_foreseeable, self.open_runs
+        env, issue, too_long, any_too_long = self.env, self._issue, self.too_long, self._any_too_long
         for req in range(len(arrivals)):
-            delay = arrivals[req] - self.env.now
+            now = env._now
+            delay = arrivals[req] - now
             if delay > 0:
-                if foreseeable and not self.too_long[req]:
-                    self.next_submit_s = self.env.now + delay  # the timeout's own time, as SimPy computes it
+                at = now + delay  # the timeout's own time, as SimPy computes it
+                if foreseeable and not (any_too_long and too_long[req]):
+                    self.next_submit_s = at
                 if open_runs is not None:
-                    self.next_arrival_s = self.env.now + delay
+                    self.next_arrival_s = at
                     for run in open_runs[::-1]:  # (a run that reaches its horizon leaves the list)
-                        run.extend(self.next_arrival_s)
-                yield self.env.timeout(delay)
+                        run.extend(at)
+                yield sleep(env, delay)
                 self.next_submit_s = None
             if self.aborted_reason is not None:
                 return
-            self._issue(req)
+            issue(req)
         if open_runs is not None:  # no more arrivals: the open runs go to their horizons
             self.next_arrival_s = None
             for run in open_runs[::-1]:
@@ -289,7 +297,7 @@ class Simulation:
                     self.env.timeout(delay).callbacks.append(lambda _e, r=req: self._issue(r))
                 else:
                     self._issue(req)
-        if self.completed == len(self.table) and not self.done.triggered:
+        if self.completed == self._num_requests and not self.done.triggered:
             self.done.succeed()
 
     def _watchdog(self):

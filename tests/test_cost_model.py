@@ -133,12 +133,17 @@ def test_decode_steps_scalar_gives_the_array_form_bit_for_bit(form):
         assert steps_s is None
         return
     rng = np.random.default_rng(1)
+    floors = set()  # overlap: did the engine's floor set the first step of a call (else no step of it)?
     for B, first, count in zip(rng.integers(1, 25, 200).tolist(), rng.integers(1, 60_000, 200).tolist(),
                                rng.integers(1, 40, 200).tolist()):
         ctx = first + B * np.arange(count)
         scalar = np.array(steps_s(B, first, count))
         assert len(scalar) == count
         assert scalar.tobytes() == np.asarray(cm.decode_step_times_s(np.full(count, B), ctx), dtype=np.float64).tobytes()
+        if form == "profile_overlap":
+            floors.add(bool(scalar[0] == cm._exposed_step_s + (cm._engine_step_s + cm._engine_per_seq_s * float(B))))
+    if form == "profile_overlap":  # both forms of steps_general_s ran: the floor under every step, and not
+        assert floors == {True, False}
 
 
 def test_a_mixture_of_experts_has_no_scalar_decode_steps():

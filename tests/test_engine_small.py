@@ -11,6 +11,7 @@ import pytest
 import sim.engine as engine
 import sim.engine_small as engine_small
 from sim.kv_cache import KVCache
+from sim.schedulers import ContinuousScheduler
 from sim.scenario import scenario_from_dict
 from sim.simulation import run
 
@@ -81,7 +82,15 @@ def test_small_path_matches_general_path(case, monkeypatch):
             priced.add(("blocks" if type(run[0]) is list else "vectorised", "whole" if run[5] is None else "bounded"))
         return run
     monkeypatch.setattr(engine_small, "_price", price)
+    took_blocks = []  # decisions whose KV blocks the small step had taken (RunningBatch.blocks_for_known)
+    real_schedule_running = ContinuousScheduler._schedule_running
+
+    def schedule_running(self, replica):
+        took_blocks.append(replica.running.blocks_for_known)
+        return real_schedule_running(self, replica)
+    monkeypatch.setattr(ContinuousScheduler, "_schedule_running", schedule_running)
     fast = _outputs(run(_scenario(CASES[case])))
+    assert any(took_blocks), "the small step never took the next decision's blocks: the case tests nothing"
     if case.startswith("known_arrivals"):
         assert ("blocks", "bounded") in priced, "no run ended at a known arrival: the case tests nothing"
     if case == "known_arrivals_sparse":  # runs that end before the arrival, and arrivals too far to price in blocks

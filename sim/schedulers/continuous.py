@@ -20,6 +20,7 @@ never preempts a running one: priority only orders the queue and picks victims.
 """
 from __future__ import annotations
 
+from heapq import heappop, heappush
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -45,15 +46,15 @@ class ContinuousScheduler:
         self.chunked_prefill = cfg.chunked_prefill
         self.by_priority = by_priority
         self.waiting = WaitingQueue()
+        self._heap = self.waiting._heap  # its heap, read directly on the per-decision path (no method calls)
 
     @property
     def num_waiting(self) -> int:
-        return len(self.waiting)
+        return len(self._heap)
 
     def add(self, replica: "Replica", req: int) -> None:
         t = replica.table
-        key = int(t.priority[req]) if self.by_priority else 0
-        self.waiting.push(key, float(t.arrival_s[req]), req)
+        heappush(self._heap, (t.priority.item(req) if self.by_priority else 0, t.arrival_s.item(req), req))
 
     def _victim(self, replica: "Replica") -> int:
         """Slot to preempt: the newest running sequence, or with priorities the least urgent
@@ -69,26 +70,27 @@ class ContinuousScheduler:
     def should_interrupt(self, replica: "Replica", req: int) -> bool:
         # A request that is now first in line changes the next step: it joins the batch, or,
         # if slots or blocks are short, the fast-forward must stop at the first completion.
-        return bool(self.waiting) and self.waiting.peek()[2] == req
+        waiting = self._heap
+        return bool(waiting) and waiting[0][2] == req
 
     def schedule(self, replica: "Replica") -> StepPlan | Wait | None:
-        b = replica.running
-        if b.n == 0 and not self.waiting:
+        b, waiting = replica.running, self._heap  # the queue's heap: (key, arrival, request), first in line first
+        if b.n == 0 and not waiting:
             return None
         budget, preempted, all_served = self._schedule_running(replica)
 
         # Waiting requests, in queue order, while slots, budget and blocks last.
         # (vLLM admits nobody in a step that had to preempt.)
-        kv = replica.kv
+        kv, t = replica.kv, replica.table
         blocked_by_budget = False
-        while self.waiting and not preempted:
+        while waiting and not preempted:
             if budget <= 0:
                 blocked_by_budget = True
                 break
             if b.n >= self.max_num_seqs:
                 break
-            req = self.waiting.peek()[2]
-            tokens = replica.tokens_known(req)
+            req = waiting[0][2]
+            tokens = t.prompt_tokens.item(req) + t.generated.item(req)  # replica.tokens_known(req)
             cached = kv.cache_hit_tokens(req, tokens)  # prefix-cache hit: these need no compute
             if tokens - cached > budget and not self.chunked_prefill:
                 blocked_by_budget = True
@@ -97,7 +99,7 @@ class ContinuousScheduler:
             if not kv.can_admit(req, tokens, cached) or not kv.admit(req, cached, cached + c):
                 break  # the whole prompt must fit now, though only this chunk's blocks are taken
             all_served = all_served and c == tokens - cached  # else its prefill continues next step
-            self.waiting.pop()
+            heappop(waiting)
             replica.admit(req, c, cached)
             budget -= c
 
@@ -109,8 +111,8 @@ class ContinuousScheduler:
             # A prefill continues, someone got no tokens, or a preemption freed blocks that the
             # waiting queue may take next step: decide again after this one.
             return _AGAIN
-        if self.waiting:
-            head = self.waiting.peek()[2]
+        if waiting:
+            head = waiting[0][2]
             if b.n < self.max_num_seqs and kv.hit_may_grow(head, replica.tokens_known(head), b.view("req")):
                 # Blocked by KV blocks, but a running request is decoding into blocks the first in
                 # line shares (prefix caching): each block it fills is one fewer to find. vLLM
@@ -132,48 +134,53 @@ class ContinuousScheduler:
         lookahead = replica.decode_lookahead
         if n <= SMALL and not lookahead and not kv.tracks_block_order:
             # A few slots, no drafts, a counting KV pool: the fast path below on plain lists.
+            if b.blocks_for_known:  # the small step took this decision's blocks (everyone decodes: one token each)
+                b.blocks_for_known = False
+                b.set_chunk([1] * n)
+                return self.max_tokens - n, False, True
             reqs, _p, _o, done, known, _l, _c = b.rows()
             todo = [k - d for k, d in zip(known, done)]
             charged = sum(todo)
             if charged <= self.max_tokens and kv.allocate_lists(reqs, known):
-                b.chunk[:n] = todo
+                b.set_chunk(todo)
                 return self.max_tokens - charged, False, True
+        req_a, _, _, computed_a, num_tokens_a, _, chunk_a = b.forget_rows()  # the arrays, written directly below
         # Fast path: in admission order, each takes min(what it needs, budget left). A decoding
         # sequence's k draft tokens (speculative decoding; k = lookahead, 0 without) are scheduled
         # with it and count against the budget, as in vLLM (num_tokens_with_spec); the budget's last
         # few may cut its drafts. (ndarray methods, not np.* wrappers: this runs once per decision
         # on a handful of slots.)
-        computed = b.computed[:n]
-        todo = b.num_tokens[:n] - computed
+        computed = computed_a[:n]
+        todo = num_tokens_a[:n] - computed
         drafts = (todo == 1) * lookahead if lookahead else 0
         charge = todo + drafts if lookahead else todo
         charged = sum(charge.tolist())  # plain sum: numpy's reduction costs more on a few slots
         if charged <= self.max_tokens:
             # Everyone gets all it needs (the common case): chunk = todo, no mask to apply.
-            if kv.allocate_many(b.req[:n], computed + charge):
-                b.chunk[:n] = todo
+            if kv.allocate_many(req_a[:n], computed + charge):
+                chunk_a[:n] = todo
                 return self.max_tokens - charged, False, True
         else:
             left = self.max_tokens - (charge.cumsum() - charge)  # budget left when each one's turn comes
             chunk = np.maximum(np.minimum(todo, left), 0)
             scheduled = chunk > 0
-            if kv.allocate_many(b.req[:n][scheduled], (computed + chunk + drafts)[scheduled]):
-                b.chunk[:n] = chunk
+            if kv.allocate_many(req_a[:n][scheduled], (computed + chunk + drafts)[scheduled]):
+                chunk_a[:n] = chunk
                 used = sum(np.minimum(charge, np.maximum(left, 0)).tolist())
                 return self.max_tokens - used, False, sum(chunk.tolist()) == sum(todo.tolist())
         # Blocks run short: go one by one as vLLM does, preempting victims as needed.
-        b.chunk[:n] = 0
+        chunk_a[:n] = 0
         budget, preempted, i = self.max_tokens, False, 0
         while i < b.n and budget > 0:
-            todo_i = int(b.num_tokens[i] - b.computed[i])
+            todo_i = int(num_tokens_a[i] - computed_a[i])
             c = min(todo_i, budget)
-            req = int(b.req[i])
+            req = int(req_a[i])
             extra = lookahead if todo_i == 1 else 0
-            while not kv.allocate(req, int(b.computed[i]) + c + extra):
+            while not kv.allocate(req, int(computed_a[i]) + c + extra):
                 victim = self._victim(replica)
                 # A victim scheduled earlier in this step gives its tokens (and drafts) back.
-                given = int(b.chunk[victim])
-                if given and b.num_tokens[victim] - b.computed[victim] == 1:
+                given = int(chunk_a[victim])
+                if given and num_tokens_a[victim] - computed_a[victim] == 1:
                     given += lookahead
                 budget = min(budget + given, self.max_tokens)
                 self.add(replica, replica.preempt(victim))
@@ -183,10 +190,10 @@ class ContinuousScheduler:
                 if victim < i:
                     i -= 1
             else:
-                b.chunk[i] = c
+                chunk_a[i] = c
                 budget -= min(c + extra, budget)
                 i += 1
                 continue
             break  # this sequence was itself the victim: nobody after it runs this step
         n = b.n
-        return budget, preempted, not bool((b.num_tokens[:n] - b.computed[:n] - b.chunk[:n] > 0).any())
+        return budget, preempted, not bool((num_tokens_a[:n] - computed_a[:n] - chunk_a[:n] > 0).any())
