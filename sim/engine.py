@@ -69,7 +69,8 @@ class Replica:
         self.running = RunningBatch(batch_capacity)
         self._outstanding = 0  # requests routed here and not yet retired by the engine loop
         self._finishing_s = _NONE  # per running slot: finish time (s) planned in the run now in flight
-        self._finishing_sorted: list[float] | None = None  # its finite times, sorted once asked twice
+        # its (finite) times sorted: a small step's list on the first question, the general step's array once asked twice
+        self._finishing_sorted: list[float] | None = None
         self._finishing_asked = 0  # how often `outstanding` was asked during the run in flight
         self.state = IDLE
         self.busy_s = 0.0
@@ -95,8 +96,11 @@ class Replica:
         if not len(f):
             return self._outstanding
         now = self.env.now
-        if type(f) is list:  # sim/engine_small.py's plain floats, a few
-            return self._outstanding - len([x for x in f if x <= now])
+        if type(f) is list:  # sim/engine_small.py's plain floats, a few: sorted once per run, then bisected
+            s = self._finishing_sorted
+            if s is None:
+                s = self._finishing_sorted = sorted(f)
+            return self._outstanding - bisect_right(s, now)
         if self._finishing_sorted is None:
             self._finishing_asked += 1
             if self._finishing_asked == 1:  # the first question in this run: one pass

@@ -112,6 +112,7 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
         last_end = float(ends[-1])
     if sim.routes_by_load:  # where the router reads `outstanding` (two or more replicas)
         rep._finishing_s = [start + f for f in finish_at]
+        rep._finishing_sorted = None  # `outstanding` sorts it when first asked
 
     # ---- let time pass; an arrival may cut the fast-forward short ----------
     wake_s = None

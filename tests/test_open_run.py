@@ -166,3 +166,28 @@ def test_one_replica_opens_runs_in_the_general_step_only_and_closed_loop_none(mo
     seen.clear()
     run(_scenario({"workload": {"arrival": {"kind": "closed_loop", "concurrency": 12, "think_time_s": 0.2}}}))
     assert not seen["opened"]
+
+
+@pytest.mark.parametrize("case", ["three_replicas_profile", "busy_chunked_preempting", "big_batches_general_step",
+                                  "priority_small_batches"])
+def test_outstanding_counts_the_finishes_up_to_now(case, monkeypatch):
+    """The router's `outstanding` (a small step's finish list sorted once per run and bisected, the general
+    step's array counted or bisected) equals a plain count of the finish times up to now at every question,
+    across small and general steps and runs priced on after arrivals that went elsewhere."""
+    real = engine.Replica.outstanding.fget
+    asked = Counter()
+
+    def checked(self):
+        got = real(self)
+        f = self._finishing_s
+        now = self.env.now
+        want = self._outstanding - sum(1 for x in (f.tolist() if hasattr(f, "tolist") else f) if x <= now)
+        assert got == want, (got, want, type(f).__name__)
+        asked[type(f).__name__] += 1
+        return got
+
+    monkeypatch.setattr(engine.Replica, "outstanding", property(checked))
+    run(_scenario(CASES[case][0]))
+    assert asked["list"] > 0  # the small step's lists were asked about (and the arrays where batches are big)
+    if case == "big_batches_general_step":
+        assert asked["ndarray"] > 0
