@@ -2,7 +2,7 @@
 
 Why: the `device` tool's GPU machines run PyTorch 2.11.0 (CUDA 13.0, Python 3.12) and no vLLM, nothing can
 be fetched there, and one call carries at most 64 MiB of working tree. vLLM 0.26.0 is the newest release
-that pins torch==2.11.0 (and torchvision 0.26.0, torchaudio 2.11.0: the image's; 0.27.1 and later pin
+that pins torch==2.11.0 (and torchvision 0.26.0, torchaudio 2.11.0: the image's; 0.27.0 and later pin
 torch 2.13.0); its wheel alone is 290 MiB. But ignored paths already on a warm machine stay there between
 calls, so the wheels can arrive in parts: each call carries one folder `.vllm_carry/pK` (K = 1..N) and the
 last one reassembles and installs them (benchmarks/gpu_vllm_session.sh). The calls must follow one another
