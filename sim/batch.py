@@ -9,7 +9,7 @@ tokens whose KV is cached. A step computes `chunk` tokens; when `computed` reach
 `num_tokens` the step samples the next token. Decode is the case num_tokens - computed == 1.
 
 The small-batch paths (sim/engine_small.py, the continuous scheduler's list path) read and write the
-slots as plain lists (`rows`, `set_rows`, `set_progress`, `set_chunk`, `add`): while they do, the lists
+slots as plain lists (`rows`, `set_rows`, `set_chunk`, `add`): while they do, the lists
 are the batch (`_lists`) and the arrays wait (`_stale`). Reading a field as an array (`batch.req`,
 `view`, ...) first writes the lists into the arrays and drops them, since the caller may write there.
 """
@@ -118,11 +118,6 @@ class RunningBatch:
         """Replace the running slots by these: one list per field, in `rows()` order, all as long (the
         batch keeps the lists)."""
         self._lists, self._stale, self.n = rows, True, len(rows[0])
-
-    def set_progress(self, rows: list[list[int]]) -> None:
-        """The same slots after a step: `rows()` with new `computed` and `num_tokens` lists and a chunk of
-        zeros (the batch keeps the lists)."""
-        self.set_rows(rows)
 
     def view(self, name: str) -> np.ndarray:
         return getattr(self, name)[:self.n]

@@ -192,7 +192,7 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
             kept = [j for j in range(n) if finish_at[j] > end]
     if len(kept) == n:
         rows = [reqs, prompt, output, comp1, nt1, level, [0] * n]
-        b.set_progress(rows)
+        b.set_rows(rows)  # the slots after the step (no chunk): the batch keeps these lists
     else:
         rows = [[row[j] for j in kept] for row in (reqs, prompt, output, comp1, nt1, level)] + [[0] * len(kept)]
         b.set_rows(rows)

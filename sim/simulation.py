@@ -151,7 +151,7 @@ class Simulation:
         self.too_long = (workload.prompt_tokens + workload.output_tokens) > scenario.max_model_len
         self._any_too_long = bool(self.too_long.any())
         self._num_requests = n
-        if self.too_long.any():
+        if self._any_too_long:
             longest = int((workload.prompt_tokens + workload.output_tokens).max())
             self.notes.append(f"{int(self.too_long.sum())} request(s) need more than serving.max_model_len = "
                               f"{scenario.max_model_len} tokens (prompt + output, up to {longest}); they fail on "
