@@ -40,6 +40,9 @@ BASE = {
     "hardware": {"gpu": "a100-80gb-sxm"},
     "serving": {"replicas": 1, "max_model_len": 4096, "scheduler": {"policy": "continuous"}},
 }
+# Relative hourly volume (00..23 h), benchmarks/day_1m.py's curve.
+DIURNAL = [0.35, 0.25, 0.2, 0.2, 0.25, 0.35, 0.55, 0.8, 1.1, 1.35, 1.5, 1.55,
+           1.55, 1.55, 1.5, 1.45, 1.4, 1.3, 1.2, 1.1, 1.0, 0.85, 0.65, 0.45]
 SPEC = {"draft_model": "llama-3.2-1b", "num_speculative_tokens": 4, "acceptance_rate": 0.7}
 
 
@@ -82,18 +85,14 @@ CASES = {
         {"record_steps": True, "record_token_times": True}),
     "day_slice_20k": (lambda: _built({
         "workload": {"arrival": {"kind": "daily", "queries_per_day": 20_000,
-                                 "hourly_weights": [0.35, 0.25, 0.2, 0.2, 0.25, 0.35, 0.55, 0.8, 1.1, 1.35, 1.5,
-                                                    1.55, 1.55, 1.55, 1.5, 1.45, 1.4, 1.3, 1.2, 1.1, 1.0, 0.85,
-                                                    0.65, 0.45]},
+                                 "hourly_weights": DIURNAL},
                      "num_requests": None},
         "serving": {"max_model_len": 8192}, "sim": {"record_timeseries": True}}), {}),
     # Three replicas whose open runs (sim/open_run.py) are still in flight when the arrivals end: a crash there
     # once passed every case above.
     "day_three_replicas_3000": (lambda: _built({
         "workload": {"arrival": {"kind": "daily", "queries_per_day": 1_000_000,
-                                 "hourly_weights": [0.35, 0.25, 0.2, 0.2, 0.25, 0.35, 0.55, 0.8, 1.1, 1.35, 1.5,
-                                                    1.55, 1.55, 1.55, 1.5, 1.45, 1.4, 1.3, 1.2, 1.1, 1.0, 0.85,
-                                                    0.65, 0.45]},
+                                 "hourly_weights": DIURNAL},
                      "num_requests": 3000},
         "serving": {"replicas": 3, "max_model_len": 8192}}), {}),
 }
