@@ -102,18 +102,23 @@ def stand_in(folder: Path, name: str, version: str) -> Path:
 
 
 def download(cache: Path) -> list[Path]:
-    """vllm==VLLM_VERSION and its closure for CPython 3.12 / x86-64 into `cache` (pip skips what is there)."""
+    """vllm==VLLM_VERSION and its closure for CPython 3.12 / x86-64 into `cache`/wheels, emptied first: a wheel
+    left there by an earlier resolution (another version of a package) would be packed too, and two
+    versions of one package stop the install on the GPU machine. (pip's own cache keeps a rerun fast.)"""
+    wheels = cache / "wheels"
+    if wheels.exists():
+        shutil.rmtree(wheels)
     links = cache / "stand-ins"
     links.mkdir(parents=True, exist_ok=True)
     for name, version in IMAGE_PINS.items():
         stand_in(links, name, version)
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--python-version", "3.12",
-           "--implementation", "cp", "--find-links", str(links), "-d", str(cache / "wheels")]
+           "--implementation", "cp", "--find-links", str(links), "-d", str(wheels)]
     for p in PLATFORMS:
         cmd += ["--platform", p]
     cmd += [f"vllm=={VLLM_VERSION}"] + [f"{n}=={v}+image" for n, v in IMAGE_PINS.items()]
     subprocess.run(cmd, check=True)
-    return sorted((cache / "wheels").glob("*.whl"))
+    return sorted(wheels.glob("*.whl"))
 
 
 def slim(wheel: Path, out: Path) -> list[str]:

@@ -77,7 +77,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$SITE:$PWD HF_HUB_OFFLINE=1 VLLM_USE_FLASHI
 { date -u; nvidia-smi
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
   python3 -c "import vllm; print('vllm', vllm.__version__)" 2>&1 | tail -3
-  python3 -c "import vllm.vllm_flash_attn as f; from vllm.vllm_flash_attn import flash_attn_interface as i; print('FA3', i.FA3_AVAILABLE, 'FA2', i.FA2_AVAILABLE)" 2>&1 | tail -2
+  python3 -c "from vllm.vllm_flash_attn import flash_attn_interface as i; print('FA3', i.FA3_AVAILABLE, 'FA2', i.FA2_AVAILABLE)" 2>&1 | tail -2
 } > "$RES/machine.txt" 2>&1
 cat "$RES/machine.txt"
 step calibrate 270 python3 -m sim.cli calibrate run --engine vllm --model llama-3.1-8b --dummy-weights --gpu "$GPU" \
