@@ -79,11 +79,12 @@ def _env() -> dict[str, str]:
     return env | {"PYTHONPYCACHEPREFIX": str(PYCACHE)}
 
 
-def one_process(scenario: dict) -> dict:
+def one_process(scenario: dict, tree: Path = ROOT) -> dict:
+    """The scenario run by a fresh process on the `sim` package of `tree` (a checkout's root)."""
     t0 = time.perf_counter()
     c0 = _children_cpu_s()
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(scenario)], capture_output=True, text=True,
-                          cwd=ROOT, env=_env(), check=True)
+                          cwd=tree, env=_env(), check=True)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out["wall_s"] = time.perf_counter() - t0
     out["cpu_s"] = _children_cpu_s() - c0

@@ -39,6 +39,10 @@ class CostModel(Protocol):
         """One step, as a float (the engine's per-decision call)."""
         ...
 
+    def decode_step_times_s(self, num_seqs: np.ndarray, context_tokens: np.ndarray) -> np.ndarray:
+        """Plain decode steps (one token per sequence): seconds per step (the fast-forward's call)."""
+        ...
+
 
 class _ScalarFromArrays:
     """`step_time_s` and `decode_step_times_s` for cost models that only define `step_times_s`."""

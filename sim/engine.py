@@ -68,7 +68,7 @@ class Replica:
         self.decode_lookahead = speculation.k if speculation else 0
         self.running = RunningBatch(batch_capacity)
         self._outstanding = 0  # requests routed here and not yet retired by the engine loop
-        self._finishing_s = _NONE  # per running slot: finish time (s) planned in the run now in flight
+        self._finishing_s: list[float] | np.ndarray = _NONE  # per running slot: finish time (s) planned in the run now in flight
         # its (finite) times sorted: a small step's list on the first question, the general step's array once asked twice
         self._finishing_sorted: list[float] | None = None
         self._finishing_asked = 0  # how often `outstanding` was asked during the run in flight

@@ -18,7 +18,7 @@ the same wake-up without the cut's events, and without pricing the hundreds of s
 from __future__ import annotations
 
 from itertools import accumulate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -83,7 +83,11 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
     n_finished_0 = rem1.count(0)
 
     # ---- fast-forward: plain decode steps ----------------------------------
-    ff = None
+    ff: Any = None  # (Any: these names hold a list or an array, a tuple or None, by path)
+    times: Any = None
+    ends: Any = None
+    slots: Any = None
+    in_flight: Any = None
     closed_loop_reply = sim.closed_loop and n_finished_0 > 0
     freed_for_waiting = plan.follow == "until_completion" and n_finished_0 > 0
     if (plan.follow != "none" and n_completes == n and n_finished_0 < n and not closed_loop_reply
@@ -98,7 +102,7 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
                   and sim.small_step_opens_runs else None)
         ff = _price(rep, follow, slots, reqs, comp1, rem1, start, t0, arrival_s, open_s)
     finish_at = [t0 if r == 0 else _INF for r in rem1]  # seconds after `start` each slot emits its last token
-    run = None
+    run: Any = None
     if ff is None:
         ends, last_end = None, t0
     else:
@@ -173,7 +177,7 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
 
     if sim.routes_by_load:
         rep._finishing_s = []
-    kept = range(n)
+    kept: Any = range(n)
     if n_finished_0 or ff is not None:
         done = [j for j in range(n) if finish_at[j] <= end]
         if done:

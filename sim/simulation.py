@@ -281,7 +281,7 @@ class Simulation:
             self.next_req += 1
         yield self.env.timeout(0)
 
-    def on_finish(self, finish_s: np.ndarray) -> None:
+    def on_finish(self, finish_s: np.ndarray | list[float]) -> None:
         """The engine retired requests whose clients read their last token at `finish_s` (now, plus the
         cost model's response latency)."""
         self.completed += len(finish_s)

@@ -139,10 +139,10 @@ class ContinuousScheduler:
                 b.set_chunk([1] * n)
                 return self.max_tokens - n, False, True
             reqs, _p, _o, done, known, _l, _c = b.rows()
-            todo = [k - d for k, d in zip(known, done)]
-            charged = sum(todo)
+            todo_list = [k - d for k, d in zip(known, done)]
+            charged = sum(todo_list)
             if charged <= self.max_tokens and kv.allocate_lists(reqs, known):
-                b.set_chunk(todo)
+                b.set_chunk(todo_list)
                 return self.max_tokens - charged, False, True
         req_a, _, _, computed_a, num_tokens_a, _, chunk_a = b.forget_rows()  # the arrays, written directly below
         # Fast path: in admission order, each takes min(what it needs, budget left). A decoding
