@@ -3,6 +3,7 @@
     config.py     the planning file's `plan:` section (PlanConfig, candidates) -> candidate scenarios
     estimate.py   the analytic bracket: a replica's throughput from the cost model, no simulation
     search.py     simulated points: is a replica count good enough at a rate (Task -> Sample -> Verdict)
+    apart.py      each candidate's search in its own rounds, all sharing the workers
     backend.py    where the simulations run: local processes or Ray
     cache.py      simulated points kept on disk, keyed by what their numbers depend on
     fleet.py      replicas per candidate: the peak-hour fleet, the autoscaled hours, the zero-load floor

@@ -1,13 +1,16 @@
 """Where the planner's simulations run: in this process, on a local process pool, or on Ray.
 
 A backend maps a task function (`search.simulate` by default; `windows.run_window` for
-windowed runs) over a list of tasks and returns the results in task order. Every task carries its own seed, so the backend changes wall time only,
-never a number. Ray is an optional extra (``pip install 'servesim[ray]'``).
+windowed runs) over a list of tasks and returns the results in task order; or, one task at a
+time, `submit` starts one and `ready` waits until some have finished (sim/plan/apart.py keeps
+the workers busy with several searches' rounds that way). Every task carries its own seed, so
+the backend changes wall time only, never a number. Ray is an optional extra
+(``pip install 'servesim[ray]'``).
 """
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
 from typing import Callable
 
 from ..configio import ConfigError
@@ -39,6 +42,25 @@ class LocalBackend:
             out[futures[f]] = f.result()
             done()
         return out
+
+    def submit(self, task: Task, fn: Callable = simulate) -> Future:
+        """Start one task (inline with one worker: run now); its Future."""
+        if self.workers == 1:
+            f: Future = Future()
+            f.set_result(fn(task))
+            return f
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers)
+        return self._pool.submit(fn, task)
+
+    def ready(self, handles: list[Future]) -> list[Future]:
+        """Wait until one or more of `handles` have finished; those, in the order given."""
+        done = wait(handles, return_when=FIRST_COMPLETED).done
+        return [h for h in handles if h in done]
+
+    @staticmethod
+    def result(handle: Future) -> Sample:
+        return handle.result()
 
     def close(self) -> None:
         # Tasks not yet started are cancelled: after an error (or a stop from the caller's progress
@@ -80,6 +102,20 @@ class RayBackend:
                 out[index[r]] = ray.get(r)
                 done()
         return out
+
+    def submit(self, task: Task, fn: Callable = simulate):
+        """Start one task on the cluster; its object reference."""
+        return self._remotes.setdefault(fn, self._ray.remote(fn)).remote(task)
+
+    def ready(self, handles: list) -> list:
+        """Wait until one or more of `handles` have finished; those, in the order given."""
+        done, _ = self._ray.wait(handles, num_returns=1)
+        done, _ = self._ray.wait(handles, num_returns=len(handles), timeout=0)  # and any others by now
+        finished = set(done)
+        return [h for h in handles if h in finished]
+
+    def result(self, handle) -> Sample:
+        return self._ray.get(handle)
 
     def close(self) -> None:
         if self._started:

@@ -34,12 +34,13 @@ from ..cost_select import select_cost_model
 from ..metrics import HOURS_PER_MONTH
 from ..scenario import Scenario, SloConfig, apply_override
 from ..workload import SECONDS_PER_HOUR, WorkloadConfig
+from .apart import drive_apart
 from .backend import LocalBackend, RayBackend
 from .config import CandidateConfig, PlanConfig, candidate_scenario, describe, read_plan
 from .estimate import Estimate, estimate
 from .fleet import START_UTILISATION, Outcome, candidate_search, floor_reason
 from .result import CandidatePlan, Plan
-from .search import METRICS, Points, Slo, drive, margin_text, together
+from .search import METRICS, Points, Slo, margin_text
 
 HOURS_PER_DAY = 24
 
@@ -203,35 +204,19 @@ def plan(source: str | Path | dict | Scenario, overrides: tuple[str, ...] | list
         if on_progress is not None:
             on_progress(counts["done"], counts["total"])
 
-    store = None
+    store = key_of = None
     if cache is not False:
         from .cache import SampleCache, task_key
-        store = SampleCache(None if cache is True else cache)
+        store, key_of = SampleCache(None if cache is True else cache), task_key
 
-    def run_tasks(tasks):
-        counts["total"] += len(tasks)
+    def planned(n: int) -> None:
+        counts["total"] += n
         bar.total = counts["total"]
         bar.refresh()
-        if store is None:
-            return backend.map(tasks, one_done)
-        keys = [task_key(t) for t in tasks]
-        found = [store.get(k) for k in keys]
-        for s in found:
-            if s is not None:
-                one_done()
-        missing = [t for t, s in zip(tasks, found) if s is None]
-        fresh = iter(backend.map(missing, one_done) if missing else [])
-        out = []
-        for k, s in zip(keys, found):
-            if s is None:
-                s = next(fresh)
-                store.put(k, s)
-            out.append(s)
-        return out
 
     try:
-        outcomes = drive(together([candidate_search(k, estimates[k], rates, cfg, slo) for k in live]),
-                         points, run_tasks) if live else []
+        outcomes = drive_apart([candidate_search(k, estimates[k], rates, cfg, slo) for k in live], points, backend,
+                               one_done, planned, store, key_of)
         backend_name = backend.describe()
     finally:
         bar.close()
@@ -255,7 +240,7 @@ def plan(source: str | Path | dict | Scenario, overrides: tuple[str, ...] | list
 
     peak = max(rates)
     front_points = []
-    for key, v in points.verdicts.items():
+    for key, v in sorted(points.verdicts.items(), key=lambda kv: (kv[0].candidate, kv[0].replicas, kv[0].rate_per_s)):
         if key.rate_per_s != peak or not v.meets or not v.simulated:
             continue
         sc = scenarios[key.candidate]

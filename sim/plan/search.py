@@ -6,10 +6,11 @@ compares the SLO percentile of each bounded metric with its bound. A point is fi
 screened with a short run; only a verdict that is not clearly in or out is run in full
 (>= min_duration_s of traffic), and a full verdict close to its bound gets more seeds
 (`Points.settle`): the simulation effort goes to the decisions at the edge. Searches are
-generators that yield lists of points and receive their verdicts; `drive` runs them
-in rounds, answering from the cache where it can and simulating the rest in one
-batch per round (in parallel, by the backend). Rounds make the sequence of simulated
-points, and so the plan, independent of the backend and the number of workers.
+generators that yield lists of points and receive their verdicts; `rounds` turns one
+into rounds, answering from the cache where it can and simulating the rest in one batch
+per round. `drive` runs one search's rounds; `sim/plan/apart.py` runs each candidate's
+rounds apart, sharing the workers. Rounds make the sequence of simulated points, and
+so the plan, independent of the backend and the number of workers.
 
 The planner assumes capacity is monotone: more replicas or less traffic never make
 a point worse. The cache uses that to answer without simulating (`Points.known`).
@@ -276,22 +277,40 @@ class Points:
 Search = Generator[list[PointKey], list[Verdict], object]
 
 
-def drive(search: Search, points: Points, run_tasks: Callable[[list[Task]], list[Sample]]) -> object:
-    """Run `search` to completion, simulating what the cache cannot answer; return its result."""
+def rounds(search: Search, points: Points) -> Generator[list[tuple[PointKey, Task]], list[Sample], object]:
+    """`search` as rounds of simulations: yields the (point, task) pairs the cache cannot answer, receives
+    their samples in that order, and returns the search's result. What a search asks depends only on the
+    verdicts of its own candidate's points, so its rounds are the same however other searches' rounds run."""
     try:
         keys = next(search)
+    except StopIteration as stop:
+        return stop.value
+    while True:
         while True:
-            while True:
-                answers = [points.known(k) for k in keys]
-                missing = list(dict.fromkeys(k for k, a in zip(keys, answers) if a is None))
-                if not missing:
-                    break
-                todo = points.tasks(missing)
-                for (key, task), sample in zip(todo, run_tasks([t for _, t in todo])):
-                    points.add(key, task, sample)
-                for key in missing:
-                    points.settle(key)
+            answers = [points.known(k) for k in keys]
+            missing = list(dict.fromkeys(k for k, a in zip(keys, answers) if a is None))
+            if not missing:
+                break
+            todo = points.tasks(missing)
+            samples = yield todo
+            for (key, task), sample in zip(todo, samples):
+                points.add(key, task, sample)
+            for key in missing:
+                points.settle(key)
+        try:
             keys = search.send(answers)
+        except StopIteration as stop:
+            return stop.value
+
+
+def drive(search: Search, points: Points, run_tasks: Callable[[list[Task]], list[Sample]]) -> object:
+    """Run `search` to completion, one round at a time, simulating what the cache cannot answer; return its
+    result."""
+    steps = rounds(search, points)
+    try:
+        todo = next(steps)
+        while True:
+            todo = steps.send(run_tasks([t for _, t in todo]))
     except StopIteration as stop:
         return stop.value
 

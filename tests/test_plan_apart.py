@@ -1,0 +1,71 @@
+"""sim/plan/apart.py: each candidate's search runs its own rounds while the others' simulations run,
+and the plan is the same whatever order the simulations finish in."""
+from __future__ import annotations
+
+import pytest
+
+from sim.plan import planner
+from sim.plan.search import simulate
+
+from test_planner import small
+
+
+class OrderedBackend:
+    """A backend whose simulations finish in the order `pick` chooses among those started (each runs when
+    it is reported finished); it logs every start and finish as (event, gpu, started before it)."""
+
+    def __init__(self, pick):
+        self.pick, self.started, self.log = pick, [], []
+
+    def describe(self) -> str:
+        return "ordered (test)"
+
+    def submit(self, task, fn=simulate):
+        handle = len(self.started)
+        self.started.append((task, fn))
+        self.log.append(("start", task.scenario.gpu_spec.name, handle))
+        return handle
+
+    def ready(self, handles):
+        h = self.pick(handles, self.started)
+        self.log.append(("end", self.started[h][0].scenario.gpu_spec.name, h))
+        return [h]
+
+    def result(self, handle):
+        task, fn = self.started[handle]
+        return fn(task)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def inline_plan():
+    return planner.plan(small(), workers=1)
+
+
+def _plan_on(backend, monkeypatch):
+    monkeypatch.setattr(planner, "_backend", lambda workers, ray: backend)
+    return planner.plan(small())
+
+
+def test_the_plan_is_the_same_whatever_order_simulations_finish_in(inline_plan, monkeypatch):
+    newest_first = OrderedBackend(lambda handles, started: handles[-1])
+    p = _plan_on(newest_first, monkeypatch)
+    assert p.to_dict(timing=False) == inline_plan.to_dict(timing=False)
+    assert len(newest_first.started) == inline_plan.points_simulated
+
+
+def test_a_candidate_goes_on_while_another_candidates_simulation_runs(inline_plan, monkeypatch):
+    # The H100 candidate's one simulation finishes only when nothing else is left: in lockstep rounds the
+    # A100 candidate could never start its second round before that simulation ended.
+    def h100_last(handles, started):
+        others = [h for h in handles if started[h][0].scenario.gpu_spec.name != "h100-sxm"]
+        return (others or handles)[0]
+    backend = OrderedBackend(h100_last)
+    p = _plan_on(backend, monkeypatch)
+    assert p.to_dict(timing=False) == inline_plan.to_dict(timing=False)
+    h100_end = next(k for k, (ev, gpu, _) in enumerate(backend.log) if ev == "end" and gpu == "h100-sxm")
+    a100_ends_before = sum(1 for ev, gpu, _ in backend.log[:h100_end] if ev == "end" and gpu == "a100-80gb-sxm")
+    a100_runs = next(c.points_simulated for c in inline_plan.candidates if c.name == "a100")
+    assert a100_runs > 2 and a100_ends_before == a100_runs  # the A100's whole search ran meanwhile
