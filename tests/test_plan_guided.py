@@ -12,7 +12,7 @@ import sim.plan.fleet as fleet
 from sim.plan.guided import crossing_load, first_failing
 from sim.plan.planner import plan
 from sim.plan.search import PointKey, Verdict, smallest_true, together
-from tests.test_planner import SMALL
+from tests.test_planner import SMALL, probe_search
 
 # The shipped customer-support day: twelve distinct hourly targets below the peak, so the hours' searches matter.
 DAY = [0.25, 0.18, 0.15, 0.15, 0.18, 0.3, 0.55, 0.95, 1.4, 1.7, 1.8, 1.8,
@@ -72,18 +72,6 @@ def _verdict(ratio: float) -> Verdict:
     return Verdict(ratio <= 1.0, True, "ok", ratio, "tpot", {}, 1, 100)
 
 
-def _run(search, ratio_at):
-    probes = []
-    try:
-        keys = next(search)
-        while True:
-            (j,) = keys
-            probes.append(j)
-            keys = search.send([_verdict(ratio_at(j))])
-    except StopIteration as stop:
-        return stop.value, probes
-
-
 RATES = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0]
 
 
@@ -92,7 +80,7 @@ RATES = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0]
 def test_first_failing_finds_the_edge_from_any_guess(capacity, guess):
     """The ratio is rate / capacity for one replica; the seed point says where the guess starts."""
     seen = [] if guess is None else [(1, guess * 0.8, _verdict(0.5)), (1, guess * 1.25, _verdict(2.0))]
-    answer, probes = _run(first_failing(RATES, 1, lambda j: j, seen), lambda j: RATES[j] / capacity)
+    answer, probes = probe_search(first_failing(RATES, 1, lambda j: j, seen), lambda j: RATES[j] / capacity)
     assert answer == bisect.bisect_right(RATES, capacity)
     assert len(probes) <= 8 and len(set(probes)) == len(probes)
 
@@ -102,5 +90,5 @@ def test_a_good_guess_settles_a_count_in_two_probes():
     # near 5.9 req/s per replica, so 2 replicas are probed at 11 (meets) and 12 (fails), nothing else.
     seen = [(4, 20.0, _verdict(0.8)), (3, 20.0, _verdict(1.25))]
     assert 5.8 < crossing_load(seen, 2) < 6.0
-    answer, probes = _run(first_failing(RATES, 2, lambda j: j, seen), lambda j: RATES[j] / 2 / 5.9)
+    answer, probes = probe_search(first_failing(RATES, 2, lambda j: j, seen), lambda j: RATES[j] / 2 / 5.9)
     assert (answer, probes) == (11, [10, 11])

@@ -65,20 +65,26 @@ def _fleet(p, name):
 
 # --- the search, on a synthetic predicate ------------------------------------------------
 
-@pytest.mark.parametrize("answer", [1, 2, 5, 17, 40, None])
-@pytest.mark.parametrize("start", [1, 3, 20, 64])
-def test_smallest_true_finds_the_threshold_from_any_start(answer, start):
-    search = smallest_true(1, 40, start, key_of=lambda x: x, pred=lambda v: v.meets)
+def probe_search(search, ratio_at):
+    """Drive a search that asks for one point at a time, answering each with a simulated verdict of the
+    ratio `ratio_at(key)` (<= 1 meets); (its result, the keys it asked for in order)."""
     probes = []
     try:
         keys = next(search)
         while True:
-            (x,) = keys
-            probes.append(x)
-            ok = answer is not None and x >= answer
-            keys = search.send([Verdict(ok, True, "ok", 0.5 if ok else 2.0, "ttft", {}, 1, 1)])
+            (key,) = keys
+            probes.append(key)
+            ratio = ratio_at(key)
+            keys = search.send([Verdict(ratio <= 1.0, True, "ok", ratio, "tpot", {}, 1, 100)])
     except StopIteration as stop:
-        found = stop.value
+        return stop.value, probes
+
+
+@pytest.mark.parametrize("answer", [1, 2, 5, 17, 40, None])
+@pytest.mark.parametrize("start", [1, 3, 20, 64])
+def test_smallest_true_finds_the_threshold_from_any_start(answer, start):
+    search = smallest_true(1, 40, start, key_of=lambda x: x, pred=lambda v: v.meets)
+    found, probes = probe_search(search, lambda x: 0.5 if answer is not None and x >= answer else 2.0)
     assert found.answer == answer
     assert len(probes) <= 14  # gallop + bisection, never a linear scan
 
