@@ -68,6 +68,7 @@ class Replica:
         self.decode_lookahead = speculation.k if speculation else 0
         self.running = RunningBatch(batch_capacity)
         self._outstanding = 0  # requests routed here and not yet retired by the engine loop
+        self.board = sim.board  # the router's copy of `outstanding` (sim/router.py), with two or more replicas
         self._finishing_s: list[float] | np.ndarray = _NONE  # per running slot: finish time (s) planned in the run now in flight
         # its (finite) times sorted: a small step's list on the first question, the general step's array once asked twice
         self._finishing_sorted: list[float] | None = None
@@ -149,6 +150,8 @@ class Replica:
     def submit(self, req: int) -> None:
         self.table.replica[req] = self.index
         self._outstanding += 1
+        if self.board is not None:
+            self.board.load[self.index] += 1
         self.scheduler.add(self, req)
         if self.state == IDLE:
             if self._wake is not None and not self._wake.triggered:
@@ -287,6 +290,8 @@ class Replica:
         # `outstanding` counts them as they pass so the router sees the true load.
         self._finishing_s = start + finish_at  # per slot; inf where it does not finish in this run
         self._finishing_sorted, self._finishing_asked = None, 0  # `outstanding` fills them in
+        if self.board is not None:
+            self.board.plan(self.index, self._outstanding, self._finishing_s)
 
         # ---- let time pass; an arrival may cut the fast-forward short ---------
         if run is not None:  # priced up to the next arrival: cut there, or priced on (sim/open_run.py)
@@ -364,8 +369,12 @@ class Replica:
             if not replay:
                 self.kv.free_many(done_reqs)
             self._outstanding -= len(done_reqs)
+            if self.board is not None:
+                self.board.plan(self.index, self._outstanding, ())
             b.remove(~finished)
             self.sim.on_finish(done_s)
+        elif self.board is not None:
+            self.board.plan(self.index, self._outstanding, ())
         if m > 0 and b.n and not replay:
             # Blocks for the tokens the fast-forward computed, as vLLM took them step by step (the
             # look-ahead checked they fit). Taken now, before the next decision, so that decision

@@ -117,6 +117,8 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
     if sim.routes_by_load:  # where the router reads `outstanding` (two or more replicas)
         rep._finishing_s = [start + f for f in finish_at]
         rep._finishing_sorted = None  # `outstanding` sorts it when first asked
+        if rep.board is not None:
+            rep.board.plan(rep.index, rep._outstanding, rep._finishing_s)
 
     # ---- let time pass; an arrival may cut the fast-forward short ----------
     wake_s = None
@@ -194,6 +196,8 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
                 free(req)
             rep._outstanding -= len(done)
             kept = [j for j in range(n) if finish_at[j] > end]
+    if rep.board is not None:
+        rep.board.plan(rep.index, rep._outstanding, ())
     if len(kept) == n:
         rows = [reqs, prompt, output, comp1, nt1, level, [0] * n]
         b.set_rows(rows)  # the slots after the step (no chunk): the batch keeps these lists

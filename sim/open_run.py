@@ -20,7 +20,6 @@ a vectorised run ~50 us).
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
 from heapq import heappush
 from itertools import accumulate
 from typing import TYPE_CHECKING
@@ -33,6 +32,7 @@ from .fast_forward import FastForward, index
 if TYPE_CHECKING:
     from .engine import Replica
 
+_INF = float("inf")
 OPEN_RUN_MAX_STEPS = 192  # steps priced on floats before the rest of the horizon is priced vectorised
 OPEN_RUN_BLOCK_STEPS = 16  # steps priced per call of the float form
 
@@ -152,9 +152,12 @@ class OpenRun:
         rs, k, P = self.rs, self.shown, len(self.times)
         if k < len(rs) and rs[k] <= P:
             rep, slot_of, start, ends = self.rep, self.slot_of, self.start, self.ends
-            fin = rep._finishing_s
+            fin, board = rep._finishing_s, rep.board
             while k < len(rs) and rs[k] <= P:
-                fin[slot_of[k]] = start + ends[rs[k]]
+                j, t = slot_of[k], start + ends[rs[k]]
+                if board is not None and fin[j] == _INF:  # (the small step wrote those priced before it opened)
+                    board.add(rep.index, t)
+                fin[j] = t
                 k += 1
             self.shown = k
             rep._finishing_sorted, rep._finishing_asked = None, 0  # (the general step's sorted copy)

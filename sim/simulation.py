@@ -26,7 +26,7 @@ from .prefix_cache import prefix_cache_for
 from .memory import MemoryPlan, plan_memory
 from .requests import RequestTable
 from .rng import stream
-from .router import ROUTERS
+from .router import ROUTERS, LoadBoard
 from .scenario import Scenario
 from .schedulers import SCHEDULERS
 from .speculative import Speculation
@@ -160,6 +160,8 @@ class Simulation:
         sched_cfg = s.scheduler
         capacity = max(sched_cfg.max_num_seqs, sched_cfg.batch_size, 1)
         self.replicas = []
+        # What least_outstanding reads, kept as runs are planned and requests routed and retired (sim/router.py).
+        self.board = LoadBoard(s.replicas) if s.replicas > 1 and s.router == "least_outstanding" else None
         for i in range(s.replicas):
             spec = None
             if s.speculative is not None:
@@ -172,7 +174,7 @@ class Simulation:
                 kv = KVCache(self.memory.num_kv_blocks, s.block_size_tokens, n)
             self.replicas.append(Replica(i, self, SCHEDULERS[sched_cfg.policy](sched_cfg), kv, self.cost, spec,
                                          capacity, scenario.sim.record_timeseries))
-        self.route = ROUTERS[s.router]()
+        self.route = ROUTERS[s.router](self.board)
         total_seqs = s.replicas * (sched_cfg.max_num_seqs if sched_cfg.policy in ("continuous", "priority")
                                    else sched_cfg.batch_size)
         self.max_queue = scenario.sim.max_queue_requests or max(2000, 8 * total_seqs)

@@ -15,6 +15,7 @@ import pytest
 
 import sim.engine as engine
 import sim.open_run as open_run
+import sim.router as router
 from sim.scenario import scenario_from_dict
 from sim.simulation import run
 
@@ -170,24 +171,35 @@ def test_one_replica_opens_runs_in_the_general_step_only_and_closed_loop_none(mo
 
 @pytest.mark.parametrize("case", ["three_replicas_profile", "busy_chunked_preempting", "big_batches_general_step",
                                   "priority_small_batches"])
-def test_outstanding_counts_the_finishes_up_to_now(case, monkeypatch):
-    """The router's `outstanding` (a small step's finish list sorted once per run and bisected, the general
-    step's array counted or bisected) equals a plain count of the finish times up to now at every question,
+def test_the_routers_counts_are_the_finishes_up_to_now(case, monkeypatch):
+    """At every arrival the router's board (sim/router.py) holds, for each replica, what `outstanding` says
+    (a small step's finish list sorted once per run and bisected, the general step's array counted or
+    bisected), and both equal a plain count of the requests routed there less the finish times up to now;
     across small and general steps and runs priced on after arrivals that went elsewhere."""
     real = engine.Replica.outstanding.fget
-    asked = Counter()
+    real_least = router.LoadBoard.least
+    seen = Counter()
+    sims = []
+    real_init = engine.Replica.__init__
 
-    def checked(self):
-        got = real(self)
-        f = self._finishing_s
-        now = self.env.now
-        want = self._outstanding - sum(1 for x in (f.tolist() if hasattr(f, "tolist") else f) if x <= now)
-        assert got == want, (got, want, type(f).__name__)
-        asked[type(f).__name__] += 1
+    def init(self, index, sim, *args, **kwargs):
+        if index == 0:
+            sims.append(sim)
+        real_init(self, index, sim, *args, **kwargs)
+
+    def checked(board, now):
+        got = real_least(board, now)
+        for rep in sims[-1].replicas:
+            f = rep._finishing_s
+            want = rep._outstanding - sum(1 for x in (f.tolist() if hasattr(f, "tolist") else f) if x <= now)
+            assert board.load[rep.index] == real(rep) == want, (board.load[rep.index], real(rep), want)
+            seen[type(f).__name__] += 1
+        assert got == board.load.index(min(board.load))
         return got
 
-    monkeypatch.setattr(engine.Replica, "outstanding", property(checked))
+    monkeypatch.setattr(engine.Replica, "__init__", init)
+    monkeypatch.setattr(router.LoadBoard, "least", checked)
     run(_scenario(CASES[case][0]))
-    assert asked["list"] > 0  # the small step's lists were asked about (and the arrays where batches are big)
+    assert seen["list"] > 0  # the small step's lists were read (and the arrays where batches are big)
     if case == "big_batches_general_step":
-        assert asked["ndarray"] > 0
+        assert seen["ndarray"] > 0
