@@ -69,3 +69,22 @@ def test_a_candidate_goes_on_while_another_candidates_simulation_runs(inline_pla
     a100_ends_before = sum(1 for ev, gpu, _ in backend.log[:h100_end] if ev == "end" and gpu == "a100-80gb-sxm")
     a100_runs = next(c.points_simulated for c in inline_plan.candidates if c.name == "a100")
     assert a100_runs > 2 and a100_ends_before == a100_runs  # the A100's whole search ran meanwhile
+
+
+def test_seeds_run_ahead_change_nothing_but_the_wait(monkeypatch):
+    # Every full point a close call (close_call 0.9): each asks for its seeds one round at a time, and a
+    # backend with free slots runs them ahead. Finishing newest first, and with the first seeds held to
+    # the end, the plan is the inline one, and seeds run ahead were taken by the rounds that asked.
+    close = small(**{"plan.close_call": 0.9})
+    inline = planner.plan(close, workers=1)
+    assert any(c.seeds > 1 for c in inline.candidates if c.feasible), "no close call to run ahead"
+    for pick in (lambda handles, started: handles[-1],
+                 lambda handles, started: next((h for h in handles if started[h][0].seed != 3), handles[0])):
+        backend = OrderedBackend(pick)
+        backend.slots = 4
+        monkeypatch.setattr(planner, "_backend", lambda workers, ray: backend)
+        p = planner.plan(close)
+        assert p.to_dict(timing=False) == inline.to_dict(timing=False)
+        used = int(p.backend.split("seeds run ahead: ")[1].split(" used")[0])
+        assert used > 0
+        assert len(backend.started) >= inline.points_simulated

@@ -27,6 +27,11 @@ class LocalBackend:
     def describe(self) -> str:
         return f"local, {self.workers} worker{'s' if self.workers > 1 else ''}"
 
+    @property
+    def slots(self) -> int:
+        """How many tasks run at once."""
+        return self.workers
+
     def map(self, tasks: list[Task], done: Callable[[], None], fn: Callable = simulate) -> list[Sample]:
         if self.workers == 1 or len(tasks) == 1:
             out = []
@@ -87,7 +92,12 @@ class RayBackend:
         self.address = address or "local"
 
     def describe(self) -> str:
-        return f"ray ({self.address}, {int(self._ray.cluster_resources().get('CPU', 0))} CPUs)"
+        return f"ray ({self.address}, {self.slots} CPUs)"
+
+    @property
+    def slots(self) -> int:
+        """How many tasks run at once: the cluster's CPUs."""
+        return int(self._ray.cluster_resources().get("CPU", 0))
 
     def map(self, tasks: list[Task], done: Callable[[], None], fn: Callable = simulate) -> list[Sample]:
         ray = self._ray

@@ -215,9 +215,12 @@ def plan(source: str | Path | dict | Scenario, overrides: tuple[str, ...] | list
         bar.refresh()
 
     try:
+        ahead: dict[str, int] = {}
         outcomes = drive_apart([candidate_search(k, estimates[k], rates, cfg, slo) for k in live], points, backend,
-                               one_done, planned, store, key_of)
+                               one_done, planned, store, key_of, getattr(backend, "slots", 1), ahead)
         backend_name = backend.describe()
+        if ahead.get("used") or ahead.get("unused"):
+            backend_name += f"; seeds run ahead: {ahead['used']} used, {ahead['unused']} not needed"
     finally:
         bar.close()
         backend.close()
