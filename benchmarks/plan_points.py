@@ -39,8 +39,8 @@ def main() -> int:
         s = real_simulate(task)
         rows.append({"cpu_s": time.process_time() - c0, "task": task})
         return s
-    real_map = backend_mod.LocalBackend.map
-    backend_mod.LocalBackend.map = lambda self, tasks, done, fn=None: real_map(self, tasks, done, timed)
+    real_submit = backend_mod.LocalBackend.submit
+    backend_mod.LocalBackend.submit = lambda self, task, fn=None: real_submit(self, task, timed)
     real_add, real_settle = search.Points.add, search.Points.settle
     unsettled: dict = {}  # point -> its rows added since its last settle
 

@@ -59,8 +59,9 @@ def drive_apart(searches: list[Search], points: Points, backend, done: Callable[
         return handle
 
     def fill() -> None:
-        """Start seeds ahead while a slot is free."""
-        while queue and len(order) < slots:
+        """Start seeds ahead while two slots are free: one stays for the rounds' own next simulation (a seed
+        ahead that takes the last free slot makes a needed one wait: slower on two workers, measured)."""
+        while queue and len(order) < slots - 1:
             sk, task = queue.pop(0)
             if sk not in started:
                 started.add(sk)

@@ -70,8 +70,9 @@ class LocalBackend:
     def close(self) -> None:
         # Tasks not yet started are cancelled: after an error (or a stop from the caller's progress
         # callback) in the middle of a round, waiting for the rest of the round would only waste time.
+        # Nor is a seed run ahead and not needed waited for (the plan is done; the worker ends with it).
         if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+            self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
 
