@@ -2,9 +2,12 @@
 and the plan is the same whatever order the simulations finish in."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from sim.plan import planner
+from sim.plan.backend import LocalBackend
 from sim.plan.search import simulate
 
 from test_planner import small
@@ -88,3 +91,22 @@ def test_seeds_run_ahead_change_nothing_but_the_wait(monkeypatch):
         used = int(p.backend.split("seeds run ahead: ")[1].split(" used")[0])
         assert used > 0
         assert len(backend.started) >= inline.points_simulated
+
+
+def _sleep_s(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def test_a_pool_closed_with_a_simulation_still_running_does_not_wait_for_it():
+    # A seed run ahead and never asked for may still run when the plan is done: close() stops its worker.
+    backend = LocalBackend(2)
+    done = backend.submit(0.0, fn=_sleep_s)
+    assert backend.ready([done]) == [done] and backend.result(done) == 0.0
+    backend.submit(30.0, fn=_sleep_s)
+    workers = list(backend._pool._processes.values())
+    t0 = time.perf_counter()
+    backend.close()
+    for w in workers:
+        w.join(timeout=10.0)
+    assert time.perf_counter() - t0 < 10.0 and not any(w.is_alive() for w in workers)

@@ -130,7 +130,8 @@ def drive_apart(searches: list[Search], points: Points, backend, done: Callable[
             if not r.missing:
                 del in_flight[i]
                 advance(i, r.samples)
-        fill()
+        if owner:  # (no search waits any more: nothing to run ahead for)
+            fill()
     count["unused"] = len(ahead_done) + len(ahead)
     if stats is not None:
         stats.update(count)

@@ -23,6 +23,7 @@ class LocalBackend:
     def __init__(self, workers: int | None = None):
         self.workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
         self._pool: ProcessPoolExecutor | None = None
+        self._started: list[Future] = []  # by submit: what close() finds still running is abandoned
 
     def describe(self) -> str:
         return f"local, {self.workers} worker{'s' if self.workers > 1 else ''}"
@@ -56,7 +57,9 @@ class LocalBackend:
             return f
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=self.workers)
-        return self._pool.submit(fn, task)
+        f = self._pool.submit(fn, task)
+        self._started = [x for x in self._started if not x.done()] + [f]
+        return f
 
     def ready(self, handles: list[Future]) -> list[Future]:
         """Wait until one or more of `handles` have finished; those, in the order given."""
@@ -70,10 +73,17 @@ class LocalBackend:
     def close(self) -> None:
         # Tasks not yet started are cancelled: after an error (or a stop from the caller's progress
         # callback) in the middle of a round, waiting for the rest of the round would only waste time.
-        # Nor is a seed run ahead and not needed waited for (the plan is done; the worker ends with it).
+        # One still running (a seed run ahead and not needed, a round's other tasks after an error) is
+        # not waited for: its worker is stopped (the pool has no public call for it before Python 3.14).
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            running = any(not f.done() for f in self._started)
+            workers = list((getattr(self._pool, "_processes", None) or {}).values())  # (shutdown forgets them)
+            self._pool.shutdown(wait=not running, cancel_futures=True)
+            if running:
+                for proc in workers:
+                    proc.kill()  # (SIGKILL: a handler a parent installed, e.g. Ray's, cannot keep it)
             self._pool = None
+            self._started = []
 
 
 class RayBackend:
