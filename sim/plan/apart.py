@@ -63,7 +63,7 @@ def drive_apart(searches: list[Search], points: Points, backend, done: Callable[
         ahead that takes the last free slot makes a needed one wait: slower on two workers, measured)."""
         while queue and len(order) < slots - 1:
             sk, task = queue.pop(0)
-            if sk not in started:
+            if sk not in started and sk[0] not in points.verdicts:  # (a point already settled asks for no more)
                 started.add(sk)
                 handle = start(task)
                 ahead[sk], ahead_key[handle] = handle, sk
