@@ -13,7 +13,6 @@ completes and the scheduler decides again, exactly at a step boundary as in vLLM
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from array import array
 from typing import TYPE_CHECKING
 
@@ -70,9 +69,6 @@ class Replica:
         self._outstanding = 0  # requests routed here and not yet retired by the engine loop
         self.board = sim.board  # the router's copy of `outstanding` (sim/router.py), with two or more replicas
         self._finishing_s: list[float] | np.ndarray = _NONE  # per running slot: finish time (s) planned in the run now in flight
-        # its (finite) times sorted: a small step's list on the first question, the general step's array once asked twice
-        self._finishing_sorted: list[float] | None = None
-        self._finishing_asked = 0  # how often `outstanding` was asked during the run in flight
         self.state = IDLE
         self.busy_s = 0.0
         self.preempted_any = False  # has any sequence here been preempted (and may resume mid-output)?
@@ -92,23 +88,11 @@ class Replica:
 
     @property
     def outstanding(self) -> int:
-        """Requests routed here and not finished by now (waiting + running)."""
+        """Requests routed here and not finished by now (waiting + running): what the router's board keeps
+        for it as things happen (sim/router.py; tests/test_open_run.py checks they agree at every arrival)."""
         f = self._finishing_s
-        if not len(f):
-            return self._outstanding
         now = self.env.now
-        if type(f) is list:  # sim/engine_small.py's plain floats, a few: sorted once per run, then bisected
-            s = self._finishing_sorted
-            if s is None:
-                s = self._finishing_sorted = sorted(f)
-            return self._outstanding - bisect_right(s, now)
-        if self._finishing_sorted is None:
-            self._finishing_asked += 1
-            if self._finishing_asked == 1:  # the first question in this run: one pass
-                return self._outstanding - int(np.count_nonzero(f <= now))
-            # Asked again (each arrival asks every replica): sort the finite times once, then bisect.
-            self._finishing_sorted = np.sort(f[f < math.inf]).tolist()
-        return self._outstanding - bisect_right(self._finishing_sorted, now)
+        return self._outstanding - sum(1 for x in (f.tolist() if type(f) is np.ndarray else f) if x <= now)
 
     # --- mechanisms the scheduler calls -------------------------------------
     @property
@@ -289,7 +273,6 @@ class Replica:
         # Finishes inside the fast-forward happen at their own times, before the engine wakes:
         # `outstanding` counts them as they pass so the router sees the true load.
         self._finishing_s = start + finish_at  # per slot; inf where it does not finish in this run
-        self._finishing_sorted, self._finishing_asked = None, 0  # `outstanding` fills them in
         if self.board is not None:
             self.board.plan(self.index, self._outstanding, self._finishing_s)
 

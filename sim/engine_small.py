@@ -114,9 +114,8 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
             if rem1[j] <= P:  # finishes within the run, in fast-forward step rem1[j] - 1
                 finish_at[j] = float(ends[rem1[j]])
         last_end = float(ends[-1])
-    if sim.routes_by_load:  # where the router reads `outstanding` (two or more replicas)
+    if sim.routes_by_load:  # where the router keeps a board of the replicas' loads (sim/router.py)
         rep._finishing_s = [start + f for f in finish_at]
-        rep._finishing_sorted = None  # `outstanding` sorts it when first asked
         if rep.board is not None:
             rep.board.plan(rep.index, rep._outstanding, rep._finishing_s)
 

@@ -149,18 +149,17 @@ class OpenRun:
     def _show_finishes(self) -> None:
         """Put the finishes priced so far where the router reads them (`Replica._finishing_s`): slot
         slot_of[k] emits its last token in step rs[k] - 1, which ends at ends[rs[k]]."""
-        rs, k, P = self.rs, self.shown, len(self.times)
-        if k < len(rs) and rs[k] <= P:
+        rs, k, P, board = self.rs, self.shown, len(self.times), self.rep.board
+        if board is not None and k < len(rs) and rs[k] <= P:  # (no board: no router reads them)
             rep, slot_of, start, ends = self.rep, self.slot_of, self.start, self.ends
-            fin, board = rep._finishing_s, rep.board
+            fin = rep._finishing_s
             while k < len(rs) and rs[k] <= P:
                 j, t = slot_of[k], start + ends[rs[k]]
-                if board is not None and fin[j] == _INF:  # (the small step wrote those priced before it opened)
+                if fin[j] == _INF:  # (the small step wrote those priced before it opened)
                     board.add(rep.index, t)
                 fin[j] = t
                 k += 1
             self.shown = k
-            rep._finishing_sorted, rep._finishing_asked = None, 0  # (the general step's sorted copy)
 
     def fast_forward(self, slots: np.ndarray, r: np.ndarray) -> tuple[FastForward, np.ndarray]:
         """The steps priced, as plan_fast_forward's FastForward (for the general step), and their ends."""
