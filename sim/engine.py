@@ -270,8 +270,8 @@ class Replica:
             ends[1:] += t0
             within = ff.finish_step < len(ff.times)
             finish_at[ff.slots[within]] = ends[1 + ff.finish_step[within]]
-        # Finishes inside the fast-forward happen at their own times, before the engine wakes:
-        # `outstanding` counts them as they pass so the router sees the true load.
+        # Finishes inside the fast-forward happen at their own times, before the engine wakes: the router's
+        # board counts them as they pass, so it sees the true load.
         self._finishing_s = start + finish_at  # per slot; inf where it does not finish in this run
         if self.board is not None:
             self.board.plan(self.index, self._outstanding, self._finishing_s)

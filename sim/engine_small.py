@@ -114,10 +114,9 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
             if rem1[j] <= P:  # finishes within the run, in fast-forward step rem1[j] - 1
                 finish_at[j] = float(ends[rem1[j]])
         last_end = float(ends[-1])
-    if sim.routes_by_load:  # where the router keeps a board of the replicas' loads (sim/router.py)
+    if rep.board is not None:  # where the router keeps a board of the replicas' loads (sim/router.py)
         rep._finishing_s = [start + f for f in finish_at]
-        if rep.board is not None:
-            rep.board.plan(rep.index, rep._outstanding, rep._finishing_s)
+        rep.board.plan(rep.index, rep._outstanding, rep._finishing_s)
 
     # ---- let time pass; an arrival may cut the fast-forward short ----------
     wake_s = None
@@ -176,7 +175,7 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
             rep.itl.add(times[:m], active[:m])
         rep.ff_horizon_steps = min(MAX_HORIZON, rep.ff_horizon_steps * 2) if m == H else max(MIN_HORIZON, 2 * m)
 
-    if sim.routes_by_load:
+    if rep.board is not None:
         rep._finishing_s = []
     kept: Any = range(n)
     if n_finished_0 or ff is not None:

@@ -197,8 +197,6 @@ class Simulation:
         self.next_arrival_s: float | None = None
         self.open_runs: list | None = [] if arrivals_known else None
         self.small_step_opens_runs = arrivals_known and s.replicas > 1
-        # Does the router keep the replicas' load (the board: two or more replicas, least_outstanding)?
-        self.routes_by_load = self.board is not None
 
     # --- arrivals ------------------------------------------------------------
     def _issue(self, req: int) -> None:
