@@ -272,8 +272,8 @@ class Replica:
             finish_at[ff.slots[within]] = ends[1 + ff.finish_step[within]]
         # Finishes inside the fast-forward happen at their own times, before the engine wakes: the router's
         # board counts them as they pass, so it sees the true load.
-        self._finishing_s = start + finish_at  # per slot; inf where it does not finish in this run
         if self.board is not None:
+            self._finishing_s = start + finish_at  # per slot; inf where it does not finish in this run
             self.board.plan(self.index, self._outstanding, self._finishing_s)
 
         # ---- let time pass; an arrival may cut the fast-forward short ---------
