@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sim.plan import planner  # noqa: E402
 from sim.plan.cache import task_key  # noqa: E402
-from sim.plan.search import drive, simulate, together  # noqa: E402
+from sim.plan.search import rounds, simulate, together  # noqa: E402
 
 
 class Measured:
@@ -94,7 +94,13 @@ def lockstep(searches, points, backend, done, planned, cache, key_of, slots, sta
                 left.remove(h)
                 done()
         return [backend.result(h) for h in hs]
-    return drive(together(searches), points, run_tasks)
+    steps = rounds(together(searches), points)
+    try:
+        todo = next(steps)
+        while True:
+            todo = steps.send(run_tasks([t for _, t in todo]))
+    except StopIteration as stop:
+        return stop.value
 
 
 def main() -> int:

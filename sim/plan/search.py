@@ -8,8 +8,7 @@ screened with a short run; only a verdict that is not clearly in or out is run i
 (`Points.settle`): the simulation effort goes to the decisions at the edge. Searches are
 generators that yield lists of points and receive their verdicts; `rounds` turns one
 into rounds, answering from the cache where it can and simulating the rest in one batch
-per round. `drive` runs one search's rounds; `sim/plan/apart.py` runs each candidate's
-rounds apart, sharing the workers. Rounds make the sequence of simulated points, and
+per round; `sim/plan/apart.py` runs each candidate's rounds apart, sharing the workers. Rounds make the sequence of simulated points, and
 so the plan, independent of the backend and the number of workers.
 
 The planner assumes capacity is monotone: more replicas or less traffic never make
@@ -301,18 +300,6 @@ def rounds(search: Search, points: Points) -> Generator[list[tuple[PointKey, Tas
             keys = search.send(answers)
         except StopIteration as stop:
             return stop.value
-
-
-def drive(search: Search, points: Points, run_tasks: Callable[[list[Task]], list[Sample]]) -> object:
-    """Run `search` to completion, one round at a time, simulating what the cache cannot answer; return its
-    result."""
-    steps = rounds(search, points)
-    try:
-        todo = next(steps)
-        while True:
-            todo = steps.send(run_tasks([t for _, t in todo]))
-    except StopIteration as stop:
-        return stop.value
 
 
 def together(searches: list[Search]) -> Search:
