@@ -11,14 +11,19 @@
 # Parts carried by earlier calls stay on the warm machine (ignored paths are kept between calls); .whl holds
 # servesim's own missing wheel (simpy: see benchmarks/gpu_session.sh). Results come back as one archive.
 #
-# Steps, each time-boxed (the whole must end inside one call's 10 minutes):
+# Steps, each time-boxed inside one deadline (BUDGET_S, default 540 s from the start: the archive is always
+# written before the call's limit), most informative first:
 #   1. reassemble the parts (checked against the manifest's sha256), install to /tmp/site without deps;
 #   2. `import vllm` and the machine's facts;
-#   3. `servesim calibrate run --engine vllm` on Llama-3.1-8B with dummy weights (grid quick): a profile
-#      measured by the real engine on this GPU, to set beside the composed ${GPU}_llama-3.1-8b_tp1_bf16;
-#   4. `servesim calibrate serve` (smoke sweep) on that profile: the served engine's terms on this GPU;
-#   5. the engine log's memory lines (CUDA-graph capture size, KV blocks): what the KV-capacity model
-#      could not measure without vLLM.
+#   3. `servesim calibrate serve --engine-defaults --no-fit` with the composed ${GPU}_llama-3.1-8b_tp1_bf16:
+#      the closed-loop sweep on vLLM's OpenAI server as deployed (compiled, CUDA graphs, KV pool sized by
+#      vLLM's memory profiling at gpu_memory_utilization 0.9): what a composed profile is meant to predict,
+#      and the engine's own KV block count for this GPU (server log);
+#   4. `servesim calibrate run --engine vllm` on Llama-3.1-8B with dummy weights (grid quick, eager as the
+#      harness runs it): a profile measured by the real engine on this GPU;
+#   5. `servesim calibrate serve --no-fit` (full sweep, eager, the profile's fixed pool) on that profile:
+#      the served engine's terms beside it (fitted afterwards, off the lease, with --refit);
+#   6. the engine logs' memory lines (CUDA-graph capture size, KV blocks).
 #   INSTALL_ONLY=1 stops after step 1 (how tests/test_gpu_vllm_pack.py checks the reassembly on a CPU).
 set -u
 OUT=${OUT:-/tmp/gpu_out}
@@ -26,9 +31,13 @@ RES=$OUT/run
 SITE=${SITE:-/tmp/site}
 mkdir -p "$RES"
 GPU=${GPU:-h100-sxm}
-step() {  # step NAME SECONDS COMMAND...: run with a time box, log to $RES/NAME.log, say how it ended
+DEADLINE=$(( $(date +%s) + ${BUDGET_S:-540} ))
+step() {  # step NAME SECONDS COMMAND...: run with a time box (cut to the deadline), log to $RES/NAME.log
   local name=$1 limit=$2; shift 2
   local t0=$(date +%s)
+  local left=$(( DEADLINE - t0 - 15 ))
+  [ "$left" -lt "$limit" ] && limit=$left
+  if [ "$limit" -lt 45 ]; then echo "$name skipped: ${left} s left" | tee -a "$RES/steps.txt"; return 124; fi
   timeout "$limit" "$@" > "$RES/$name.log" 2>&1
   local rc=$?
   echo "$name rc $rc in $(( $(date +%s) - t0 )) s" | tee -a "$RES/steps.txt"
@@ -75,33 +84,45 @@ fi
 # FlashInfer's sampler would JIT-compile its kernels on first use (minutes of nvcc): PyTorch's sampler instead.
 export PYTHONUNBUFFERED=1 PYTHONPATH=$SITE:$PWD HF_HUB_OFFLINE=1 VLLM_USE_FLASHINFER_SAMPLER=0
 { date -u; nvidia-smi
-  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
-  python3 -c "import vllm; print('vllm', vllm.__version__)" 2>&1 | tail -3
-  python3 -c "from vllm.vllm_flash_attn import flash_attn_interface as i; print('FA3', i.FA3_AVAILABLE, 'FA2', i.FA2_AVAILABLE)" 2>&1 | tail -2
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())
+import vllm; print('vllm', vllm.__version__)
+from vllm.vllm_flash_attn import flash_attn_interface as i; print('FA3', i.FA3_AVAILABLE, 'FA2', i.FA2_AVAILABLE)" 2>&1 | tail -4
 } > "$RES/machine.txt" 2>&1
 cat "$RES/machine.txt"
-step calibrate 270 python3 -m sim.cli calibrate run --engine vllm --model llama-3.1-8b --dummy-weights --gpu "$GPU" \
-  --grid quick --keep-log --timeout-s 260 --stat median --out "$RES/prof_vllm"
-tail -20 "$RES/calibrate.log"
-if [ -f "$RES/prof_vllm/profile.json" ]; then
-  cat > "$RES/serve.yaml" <<EOF
-name: gpu-vllm-serve
+# 3. The deployment's settings, the composed profile: measurements only (the fit runs off the lease).
+serve_scenario() {  # serve_scenario NAME PROFILE: the sweep's scenario (its serving limits are the server's)
+  cat <<EOF
+name: $1
 seed: 1
 workload:
   arrival: {kind: poisson, rate_per_s: 1}
   num_requests: 10
-  prompt_tokens: {kind: lognormal, mean: 300, sigma: 0.5, min: 16, max: 2000}
-  output_tokens: {kind: lognormal, mean: 100, sigma: 0.5, min: 4, max: 500}
+  prompt_tokens: {kind: constant, value: 256}
+  output_tokens: {kind: constant, value: 64}
 model: llama-3.1-8b
 hardware: {gpu: $GPU}
-serving: {replicas: 1, tensor_parallel: 1, max_model_len: 8192}
-cost_model: {profile: $RES/prof_vllm}
+serving: {replicas: 1, tensor_parallel: 1, max_model_len: 4096}
+cost_model: {profile: $2}
 EOF
-  step serve 200 python3 -m sim.cli calibrate serve "$RES/serve.yaml" --sweep smoke
-  tail -20 "$RES/serve.log"
+}
+serve_scenario gpu-vllm-serve-engine-defaults "${GPU}_llama-3.1-8b_tp1_bf16" > "$RES/serve_defaults.yaml"
+step serve_defaults 240 python3 -m sim.cli calibrate serve "$RES/serve_defaults.yaml" --engine-defaults --no-fit \
+  --out "$RES/serve_defaults"
+tail -15 "$RES/serve_defaults.log"
+cp .cache/serving/serve_defaults/server.log "$RES/serve_defaults/server.log" 2>/dev/null
+# 4. The step sweep, eager.
+step calibrate 200 python3 -m sim.cli calibrate run --engine vllm --model llama-3.1-8b --dummy-weights --gpu "$GPU" \
+  --grid quick --keep-log --timeout-s 190 --stat median --out "$RES/prof_vllm"
+tail -20 "$RES/calibrate.log"
+# 5. The served engine on that profile, eager with its fixed pool, as calibrate serve runs by default.
+if [ -f "$RES/prof_vllm/profile.json" ]; then
+  serve_scenario gpu-vllm-serve "$RES/prof_vllm" > "$RES/serve.yaml"
+  step serve 150 python3 -m sim.cli calibrate serve "$RES/serve.yaml" --no-fit --out "$RES/serve_eager"
+  tail -15 "$RES/serve.log"
+  cp .cache/serving/serve_eager/server.log "$RES/serve_eager/server.log" 2>/dev/null
 fi
 # What vLLM said about memory (CUDA graphs, KV blocks, the profiler's figures), from every log kept.
-grep -h -i -E "cuda ?graph|kv cache|blocks|memory profiling|non.torch|peak" "$RES"/*.log "$RES"/prof_vllm/*.log \
-  2>/dev/null | head -60 > "$RES/memory_lines.txt"
+grep -H -i -E "cuda ?graph|kv cache|blocks|memory profiling|non.torch|peak|maximum concurrency|compil" "$RES"/*.log \
+  "$RES"/*/*.log 2>/dev/null | head -150 > "$RES/memory_lines.txt"
 tar czf "$OUT/run.tgz" -C "$RES" . && rm -rf "$RES"
 ls -la "$OUT"

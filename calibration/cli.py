@@ -82,6 +82,13 @@ def register(subparsers) -> None:
     serve.add_argument("--refit", action="store_true",
                        help="no server: re-fit the terms from the profile's serving_measurements.csv (e.g. after "
                             "`calibrate fit` changed the coefficients)")
+    serve.add_argument("--engine-defaults", action="store_true",
+                       help="serve as a deployment does: CUDA graphs and compilation, the KV pool sized by vLLM's "
+                            "memory profiling, its default scheduling (default: eager, the profile's fixed pool, "
+                            "synchronous, as the step sweep measured)")
+    serve.add_argument("--no-fit", action="store_true",
+                       help="measure and write the sweep only (serving_measurements.csv, serving_run.json); fit "
+                            "later with --refit")
     serve.set_defaults(func=cmd_serve)
 
     observe = sub.add_parser("observe", help="fit a profile's engine terms from `vllm bench serve --save-result` "
@@ -188,8 +195,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         prof = refit_serving(scenario, profile, out, command)
     else:
         prof = calibrate_serving(scenario, profile, out, SWEEP if args.sweep == "full" else SMOKE_SWEEP, command,
-                                 log=lambda m: print(f"calibrate serve: {m}", flush=True))
+                                 log=lambda m: print(f"calibrate serve: {m}", flush=True),
+                                 engine_defaults=args.engine_defaults, fit=not args.no_fit)
     print(f"sweep: {out / SERVING_MEASUREMENTS_FILE}")
+    if prof is None:
+        print(f"not fitted (--no-fit): servesim calibrate serve {args.scenario} --out {out} --refit")
+        return 0
     sv = prof.serving
     print(f"serving terms: compute x{sv['compute_scale']:.3f}, +{sv['step_overhead_s'] * 1e3:.3f} ms/step, "
           f"+{sv['per_seq_overhead_s'] * 1e3:.4f} ms/sequence, response latency {sv['response_latency_s'] * 1e3:.2f} ms")

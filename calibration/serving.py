@@ -65,8 +65,10 @@ SMOKE_SWEEP = (SweepPoint(1, 64, 16, 4), SweepPoint(4, 128, 32, 8), SweepPoint(8
 # --------------------------------------------------------------------------- measuring
 
 def measure_sweep(scenario: Scenario, profile: Profile, points=SWEEP, *, log: Callable[[str], Any] = print,
-                  work_dir: Path | None = None, seed: int = 0) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Per-request records of every sweep point on the real server, and the run's facts."""
+                  work_dir: Path | None = None, seed: int = 0,
+                  engine_defaults: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Per-request records of every sweep point on the real server, and the run's facts
+    (`engine_defaults`: served with vLLM's own settings, see vllm_server.server_args)."""
     from .model_dir import resolve_model_dir
     from .vllm_server import Server, closed_loop, random_prompts, server_args, warm_up, _session
 
@@ -77,7 +79,8 @@ def measure_sweep(scenario: Scenario, profile: Profile, points=SWEEP, *, log: Ca
     args = server_args(model_dir, profile, max_model_len=scenario.max_model_len,
                        max_num_seqs=s.scheduler.max_num_seqs,
                        max_num_batched_tokens=s.scheduler.max_num_batched_tokens,
-                       block_size_tokens=s.block_size_tokens, num_kv_blocks=s.num_kv_blocks)
+                       block_size_tokens=s.block_size_tokens, num_kv_blocks=s.num_kv_blocks,
+                       engine_defaults=engine_defaults)
     for p in points:
         if p.prompt_tokens + p.output_tokens > scenario.max_model_len:
             raise ValueError(f"sweep point {p.label}: prompt + output exceeds max_model_len {scenario.max_model_len}")
@@ -102,7 +105,7 @@ def measure_sweep(scenario: Scenario, profile: Profile, points=SWEEP, *, log: Ca
             log(f"  {p.label}: median TTFT {df['ttft_s'].median() * 1e3:.1f} ms, mean TPOT {df['tpot_s'].mean() * 1e3:.2f} ms")
             rows.append(df)
         startup = srv.startup_s
-    facts = {"server_args": args, "startup_s": round(startup, 1), "sweep_s": round(time.time() - t_start - startup, 1),
+    facts = {"server_args": args, "engine_defaults": engine_defaults, "startup_s": round(startup, 1), "sweep_s": round(time.time() - t_start - startup, 1),
              "points": [asdict(p) for p in points], "load_average_after": os.getloadavg()[0]}
     return pd.concat(rows, ignore_index=True), facts
 
@@ -214,14 +217,20 @@ def with_serving(profile: Profile, overhead: ServingOverhead, table: pd.DataFram
 
 
 def calibrate_serving(scenario: Scenario, profile: Profile, out_dir: Path, points=SWEEP, command: str = "",
-                      log: Callable[[str], Any] = print) -> Profile:
-    """Measure, fit, and write the profile (with its serving section) to out_dir."""
+                      log: Callable[[str], Any] = print, *, engine_defaults: bool = False,
+                      fit: bool = True) -> Profile | None:
+    """Measure, fit, and write the profile (with its serving section) to out_dir. `fit=False`
+    writes the measurements and the run's facts only (on a leased GPU, whose minutes are better
+    spent measuring: `--refit` fits them later anywhere) and returns None."""
     out_dir = Path(out_dir)
-    records, facts = measure_sweep(scenario, profile, points, log=log, work_dir=Path(".cache") / "serving" / out_dir.name)
+    records, facts = measure_sweep(scenario, profile, points, log=log, work_dir=Path(".cache") / "serving" / out_dir.name,
+                                   engine_defaults=engine_defaults)
     out_dir.mkdir(parents=True, exist_ok=True)
     records.to_csv(out_dir / SERVING_MEASUREMENTS_FILE, index=False)
     facts["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     (out_dir / SERVING_RUN_FILE).write_text(json.dumps(facts, indent=2) + "\n")
+    if not fit:
+        return None
     log("fitting the serving terms by simulation ...")
     overhead, table = fit_serving(scenario, profile, records)
     prof = with_serving(profile, overhead, table, facts, command)

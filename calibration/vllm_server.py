@@ -104,17 +104,24 @@ def free_port() -> int:
 
 
 def server_args(model_dir: Path, profile, *, max_model_len: int, max_num_seqs: int, max_num_batched_tokens: int,
-                block_size_tokens: int, num_kv_blocks: int | None = None) -> list[str]:
+                block_size_tokens: int, num_kv_blocks: int | None = None, engine_defaults: bool = False) -> list[str]:
     """Engine flags for serving what `profile` measured: its dtype and KV pool bytes (provenance),
     dummy weights, eager, no prefix caching, synchronous scheduling (as the in-process sweep);
-    `num_kv_blocks` overrides the pool's block count (a small pool for preemption runs)."""
+    `num_kv_blocks` overrides the pool's block count (a small pool for preemption runs).
+
+    `engine_defaults`: serve as a deployment does instead, with vLLM's own choices where the
+    calibration fixes them: compiled model and CUDA graphs (no --enforce-eager), the KV pool sized by
+    vLLM's memory profiling (gpu_memory_utilization; no --kv-cache-memory-bytes), its default
+    scheduling (async where the version has it). What a composed GPU profile is meant to predict."""
     prov = profile.provenance
-    args = ["--model", str(model_dir), "--load-format", "dummy", "--skip-tokenizer-init", "--enforce-eager",
+    args = ["--model", str(model_dir), "--load-format", "dummy", "--skip-tokenizer-init",
             "--no-enable-prefix-caching", "--dtype", {"bf16": "bfloat16"}.get(prov.get("dtype"), "bfloat16"),
             "--max-model-len", str(max_model_len), "--max-num-seqs", str(max_num_seqs),
             "--max-num-batched-tokens", str(max_num_batched_tokens), "--block-size", str(block_size_tokens),
-            "--seed", "0", "--no-async-scheduling", "--served-model-name", "m",
-            "--kv-cache-memory-bytes", str(int(prov.get("kv_cache_memory_bytes") or 2**30))]
+            "--seed", "0", "--served-model-name", "m"]
+    if not engine_defaults:
+        args += ["--enforce-eager", "--no-async-scheduling",
+                 "--kv-cache-memory-bytes", str(int(prov.get("kv_cache_memory_bytes") or 2**30))]
     if num_kv_blocks is not None:
         args += ["--num-gpu-blocks-override", str(num_kv_blocks)]
     return args

@@ -211,3 +211,54 @@ def test_refit_without_a_sweep_names_the_missing_file(tmp_path, capsys, profile)
     rc = main(["serve", str(SCENARIO), "--out", str(tmp_path / "p"), "--refit"])
     assert rc == 2
     assert "serving_measurements.csv is missing" in capsys.readouterr().err
+
+
+def test_engine_defaults_leave_graphs_pool_and_scheduling_to_vllm(profile):
+    """`calibrate serve --engine-defaults` serves as a deployment does: no --enforce-eager, no fixed KV pool,
+    no synchronous scheduling; what both modes share (dummy weights, the scenario's limits) stays."""
+    from calibration.vllm_server import server_args
+
+    kw = dict(max_model_len=4096, max_num_seqs=256, max_num_batched_tokens=8192, block_size_tokens=16)
+    calib = server_args(Path("/m"), profile, **kw)
+    deployed = server_args(Path("/m"), profile, **kw, engine_defaults=True)
+    for flag in ("--enforce-eager", "--no-async-scheduling", "--kv-cache-memory-bytes"):
+        assert flag in calib and flag not in deployed
+    assert set(deployed) < set(calib)
+    for flag, value in (("--max-num-seqs", "256"), ("--max-num-batched-tokens", "8192"), ("--load-format", "dummy")):
+        assert deployed[deployed.index(flag) + 1] == value
+
+
+def test_calibrate_serve_no_fit_writes_the_sweep_of_a_composed_profile(tmp_path, monkeypatch, capsys):
+    """The lease's serve step: a shipped composed profile, engine defaults, measured and written, not fitted."""
+    import importlib.util
+
+    import calibration.serving as serving
+    from calibration.cli import main
+
+    (tmp_path / "s.yaml").write_text(
+        "name: t\nseed: 1\nworkload:\n  arrival: {kind: poisson, rate_per_s: 1}\n  num_requests: 10\n"
+        "  prompt_tokens: {kind: constant, value: 256}\n  output_tokens: {kind: constant, value: 64}\n"
+        "model: llama-3.1-8b\nhardware: {gpu: h200-sxm}\nserving: {replicas: 1, tensor_parallel: 1, max_model_len: 4096}\n"
+        "cost_model: {profile: h200-sxm_llama-3.1-8b_tp1_bf16}\n")
+    seen = {}
+
+    def fake_measure(scenario, profile, points, **kw):
+        seen.update(kw, profile=profile.name, points=len(points))
+        recs = pd.DataFrame({"request_id": [0, 1], "point": "c1 p64 o16", "concurrency": 1, "prompt_tokens": 64,
+                             "output_tokens": 16, "ttft_s": 0.02, "tpot_s": 0.006, "e2e_s": 0.11, "error": ""})
+        return recs, {"engine_defaults": kw["engine_defaults"]}
+
+    def no_fit(*a, **k):
+        raise AssertionError("--no-fit must not fit")
+
+    monkeypatch.setattr(serving, "measure_sweep", fake_measure)
+    monkeypatch.setattr(serving, "fit_serving", no_fit)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name in ("vllm", "aiohttp") else real(name, *a))
+    out = tmp_path / "served"
+    assert main(["serve", str(tmp_path / "s.yaml"), "--engine-defaults", "--no-fit", "--out", str(out)]) == 0
+    assert seen["engine_defaults"] is True and seen["points"] == len(SWEEP)
+    assert (out / "serving_measurements.csv").is_file()
+    assert json.loads((out / "serving_run.json").read_text())["engine_defaults"] is True
+    assert not (out / "profile.json").exists()
+    assert "--refit" in capsys.readouterr().out
