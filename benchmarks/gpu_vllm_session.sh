@@ -107,11 +107,11 @@ EOF
 }
 serve_scenario gpu-vllm-serve-engine-defaults "${GPU}_llama-3.1-8b_tp1_bf16" > "$RES/serve_defaults.yaml"
 step serve_defaults 240 python3 -m sim.cli calibrate serve "$RES/serve_defaults.yaml" --engine-defaults --no-fit \
-  --out "$RES/serve_defaults"
+  --sweep "${DEFAULTS_SWEEP:-full}" --out "$RES/serve_defaults"
 tail -15 "$RES/serve_defaults.log"
 cp .cache/serving/serve_defaults/server.log "$RES/serve_defaults/server.log" 2>/dev/null
-# 4. The step sweep, eager.
-step calibrate 200 python3 -m sim.cli calibrate run --engine vllm --model llama-3.1-8b --dummy-weights --gpu "$GPU" \
+# 4. The step sweep, eager (DEFAULTS_ONLY=1: stop after step 3, e.g. for a second sweep of other shapes).
+[ "${DEFAULTS_ONLY:-0}" = 1 ] || step calibrate 200 python3 -m sim.cli calibrate run --engine vllm --model llama-3.1-8b --dummy-weights --gpu "$GPU" \
   --grid quick --keep-log --timeout-s 190 --stat median --out "$RES/prof_vllm"
 tail -20 "$RES/calibrate.log"
 # 5. The served engine on that profile, eager with its fixed pool, as calibrate serve runs by default.

@@ -76,9 +76,10 @@ def register(subparsers) -> None:
     serve.add_argument("scenario", help="a scenario whose cost_model.profile is the profile to extend (its model, "
                                         "serving limits and KV pool are what the server runs)")
     serve.add_argument("--out", help="profile folder to write (default: the profile's own folder)")
-    serve.add_argument("--sweep", choices=("full", "smoke"), default="full",
+    serve.add_argument("--sweep", choices=("full", "smoke", "heldout"), default="full",
                        help="full: 9 points, concurrency 1-160 (about 1 min of requests); smoke: 3 small points, a check that the "
-                            "server and the fit work (too few requests for terms to trust)")
+                            "server and the fit work (too few requests for terms to trust); heldout: 6 points of other "
+                            "lengths (prompts 512-2048, outputs 64-256, concurrency 1-128) to check terms fitted on full")
     serve.add_argument("--refit", action="store_true",
                        help="no server: re-fit the terms from the profile's serving_measurements.csv (e.g. after "
                             "`calibrate fit` changed the coefficients)")
@@ -169,7 +170,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sim.scenario import load_scenario
 
     from .profile import load_profile
-    from .serving import SERVING_MEASUREMENTS_FILE, SMOKE_SWEEP, SWEEP, calibrate_serving, refit_serving
+    from .serving import SERVING_MEASUREMENTS_FILE, SWEEPS, calibrate_serving, refit_serving
 
     scenario = load_scenario(args.scenario)
     import importlib.util
@@ -194,7 +195,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.refit:
         prof = refit_serving(scenario, profile, out, command)
     else:
-        prof = calibrate_serving(scenario, profile, out, SWEEP if args.sweep == "full" else SMOKE_SWEEP, command,
+        prof = calibrate_serving(scenario, profile, out, SWEEPS[args.sweep], command,
                                  log=lambda m: print(f"calibrate serve: {m}", flush=True),
                                  engine_defaults=args.engine_defaults, fit=not args.no_fit)
     print(f"sweep: {out / SERVING_MEASUREMENTS_FILE}")

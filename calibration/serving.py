@@ -60,6 +60,11 @@ SWEEP = (SweepPoint(1, 64, 32, 8), SweepPoint(1, 1024, 16, 8), SweepPoint(4, 256
          SweepPoint(8, 256, 64, 24), SweepPoint(16, 256, 64, 48), SweepPoint(32, 256, 64, 96),
          SweepPoint(48, 256, 64, 144), SweepPoint(96, 256, 64, 192), SweepPoint(160, 256, 64, 320))
 SMOKE_SWEEP = (SweepPoint(1, 64, 16, 4), SweepPoint(4, 128, 32, 8), SweepPoint(8, 128, 32, 8))
+# Other lengths and loads than SWEEP's, to report terms fitted on SWEEP against (never fitted on):
+# longer prompts and outputs, prefill-heavy and decode-heavy points, concurrency 1-128.
+HELDOUT_SWEEP = (SweepPoint(1, 2048, 128, 6), SweepPoint(4, 1024, 256, 12), SweepPoint(16, 1024, 256, 32),
+                 SweepPoint(32, 512, 128, 64), SweepPoint(64, 2048, 64, 96), SweepPoint(128, 512, 256, 192))
+SWEEPS = {"full": SWEEP, "smoke": SMOKE_SWEEP, "heldout": HELDOUT_SWEEP}
 
 
 # --------------------------------------------------------------------------- measuring
