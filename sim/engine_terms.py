@@ -126,6 +126,28 @@ def async_scheduling_default(engine: str, version: str | None) -> bool | None:
     return key[:2] >= ASYNC_SCHEDULING_DEFAULT_FROM
 
 
+# vLLM's default gpu_memory_utilization: 0.9 up to 0.19.x, 0.92 from 0.20.0 on (vllm/config/cache.py in
+# the released sdists: 0.19.1 has `default=0.9`, 0.20.0 `default=0.92`; 0.11, 0.18 0.9; 0.21, 0.26, 0.32
+# 0.92). Seen on an H200 with vLLM 0.26.0: "Desired GPU memory utilization is (0.92, 128.62 GiB)"
+# (docs/gpu_runs/h200-2026-11-27-vllm, docs/gpu_vllm_h200.md).
+GPU_MEMORY_UTILIZATION_092_FROM = (0, 20)
+
+
+def gpu_memory_utilization_default(engine: str = "vllm", version: str | None = None) -> float:
+    """The share of GPU memory `engine` at `version` takes when none is set: 0.92 for vLLM 0.20 and
+    later, else 0.9 (older releases; a version not given is the default version of the engine terms,
+    0.19.0 today; a nightly or an unparsable version keeps 0.9, what the measured data's runs used)."""
+    if engine != "vllm":
+        return 0.9
+    if not version:
+        versions = known_versions(engine)
+        version = newest_release(versions) if versions else None
+    key = _version_key(version) if version else (-1,)
+    if any(k < 0 for k in key):
+        return 0.9
+    return 0.92 if key[:2] >= GPU_MEMORY_UTILIZATION_092_FROM else 0.9
+
+
 def known_versions(engine: str = "vllm", path: Path | None = None) -> list[str]:
     eng = _read(str(path or terms_path())).get("engines", {}).get(engine, {})
     return sorted(eng.get("versions", {}), key=_version_key)

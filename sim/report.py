@@ -7,6 +7,8 @@ from typing import Any
 from .catalog import GIB
 from .simulation import Results
 
+ENGINE_DEFAULT = ", the engine version's default"  # serving.gpu_memory_utilization unset
+
 
 def _load(results: Results, s: dict[str, Any]) -> str:
     """What drove the arrivals: an offered rate, or (closed loop, where the rate is an outcome) the clients."""
@@ -36,7 +38,9 @@ def format_summary(results: Results, s: dict[str, Any]) -> str:
         f"KV {serving.quantization.kv_cache}" + (f", {spec.describe()}" if spec else ""),
         f"  cost model: {s['cost_model']}",
         *([f"  accuracy: {s['cost_model_accuracy']}"] if s.get("cost_model_accuracy") else []),
-        f"  memory per GPU: weights {m.weights_bytes / GIB:.1f} GiB, reserve {m.reserve_bytes / GIB:.1f} GiB, "
+        f"  memory per GPU: {sc.gpu_memory_utilization:g} of {m.gpu_memory_bytes / GIB:.1f} GiB "
+        f"(gpu_memory_utilization{'' if serving.gpu_memory_utilization is not None else ENGINE_DEFAULT}), "
+        f"weights {m.weights_bytes / GIB:.1f} GiB, reserve {m.reserve_bytes / GIB:.1f} GiB, "
         f"KV {m.num_kv_blocks:,} blocks = {m.kv_capacity_tokens:,} tokens",
         "",
     ]

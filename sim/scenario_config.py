@@ -63,7 +63,7 @@ class ServingConfig:
     quantization: QuantizationConfig = QuantizationConfig()
     speculative: SpeculativeConfig | None = None
     block_size_tokens: int = 16
-    gpu_memory_utilization: float = 0.9
+    gpu_memory_utilization: float | None = None  # None: the engine version's default (0.9; 0.92 from vLLM 0.20)
     max_model_len: int | None = None  # default: the model's context, capped at 8192 tokens
     overhead_gib: float = 1.0  # non-torch memory per GPU vLLM subtracts: workspaces, CUDA graphs (NCCL: memory.py)
     num_kv_blocks: int | None = None  # override the memory estimate with a measured block count
@@ -81,8 +81,9 @@ class ServingConfig:
                 "allowed 1, 2, 4, 8, 16")
         require(self.block_size_tokens in (1, 8, 16, 32, 64, 128), f"{path}.block_size_tokens",
                 self.block_size_tokens, "allowed 1, 8, 16, 32, 64, 128")
-        require(0.05 <= self.gpu_memory_utilization <= 1.0, f"{path}.gpu_memory_utilization",
-                self.gpu_memory_utilization, "allowed 0.05 .. 1.0")
+        require(self.gpu_memory_utilization is None or 0.05 <= self.gpu_memory_utilization <= 1.0,
+                f"{path}.gpu_memory_utilization", self.gpu_memory_utilization,
+                "allowed 0.05 .. 1.0, or null (the engine version's default)")
         require_range(self.max_model_len, f"{path}.max_model_len", 2, MAX_CONTEXT_TOKENS, "tokens")
         require_range(self.overhead_gib, f"{path}.overhead_gib", 0.0, 1024.0, "GiB")
         require_range(self.num_kv_blocks, f"{path}.num_kv_blocks", 1, MAX_KV_BLOCKS, "blocks")
@@ -259,6 +260,15 @@ class Scenario:
         if self.serving.max_model_len is not None:
             return self.serving.max_model_len
         return min(self.model_spec.max_context_tokens, 8192)
+
+    @property
+    def gpu_memory_utilization(self) -> float:
+        """serving.gpu_memory_utilization, or the default of the scenario's engine version when unset."""
+        if self.serving.gpu_memory_utilization is not None:
+            return self.serving.gpu_memory_utilization
+        from .engine_terms import gpu_memory_utilization_default
+
+        return gpu_memory_utilization_default(self.engine.name, self.engine.version)
 
     @property
     def price_usd_per_gpu_hour(self) -> float:

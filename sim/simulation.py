@@ -111,7 +111,7 @@ def build_memory(scenario: Scenario, measured_blocks: int | None = None) -> Memo
     sched = s.scheduler
     return plan_memory(model=scenario.model_spec, gpu=scenario.gpu_spec, tp=s.tensor_parallel,
                        weight_dtype=s.quantization.weights, kv_dtype=s.quantization.kv_cache,
-                       gpu_memory_utilization=s.gpu_memory_utilization, block_size_tokens=s.block_size_tokens,
+                       gpu_memory_utilization=scenario.gpu_memory_utilization, block_size_tokens=s.block_size_tokens,
                        max_num_batched_tokens=sched.max_num_batched_tokens, max_num_seqs=sched.max_num_seqs,
                        max_model_len=scenario.max_model_len, overhead_bytes=scenario.overhead_bytes,
                        draft=scenario.draft_spec,
