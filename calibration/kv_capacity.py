@@ -7,8 +7,10 @@ count it implies, and writes the table of them (docs/kv_capacity_gpu.md).
 
 vLLM's OpenAI-server defaults by GPU memory (vllm/engine/arg_utils.py, read in the installed
 vllm 0.32 source): >= 160 GiB -> max_num_batched_tokens 16384, max_num_seqs 1024; >= 70 GiB and not
-an A100 -> 8192 / 1024; otherwise 2048 / 256. gpu_memory_utilization 0.9, block size 16 on CUDA,
-max_model_len = the model's context.
+an A100 -> 8192 / 1024; otherwise 2048 / 256. Block size 16 on CUDA, max_model_len = the model's context.
+gpu_memory_utilization 0.9: the default through vLLM 0.19, the releases of the measured runs these block counts
+are checked against; vLLM 0.20 and later take 0.92 (sim/engine_terms.gpu_memory_utilization_default), about
+3 % more KV (docs/gpu_vllm_h200.md).
 """
 from __future__ import annotations
 
