@@ -76,6 +76,9 @@ class Replica:
         self.ff_horizon_steps = MIN_HORIZON
         self._run_start_s, self._run_ends, self._run_steps_done = 0.0, _NONE, 0  # the interruptible run in flight
         self._open_run = None  # that run, while priced only up to the next arrival (sim/open_run.py)
+        # engine.async_admission_lag: when the last step started (None: the engine was idle before this decision)
+        self.admission_lag = False
+        self.last_step_start_s: float | None = None
         self.record_timeseries = record_timeseries
         self.ts_time_s, self.ts_waiting, self.ts_running, self.ts_kv_blocks = (array("d"), array("l"), array("l"), array("l"))
         self.itl = sim.itl  # shared inter-token-latency histogram
@@ -189,6 +192,7 @@ class Replica:
                 else:
                     yield env.any_of([self._wake, env.timeout(max(action.until_s - env.now, 0.0))])
                 self._wake = None
+                self.last_step_start_s = None
                 continue
             self.state = BUSY
             yield from (execute_small(self, action) if fits(self, action) else self._execute(action))
@@ -293,6 +297,8 @@ class Replica:
             steps_done = len(ends)
         self.state = BUSY
         self.busy_s += float(ends[steps_done - 1])
+        if self.admission_lag:
+            self.last_step_start_s = start + (float(ends[steps_done - 2]) if steps_done >= 2 else 0.0)
         if self.step_log is not None or self.token_log is not None:
             log_steps(self, start, ends, steps_done - 1, ff, reqs, chunk, decode, completes)
 

@@ -150,6 +150,11 @@ class EngineConfig:
 
     name: Literal["vllm"] = "vllm"
     version: str | None = None
+    # vLLM's async scheduling (its default from 0.14) schedules step N+1 while step N runs, so a request that
+    # reaches the engine during step N is first admitted in step N+2, not N+1 (vllm/v1/engine/core.py,
+    # step_with_batch_queue: a batch queue of two). True: model that one-step lag (continuous and priority
+    # schedulers). Off by default until the engine terms are fitted with it (docs/gpu_vllm_h200.md, section 4).
+    async_admission_lag: bool = False
 
     def validate(self, path: str) -> None:
         require(self.version is None or self.version.strip() != "", f"{path}.version", self.version,
@@ -219,6 +224,11 @@ class Scenario:
                 f"must divide {model.name}'s {model.num_attention_heads} attention heads: allowed {divisors}")
         require(not self.serving.expert_parallel or model.is_moe, "serving.expert_parallel", True,
                 f"applies to mixtures of experts only; {model.name} is dense (allowed false)")
+        policy = self.serving.scheduler.policy
+        require(not self.engine.async_admission_lag or policy in ("continuous", "priority"),
+                "engine.async_admission_lag", True,
+                f"models vLLM's continuous batching; scheduler policy {policy!r} takes whole batches "
+                "(allowed with continuous or priority)")
         spec = self.serving.speculative
         if spec is not None:
             check_speculative(spec, model, tp, self.serving.scheduler.policy, "serving.speculative", self.drafter)

@@ -174,6 +174,9 @@ class Simulation:
                 kv = KVCache(self.memory.num_kv_blocks, s.block_size_tokens, n)
             self.replicas.append(Replica(i, self, SCHEDULERS[sched_cfg.policy](sched_cfg), kv, self.cost, spec,
                                          capacity, scenario.sim.record_timeseries))
+        if scenario.engine.async_admission_lag:  # continuous and priority only (Scenario.validate)
+            for rep in self.replicas:
+                rep.admission_lag = rep.scheduler.lag = True
         self.route = ROUTERS[s.router](self.board)
         total_seqs = s.replicas * (sched_cfg.max_num_seqs if sched_cfg.policy in ("continuous", "priority")
                                    else sched_cfg.batch_size)

@@ -47,6 +47,10 @@ class ContinuousScheduler:
         self.by_priority = by_priority
         self.waiting = WaitingQueue()
         self._heap = self.waiting._heap  # its heap, read directly on the per-decision path (no method calls)
+        # engine.async_admission_lag: when each request first reached the engine; one is admitted only by a
+        # decision made after the step in flight at that moment (Replica.last_step_start_s).
+        self.lag = False
+        self._seen_s: dict[int, float] = {}
 
     @property
     def num_waiting(self) -> int:
@@ -55,6 +59,8 @@ class ContinuousScheduler:
     def add(self, replica: "Replica", req: int) -> None:
         t = replica.table
         heappush(self._heap, (t.priority.item(req) if self.by_priority else 0, t.arrival_s.item(req), req))
+        if self.lag:
+            self._seen_s.setdefault(req, replica.env.now)  # a preempted request keeps its first time
 
     def _victim(self, replica: "Replica") -> int:
         """Slot to preempt: the newest running sequence, or with priorities the least urgent
@@ -82,7 +88,10 @@ class ContinuousScheduler:
         # Waiting requests, in queue order, while slots, budget and blocks last.
         # (vLLM admits nobody in a step that had to preempt.)
         kv, t = replica.kv, replica.table
-        blocked_by_budget = False
+        blocked_by_budget = held = False
+        # With the lag, a request that reached the engine after the last step started was not there when
+        # this decision was (in vLLM) taken; with nothing running there was no step in flight to wait for.
+        cutoff = replica.last_step_start_s if self.lag and b.n else None
         while waiting and not preempted:
             if budget <= 0:
                 blocked_by_budget = True
@@ -90,6 +99,9 @@ class ContinuousScheduler:
             if b.n >= self.max_num_seqs:
                 break
             req = waiting[0][2]
+            if cutoff is not None and self._seen_s[req] > cutoff:
+                held = True  # admitted by the next decision (priority: the first in line holds the rest)
+                break
             tokens = t.prompt_tokens.item(req) + t.generated.item(req)  # replica.tokens_known(req)
             cached = kv.cache_hit_tokens(req, tokens)  # prefix-cache hit: these need no compute
             if tokens - cached > budget and not self.chunked_prefill:
@@ -107,7 +119,7 @@ class ContinuousScheduler:
             # Everyone was preempted: admit from the queue in the next step, as vLLM does (it cannot
             # happen while one max-length sequence fits the cache). Otherwise nothing fits at all.
             return Wait(replica.now) if preempted else None
-        if preempted or blocked_by_budget or not all_served:
+        if preempted or blocked_by_budget or not all_served or held:
             # A prefill continues, someone got no tokens, or a preemption freed blocks that the
             # waiting queue may take next step: decide again after this one.
             return _AGAIN
