@@ -3,6 +3,8 @@ per-tensor fp8 GEMM call (about 4 x layers x Δ off a decode step, less where th
 exactly the scale_matrix quantisation, and a bf16 composer is left alone by both."""
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from benchmarks.fp8_fixed_cost_experiment import decode_ms, patched_composer
@@ -48,9 +50,12 @@ def test_rebuild_gives_a_shipped_expert_parallel_profile_back():
     from benchmarks.grid_bias import import_args, rebuild
     from calibration.aiconfigurator_import import build_profile
 
+    def same(a: dict, b: dict) -> bool:  # to rounding: the fit's last bits move with numpy/scipy/BLAS releases
+        return a.keys() == b.keys() and all(math.isclose(a[k], b[k], rel_tol=1e-9, abs_tol=1e-18) for k in a)
+
     prof = load_profile("h100-sxm_minimax-m2.5_tp4_ep4_fp8_kvbf16")
-    assert rebuild(prof)[0].coefficients == prof.coefficients
+    assert same(rebuild(prof)[0].coefficients, prof.coefficients)
     a = import_args(prof)
     as_tp, _, _ = build_profile(a["--model"], a["--system"], int(a["--tp"]), a["--dtype"], kv_dtype=a["--kv-dtype"],
                                 version=a["--version"])
-    assert as_tp.coefficients != prof.coefficients
+    assert not same(as_tp.coefficients, prof.coefficients)
