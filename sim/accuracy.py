@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 ACCURACY_FILE = "validation_accuracy.json"
+LEASE_FILE = "lease_accuracy.json"  # this project's own measured runs (benchmarks/gpu_vllm_record.py)
 
 
 def accuracy_path() -> Path:
@@ -75,13 +76,25 @@ def _record(path: Path | None) -> dict | None:
 MISSING = "no measured check on record (calibration/profiles/validation_accuracy.json is missing)"
 
 
+def lease_check(gpu: str | None, model: str, weight_dtype: str) -> str:
+    """'' or the phrase for this project's own measured runs of the setup (a GPU lease: lease_accuracy.json,
+    written by benchmarks/gpu_vllm_record.py): data no fit has seen."""
+    data = _read(str(Path(str(resources.files("calibration").joinpath("profiles", LEASE_FILE)))))
+    f = (data or {}).get("by_setup", {}).get(setup_key(gpu or "", model, weight_dtype))
+    if not f:
+        return ""
+    return (f"; measured by this project on its own GPU lease ({f['rows']} points, {f['engine']}, {f['what']}): "
+            f"{_err(f)} ({data['doc']})")
+
+
 def composed_profile_accuracy(gpu: str | None, model: str, weight_dtype: str, path: Path | None = None) -> str:
     """The check that applies to a composed profile + fitted engine terms on (gpu, model, weight dtype)."""
     data = _record(path)
     if data is None:
         return MISSING
     return _check(data, data["doc"], gpu, model, weight_dtype, "the engine terms were",
-                  "its kernel tables are aiconfigurator-core's, its engine terms another GPU's")
+                  "its kernel tables are aiconfigurator-core's, its engine terms another GPU's") \
+        + lease_check(gpu, model, weight_dtype)
 
 
 def roofline_accuracy(gpu: str | None, model: str, weight_dtype: str, path: Path | None = None) -> str:

@@ -70,3 +70,17 @@ def test_predictions_on_the_held_out_gpu_run_do_not_get_worse():
     assert len(held) == 6
     for col, today in HELD_OUT_TODAY.items():
         assert rec.med_abs(held[col]) <= today + 0.5, (col, rec.med_abs(held[col]), today)
+
+
+def test_the_report_of_the_measured_setup_cites_the_lease():
+    """A run priced like the lease's setup says how far such predictions were from the lease's runs; another setup
+    does not borrow the figure."""
+    import json
+
+    from sim.accuracy import composed_profile_accuracy
+
+    rec_ = json.loads(rec.ACCURACY.read_text())["by_setup"]["h200-sxm|llama-3.1-8b|bf16"]
+    line = composed_profile_accuracy("h200-sxm", "llama-3.1-8b", "bf16")
+    assert "own GPU lease" in line and f"TPOT {rec_['tpot_mdape']:.1f} %" in line and "docs/gpu_vllm_h200.md" in line
+    assert "own GPU lease" not in composed_profile_accuracy("h100-sxm", "llama-3.1-8b", "bf16")
+    assert "own GPU lease" not in composed_profile_accuracy("h200-sxm", "llama-3.1-8b", "fp8")
