@@ -7,7 +7,9 @@
 # The calls, back to back on one warm machine (it goes back 30 s after a call: prepare them all first):
 #   run(command="ls .vllm_carry",                          carry=[".vllm_carry/p1"])   # starts the machine
 #   run(command="ls .vllm_carry",                          carry=[".vllm_carry/p2"])   # ... one per part
-#   run(command="GPU=h100-sxm bash benchmarks/gpu_vllm_session.sh", carry=[".vllm_carry/pN", ".whl"], timeout_s=560)
+#   run(command="bash benchmarks/gpu_vllm_session.sh", carry=[".vllm_carry/pN", ".whl"], timeout_s=585)
+# (2026-11-27, H200: start ~30 s, each part call ~5 s, the session 397 s; `pip download` of the .whl below and
+# `python benchmarks/gpu_vllm_pack.py` first, here: the parts are ignored files, a new checkout has none.)
 # Parts carried by earlier calls stay on the warm machine (ignored paths are kept between calls); .whl holds
 # servesim's own missing wheel (simpy: see benchmarks/gpu_session.sh). Results come back as one archive.
 #
@@ -18,7 +20,8 @@
 #   3. `servesim calibrate serve --engine-defaults --no-fit` with the composed ${GPU}_llama-3.1-8b_tp1_bf16:
 #      the closed-loop sweep on vLLM's OpenAI server as deployed (compiled, CUDA graphs, KV pool sized by
 #      vLLM's memory profiling at gpu_memory_utilization 0.9): what a composed profile is meant to predict,
-#      and the engine's own KV block count for this GPU (server log);
+#      and the engine's own KV block count for this GPU (server log); the full and the held-out sweep on one
+#      server start (DEFAULTS_SWEEP=full+heldout: ~45 s of requests after ~140 s of start-up on an H200);
 #   4. `servesim calibrate run --engine vllm` on Llama-3.1-8B with dummy weights (grid quick, eager as the
 #      harness runs it): a profile measured by the real engine on this GPU;
 #   5. `servesim calibrate serve --no-fit` (full sweep, eager, the profile's fixed pool) on that profile:
@@ -30,7 +33,13 @@ OUT=${OUT:-/tmp/gpu_out}
 RES=$OUT/run
 SITE=${SITE:-/tmp/site}
 mkdir -p "$RES"
-GPU=${GPU:-h100-sxm}
+# The catalog's name for the GPU (GPU= to set it): read from nvidia-smi where it names an H100 or H200.
+detect_gpu() {
+  case "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)" in
+    *H200*) echo h200-sxm ;; *H100*) echo h100-sxm ;; *) echo h100-sxm ;;
+  esac
+}
+GPU=${GPU:-$(detect_gpu)}
 DEADLINE=$(( $(date +%s) + ${BUDGET_S:-540} ))
 step() {  # step NAME SECONDS COMMAND...: run with a time box (cut to the deadline), log to $RES/NAME.log
   local name=$1 limit=$2; shift 2
@@ -107,7 +116,7 @@ EOF
 }
 serve_scenario gpu-vllm-serve-engine-defaults "${GPU}_llama-3.1-8b_tp1_bf16" > "$RES/serve_defaults.yaml"
 step serve_defaults 240 python3 -m sim.cli calibrate serve "$RES/serve_defaults.yaml" --engine-defaults --no-fit \
-  --sweep "${DEFAULTS_SWEEP:-full}" --out "$RES/serve_defaults"
+  --sweep "${DEFAULTS_SWEEP:-full+heldout}" --out "$RES/serve_defaults"
 tail -15 "$RES/serve_defaults.log"
 cp .cache/serving/serve_defaults/server.log "$RES/serve_defaults/server.log" 2>/dev/null
 # 4. The step sweep, eager (DEFAULTS_ONLY=1: stop after step 3, e.g. for a second sweep of other shapes).

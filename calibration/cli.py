@@ -76,10 +76,11 @@ def register(subparsers) -> None:
     serve.add_argument("scenario", help="a scenario whose cost_model.profile is the profile to extend (its model, "
                                         "serving limits and KV pool are what the server runs)")
     serve.add_argument("--out", help="profile folder to write (default: the profile's own folder)")
-    serve.add_argument("--sweep", choices=("full", "smoke", "heldout"), default="full",
+    serve.add_argument("--sweep", choices=("full", "smoke", "heldout", "full+heldout"), default="full",
                        help="full: 9 points, concurrency 1-160 (about 1 min of requests); smoke: 3 small points, a check that the "
                             "server and the fit work (too few requests for terms to trust); heldout: 6 points of other "
-                            "lengths (prompts 512-2048, outputs 64-256, concurrency 1-128) to check terms fitted on full")
+                            "lengths (prompts 512-2048, outputs 64-256, concurrency 1-128) to check terms fitted on full; "
+                            "full+heldout: both on one server start")
     serve.add_argument("--refit", action="store_true",
                        help="no server: re-fit the terms from the profile's serving_measurements.csv (e.g. after "
                             "`calibrate fit` changed the coefficients)")

@@ -64,7 +64,8 @@ SMOKE_SWEEP = (SweepPoint(1, 64, 16, 4), SweepPoint(4, 128, 32, 8), SweepPoint(8
 # longer prompts and outputs, prefill-heavy and decode-heavy points, concurrency 1-128.
 HELDOUT_SWEEP = (SweepPoint(1, 2048, 128, 6), SweepPoint(4, 1024, 256, 12), SweepPoint(16, 1024, 256, 32),
                  SweepPoint(32, 512, 128, 64), SweepPoint(64, 2048, 64, 96), SweepPoint(128, 512, 256, 192))
-SWEEPS = {"full": SWEEP, "smoke": SMOKE_SWEEP, "heldout": HELDOUT_SWEEP}
+# full+heldout: both on one server start (a GPU lease's server takes minutes to compile and capture graphs).
+SWEEPS = {"full": SWEEP, "smoke": SMOKE_SWEEP, "heldout": HELDOUT_SWEEP, "full+heldout": SWEEP + HELDOUT_SWEEP}
 
 
 # --------------------------------------------------------------------------- measuring

@@ -256,8 +256,9 @@ def test_calibrate_serve_no_fit_writes_the_sweep_of_a_composed_profile(tmp_path,
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name in ("vllm", "aiohttp") else real(name, *a))
     out = tmp_path / "served"
-    assert main(["serve", str(tmp_path / "s.yaml"), "--engine-defaults", "--no-fit", "--out", str(out)]) == 0
-    assert seen["engine_defaults"] is True and seen["points"] == len(SWEEP)
+    assert main(["serve", str(tmp_path / "s.yaml"), "--engine-defaults", "--no-fit", "--sweep", "full+heldout",
+                 "--out", str(out)]) == 0
+    assert seen["engine_defaults"] is True and seen["points"] == len(SWEEP) + 6  # the held-out sweep's six too
     assert (out / "serving_measurements.csv").is_file()
     assert json.loads((out / "serving_run.json").read_text())["engine_defaults"] is True
     assert not (out / "profile.json").exists()
