@@ -22,10 +22,11 @@
 #      vLLM's memory profiling at gpu_memory_utilization 0.9): what a composed profile is meant to predict,
 #      and the engine's own KV block count for this GPU (server log); the full and the held-out sweep on one
 #      server start (DEFAULTS_SWEEP=full+heldout: ~45 s of requests after ~140 s of start-up on an H200);
-#   4. `servesim calibrate run --engine vllm` on Llama-3.1-8B with dummy weights (grid quick, eager as the
-#      harness runs it): a profile measured by the real engine on this GPU;
-#   5. `servesim calibrate serve --no-fit` (full sweep, eager, the profile's fixed pool) on that profile:
-#      the served engine's terms beside it (fitted afterwards, off the lease, with --refit);
+#   4. `servesim calibrate run --engine vllm --cuda-graphs` on Llama-3.1-8B with dummy weights (grid quick):
+#      a step profile of the engine as served (compiled, CUDA graphs), to set beside the composed one step by
+#      step (the 2026-11-27 lease measured it eager: launch-bound, 3.8x the served TPOT);
+#   5. EAGER_SERVE=1 only: `servesim calibrate serve --no-fit` (full sweep, eager, a fixed 1 GiB pool) on that
+#      profile, as the 2026-11-27 lease did;
 #   6. the engine logs' memory lines (CUDA-graph capture size, KV blocks).
 #   INSTALL_ONLY=1 stops after step 1 (how tests/test_gpu_vllm_pack.py checks the reassembly on a CPU).
 set -u
@@ -119,12 +120,12 @@ step serve_defaults 240 python3 -m sim.cli calibrate serve "$RES/serve_defaults.
   --sweep "${DEFAULTS_SWEEP:-full+heldout}" --out "$RES/serve_defaults"
 tail -15 "$RES/serve_defaults.log"
 cp .cache/serving/serve_defaults/server.log "$RES/serve_defaults/server.log" 2>/dev/null
-# 4. The step sweep, eager (DEFAULTS_ONLY=1: stop after step 3, e.g. for a second sweep of other shapes).
+# 4. The step sweep as served (DEFAULTS_ONLY=1: stop after step 3, e.g. for a second sweep of other shapes).
 [ "${DEFAULTS_ONLY:-0}" = 1 ] || step calibrate 200 python3 -m sim.cli calibrate run --engine vllm --model llama-3.1-8b --dummy-weights --gpu "$GPU" \
-  --grid quick --keep-log --timeout-s 190 --stat median --out "$RES/prof_vllm"
+  --grid quick --cuda-graphs --keep-log --timeout-s 190 --stat median --out "$RES/prof_vllm"
 tail -20 "$RES/calibrate.log"
-# 5. The served engine on that profile, eager with its fixed pool, as calibrate serve runs by default.
-if [ -f "$RES/prof_vllm/profile.json" ]; then
+# 5. The served engine on that profile, eager with its fixed pool, as calibrate serve runs by default (opt-in).
+if [ "${EAGER_SERVE:-0}" = 1 ] && [ -f "$RES/prof_vllm/profile.json" ]; then
   serve_scenario gpu-vllm-serve "$RES/prof_vllm" > "$RES/serve.yaml"
   step serve 150 python3 -m sim.cli calibrate serve "$RES/serve.yaml" --no-fit --out "$RES/serve_eager"
   tail -15 "$RES/serve.log"

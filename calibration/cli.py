@@ -63,6 +63,9 @@ def register(subparsers) -> None:
                      help="stop a hung engine after this long (default: smoke 300, quick 1200, full 3600)")
     run.add_argument("--telemetry-interval-s", type=float, default=0.5, help="GPU sampling period (default 0.5)")
     run.add_argument("--keep-log", action="store_true", help="keep engine.log in --out")
+    run.add_argument("--cuda-graphs", action="store_true",
+                     help="vLLM engine: compile and capture CUDA graphs as vLLM serves by default (on a GPU eager "
+                          "decode steps are launch-bound: docs/gpu_vllm_h200.md); default: eager")
     _fit_options(run)
     run.set_defaults(func=cmd_run)
 
@@ -119,6 +122,9 @@ _errors_to_exit = user_errors(EngineError, FitError, ProfileError, ValueError, F
 def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     grid = GRIDS[args.grid]
+    if getattr(args, "cuda_graphs", False) and args.engine != "vllm":
+        raise ValueError(f"--cuda-graphs applies to --engine vllm; --engine {args.engine} runs servesim's own eager "
+                         "PyTorch model (allowed: drop --cuda-graphs, or --engine vllm)")
     if args.gpu is not None:
         from sim.catalog import gpu_catalog
 
@@ -140,7 +146,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                     raise ValueError(f"--model {args.model}: no weight files in {model_dir}; pass --dummy-weights "
                                      "to measure with random weights (a step's time does not depend on their values)")
                 settings = VllmSettings(dtype=args.dtype, kv_cache_gib=args.kv_cache_gib,
-                                        max_model_len=args.max_model_len, dummy_weights=args.dummy_weights)
+                                        max_model_len=args.max_model_len, dummy_weights=args.dummy_weights,
+                                        cuda_graphs=args.cuda_graphs)
                 result = measure_vllm(model_dir, grid, out, settings=settings, keep_log=args.keep_log,
                                       timeout_s=args.timeout_s or DEFAULT_TIMEOUT_S[grid.name])
             else:

@@ -57,6 +57,9 @@ class VllmSettings:
     max_num_seqs: int = 256
     dummy_weights: bool = True
     seed: int = 0
+    # True: torch.compile and CUDA graphs, as vLLM serves by default (a GPU: eager decode steps there are
+    # launch-bound, docs/gpu_vllm_h200.md); False: eager (--enforce-eager), the default.
+    cuda_graphs: bool = False
 
 
 def measure_vllm(model_dir: Path, grid: Grid, work_dir: Path, *, settings: VllmSettings = VllmSettings(),
@@ -188,7 +191,8 @@ def _worker(spec_path: str) -> None:
 
     max_len = min(s.max_model_len, int(cfg.get("max_position_embeddings", s.max_model_len)))
     budget = s.max_num_batched_tokens or max_len
-    kwargs = dict(model=str(model_dir), skip_tokenizer_init=True, enforce_eager=True, enable_prefix_caching=False,
+    kwargs = dict(model=str(model_dir), skip_tokenizer_init=True, enforce_eager=not s.cuda_graphs,
+                  enable_prefix_caching=False,
                   disable_log_stats=False, enable_logging_iteration_details=True, dtype=s.dtype, seed=s.seed,
                   max_model_len=max_len, max_num_batched_tokens=budget, max_num_seqs=s.max_num_seqs,
                   enable_chunked_prefill=True, async_scheduling=False)
@@ -231,7 +235,7 @@ def _worker(spec_path: str) -> None:
             "max_num_batched_tokens": int(vc.scheduler_config.max_num_batched_tokens),
             "max_num_seqs": int(vc.scheduler_config.max_num_seqs),
             "chunked_prefill": bool(vc.scheduler_config.enable_chunked_prefill),
-            "enforce_eager": True, "prefix_caching": False, "sampling_temperature": SAMPLING_TEMPERATURE, "load_format": kwargs.get("load_format", "auto"),
+            "enforce_eager": not s.cuda_graphs, "prefix_caching": False, "sampling_temperature": SAMPLING_TEMPERATURE, "load_format": kwargs.get("load_format", "auto"),
             "startup_s": round(startup_s, 2), "sweep_s": round(time.time() - t_sweep, 2),
             "timing": "perf_counter around vLLM EngineCore.step (schedule + forward + sample + update), "
                       "in-process engine core (on a CPU: pinned to the cores and thread count vLLM gives a served "

@@ -263,3 +263,31 @@ def test_calibrate_serve_no_fit_writes_the_sweep_of_a_composed_profile(tmp_path,
     assert json.loads((out / "serving_run.json").read_text())["engine_defaults"] is True
     assert not (out / "profile.json").exists()
     assert "--refit" in capsys.readouterr().out
+
+
+def test_calibrate_run_cuda_graphs_reaches_the_engine_settings(tmp_path, monkeypatch):
+    """`calibrate run --cuda-graphs` measures vLLM as served (compiled, CUDA graphs): the flag must reach the
+    worker's settings (where enforce_eager is set from it), and the default stays eager."""
+    import calibration.cli as cli
+    from calibration.engine_process import EngineError
+
+    seen = []
+
+    def fake(model_dir, grid, out, *, settings, **kw):
+        seen.append(settings)
+        raise EngineError("stop here")  # the command's own error path: nothing is measured or fitted
+
+    monkeypatch.setattr(cli, "measure_vllm", fake)
+    for extra in ([], ["--cuda-graphs"]):
+        rc = cli.main(["run", "--model", "tiny-llama", "--dummy-weights", "--grid", "smoke",
+                       "--out", str(tmp_path / f"p{len(extra)}"), *extra])
+        assert rc == 2
+    assert [s.cuda_graphs for s in seen] == [False, True]
+
+
+def test_calibrate_run_cuda_graphs_with_the_torch_engine_is_refused(tmp_path, capsys):
+    from calibration.cli import main
+
+    rc = main(["run", "--model", "tiny-llama", "--engine", "torch", "--cuda-graphs", "--out", str(tmp_path / "p")])
+    assert rc == 2
+    assert "--cuda-graphs applies to --engine vllm" in capsys.readouterr().err
