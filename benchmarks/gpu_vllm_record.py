@@ -112,8 +112,9 @@ def section_runs() -> list[str]:
     versions = [ln for ln in machine.splitlines() if ln.startswith(("torch ", "vllm ", "FA3 "))]
     lines = ["## What ran", "",
              f"- Machine: one NVIDIA H200 (driver 580.159.04, CUDA 13.0); {'; '.join(versions)}; 2026-11-27, two "
-             "calls on two machines of the same kind (`benchmarks/gpu_vllm_session.sh`, vLLM carried in four parts "
-             "built by `benchmarks/gpu_vllm_pack.py`).",
+             "machines of the same kind, four calls each: three carry vLLM's first three parts, the fourth carries "
+             "the last and runs `benchmarks/gpu_vllm_session.sh` (parts built by `benchmarks/gpu_vllm_pack.py`); "
+             "12 of the session's 15 device minutes.",
              "- Model: Llama-3.1-8B, dummy weights (`--load-format dummy`: same shapes and kernels, random values), "
              "bf16, TP1, prefix caching off, block size 16, `max_model_len` 4096, `max_num_seqs` 256, "
              "`max_num_batched_tokens` 8192. Client: servesim's closed loop (`calibration/vllm_server.py`), prompts "
