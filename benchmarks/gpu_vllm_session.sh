@@ -116,7 +116,7 @@ cost_model: {profile: $2}
 EOF
 }
 serve_scenario gpu-vllm-serve-engine-defaults "${GPU}_llama-3.1-8b_tp1_bf16" > "$RES/serve_defaults.yaml"
-step serve_defaults 240 python3 -m sim.cli calibrate serve "$RES/serve_defaults.yaml" --engine-defaults --no-fit \
+step serve_defaults 240 python3 -m sim.cli calibrate serve "$RES/serve_defaults.yaml" --engine-defaults --no-fit --log-steps \
   --sweep "${DEFAULTS_SWEEP:-full+heldout}" --out "$RES/serve_defaults"
 tail -15 "$RES/serve_defaults.log"
 cp .cache/serving/serve_defaults/server.log "$RES/serve_defaults/server.log" 2>/dev/null
@@ -133,6 +133,6 @@ if [ "${EAGER_SERVE:-0}" = 1 ] && [ -f "$RES/prof_vllm/profile.json" ]; then
 fi
 # What vLLM said about memory (CUDA graphs, KV blocks, the profiler's figures), from every log kept.
 grep -H -i -E "cuda ?graph|kv cache|blocks|memory profiling|non.torch|peak|maximum concurrency|compil" "$RES"/*.log \
-  "$RES"/*/*.log 2>/dev/null | head -150 > "$RES/memory_lines.txt"
+  "$RES"/*/*.log 2>/dev/null | grep -v "Iteration(" | head -150 > "$RES/memory_lines.txt"
 tar czf "$OUT/run.tgz" -C "$RES" . && rm -rf "$RES"
 ls -la "$OUT"

@@ -91,6 +91,9 @@ def register(subparsers) -> None:
                        help="serve as a deployment does: CUDA graphs and compilation, the KV pool sized by vLLM's "
                             "memory profiling, its default scheduling (default: eager, the profile's fixed pool, "
                             "synchronous, as the step sweep measured)")
+    serve.add_argument("--log-steps", action="store_true",
+                       help="the engine logs every step's batch in the server log (vLLM's iteration details): how "
+                            "the real scheduler took each wave")
     serve.add_argument("--no-fit", action="store_true",
                        help="measure and write the sweep only (serving_measurements.csv, serving_run.json); fit "
                             "later with --refit")
@@ -205,7 +208,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         prof = calibrate_serving(scenario, profile, out, SWEEPS[args.sweep], command,
                                  log=lambda m: print(f"calibrate serve: {m}", flush=True),
-                                 engine_defaults=args.engine_defaults, fit=not args.no_fit)
+                                 engine_defaults=args.engine_defaults, fit=not args.no_fit, log_steps=args.log_steps)
     print(f"sweep: {out / SERVING_MEASUREMENTS_FILE}")
     if prof is None:
         print(f"not fitted (--no-fit): servesim calibrate serve {args.scenario} --out {out} --refit")

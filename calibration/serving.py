@@ -72,7 +72,7 @@ SWEEPS = {"full": SWEEP, "smoke": SMOKE_SWEEP, "heldout": HELDOUT_SWEEP, "full+h
 
 def measure_sweep(scenario: Scenario, profile: Profile, points=SWEEP, *, log: Callable[[str], Any] = print,
                   work_dir: Path | None = None, seed: int = 0,
-                  engine_defaults: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+                  engine_defaults: bool = False, log_steps: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Per-request records of every sweep point on the real server, and the run's facts
     (`engine_defaults`: served with vLLM's own settings, see vllm_server.server_args)."""
     from .model_dir import resolve_model_dir
@@ -86,7 +86,7 @@ def measure_sweep(scenario: Scenario, profile: Profile, points=SWEEP, *, log: Ca
                        max_num_seqs=s.scheduler.max_num_seqs,
                        max_num_batched_tokens=s.scheduler.max_num_batched_tokens,
                        block_size_tokens=s.block_size_tokens, num_kv_blocks=s.num_kv_blocks,
-                       engine_defaults=engine_defaults)
+                       engine_defaults=engine_defaults, log_steps=log_steps)
     for p in points:
         if p.prompt_tokens + p.output_tokens > scenario.max_model_len:
             raise ValueError(f"sweep point {p.label}: prompt + output exceeds max_model_len {scenario.max_model_len}")
@@ -224,13 +224,13 @@ def with_serving(profile: Profile, overhead: ServingOverhead, table: pd.DataFram
 
 def calibrate_serving(scenario: Scenario, profile: Profile, out_dir: Path, points=SWEEP, command: str = "",
                       log: Callable[[str], Any] = print, *, engine_defaults: bool = False,
-                      fit: bool = True) -> Profile | None:
+                      fit: bool = True, log_steps: bool = False) -> Profile | None:
     """Measure, fit, and write the profile (with its serving section) to out_dir. `fit=False`
     writes the measurements and the run's facts only (on a leased GPU, whose minutes are better
     spent measuring: `--refit` fits them later anywhere) and returns None."""
     out_dir = Path(out_dir)
     records, facts = measure_sweep(scenario, profile, points, log=log, work_dir=Path(".cache") / "serving" / out_dir.name,
-                                   engine_defaults=engine_defaults)
+                                   engine_defaults=engine_defaults, log_steps=log_steps)
     out_dir.mkdir(parents=True, exist_ok=True)
     records.to_csv(out_dir / SERVING_MEASUREMENTS_FILE, index=False)
     facts["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -104,7 +104,8 @@ def free_port() -> int:
 
 
 def server_args(model_dir: Path, profile, *, max_model_len: int, max_num_seqs: int, max_num_batched_tokens: int,
-                block_size_tokens: int, num_kv_blocks: int | None = None, engine_defaults: bool = False) -> list[str]:
+                block_size_tokens: int, num_kv_blocks: int | None = None, engine_defaults: bool = False,
+                log_steps: bool = False) -> list[str]:
     """Engine flags for serving what `profile` measured: its dtype and KV pool bytes (provenance),
     dummy weights, eager, no prefix caching, synchronous scheduling (as the in-process sweep);
     `num_kv_blocks` overrides the pool's block count (a small pool for preemption runs).
@@ -112,7 +113,9 @@ def server_args(model_dir: Path, profile, *, max_model_len: int, max_num_seqs: i
     `engine_defaults`: serve as a deployment does instead, with vLLM's own choices where the
     calibration fixes them: compiled model and CUDA graphs (no --enforce-eager), the KV pool sized by
     vLLM's memory profiling (gpu_memory_utilization; no --kv-cache-memory-bytes), its default
-    scheduling (async where the version has it). What a composed GPU profile is meant to predict."""
+    scheduling (async where the version has it). What a composed GPU profile is meant to predict.
+    `log_steps`: the engine logs every step's batch (context / generation requests and tokens), so the
+    server log shows how the real scheduler took a sweep's waves (one INFO line per step)."""
     prov = profile.provenance
     args = ["--model", str(model_dir), "--load-format", "dummy", "--skip-tokenizer-init",
             "--no-enable-prefix-caching", "--dtype", {"bf16": "bfloat16"}.get(prov.get("dtype"), "bfloat16"),
@@ -124,6 +127,8 @@ def server_args(model_dir: Path, profile, *, max_model_len: int, max_num_seqs: i
                  "--kv-cache-memory-bytes", str(int(prov.get("kv_cache_memory_bytes") or 2**30))]
     if num_kv_blocks is not None:
         args += ["--num-gpu-blocks-override", str(num_kv_blocks)]
+    if log_steps:
+        args += ["--enable-logging-iteration-details"]
     return args
 
 

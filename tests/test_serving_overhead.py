@@ -226,6 +226,8 @@ def test_engine_defaults_leave_graphs_pool_and_scheduling_to_vllm(profile):
     assert set(deployed) < set(calib)
     for flag, value in (("--max-num-seqs", "256"), ("--max-num-batched-tokens", "8192"), ("--load-format", "dummy")):
         assert deployed[deployed.index(flag) + 1] == value
+    assert "--enable-logging-iteration-details" not in deployed
+    assert "--enable-logging-iteration-details" in server_args(Path("/m"), profile, **kw, log_steps=True)
 
 
 def test_calibrate_serve_no_fit_writes_the_sweep_of_a_composed_profile(tmp_path, monkeypatch, capsys):
@@ -257,8 +259,9 @@ def test_calibrate_serve_no_fit_writes_the_sweep_of_a_composed_profile(tmp_path,
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name in ("vllm", "aiohttp") else real(name, *a))
     out = tmp_path / "served"
     assert main(["serve", str(tmp_path / "s.yaml"), "--engine-defaults", "--no-fit", "--sweep", "full+heldout",
-                 "--out", str(out)]) == 0
+                 "--log-steps", "--out", str(out)]) == 0
     assert seen["engine_defaults"] is True and seen["points"] == len(SWEEP) + 6  # the held-out sweep's six too
+    assert seen["log_steps"] is True
     assert (out / "serving_measurements.csv").is_file()
     assert json.loads((out / "serving_run.json").read_text())["engine_defaults"] is True
     assert not (out / "profile.json").exists()
