@@ -270,7 +270,7 @@ def section_reading(pred: pd.DataFrame, fit: pd.DataFrame) -> list[str]:
             "(fitted on vLLM 0.12-0.19 rows of two training models) and add per-sequence time; with vLLM 0.26.0's "
             "async scheduling and this decode speed, neither shows. This is the bias the held-out public rows "
             "showed (docs/validation_gpu.md: TPOT +15 % signed), now on a run no fit has seen.",
-            f"- **TTFT** at concurrency 1 is 16 ms measured for a 64-token prompt: the engine terms' 33 ms response "
+            "- **TTFT** at concurrency 1 is 16 ms measured for a 64-token prompt: the engine terms' 33 ms response "
             "latency (public rows, clients that tokenise text) is twice that; this client sends token ids, so part "
             "of that gap is the tokeniser the real rows paid and this run did not. Under load (concurrency 32-160) "
             "TTFT is low with every cost model (bare 20-76 %, fitted terms 14-41 %) while TPOT there is close: "
@@ -455,7 +455,7 @@ def accuracy_record(pred: pd.DataFrame) -> str:
          "ttft_signed": round(float(np.median(pred["auto_ttft_pct"])), 2)}
     return json.dumps({"note": "Written by `python benchmarks/gpu_vllm_record.py` (do not edit by hand): cost_model "
                                "auto against this project's own measured vLLM runs, per GPU | model | weight dtype.",
-                       "doc": str(DOC.relative_to(ROOT)), "by_setup": {f"h200-sxm|llama-3.1-8b|bf16": f}},
+                       "doc": str(DOC.relative_to(ROOT)), "by_setup": {"h200-sxm|llama-3.1-8b|bf16": f}},
                       indent=2) + "\n"
 
 
