@@ -166,7 +166,9 @@ def render(lease: Lease) -> str:
         f"- vLLM: not on the machine (`{vllm_line.strip()}`), nothing can be fetched there, and a carried "
         "package is limited to 64 MiB per call: the vLLM 0.33.0 x86-64 wheel is 320 MiB (PyPI) and pins "
         "torch 2.13.0, not the image's. So **no vLLM serving sweep ran on the GPU** (issue 10 asks for `calibrate run` "
-        "and `serve` with vLLM); what ran is the part of the calibration that needs no vLLM.",
+        "and `serve` with vLLM); what ran is the part of the calibration that needs no vLLM. A later lease "
+        "(2026-11-27) carried vLLM 0.26.0, the newest release pinning the image's torch, in four parts and ran "
+        "it: docs/gpu_vllm_h200.md.",
         "- `benchmarks/gpu_gemm_check.py measure`: every dense projection of Llama-3.1-8B (TP1) and "
         "Llama-3.1-70B (TP1, 2, 4, 8) at 1-8192 tokens, bf16 (`F.linear`) and fp8 e4m3 per-tensor "
         "(`torch._scaled_mm`), each timed as a CUDA graph of 20 calls (median of 30).",
