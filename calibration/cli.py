@@ -202,7 +202,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 shutil.copy2(Path(profile.path) / name, out / name)
         profile = Profile(**{**profile.__dict__, "name": out.resolve().name, "path": None})
     command = "servesim " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:]))
-    print(f"calibrate serve: {profile.name} on the vLLM server, {args.sweep} sweep -> {out}")
+    print(f"calibrate serve: {profile.name}, " + (f"re-fit from {out / SERVING_MEASUREMENTS_FILE} (no server)"
+                                                   if args.refit else f"on the vLLM server, {args.sweep} sweep")
+          + f" -> {out}")
     if args.refit:
         prof = refit_serving(scenario, profile, out, command)
     else:
