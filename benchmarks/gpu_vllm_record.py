@@ -181,8 +181,9 @@ def section_kv() -> tuple[list[str], list[dict]]:
     lines += ["", "- With the engine version's default the plan lands within half a percent of vLLM's pool; with the "
               "old 0.9 it is about 3 % short, which near a KV cliff moves TTFT by tens of percent "
               "(docs/kv_cliff_diagnosis.md). The reserve split differs (servesim: activation estimate + 1 GiB "
-              "non-torch; vLLM: a measured activation peak, 0.2 GiB non-torch, 0.6 GiB of CUDA graphs) but the "
-              "totals are within 0.2 GiB of each other.", ""]
+              "non-torch; vLLM: a measured activation peak, 0.2 GiB non-torch, 0.6 GiB of CUDA graphs) but for the "
+              "served runs the totals are within 0.1 GiB; the eager engine captures no graphs and reserves 0.7 GiB "
+              "less, its -0.6 %.", ""]
     return lines, rows
 
 
@@ -232,7 +233,7 @@ def section_predictions(pred: pd.DataFrame, overhead, fit: pd.DataFrame) -> list
              f"Simulated: each point as an ideal closed loop of the same requests (`calibration.serving.point_workload`) "
              f"in the lease's scenario with `engine: {{version: {VERSION}}}`. Signed errors, > 0: servesim slower than "
              f"measured.", "",
-             f"- **bare**: `{PROFILE}`'s kernels alone (`serving_overhead: false`), a lower bound by construction.",
+             f"- **bare**: `{PROFILE}`'s kernels alone (`serving_overhead: false`), meant as a lower bound (no engine time in it).",
              f"- **auto**: what `cost_model: auto` gives a planner for this scenario: {auto_label}. vLLM 0.26.0 has no "
              "engine terms of its own, so the nearest version's are used (the run's note says so).",
              "- **fit on run1**: `calibrate serve`'s four serving terms fitted on run1's 9 points only: "
