@@ -74,15 +74,18 @@ def server_facts(log: Path) -> dict:
 
 
 @lru_cache(maxsize=None)
-def scenario(run_name: str, cost_model: tuple = (("kind", "auto"),), gmu: float | None = None, lag: bool = False):
+def scenario(run_name: str, cost_model: tuple = (("kind", "auto"),), gmu: float | None = None, lag: bool = False,
+             max_model_len: int | None = None):
     """The run's scenario as the lease wrote it, with the engine version it ran and, unless `gmu` is
     given, vLLM 0.26.0's own gpu_memory_utilization (serving.gpu_memory_utilization unset); `lag`:
-    engine.async_admission_lag."""
+    engine.async_admission_lag; `max_model_len`: another context limit (the eager step sweep's)."""
     raw = yaml.safe_load((RUNS / run_name / "serve_defaults.yaml").read_text())
     raw["cost_model"] = dict(cost_model)
     raw["engine"] = {"name": "vllm", "version": VERSION, "async_admission_lag": lag}
     if gmu is not None:
         raw["serving"]["gpu_memory_utilization"] = gmu
+    if max_model_len is not None:
+        raw["serving"]["max_model_len"] = max_model_len
     return scenario_from_dict(raw)
 
 
@@ -139,24 +142,17 @@ def section_runs() -> list[str]:
 def section_kv() -> tuple[list[str], list[dict]]:
     """The KV pool vLLM allocated against sim.memory's plan of it for the same flags."""
     rows = []
-    cases = (("run1", RUNS / "run1" / "serve_defaults" / "server.log", 4096, 8192),
-             ("run2_heldout", RUNS / "run2_heldout" / "serve_defaults" / "server.log", 4096, 8192),
-             ("run1 (eager step sweep)", RUNS / "run1" / "prof_vllm" / "engine.log", 8192, 8192))
-    for name, log, max_len, budget in cases:
+    cases = (("run1", RUNS / "run1" / "serve_defaults" / "server.log", 4096),
+             ("run2_heldout", RUNS / "run2_heldout" / "serve_defaults" / "server.log", 4096),
+             ("run1 (eager step sweep)", RUNS / "run1" / "prof_vllm" / "engine.log", 8192))
+    for name, log, max_len in cases:
         f = server_facts(log)
         run_name = name.split()[0]
         out = {"run": name, "measured_tokens": f["kv_tokens"], "gmu_log": float(f["gmu"][0]),
                "weights_gib": float(f["usage"][0]), "activation_gib": float(f["usage"][1]),
                "non_torch_gib": float(f["usage"][2]), "graphs_gib": float(f["usage"][3] or 0.0)}
         for tag, gmu in (("version_default", None), ("old_default", 0.9)):
-            sc = scenario(run_name, gmu=gmu)
-            if max_len != sc.max_model_len:
-                raw = yaml.safe_load((RUNS / run_name / "serve_defaults.yaml").read_text())
-                raw["engine"] = {"name": "vllm", "version": VERSION}
-                raw["serving"]["max_model_len"] = max_len
-                if gmu is not None:
-                    raw["serving"]["gpu_memory_utilization"] = gmu
-                sc = scenario_from_dict(raw)
+            sc = scenario(run_name, gmu=gmu, max_model_len=max_len)
             plan = build_memory(sc)
             out[f"{tag}_gmu"] = sc.gpu_memory_utilization
             out[f"{tag}_tokens"] = plan.kv_capacity_tokens
@@ -203,12 +199,16 @@ def predictions() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@lru_cache(maxsize=None)
+def fitted_terms(lag: bool = False):
+    """Serving terms fitted on run1 alone (calibrate serve's fit: compute_scale 1), with or without the lag."""
+    return fit_serving(scenario("run1", (("profile", PROFILE),), lag=lag), load_profile(PROFILE), read_sweep("run1"))[0]
+
+
 def split_fit() -> tuple[object, pd.DataFrame]:
-    """Serving terms fitted on run1 alone (calibrate serve's fit: compute_scale 1), then every point of both
-    runs simulated with them."""
-    sc = scenario("run1", (("profile", PROFILE),))
+    """fitted_terms(), then every point of both runs simulated with them."""
     prof = load_profile(PROFILE)
-    overhead, _ = fit_serving(sc, prof, read_sweep("run1"))
+    overhead = fitted_terms()
     from sim.cost_model import ProfileCostModel
 
     rows = []
@@ -403,8 +403,7 @@ def section_lag() -> list[str]:
 
     bare = (("profile", PROFILE), ("serving_overhead", False))
     prof = load_profile(PROFILE)
-    fitted = {lag: fit_serving(scenario("run1", (("profile", PROFILE),), lag=lag), prof, read_sweep("run1"))[0]
-              for lag in (False, True)}
+    fitted = {lag: fitted_terms(lag) for lag in (False, True)}
     rows, errs = [], {(lag, rn): [] for lag in (False, True) for rn in SPLIT}
     for run_name in SPLIT:
         for p, r in points(read_sweep(run_name)):
@@ -460,8 +459,7 @@ def accuracy_record(pred: pd.DataFrame) -> str:
                       indent=2) + "\n"
 
 
-def render() -> str:
-    pred = predictions()
+def render(pred: pd.DataFrame) -> str:
     overhead, fit = split_fit()
     kv_lines, _ = section_kv()
     lines = ["# vLLM 0.26.0 on one H200: servesim's predictions beside the served engine", "",
@@ -476,7 +474,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="exit 1 when the doc is not what its data gives")
     args = p.parse_args(argv)
-    outputs = {DOC: render(), ACCURACY: accuracy_record(predictions())}
+    pred = predictions()
+    outputs = {DOC: render(pred), ACCURACY: accuracy_record(pred)}
     stale = 0
     for path, text in outputs.items():
         rel = path.relative_to(ROOT)
