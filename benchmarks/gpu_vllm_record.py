@@ -33,13 +33,14 @@ sys.path.insert(0, str(ROOT))
 
 from calibration.profile import load_profile  # noqa: E402
 from calibration.serving import SweepPoint, fit_serving, measured_point_stats, point_workload  # noqa: E402
+from sim.accuracy import LEASE_FILE  # noqa: E402
 from sim.catalog import GIB  # noqa: E402
 from sim.scenario import scenario_from_dict  # noqa: E402
 from sim.simulation import build_memory, run  # noqa: E402
 
 RUNS = ROOT / "docs" / "gpu_runs" / "h200-2026-11-27-vllm"
 DOC = ROOT / "docs" / "gpu_vllm_h200.md"
-ACCURACY = ROOT / "calibration" / "profiles" / "lease_accuracy.json"  # read by sim/accuracy.py for the report
+ACCURACY = ROOT / "calibration" / "profiles" / LEASE_FILE  # read by sim/accuracy.py for the report
 PROFILE = "h200-sxm_llama-3.1-8b_tp1_bf16"
 VERSION = "0.26.0"  # the vLLM the lease ran (machine.txt)
 SPLIT = {"run1": "training (fit)", "run2_heldout": "held out (reported only)"}

@@ -21,10 +21,10 @@ ACCURACY_FILE = "validation_accuracy.json"
 LEASE_FILE = "lease_accuracy.json"  # this project's own measured runs (benchmarks/gpu_vllm_record.py)
 
 
-def accuracy_path() -> Path:
-    """The record's place among the shipped profiles (a function: reading it imports the calibration package,
+def accuracy_path(name: str = ACCURACY_FILE) -> Path:
+    """A record's place among the shipped profiles (a function: reading it imports the calibration package,
     which a plain run does only when it prices with a profile)."""
-    return Path(str(resources.files("calibration").joinpath("profiles", ACCURACY_FILE)))
+    return Path(str(resources.files("calibration").joinpath("profiles", name)))
 
 
 def setup_key(gpu: str, model: str, weight_dtype: str) -> str:
@@ -79,7 +79,7 @@ MISSING = "no measured check on record (calibration/profiles/validation_accuracy
 def lease_check(gpu: str | None, model: str, weight_dtype: str) -> str:
     """'' or the phrase for this project's own measured runs of the setup (a GPU lease: lease_accuracy.json,
     written by benchmarks/gpu_vllm_record.py): data no fit has seen."""
-    data = _read(str(Path(str(resources.files("calibration").joinpath("profiles", LEASE_FILE)))))
+    data = _read(str(accuracy_path(LEASE_FILE)))
     f = (data or {}).get("by_setup", {}).get(setup_key(gpu or "", model, weight_dtype))
     if not f:
         return ""

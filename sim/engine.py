@@ -171,6 +171,11 @@ class Replica:
         proc._target = wake
         wake.callbacks.append(proc._resume)
 
+    def note_last_step(self, start: float, ends, steps_done: int) -> None:
+        """engine.async_admission_lag: when the last of the `steps_done` steps of a run from `start` began
+        (ends[k]: when step k ended, after `start`; step 0 began at `start`)."""
+        self.last_step_start_s = start + (float(ends[steps_done - 2]) if steps_done >= 2 else 0.0)
+
     # --- the loop ------------------------------------------------------------
     def _record(self) -> None:
         if self.record_timeseries:
@@ -298,7 +303,7 @@ class Replica:
         self.state = BUSY
         self.busy_s += float(ends[steps_done - 1])
         if self.admission_lag:
-            self.last_step_start_s = start + (float(ends[steps_done - 2]) if steps_done >= 2 else 0.0)
+            self.note_last_step(start, ends, steps_done)
         if self.step_log is not None or self.token_log is not None:
             log_steps(self, start, ends, steps_done - 1, ff, reqs, chunk, decode, completes)
 

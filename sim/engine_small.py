@@ -148,7 +148,7 @@ def execute_small(rep: "Replica", plan: "StepPlan"):
     end = last_end if steps_done == (1 if ff is None else P + 1) else float(ends[steps_done - 1])
     rep.busy_s += end
     if rep.admission_lag:
-        rep.last_step_start_s = start + (float(ends[steps_done - 2]) if steps_done >= 2 else 0.0)
+        rep.note_last_step(start, ends, steps_done)
 
     # ---- apply step 0 --------------------------------------------------------
     if first:
