@@ -135,14 +135,16 @@ def stage1_solve(f0: np.ndarray, J: np.ndarray, x0: np.ndarray, measured: np.nda
     return x
 
 
-def kept_factors(factors: dict[tuple[str, str], float]) -> tuple[dict[str, float], float]:
+def kept_factors(factors: dict[tuple[str, str], float], min_models: int = 1) -> tuple[dict[str, float], float]:
     """(per GPU, elsewhere) kernel-time factors to keep from the training models' (model, GPU) factors:
     medians, leaving out factors at their bounds (SCALE_BOUNDS), which are not estimates but a profile
-    off by more than the bounds allow. All at bounds: the plain medians."""
+    off by more than the bounds allow. All at bounds: the plain medians. `min_models` (a structure's
+    Structure.min_models_per_gpu; the fit's is 1): a GPU keeps its own factor only where at least this many
+    training models have a free factor on it, the others get the value for elsewhere."""
     free = {k: f for k, f in factors.items() if SCALE_BOUNDS[0] + 1e-6 < f < SCALE_BOUNDS[1] - 1e-6} or factors
     gpus = sorted({g for _, g in factors})
     by_gpu = {g: float(np.median([f for (_, gg), f in free.items() if gg == g])) for g in gpus
-              if any(gg == g for _, gg in free)}
+              if sum(gg == g for _, gg in free) >= min_models}
     return by_gpu, float(np.median(list(free.values())))
 
 

@@ -31,6 +31,19 @@ class Structure:
     # and engine_cv.choose's rule (lowest pooled TPOT; within 0.5 points, lowest pooled TTFT median |err|;
     # an exact tie keeps the earlier structure) decides between the two by their pooled TTFT alone.
     latency_per_token: bool = False
+    # A candidate proposed after held-out results (docs/validation_gpu.md, a lease) were seen: when and why.
+    # engine_cv.choose adopts it only if it beats the choice among the others by POST_HOC_BAR_PCT points of CV
+    # TPOT (and TTFT is not more than that worse): a small CV gain is not evidence enough for a change
+    # whose motive was the held-out error it would lower. Empty: proposed before (the plain rule decides).
+    post_hoc: str = ""
+    # A GPU keeps its own factor (the median of the training models' on it) only where at least this many
+    # training models have a free factor there; the others get the value for elsewhere (engine_fit.kept_factors).
+    min_models_per_gpu: int = 1
+
+
+# engine_cv.choose's bar for a post-hoc candidate (Structure.post_hoc), in points of CV median |error|: the bar
+# benchmarks/fp8_h2_cv.py wrote down before its run (2026-11-26), now one rule for every such candidate.
+POST_HOC_BAR_PCT = 1.0
 
 
 STRUCTURES = (
@@ -53,9 +66,15 @@ STRUCTURES = (
               overlap="async_default"),
     Structure("o3: o1 + an exposed step", step="shared", overlap="all", exposed=True),
     Structure("o4: o2 + an exposed step", step="shared", overlap="async_default", exposed=True),
-    # Added after the held-out per-GPU errors were seen to follow the kept factors (docs/validation_gpu.md,
-    # 2026-11-26): the rule below decides on the training models alone, as for every other candidate.
-    Structure("o5: o2, factors a nuisance only (kept 1)", step="shared", overlap="async_default", keep_one=True),
+    Structure("o5: o2, factors a nuisance only (kept 1)", step="shared", overlap="async_default", keep_one=True,
+              post_hoc="2026-11-26, after the held-out per-GPU errors were seen to follow the kept factors"),
+    # Tested on 2026-11-26 under the bar written before its run (README, "Accuracy"): CV TPOT 6.43 -> 6.14 %,
+    # TTFT 18.97 -> 18.23 %, under the bar, not adopted. Kept here so that the table shows it and choose()
+    # applies the bar (re-run on 2026-11-27 without it, it won the plain rule: the reason for post_hoc).
+    Structure("o6: o2, a GPU's own factor only where two or more training models measured it", step="shared",
+              overlap="async_default", min_models_per_gpu=2,
+              post_hoc="2026-11-26, after the H200 kernel factor (MiniMax-M2.5's alone) was seen to over-add on "
+                       "held-out rows; 2026-11-27 the H200 lease: auto TPOT +27-30 %"),
     # Last, so that an exact tie keeps o2 (engine_cv.choose); TPOT is o2's, the TTFT figure decides.
     Structure("t1: o2 + response latency per prompt token (tokenisation)", step="shared", overlap="async_default",
               latency_per_token=True),

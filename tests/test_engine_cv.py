@@ -95,6 +95,48 @@ def test_choose_prefers_lower_tpot_then_ttft_within_half_a_point():
     assert cv.choose(table)["structure"] == "b"
 
 
+def test_a_post_hoc_candidate_must_clear_the_bar_to_be_chosen():
+    # "p" was proposed after held-out results were seen (Structure.post_hoc): the plain rule would take it
+    # (lowest TPOT), the bar does not until it beats the others' choice ("a") by POST_HOC_BAR_PCT of TPOT.
+    def spec(post_hoc=""):
+        return {"post_hoc": post_hoc}
+    table = [{"structure": "a", "tpot_mdape": 6.4, "ttft_mdape": 19.0, "spec": spec()},
+             {"structure": "b", "tpot_mdape": 8.0, "ttft_mdape": 15.0, "spec": spec()},
+             {"structure": "p", "tpot_mdape": 6.1, "ttft_mdape": 18.2, "spec": spec("after the lease")}]
+    assert cv.choose(table)["structure"] == "a"
+    assert cv.choose([dict(r, spec={}) for r in table])["structure"] == "p"  # without the mark: the plain rule
+    table[2]["tpot_mdape"] = 6.4 - cv.POST_HOC_BAR_PCT
+    assert cv.choose(table)["structure"] == "p"
+    table[2]["ttft_mdape"] = 19.0 + cv.POST_HOC_BAR_PCT + 0.1  # TTFT worse by more than the bar: not adopted
+    assert cv.choose(table)["structure"] == "a"
+
+
+def test_the_shipped_post_hoc_candidates_say_when_and_the_record_applies_the_bar():
+    import json
+
+    marked = [st for st in cv.STRUCTURES if st.post_hoc]
+    assert {st.name[:2] for st in marked} >= {"o5", "o6"} and all("20" in st.post_hoc for st in marked)
+    rec = json.loads(cv.CV_PATH.read_text())
+    by_name = {r["structure"]: r for r in rec["table"]}
+    assert {st.name for st in cv.STRUCTURES} == set(by_name)  # the record was written with today's candidates
+    chosen = by_name[rec["chosen"]]
+    assert not chosen["spec"]["post_hoc"] or chosen["tpot_mdape"] <= min(
+        r["tpot_mdape"] for r in rec["table"] if not r["spec"]["post_hoc"]) - cv.POST_HOC_BAR_PCT
+
+
+def test_a_gpu_factor_from_one_training_model_is_not_kept_with_min_models_two():
+    # Fitted on m-a and m-b on h100 and m-c alone on h200, each at its own factor: with min_models_per_gpu=2
+    # the h200 factor (m-c's own error) is not kept as h200's; h100's, measured by two models, is.
+    B = _basis(factor={("m-a", "h100-sxm"): 1.10, ("m-b", "h100-sxm"): 1.20, ("m-c", "h200-sxm"): 1.40})
+    idx = [i for i, r in enumerate(B.rows) if (r.gpu == "h100-sxm") != (r.model == "m-c")]
+    assert {B.rows[i].model for i in idx if B.rows[i].gpu == "h200-sxm"} == {"m-c"}
+    one = cv.fit_structure(B, idx, cv.Structure("one"))
+    two = cv.fit_structure(B, idx, cv.Structure("two", min_models_per_gpu=2))
+    assert abs(one.scale["h200-sxm"] - 1.40) < 0.02
+    assert "h200-sxm" not in two.scale and abs(two.scale["h100-sxm"] - one.scale["h100-sxm"]) < 1e-12
+    assert two.scale["*"] == one.scale["*"]
+
+
 def test_the_fit_uses_the_structure_its_cross_validation_chose():
     import json
 

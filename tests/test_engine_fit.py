@@ -98,6 +98,10 @@ def test_kept_factors_are_per_gpu_medians_without_factors_at_their_bounds():
     assert abs(elsewhere - 1.13) < 1e-12  # the median of the four free factors
     only_bound, _ = kept_factors({("a", "l40s"): SCALE_BOUNDS[1]})
     assert only_bound == {"l40s": SCALE_BOUNDS[1]}
+    by_gpu2, elsewhere2 = kept_factors({("a", "h200-sxm"): SCALE_BOUNDS[0], ("b", "h200-sxm"): 1.16,
+                                        ("b", "h100-sxm"): 1.10, ("c", "h100-sxm"): 1.20, ("b", "b200-sxm"): 1.0},
+                                       min_models=2)  # one free factor on h200 and b200: theirs is not kept
+    assert by_gpu2 == pytest.approx({"h100-sxm": 1.15}) and elsewhere2 == elsewhere
 
 
 def test_stage1_shares_one_step_and_drops_a_pair_whose_factor_sits_at_a_bound(monkeypatch):
