@@ -229,3 +229,22 @@ def test_the_prompt_token_latency_candidate_changes_ttft_only_and_the_cv_scores_
     # Without a per-token latency in the measurements it fits none.
     t0 = cv.fit_structure(_basis_with_prompt_latency(0.0), list(range(len(B.rows))), t1)
     assert t0.latency_per_token_us < 0.1 and abs(t0.latency_ms - 30.0) < 1.0
+
+
+def test_the_admission_lag_experiment_turns_the_lag_on_for_async_versions_only():
+    # benchmarks/admission_lag_cv.py: the CV's basis with engine.async_admission_lag on where vLLM schedules
+    # async by default (>= 0.14), every other row (and every other field) as calibration.silicon builds it.
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "admission_lag_cv.py"
+    spec = importlib.util.spec_from_file_location("admission_lag_cv", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    build = mod.with_lag(lambda d: d)
+    for version, lag in (("0.19.0", True), ("nightly-5b8c30d62b754b57", True), ("0.12.0", None), ("", None)):
+        d = {"name": "r", "engine": {"name": "vllm", "version": version}, "seed": 3}
+        out = build(d)
+        assert out["engine"].get("async_admission_lag") == lag, version
+        assert {k: v for k, v in out.items() if k != "engine"} == {"name": "r", "seed": 3}
+        assert "async_admission_lag" not in d["engine"]  # the caller's mapping is not changed
