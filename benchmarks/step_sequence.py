@@ -10,9 +10,11 @@ exactly requests x prompt context tokens and requests x (output - 1) generation 
 past those totals stay with the point they follow), simulates each point as the serving fit does
 (calibration.serving.point_workload: its clients all start at once; the scenario's own cost model, steps
 recorded), and prints per point the steps, the prefill steps and how many prompts each took (the waves),
-the mean decode batch, and the first steps side by side.
+the mean decode batch, and the first steps side by side; with --api-server-ms, also simulated with the API
+server's time per request (engine.api_server_per_request_s), which splits each burst as the real server does.
 
     python benchmarks/step_sequence.py SERVER_LOG SERVING_RUN_JSON SCENARIO [--first 8] [--points c32,c96]
+        [--api-server-ms 0.25] [--out doc.md]
 
 SERVER_LOG: the run's server.log (`calibrate serve` keeps it in .cache/serving/<out folder>/; the GPU lease
 script copies it into the run folder). SERVING_RUN_JSON: the run's serving_run.json (its points, in order).
@@ -139,22 +141,25 @@ def waves(steps: list[Step]) -> str:
     return " ".join(out)
 
 
-def report(real: dict[str, list[Step]], sim: dict[str, list[Step]], first: int) -> str:
+def report(real: dict[str, list[Step]], sims: dict[str, dict[str, list[Step]]], first: int) -> str:
+    """`sims`: per simulated variant (its name), the steps of each point simulated."""
+    names = list(next(iter(sims.values())))
     lines = ["| point | | steps | prefill steps | prompts per prefill step, in order ((k): k decode-only steps "
              "between) | mean decode batch | engine s |",
              "|---|---|---:|---:|---|---:|---:|"]
-    for name in sim:
-        for who, steps in (("real", real[name]), ("simulated", sim[name])):
+    for name in names:
+        for k, (who, steps) in enumerate([("real", real[name])] + [(v, sim[name]) for v, sim in sims.items()]):
             s = summary(steps)
-            lines.append(f"| {name if who == 'real' else ''} | {who} | {s['steps']} | {s['prefill_steps']} | "
+            lines.append(f"| {name if k == 0 else ''} | {who} | {s['steps']} | {s['prefill_steps']} | "
                          f"{waves(steps)} | {s['mean_decode_batch']:.1f} | "
                          f"{s['engine_s']:.2f} |")
     lines += ["", f"The first {first} steps of each point (prompts computed / their tokens + decoding requests; ms):", ""]
-    for name in sim:
+    for name in names:
         lines.append(f"- {name}: real " + "; ".join(f"{s.ctx_reqs}/{s.ctx_tokens}+{s.gen_reqs} ({s.ms:.0f})"
                                                    for s in real[name][:first]))
-        lines.append("  simulated " + "; ".join(f"{s.ctx_reqs}/{s.ctx_tokens}+{s.gen_reqs} ({s.ms:.0f})"
-                                                for s in sim[name][:first]))
+        for v, sim in sims.items():
+            lines.append(f"  {v} " + "; ".join(f"{s.ctx_reqs}/{s.ctx_tokens}+{s.gen_reqs} ({s.ms:.0f})"
+                                               for s in sim[name][:first]))
     return "\n".join(lines)
 
 
@@ -168,14 +173,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--first", type=int, default=8, help="steps shown side by side per point (default 8)")
     ap.add_argument("--points", default="", help="comma-separated label prefixes (e.g. c32,c96): only these points")
     ap.add_argument("--out", default="", help="also write the table to this markdown file, with the command")
+    ap.add_argument("--api-server-ms", type=float, default=None,
+                    help="also simulate with engine.api_server_per_request_s at this many ms (the API server's "
+                         "time per request: a burst's first request reaches the engine alone, the rest together)")
     args = ap.parse_args(argv)
     points = json.loads(Path(args.serving_run).read_text())["points"]
     real = split_steps(parse_steps(Path(args.server_log).read_text(errors="replace")), segments_of(points))
     scenario = load_scenario(args.scenario)
     wanted = [w for w in args.points.split(",") if w]
     chosen = [p for p in points if not wanted or any(label(p).startswith(w + " ") or label(p) == w for w in wanted)]
-    sim = {label(p): simulated_steps(scenario, p) for p in chosen}
-    text = report(real, sim, args.first)
+    sims = {"simulated": {label(p): simulated_steps(scenario, p) for p in chosen}}
+    if args.api_server_ms is not None:
+        with_server = load_scenario(args.scenario, [f"engine.api_server_per_request_s={args.api_server_ms / 1e3!r}"])
+        sims[f"simulated, API server {args.api_server_ms:g} ms a request"] = {
+            label(p): simulated_steps(with_server, p) for p in chosen}
+    text = report(real, sims, args.first)
     print(text)
     if args.out:
         import shlex

@@ -165,8 +165,9 @@ def _overhead(x: np.ndarray) -> ServingOverhead:
 def fit_serving(scenario: Scenario, profile: Profile, records: pd.DataFrame) -> tuple[ServingOverhead, pd.DataFrame]:
     """ServingOverhead whose simulation of each sweep point matches the measured median TTFT and mean TPOT
     (least squares on log(predicted / measured)); the per-point table of measured vs fitted.
-    Simulated clients with equal lengths stay in lockstep (their prefills share steps) where real
-    ones drift apart; that difference is part of what the fit error shows. Replaying the recorded
+    Simulated clients with equal lengths start each wave in one step, where the real server takes a wave's
+    first request alone and the rest later (the API server's hand-over: docs/step_sequence_cpu.md; the waves
+    themselves persist in both); that difference is part of what the fit error shows. Replaying the recorded
     send times instead was tried: it feeds the real system's response times back into the
     simulation, and the fit on the same sweep came out worse."""
     from scipy.optimize import least_squares

@@ -155,10 +155,19 @@ class EngineConfig:
     # step_with_batch_queue: a batch queue of two). True: model that one-step lag (continuous and priority
     # schedulers). Off by default until the engine terms are fitted with it (docs/gpu_vllm_h200.md, section 4).
     async_admission_lag: bool = False
+    # The API server hands requests to the engine one at a time: a request that finds it idle reaches the
+    # engine after this long, alone; requests that arrive while it is busy wait, take this long each, and
+    # reach the engine together once it has none left (an asyncio server prepares every request it has
+    # before any is sent on). So the first of a burst (a closed loop's wave) gets a step of its own and the
+    # rest follow later, as vLLM's step log shows on a real server (docs/step_sequence_cpu.md). 0: requests
+    # reach the engine when the client sends them (plus the cost model's request jitter). Off by default:
+    # no engine terms are fitted with it.
+    api_server_per_request_s: float = 0.0
 
     def validate(self, path: str) -> None:
         require(self.version is None or self.version.strip() != "", f"{path}.version", self.version,
                 "must be a release such as '0.12.0', or null")
+        require_range(self.api_server_per_request_s, f"{path}.api_server_per_request_s", 0.0, 1.0, "s")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ router, one engine process per replica) -> RequestTable + per-replica time serie
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -192,7 +193,11 @@ class Simulation:
         # When the next request reaches a replica, while known in advance (open loop, no ingress jitter, one
         # replica, the request not refused), else None: the engine ends a run there (sim/engine_small.py).
         self.next_submit_s: float | None = None
-        arrivals_known = not self.closed_loop and self._jitter_rng is None
+        # engine.api_server_per_request_s: the API server between client and engine (_reach_server).
+        self.api_server_s = float(scenario.engine.api_server_per_request_s or 0.0)
+        self._server_busy_until = -math.inf  # when the API server has handed over every request it has
+        self._server_batch: list[int] = []  # requests it took while busy: handed over together
+        arrivals_known = not self.closed_loop and self._jitter_rng is None and not self.api_server_s
         self._submits_foreseeable = arrivals_known and s.replicas == 1
         # The next arrival's time (any replica's; None when not known): runs are priced up to it and, when it
         # goes elsewhere or does not cut the run, on to the next (sim/open_run.py's OpenRun, listed while open).
@@ -216,9 +221,34 @@ class Simulation:
             if not self._jitter_left:
                 self._jitter_left = self._jitter_rng.exponential(self.jitter_s, size=4096).tolist()[::-1]
             delay = self._jitter_left.pop()
-            self.env.timeout(delay).callbacks.append(lambda _e, r=req: self._submit(r))
+            self.env.timeout(delay).callbacks.append(lambda _e, r=req: self._reach_server(r))
         else:
+            self._reach_server(req)
+
+    def _reach_server(self, req: int) -> None:
+        """Request `req` reaches the API server (engine.api_server_per_request_s; 0: the engine, now). Found
+        idle, the server takes it alone and hands it to the engine after api_server_s; found busy, it queues
+        the request behind the others, api_server_s each, and hands over every request it took while busy
+        together when it has none left."""
+        if not self.api_server_s:
             self._submit(req)
+            return
+        now = self.env._now
+        if self._server_busy_until <= now:
+            self._server_busy_until = now + self.api_server_s
+            self.env.timeout(self.api_server_s).callbacks.append(lambda _e, r=req: self._submit(r))
+            return
+        self._server_busy_until += self.api_server_s
+        self._server_batch.append(req)
+        until = self._server_busy_until
+        self.env.timeout(until - now).callbacks.append(lambda _e, u=until: self._hand_over(u))
+
+    def _hand_over(self, until: float) -> None:
+        """The API server's work ends at `until`, unless more requests came since: hand its batch to the engine."""
+        if until == self._server_busy_until and self._server_batch:
+            batch, self._server_batch = self._server_batch, []
+            for req in batch:
+                self._submit(req)
 
     def _submit(self, req: int) -> None:
         self.replicas[self.route(self.replicas, req)].submit(req)
