@@ -122,7 +122,14 @@ def terms_notes() -> list[str]:
          "2-5x. So a closed loop now starts its clients at times drawn uniformly over one expected request "
          "duration (`workload.arrival.start_spread_s`, default null = that estimate; 0 = the old lockstep; its own "
          "seeded stream): the phases of a steady state, not a wave. Requests also reach the engine after a random "
-         "delay (`request_jitter_s`, exponential, fitted on the grid in the provenance; it moves TTFT)."),
+         "delay (`request_jitter_s`, exponential, fitted on the grid in the provenance; it moves TTFT). "
+         "Since contradicted, and not yet acted on here: vLLM's own step log on the real server (2026-11-27, "
+         "docs/step_sequence_cpu.md) shows the waves of a closed loop at equal lengths persisting, every wave "
+         "reaching the engine as its first request alone and the rest later (the API server's hand-over, "
+         "`engine.api_server_per_request_s`, off by default); the H200 lease saw the same (docs/gpu_vllm_h200.md). "
+         "The spread of TTFTs within a point comes from that split and from prompts prefilled 8-9 per "
+         "budget-limited step, not from clients out of phase. Replacing the start spread by lockstep clients "
+         "behind that API server is a candidate for the engine fit's cross-validation, post hoc (its bar)."),
         ("- **The roofline's fixed cost** (`cost_model: {kind: roofline}`) is re-derived on the same training rows: "
          "its per-step and per-sequence constants fitted on TPOT with its default efficiencies (columns "
          "`roofline` above). `RooflineParams` keeps 3 ms + 20 us/sequence as the fallback when no terms exist."),
