@@ -37,9 +37,10 @@ class ServingOverhead:
     the API server's output handling, streaming), which moves TTFT and E2E but not TPOT; and on
     the way in, a random delay per request between the client sending it and the engine seeing it
     (HTTP, tokenisation, the API server's queue), exponential with mean `request_jitter_s` and
-    drawn from its own seeded stream (sim/simulation.py). It moves TTFT, and it is what keeps
-    closed-loop clients with equal lengths from staying in lockstep: real ones drift apart
-    because no two requests take the same path to the engine.
+    drawn from its own seeded stream (sim/simulation.py). It moves TTFT. (It was once meant to keep
+    closed-loop clients with equal lengths from staying in lockstep; vLLM's step log on a real server
+    shows their waves persisting instead, each split as the API server hands it over: the scenario's
+    engine.api_server_per_request_s, docs/step_sequence_cpu.md.)
 
     `response_latency_per_prompt_token_s` x the prompt's tokens is added to a request's response
     latency (TTFT and E2E move, TPOT does not): the API server tokenises the prompt in its own process,
