@@ -202,10 +202,15 @@ def predictions() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@lru_cache(maxsize=None)
 def fitted_terms(lag: bool = False, api_server_s: float = 0.0):
     """Serving terms fitted on run1 alone (calibrate serve's fit: compute_scale 1), with or without the lag (and
-    the API server's time per request)."""
+    the API server's time per request); fitted once per value however the call spells it (lru_cache alone
+    keys fitted_terms(), fitted_terms(False) and fitted_terms(False, 0.0) apart)."""
+    return _fitted_terms(bool(lag), float(api_server_s))
+
+
+@lru_cache(maxsize=None)
+def _fitted_terms(lag: bool, api_server_s: float):
     return fit_serving(scenario("run1", (("profile", PROFILE),), lag=lag, api_server_s=api_server_s),
                        load_profile(PROFILE), read_sweep("run1"))[0]
 
@@ -456,10 +461,13 @@ def api_server_errors() -> dict[float, dict[str, tuple[float, float]]]:
         cost = ProfileCostModel(prof.coefficients, fitted_terms(False, d))
         out[ms] = {}
         for run_name in SPLIT:
-            e = [(pct(tt, r.ttft_s), pct(tp, r.tpot_s))
-                 for p, r in points(read_sweep(run_name))
-                 for tt, tp, _ in [simulated(scenario(run_name, (("profile", PROFILE),), api_server_s=d), p, cost)]]
-            out[ms][run_name] = (float(np.median([abs(a) for a, _ in e])), float(np.median([abs(b) for _, b in e])))
+            sc = scenario(run_name, (("profile", PROFILE),), api_server_s=d)
+            e_ttft, e_tpot = [], []
+            for p, r in points(read_sweep(run_name)):
+                ttft, tpot, _ = simulated(sc, p, cost)
+                e_ttft.append(pct(ttft, r.ttft_s))
+                e_tpot.append(pct(tpot, r.tpot_s))
+            out[ms][run_name] = (med_abs(e_ttft), med_abs(e_tpot))
     return out
 
 

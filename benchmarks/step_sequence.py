@@ -73,7 +73,10 @@ def segments_of(points: list[dict], warm_up_max_tokens: int = WARM_UP_MAX_TOKENS
 
 
 def label(p: dict) -> str:
-    return f"c{p['concurrency']} p{p['prompt_tokens']} o{p['output_tokens']}"
+    """A point of serving_run.json (SweepPoint's fields) by its SweepPoint label, e.g. "c32 p256 o64"."""
+    from calibration.serving import SweepPoint
+
+    return SweepPoint(**p).label
 
 
 def split_steps(steps: list[Step], segments: list[Segment]) -> dict[str, list[Step]]:
@@ -108,8 +111,7 @@ def simulated_steps(scenario, point: dict) -> list[Step]:
     from calibration.serving import SweepPoint, point_workload
     from sim.simulation import run
 
-    p = SweepPoint(**{k: point[k] for k in ("concurrency", "prompt_tokens", "output_tokens", "num_requests")})
-    res = run(scenario, workload=point_workload(p), record_steps=True)
+    res = run(scenario, workload=point_workload(SweepPoint(**point)), record_steps=True)
     st = res.steps.sort_values("start_s", kind="stable")
     out = []
     for n, pre, dec, dur in zip(st["num_seqs"], st["prefill_tokens"], st["decode_tokens"], st["duration_s"]):
